@@ -1,0 +1,29 @@
+// Package hub is the per-process core of clusterws: sockets, the channel
+// registry, fan-out, heartbeats and the Broker interface that links
+// processes.
+//
+// # Concurrency
+//
+// Each Socket has one reader goroutine, which runs its handlers in arrival
+// order, and a writer goroutine that exists only while the socket's send
+// queue has frames. Enqueueing never blocks: a queue that would exceed
+// Options.SendQueueBytes closes its socket with CloseSlowConsumer, and the
+// publisher moves on. A publish is encoded once; the same bytes are queued
+// to every subscriber and handed to the Broker. Locks are held only to
+// snapshot or enqueue, never during socket I/O.
+//
+// Lock order: Hub stripe lock, then Hub.mu, then Socket.mu or Socket.qmu.
+//
+// # Bad input
+//
+// Client frames that are malformed, of the wrong shape, of an unknown kind,
+// name a reserved event, or publish to a channel the socket is not
+// subscribed to are ignored and counted (Stats.Ignored) and reported to
+// Socket.OnError. Subscriptions refused by OnSubscribe, by
+// Options.MaxChannelLength or by Options.MaxSubscriptions are counted in
+// Stats.Refused. A text frame with invalid UTF-8 closes the socket with
+// CloseInvalidData, a message over Options.ReadLimit with CloseTooBig, a
+// panicking handler with CloseInternal. A binary frame that is not valid
+// UTF-8 is read as Latin-1, which is what the ClusterWS JavaScript client
+// sends in binary mode.
+package hub

@@ -1,0 +1,455 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/clusterws/clusterws-go/internal/protocol"
+	"github.com/clusterws/clusterws-go/internal/wsconn"
+)
+
+// Hub is the per-process registry of sockets and channels. It fans each
+// publish out to local subscribers and, through the Broker, to other
+// processes. All methods are safe for concurrent use.
+type Hub struct {
+	opts     Options
+	enc      protocol.Encoder
+	config   []byte // the first frame of every connection
+	ping     []byte
+	pingBin  bool
+	idPrefix string
+	log      *slog.Logger
+
+	onConnection atomic.Pointer[func(*Socket)]
+
+	// stripes serialise subscription changes per channel, so the Broker
+	// sees Subscribe and Unsubscribe for one channel in the order they
+	// happened. Held across the Broker call; never held by publishers.
+	stripes [64]sync.Mutex
+	seed    maphash.Seed
+
+	mu       sync.RWMutex // protects the fields below
+	channels map[string]*subscribers
+	sockets  map[*Socket]struct{}
+	closed   bool
+
+	nextID   atomic.Uint64
+	counters counters
+
+	wg       sync.WaitGroup // readers, writers and the heartbeat
+	stop     chan struct{}  // closed by Shutdown or Close: stops the heartbeat
+	stopOnce sync.Once
+	brokerMu sync.Mutex // serialises Broker.Close
+}
+
+// subscribers of one channel. The slice makes fan-out a plain loop; index
+// makes removal O(1).
+type subscribers struct {
+	sockets  []*Socket
+	index    map[*Socket]int
+	watchers []*watcher
+}
+
+type watcher struct {
+	fn func(json.RawMessage)
+}
+
+func (s *subscribers) empty() bool { return len(s.sockets) == 0 && len(s.watchers) == 0 }
+
+type counters struct {
+	accepted, closed, published, delivered, brokerErrors, ignored,
+	refused, slowConsumers, noPong, panics atomic.Uint64
+}
+
+// Stats is a snapshot of a Hub's gauges and counters.
+type Stats struct {
+	Connections   int    // sockets open now
+	Channels      int    // channels with at least one local subscriber or watcher
+	Accepted      uint64 // sockets accepted since start
+	Closed        uint64 // sockets closed since start
+	Published     uint64 // publishes fanned out here, local and from the broker
+	Delivered     uint64 // frames queued to subscribers by those publishes
+	BrokerErrors  uint64 // failed Broker calls
+	Ignored       uint64 // client frames ignored: malformed, wrong shape, unknown kind, reserved event, publish without subscription
+	Refused       uint64 // subscriptions refused: OnSubscribe, too long a name, too many
+	SlowConsumers uint64 // sockets closed with CloseSlowConsumer
+	NoPong        uint64 // sockets closed with CloseNoPong
+	Panics        uint64 // handler panics recovered
+}
+
+// New returns a Hub and starts its heartbeat and its Broker, if any.
+func New(opts Options) (*Hub, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	var prefix [6]byte
+	_, _ = rand.Read(prefix[:])
+	h := &Hub{
+		opts:     o,
+		enc:      protocol.Encoder{ASCII: o.Binary, Legacy: o.Legacy},
+		idPrefix: hex.EncodeToString(prefix[:]) + "-",
+		log:      o.Logger,
+		seed:     maphash.MakeSeed(),
+		channels: make(map[string]*subscribers),
+		sockets:  make(map[*Socket]struct{}),
+		stop:     make(chan struct{}),
+	}
+	h.config = h.enc.Config(o.PingInterval.Milliseconds(), o.Binary)
+	h.ping, h.pingBin = h.enc.Ping()
+	if o.Broker != nil {
+		if err := o.Broker.Start(h.deliver); err != nil {
+			return nil, err
+		}
+	}
+	h.wg.Add(1)
+	go h.heartbeat()
+	return h, nil
+}
+
+// OnConnection sets the function called for every new socket, before any of
+// its messages is read: register the socket's handlers there.
+func (h *Hub) OnConnection(fn func(*Socket)) { h.onConnection.Store(&fn) }
+
+// Upgrade accepts the WebSocket handshake, registers the socket, sends the
+// configuration frame, runs OnConnection and starts reading. It returns once
+// the socket is running; on error a response has been written to w.
+func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) error {
+	if h.isClosed() {
+		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+		return ErrClosed
+	}
+	ws, nc, err := wsconn.Accept(w, r, opts)
+	if err != nil {
+		return err
+	}
+	ws.SetReadLimit(h.opts.ReadLimit)
+	s := newSocket(h, ws, nc, r)
+
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		_ = ws.Close(ClosePolicy, ReasonGoingAway)
+		return ErrClosed
+	}
+	h.sockets[s] = struct{}{}
+	h.wg.Add(1) // the reader
+	h.mu.Unlock()
+	h.counters.accepted.Add(1)
+
+	s.enqueue(h.config, h.opts.Binary)
+	if fn := h.onConnection.Load(); fn != nil {
+		s.safely("OnConnection", func() { (*fn)(s) })
+	}
+	go s.readLoop()
+	return nil
+}
+
+func (h *Hub) isClosed() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.closed
+}
+
+func (h *Hub) newID() string {
+	return h.idPrefix + strconv.FormatUint(h.nextID.Add(1), 36)
+}
+
+// Publish encodes data once as a publish frame for channel, delivers it to
+// the local subscribers and watchers, and hands it to the Broker. Local
+// delivery happens even when the Broker returns an error.
+func (h *Hub) Publish(ctx context.Context, channel string, data any) error {
+	frame, err := h.encode(protocol.KindPublish, channel, data)
+	if err != nil {
+		return err
+	}
+	return h.publishFrame(ctx, channel, frame)
+}
+
+func (h *Hub) encode(kind byte, name string, data any) ([]byte, error) {
+	raw, err := protocol.AppendValue(nil, data)
+	if err != nil {
+		return nil, err
+	}
+	return h.enc.AppendFrame(make([]byte, 0, len(raw)+len(name)+16), kind, name, raw), nil
+}
+
+func (h *Hub) publishFrame(ctx context.Context, channel string, frame []byte) error {
+	if h.isClosed() {
+		return ErrClosed
+	}
+	h.deliver(channel, frame)
+	if h.opts.Broker == nil {
+		return nil
+	}
+	if err := h.opts.Broker.Publish(ctx, channel, frame); err != nil {
+		h.counters.brokerErrors.Add(1)
+		return err
+	}
+	return nil
+}
+
+// deliver queues frame to every local subscriber of channel and passes its
+// data to the channel's watchers. The Broker calls it for remote publishes.
+func (h *Hub) deliver(channel string, frame []byte) {
+	h.mu.RLock()
+	subs := h.channels[channel]
+	if subs == nil {
+		h.mu.RUnlock()
+		return
+	}
+	for _, s := range subs.sockets {
+		s.enqueue(frame, h.opts.Binary)
+	}
+	n := len(subs.sockets)
+	var watchers []*watcher
+	if len(subs.watchers) > 0 {
+		watchers = append(watchers, subs.watchers...)
+	}
+	h.mu.RUnlock()
+
+	h.counters.published.Add(1)
+	h.counters.delivered.Add(uint64(n))
+	if len(watchers) == 0 {
+		return
+	}
+	msg, err := protocol.Decode(frame, h.opts.Legacy)
+	if err != nil {
+		h.log.Warn("clusterws: undecodable frame for watchers", "channel", channel, "err", err)
+		return
+	}
+	for _, w := range watchers {
+		h.callWatcher(w, channel, msg.Data)
+	}
+}
+
+func (h *Hub) callWatcher(w *watcher, channel string, data json.RawMessage) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.counters.panics.Add(1)
+			h.log.Error("clusterws: watcher panicked", "channel", channel, "panic", p)
+		}
+	}()
+	w.fn(data)
+}
+
+// Watch calls fn with the data of every publish to channel, local or from
+// other processes, until the returned stop function is called. fn runs on
+// the publishing goroutine and must not block; hand slow work to your own
+// goroutine. A watcher counts as interest, so the Broker routes the channel
+// here.
+func (h *Hub) Watch(channel string, fn func(data json.RawMessage)) (stop func()) {
+	w := &watcher{fn: fn}
+	h.changeInterest(channel, func(subs *subscribers) { subs.watchers = append(subs.watchers, w) })
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.changeInterest(channel, func(subs *subscribers) {
+				for i, x := range subs.watchers {
+					if x == w {
+						subs.watchers = append(subs.watchers[:i:i], subs.watchers[i+1:]...)
+						break
+					}
+				}
+			})
+		})
+	}
+}
+
+func (h *Hub) stripe(channel string) *sync.Mutex {
+	return &h.stripes[maphash.String(h.seed, channel)%uint64(len(h.stripes))]
+}
+
+// changeInterest applies change to channel's subscribers and tells the
+// Broker when the channel gains its first or loses its last local interest.
+func (h *Hub) changeInterest(channel string, change func(*subscribers)) {
+	st := h.stripe(channel)
+	st.Lock()
+	defer st.Unlock()
+
+	h.mu.Lock()
+	subs := h.channels[channel]
+	before := subs != nil
+	if subs == nil {
+		subs = &subscribers{index: make(map[*Socket]int)}
+	}
+	change(subs)
+	after := !subs.empty()
+	switch {
+	case after && !before:
+		h.channels[channel] = subs
+	case !after && before:
+		delete(h.channels, channel)
+	}
+	h.mu.Unlock()
+
+	b := h.opts.Broker
+	if b == nil || before == after {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
+	defer cancel()
+	var err error
+	if after {
+		err = b.Subscribe(ctx, channel)
+	} else {
+		err = b.Unsubscribe(ctx, channel)
+	}
+	if err != nil {
+		h.counters.brokerErrors.Add(1)
+		h.log.Warn("clusterws: broker interest change failed; it is retried on reconnect",
+			"channel", channel, "subscribe", after, "err", err)
+	}
+}
+
+func (h *Hub) addSubscriber(channel string, s *Socket) {
+	h.changeInterest(channel, func(subs *subscribers) {
+		if _, ok := subs.index[s]; !ok {
+			subs.index[s] = len(subs.sockets)
+			subs.sockets = append(subs.sockets, s)
+		}
+	})
+}
+
+func (h *Hub) removeSubscriber(channel string, s *Socket) {
+	h.changeInterest(channel, func(subs *subscribers) {
+		i, ok := subs.index[s]
+		if !ok {
+			return
+		}
+		last := len(subs.sockets) - 1
+		moved := subs.sockets[last]
+		subs.sockets[i] = moved
+		subs.index[moved] = i
+		subs.sockets[last] = nil
+		subs.sockets = subs.sockets[:last]
+		delete(subs.index, s)
+	})
+}
+
+// heartbeat pings every socket each interval and closes those that did not
+// answer the previous ping.
+func (h *Hub) heartbeat() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.opts.PingInterval)
+	defer t.Stop()
+	var batch []*Socket
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		batch = batch[:0]
+		h.mu.RLock()
+		for s := range h.sockets {
+			batch = append(batch, s)
+		}
+		h.mu.RUnlock()
+		for _, s := range batch {
+			if s.awaitingPong.Swap(true) {
+				h.counters.noPong.Add(1)
+				s.closeWith(CloseNoPong, ReasonNoPong, false)
+				continue
+			}
+			s.enqueue(h.ping, h.pingBin)
+		}
+		clear(batch)
+	}
+}
+
+func (h *Hub) removeSocket(s *Socket) {
+	h.mu.Lock()
+	delete(h.sockets, s)
+	h.mu.Unlock()
+	h.counters.closed.Add(1)
+}
+
+// Stats returns the current gauges and counters.
+func (h *Hub) Stats() Stats {
+	h.mu.RLock()
+	st := Stats{Connections: len(h.sockets), Channels: len(h.channels)}
+	h.mu.RUnlock()
+	c := &h.counters
+	st.Accepted, st.Closed = c.accepted.Load(), c.closed.Load()
+	st.Published, st.Delivered = c.published.Load(), c.delivered.Load()
+	st.BrokerErrors, st.Ignored, st.Refused = c.brokerErrors.Load(), c.ignored.Load(), c.refused.Load()
+	st.SlowConsumers, st.NoPong, st.Panics = c.slowConsumers.Load(), c.noPong.Load(), c.panics.Load()
+	return st
+}
+
+// beginClose marks the hub closed and returns the open sockets.
+func (h *Hub) beginClose() []*Socket {
+	h.mu.Lock()
+	h.closed = true
+	sockets := make([]*Socket, 0, len(h.sockets))
+	for s := range h.sockets {
+		sockets = append(sockets, s)
+	}
+	h.mu.Unlock()
+	h.stopOnce.Do(func() { close(h.stop) })
+	return sockets
+}
+
+// Shutdown refuses new sockets, closes every socket with CloseGoingAway
+// after its queued frames are written, waits for all goroutines, and closes
+// the Broker. When ctx ends first the remaining connections are dropped and
+// ctx's error is returned.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	for _, s := range h.beginClose() {
+		s.closeWith(CloseGoingAway, ReasonGoingAway, true)
+	}
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		h.dropAll()
+		<-done
+	}
+	return errors.Join(err, h.closeBroker())
+}
+
+// Close drops every connection without a close handshake, waits for all
+// goroutines and closes the Broker. It is idempotent.
+func (h *Hub) Close() error {
+	h.beginClose()
+	h.dropAll()
+	h.wg.Wait()
+	return h.closeBroker()
+}
+
+func (h *Hub) dropAll() {
+	h.mu.RLock()
+	sockets := make([]*Socket, 0, len(h.sockets))
+	for s := range h.sockets {
+		sockets = append(sockets, s)
+	}
+	h.mu.RUnlock()
+	for _, s := range sockets {
+		s.drop()
+	}
+}
+
+func (h *Hub) closeBroker() error {
+	h.brokerMu.Lock()
+	defer h.brokerMu.Unlock()
+	if h.opts.Broker == nil {
+		return nil
+	}
+	return h.opts.Broker.Close()
+}

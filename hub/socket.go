@@ -1,0 +1,496 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+
+	"github.com/clusterws/clusterws-go/internal/protocol"
+	"github.com/clusterws/clusterws-go/internal/wsconn"
+)
+
+// Socket is one client connection. Its handlers run on the socket's reader
+// goroutine, one message at a time, in arrival order. Send, Close, ID,
+// Channels, Request and Context are safe to call from any goroutine.
+type Socket struct {
+	hub    *Hub
+	id     string
+	ws     *websocket.Conn
+	nc     *wsconn.Conn
+	req    *http.Request
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	awaitingPong atomic.Bool
+
+	mu           sync.Mutex // protects the fields below
+	handlers     map[string]func(json.RawMessage)
+	onDisconnect func(code int, reason string)
+	onError      func(error)
+	channels     map[string]struct{} // written only by the reader goroutine
+
+	qmu        sync.Mutex // protects the fields below
+	queue      []outFrame
+	spare      []outFrame // the writer's previous batch, reused
+	queued     int        // bytes in queue
+	writing    bool       // a writer goroutine is running
+	closing    bool       // no more frames are accepted
+	closeCode  int
+	closeWhy   string
+	closeFrame bool // the writer still has to send the close frame
+}
+
+type outFrame struct {
+	data   []byte
+	binary bool
+}
+
+func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request) *Socket {
+	// Keep what handlers read from the request; drop the body and the
+	// hijacked connection's state.
+	req := r.Clone(context.WithoutCancel(r.Context()))
+	req.Body, req.GetBody = http.NoBody, nil
+	ctx, cancel := context.WithCancel(req.Context())
+	return &Socket{hub: h, id: h.newID(), ws: ws, nc: nc, req: req, ctx: ctx, cancel: cancel}
+}
+
+// ID returns the socket's identifier, unique across processes.
+func (s *Socket) ID() string { return s.id }
+
+// Request returns the upgrade request (without its body). Its context keeps
+// the values middleware set, but is never cancelled; use Context.
+func (s *Socket) Request() *http.Request { return s.req }
+
+// Context carries the upgrade request's values and is cancelled when the
+// socket closes.
+func (s *Socket) Context() context.Context { return s.ctx }
+
+// On registers fn for the client event named event, replacing any earlier
+// handler. It panics on a reserved name (see IsReserved): use OnError and
+// OnDisconnect for those.
+func (s *Socket) On(event string, fn func(data json.RawMessage)) {
+	if IsReserved(event) {
+		panic(fmt.Sprintf("hub: On(%q): reserved event name; use OnError or OnDisconnect", event))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.handlers == nil {
+		s.handlers = make(map[string]func(json.RawMessage))
+	}
+	s.handlers[event] = fn
+}
+
+// OnDisconnect sets the function called once when the socket has closed,
+// with the close code and reason (the client's, or the server's when the
+// server closed it; 1006 when the connection dropped).
+func (s *Socket) OnDisconnect(fn func(code int, reason string)) {
+	s.mu.Lock()
+	s.onDisconnect = fn
+	s.mu.Unlock()
+}
+
+// OnError sets the function called with errors on this socket: ignored
+// input, refused subscriptions, handler panics and connection errors.
+func (s *Socket) OnError(fn func(err error)) {
+	s.mu.Lock()
+	s.onError = fn
+	s.mu.Unlock()
+}
+
+// Channels returns the channels the socket is subscribed to, sorted.
+func (s *Socket) Channels() []string {
+	s.mu.Lock()
+	out := make([]string, 0, len(s.channels))
+	for ch := range s.channels {
+		out = append(out, ch)
+	}
+	s.mu.Unlock()
+	slices.Sort(out)
+	return out
+}
+
+// Send queues the event for this socket. data is any JSON-encodable value;
+// a json.RawMessage is sent as is. It never blocks; it returns
+// ErrSocketClosed once the socket is closing.
+func (s *Socket) Send(event string, data any) error {
+	frame, err := s.hub.encode(protocol.KindEvent, event, data)
+	if err != nil {
+		return err
+	}
+	if !s.enqueue(frame, s.hub.opts.Binary) {
+		return ErrSocketClosed
+	}
+	return nil
+}
+
+// Close closes the socket with code and reason after the frames already
+// queued are written. It does not wait. Codes are 1000 or 3000–4999.
+func (s *Socket) Close(code int, reason string) {
+	s.closeWith(code, reason, true)
+}
+
+// enqueue queues frame without blocking and starts the writer if idle.
+func (s *Socket) enqueue(frame []byte, binary bool) bool {
+	s.qmu.Lock()
+	if s.closing {
+		s.qmu.Unlock()
+		return false
+	}
+	if s.queued > 0 && s.queued+len(frame) > s.hub.opts.SendQueueBytes {
+		s.hub.counters.slowConsumers.Add(1)
+		s.requestCloseLocked(CloseSlowConsumer, ReasonSlowConsumer, false)
+		s.qmu.Unlock()
+		return false
+	}
+	s.queue = append(s.queue, outFrame{frame, binary})
+	s.queued += len(frame)
+	s.startWriterLocked()
+	s.qmu.Unlock()
+	return true
+}
+
+func (s *Socket) startWriterLocked() {
+	if !s.writing {
+		s.writing = true
+		s.hub.wg.Add(1)
+		go s.writeLoop()
+	}
+}
+
+// closeWith asks the writer to send a close frame, after the queued frames
+// when drain is set, or instead of them.
+func (s *Socket) closeWith(code int, reason string, drain bool) {
+	s.qmu.Lock()
+	if !s.closing {
+		s.requestCloseLocked(code, reason, drain)
+	}
+	s.qmu.Unlock()
+}
+
+func (s *Socket) requestCloseLocked(code int, reason string, drain bool) {
+	s.closing, s.closeFrame = true, true
+	s.closeCode, s.closeWhy = code, reason
+	if !drain {
+		clear(s.queue)
+		s.queue, s.queued = s.queue[:0], 0
+	}
+	s.startWriterLocked()
+}
+
+func (s *Socket) isClosing() bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.closing
+}
+
+// drop closes the connection at once, without a close handshake.
+func (s *Socket) drop() {
+	s.qmu.Lock()
+	if !s.closing {
+		s.closing = true
+		s.closeCode, s.closeWhy = CloseGoingAway, ReasonGoingAway
+	}
+	s.closeFrame = false
+	s.qmu.Unlock()
+	_ = s.ws.CloseNow()
+}
+
+// writeLoop runs while the queue has frames. It corks the connection, lets
+// coder/websocket frame the whole batch, and writes it in one syscall.
+func (s *Socket) writeLoop() {
+	defer s.hub.wg.Done()
+	for {
+		s.qmu.Lock()
+		batch := s.queue
+		s.queue, s.spare = s.spare[:0], nil
+		s.queued = 0
+		if len(batch) == 0 {
+			s.queue = batch
+			if s.closeFrame {
+				s.closeFrame = false
+				code, why := s.closeCode, s.closeWhy
+				s.qmu.Unlock()
+				// Close waits for the client's close frame, which the reader
+				// consumes; it gives up after 5s.
+				_ = s.ws.Close(websocket.StatusCode(code), why)
+				s.qmu.Lock()
+			}
+			s.writing = false
+			if cap(s.queue) > 64 {
+				s.queue = nil // do not pin a burst's queue on an idle socket
+			}
+			s.qmu.Unlock()
+			return
+		}
+		s.qmu.Unlock()
+
+		err := s.writeBatch(batch)
+		clear(batch)
+
+		s.qmu.Lock()
+		s.spare = batch[:0]
+		if err != nil {
+			s.closing, s.closeFrame, s.writing = true, false, false
+			clear(s.queue)
+			s.queue, s.queued = nil, 0
+			s.qmu.Unlock()
+			s.hub.log.Debug("clusterws: write failed", "socket", s.id, "err", err)
+			_ = s.ws.CloseNow()
+			return
+		}
+		s.qmu.Unlock()
+	}
+}
+
+func (s *Socket) writeBatch(batch []outFrame) error {
+	s.nc.Cork()
+	var err error
+	for _, f := range batch {
+		typ := websocket.MessageText
+		if f.binary {
+			typ = websocket.MessageBinary
+		}
+		if err = s.ws.Write(context.Background(), typ, f.data); err != nil {
+			break
+		}
+	}
+	if uerr := s.nc.Uncork(s.hub.opts.WriteTimeout); err == nil {
+		err = uerr
+	}
+	return err
+}
+
+// readLoop reads and dispatches messages until the connection ends, then
+// cleans up. It owns the socket's lifetime.
+func (s *Socket) readLoop() {
+	defer s.hub.wg.Done()
+	var err error
+	for {
+		var typ websocket.MessageType
+		var b []byte
+		typ, b, err = s.ws.Read(context.Background())
+		if err != nil {
+			break
+		}
+		if !s.isClosing() {
+			s.handle(typ, b)
+		}
+	}
+	s.finish(err)
+}
+
+func (s *Socket) finish(err error) {
+	code, reason := closeOf(err)
+	s.qmu.Lock()
+	if s.closing {
+		code, reason = s.closeCode, s.closeWhy
+	}
+	s.closing = true
+	s.qmu.Unlock()
+	if code == int(websocket.StatusMessageTooBig) {
+		reason = "message too big"
+	}
+	_ = s.ws.CloseNow()
+
+	for _, ch := range s.Channels() {
+		s.hub.removeSubscriber(ch, s)
+	}
+	s.mu.Lock()
+	s.channels = nil
+	onDisconnect := s.onDisconnect
+	s.mu.Unlock()
+	s.hub.removeSocket(s)
+	s.cancel()
+	if onDisconnect != nil {
+		s.safely("OnDisconnect", func() { onDisconnect(code, reason) })
+	}
+}
+
+// closeOf extracts the close code and reason the client sent.
+func closeOf(err error) (int, string) {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		return int(ce.Code), ce.Reason
+	}
+	return int(websocket.StatusAbnormalClosure), ""
+}
+
+// handle dispatches one client message.
+func (s *Socket) handle(typ websocket.MessageType, b []byte) {
+	h := s.hub
+	if typ == websocket.MessageBinary {
+		if !h.opts.Legacy && len(b) == 1 && b[0] == protocol.Pong[0] {
+			s.awaitingPong.Store(false)
+			return
+		}
+		if !utf8.Valid(b) {
+			b = protocol.FromLatin1(b)
+		}
+	} else {
+		if h.opts.Legacy && string(b) == string(protocol.LegacyPong) {
+			s.awaitingPong.Store(false)
+			return
+		}
+		if !utf8.Valid(b) {
+			s.closeWith(CloseInvalidData, ReasonInvalidData, false)
+			return
+		}
+	}
+	m, err := protocol.Decode(b, h.opts.Legacy)
+	if err != nil {
+		s.ignore(err, "")
+		return
+	}
+	switch m.Kind {
+	case protocol.KindEvent:
+		if IsReserved(m.Name) {
+			s.ignore(ErrReservedEvent, m.Name)
+			return
+		}
+		s.mu.Lock()
+		fn := s.handlers[m.Name]
+		s.mu.Unlock()
+		if fn != nil {
+			s.safely("event handler "+m.Name, func() { fn(m.Data) })
+		}
+	case protocol.KindPublish:
+		s.publish(m.Name, m.Data)
+	case protocol.KindSystem:
+		ch, ok := protocol.DecodeString(m.Data)
+		if !ok {
+			s.ignore(ErrMalformedMessage, m.Name)
+			return
+		}
+		switch m.Name {
+		case protocol.SystemSubscribe:
+			s.subscribe(ch)
+		case protocol.SystemUnsubscribe:
+			s.unsubscribe(ch)
+		default:
+			s.ignore(protocol.ErrUnknownKind, m.Name)
+		}
+	}
+}
+
+func (s *Socket) subscribe(ch string) {
+	h := s.hub
+	if len(ch) > h.opts.MaxChannelLength {
+		s.refuse(ErrChannelTooLong, ch)
+		return
+	}
+	s.mu.Lock()
+	_, dup := s.channels[ch]
+	full := len(s.channels) >= h.opts.MaxSubscriptions
+	s.mu.Unlock()
+	if dup {
+		return
+	}
+	if full {
+		s.refuse(ErrTooManyChannels, ch)
+		return
+	}
+	if hook := h.opts.OnSubscribe; hook != nil {
+		var err error
+		if !s.safely("OnSubscribe", func() { err = hook(s, ch) }) {
+			return
+		}
+		if err != nil {
+			s.refuse(err, ch)
+			return
+		}
+	}
+	s.mu.Lock()
+	if s.channels == nil {
+		s.channels = make(map[string]struct{})
+	}
+	s.channels[ch] = struct{}{}
+	s.mu.Unlock()
+	h.addSubscriber(ch, s)
+}
+
+func (s *Socket) unsubscribe(ch string) {
+	s.mu.Lock()
+	_, ok := s.channels[ch]
+	delete(s.channels, ch)
+	s.mu.Unlock()
+	if ok {
+		s.hub.removeSubscriber(ch, s)
+	}
+}
+
+// publish relays a client publish: only to a channel the socket is
+// subscribed to, and only if OnPublish allows it.
+func (s *Socket) publish(ch string, data json.RawMessage) {
+	h := s.hub
+	s.mu.Lock()
+	_, ok := s.channels[ch]
+	s.mu.Unlock()
+	if !ok {
+		s.ignore(ErrNotSubscribed, ch)
+		return
+	}
+	if hook := h.opts.OnPublish; hook != nil {
+		var err error
+		if !s.safely("OnPublish", func() { err = hook(s, ch, data) }) {
+			return
+		}
+		if err != nil {
+			s.refuse(err, ch)
+			return
+		}
+	}
+	frame := h.enc.AppendFrame(make([]byte, 0, len(data)+len(ch)+16), protocol.KindPublish, ch, data)
+	ctx := s.ctx
+	if h.opts.Broker != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.opts.BrokerTimeout)
+		defer cancel()
+	}
+	if err := h.publishFrame(ctx, ch, frame); err != nil {
+		s.reportError(fmt.Errorf("publish to %q: %w", ch, err))
+	}
+}
+
+func (s *Socket) ignore(err error, name string) {
+	s.hub.counters.ignored.Add(1)
+	s.hub.log.Debug("clusterws: ignored client frame", "socket", s.id, "name", name, "err", err)
+	s.reportError(err)
+}
+
+func (s *Socket) refuse(err error, ch string) {
+	s.hub.counters.refused.Add(1)
+	s.hub.log.Debug("clusterws: refused", "socket", s.id, "channel", ch, "err", err)
+	s.reportError(fmt.Errorf("channel %q: %w", ch, err))
+}
+
+func (s *Socket) reportError(err error) {
+	s.mu.Lock()
+	fn := s.onError
+	s.mu.Unlock()
+	if fn != nil {
+		s.safely("OnError", func() { fn(err) })
+	}
+}
+
+// safely runs an application callback. A panic is logged and closes the
+// socket with CloseInternal; it never takes the process down.
+func (s *Socket) safely(what string, fn func()) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			ok = false
+			s.hub.counters.panics.Add(1)
+			s.hub.log.Error("clusterws: handler panicked", "socket", s.id, "in", what, "panic", p)
+			s.closeWith(CloseInternal, ReasonInternal, false)
+		}
+	}()
+	fn()
+	return true
+}

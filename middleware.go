@@ -1,0 +1,130 @@
+package clusterws
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/clusterws/clusterws-go/hub"
+)
+
+// Server is a WebSocket endpoint speaking the ClusterWS protocol, usable as
+// an http.Handler or as middleware. Create it with New. All methods are safe
+// for concurrent use.
+type Server struct {
+	cfg    config
+	hub    *hub.Hub
+	accept websocket.AcceptOptions
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// HTTPError refuses an upgrade from WithVerifyConnection with its status.
+type HTTPError struct {
+	Status  int    // e.g. http.StatusUnauthorized
+	Message string // response body; default: the status text
+}
+
+func (e *HTTPError) Error() string {
+	return fmt.Sprintf("clusterws: refused with %d: %s", e.Status, e.text())
+}
+
+func (e *HTTPError) text() string {
+	if e.Message != "" {
+		return e.Message
+	}
+	return http.StatusText(e.Status)
+}
+
+// New returns a Server configured by opts. It panics on an invalid option
+// (a negative limit) or when the Broker fails to start; those are
+// programming mistakes, since brokers connect in the background.
+func New(opts ...Option) *Server {
+	cfg := config{path: DefaultPath, handshakeTimeout: DefaultHandshakeTimeout}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h, err := hub.New(cfg.hub)
+	if err != nil {
+		panic(fmt.Sprintf("clusterws: New: %v", err))
+	}
+	return &Server{
+		cfg: cfg,
+		hub: h,
+		accept: websocket.AcceptOptions{
+			OriginPatterns:  cfg.originPatterns,
+			CompressionMode: websocket.CompressionDisabled,
+		},
+	}
+}
+
+// Hub returns the Server's hub.
+func (s *Server) Hub() *hub.Hub { return s.hub }
+
+// OnConnection sets the function called for every new socket, before any of
+// its messages is read: register the socket's event handlers there.
+func (s *Server) OnConnection(fn func(*hub.Socket)) { s.hub.OnConnection(fn) }
+
+// Middleware upgrades requests for the configured path and passes every
+// other request to next untouched. It fits chi's Router.Use.
+func (s *Server) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == s.cfg.path {
+			s.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ServeHTTP upgrades the request to a WebSocket whatever its path, after
+// WithVerifyConnection and the origin check. A request that is not a
+// WebSocket handshake gets 426 Upgrade Required.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.verify != nil {
+		if err := s.cfg.verify(r); err != nil {
+			var he *HTTPError
+			if errors.As(err, &he) {
+				http.Error(w, he.text(), he.Status)
+			} else {
+				http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
+			}
+			return
+		}
+	}
+	if s.cfg.handshakeTimeout > 0 {
+		// Not every ResponseWriter supports deadlines; then there is none.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.handshakeTimeout))
+	}
+	_ = s.hub.Upgrade(w, r, &s.accept)
+}
+
+// Publish delivers data, any JSON-encodable value (a json.RawMessage is sent
+// as is), to every subscriber of channel in every process. It is encoded
+// once. Local subscribers get it even when the broker returns an error.
+func (s *Server) Publish(ctx context.Context, channel string, data any) error {
+	return s.hub.Publish(ctx, channel, data)
+}
+
+// Watch calls fn with the data of every publish to channel, from any
+// process, until stop is called. fn must not block.
+func (s *Server) Watch(channel string, fn func(data json.RawMessage)) (stop func()) {
+	return s.hub.Watch(channel, fn)
+}
+
+// Shutdown refuses new connections, closes every socket with 1001 after its
+// queued frames are written, waits for the server's goroutines and closes
+// the broker. If ctx ends first, remaining connections are dropped.
+func (s *Server) Shutdown(ctx context.Context) error { return s.hub.Shutdown(ctx) }
+
+// Close drops every connection at once and closes the broker. It is
+// idempotent.
+func (s *Server) Close() error { return s.hub.Close() }
+
+// Stats returns the hub's gauges and counters.
+func (s *Server) Stats() hub.Stats { return s.hub.Stats() }

@@ -1,0 +1,103 @@
+package clusterws
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/clusterws/clusterws-go/hub"
+)
+
+// Option configures a Server. Options are applied in order by New.
+type Option func(*config)
+
+type config struct {
+	path             string
+	hub              hub.Options
+	verify           func(*http.Request) error
+	originPatterns   []string
+	handshakeTimeout time.Duration
+}
+
+// Defaults of the root package. The hub's defaults are in package hub.
+const (
+	DefaultPath             = "/ws"
+	DefaultHandshakeTimeout = 10 * time.Second
+)
+
+// WithPath sets the URL path that is upgraded to WebSocket by Middleware.
+// default: "/ws"
+func WithPath(path string) Option { return func(c *config) { c.path = path } }
+
+// WithPingInterval sets the heartbeat period announced to clients; a client
+// that misses one heartbeat is dropped with code 4001. default: 20s
+func WithPingInterval(d time.Duration) Option {
+	return func(c *config) { c.hub.PingInterval = d }
+}
+
+// WithBinary sends frames as binary WebSocket messages (ClusterWS useBinary),
+// with every non-ASCII character escaped so the JavaScript client decodes
+// them correctly. default: false
+func WithBinary(binary bool) Option { return func(c *config) { c.hub.Binary = binary } }
+
+// WithLegacyProtocol speaks the seed-era dialect: {"m":[...]} frames and the
+// text heartbeat "#0"/"#1". default: false
+func WithLegacyProtocol(legacy bool) Option { return func(c *config) { c.hub.Legacy = legacy } }
+
+// WithBroker sets the Broker that carries publishes to other processes. The
+// Server owns it: it is started by New and closed by Shutdown. default: none
+// (one process), or the cluster's TCP broker under cluster.Run.
+func WithBroker(b hub.Broker) Option { return func(c *config) { c.hub.Broker = b } }
+
+// WithVerifyConnection sets a check run before the upgrade. An error refuses
+// the connection with 403 Forbidden, or with the status of an *HTTPError.
+func WithVerifyConnection(fn func(r *http.Request) error) Option {
+	return func(c *config) { c.verify = fn }
+}
+
+// WithOnSubscribe sets a hook asked before every subscription; an error
+// refuses it (the client is not told, as in ClusterWS).
+func WithOnSubscribe(fn func(s *hub.Socket, channel string) error) Option {
+	return func(c *config) { c.hub.OnSubscribe = fn }
+}
+
+// WithOnPublish sets a hook asked before every client publish; an error
+// drops the publish.
+func WithOnPublish(fn func(s *hub.Socket, channel string, data json.RawMessage) error) Option {
+	return func(c *config) { c.hub.OnPublish = fn }
+}
+
+// WithOriginPatterns allows cross-origin upgrades from hosts matching the
+// patterns (path.Match syntax, e.g. "example.com" or "*.example.com").
+// default: only the request's own host
+func WithOriginPatterns(patterns ...string) Option {
+	return func(c *config) { c.originPatterns = append(c.originPatterns, patterns...) }
+}
+
+// WithReadLimit sets the largest message accepted from a client, in bytes;
+// a larger one closes the socket with 1009. default: 1 MiB
+func WithReadLimit(n int64) Option { return func(c *config) { c.hub.ReadLimit = n } }
+
+// WithSendQueue bounds the bytes queued for one socket; a client that falls
+// further behind is closed with code 4002 "slow consumer". default: 1 MiB
+func WithSendQueue(bytes int) Option { return func(c *config) { c.hub.SendQueueBytes = bytes } }
+
+// WithMaxChannelLength bounds channel names in bytes. default: 256
+func WithMaxChannelLength(n int) Option { return func(c *config) { c.hub.MaxChannelLength = n } }
+
+// WithMaxSubscriptions bounds the channels one socket may subscribe to.
+// default: 1024
+func WithMaxSubscriptions(n int) Option { return func(c *config) { c.hub.MaxSubscriptions = n } }
+
+// WithWriteTimeout bounds one write to a socket. default: 10s
+func WithWriteTimeout(d time.Duration) Option { return func(c *config) { c.hub.WriteTimeout = d } }
+
+// WithHandshakeTimeout bounds writing the upgrade response. default: 10s
+func WithHandshakeTimeout(d time.Duration) Option {
+	return func(c *config) { c.handshakeTimeout = d }
+}
+
+// WithLogger sets the logger for connection errors, refused input and
+// slow-consumer closes. default: discard
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.hub.Logger = l } }
