@@ -23,6 +23,7 @@ const (
 	ReasonGoingAway    = "server shutting down"
 	ReasonInvalidData  = "invalid UTF-8"
 	ReasonInternal     = "internal error"
+	ReasonTooBig       = "message too big"
 	ReasonNoPong       = "did not get pongs"
 	ReasonSlowConsumer = "slow consumer"
 )

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"sync"
@@ -272,32 +273,45 @@ func (s *Socket) writeBatch(batch []outFrame) error {
 // cleans up. It owns the socket's lifetime.
 func (s *Socket) readLoop() {
 	defer s.hub.wg.Done()
-	var err error
 	for {
-		var typ websocket.MessageType
-		var b []byte
-		typ, b, err = s.ws.Read(context.Background())
+		typ, b, err := s.read()
 		if err != nil {
-			break
+			s.finish(err)
+			return
 		}
 		if !s.isClosing() {
 			s.handle(typ, b)
 		}
 	}
-	s.finish(err)
+}
+
+var errTooBig = errors.New("hub: message over the read limit")
+
+// read reads one message. coder/websocket closes the connection with 1009
+// when a message exceeds the read limit; read reports that as errTooBig.
+func (s *Socket) read() (websocket.MessageType, []byte, error) {
+	typ, r, err := s.ws.Reader(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	b, err := io.ReadAll(r)
+	if err != nil && int64(len(b)) >= s.hub.opts.ReadLimit {
+		err = errTooBig
+	}
+	return typ, b, err
 }
 
 func (s *Socket) finish(err error) {
 	code, reason := closeOf(err)
+	if errors.Is(err, errTooBig) {
+		code, reason = CloseTooBig, ReasonTooBig
+	}
 	s.qmu.Lock()
 	if s.closing {
 		code, reason = s.closeCode, s.closeWhy
 	}
 	s.closing = true
 	s.qmu.Unlock()
-	if code == int(websocket.StatusMessageTooBig) {
-		reason = "message too big"
-	}
 	_ = s.ws.CloseNow()
 
 	for _, ch := range s.Channels() {
