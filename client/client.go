@@ -1,0 +1,450 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/clusterws/clusterws-go/internal/protocol"
+)
+
+// Close codes reported to OnDisconnect. Any other code is the one the
+// server closed the connection with (see package hub for the server's).
+const (
+	// CodeNormal is reported after Close, and after a normal close by the
+	// server, which the client never reconnects from.
+	CodeNormal = 1000
+	// CodeAbnormal is reported when the connection was lost without a
+	// close frame; the reason is the network error.
+	CodeAbnormal = 1006
+	// CodeMessageTooBig is reported when the server sent a message over
+	// Options.ReadLimit; the client closed the connection with it.
+	CodeMessageTooBig = 1009
+	// CodeNoPings is reported, with the reason "did not get pings", when
+	// no heartbeat arrived within 2×ping+100ms of the previous one (ping
+	// being the server's interval); the client closed the connection with
+	// it. The ClusterWS JavaScript client uses the same code and reason.
+	CodeNoPings = 4001
+)
+
+// Errors returned by the Client and Channel methods.
+var (
+	// ErrClosed is returned by Connect, Send, Subscribe and Publish after
+	// Close.
+	ErrClosed = errors.New("client: closed")
+	// ErrNotConnected is returned by Send and Publish when there is no
+	// connection at the moment, or it broke during the call.
+	ErrNotConnected = errors.New("client: not connected")
+	// ErrAlreadyConnected is returned by Connect while the client is
+	// connected or reconnecting.
+	ErrAlreadyConnected = errors.New("client: already connected or reconnecting")
+	// ErrNotSubscribed is returned by Publish on a Channel that has been
+	// unsubscribed.
+	ErrNotSubscribed = errors.New("client: channel is not subscribed")
+	// ErrNoConfig is returned by Dial and Connect when the server's first
+	// frame was not the config frame.
+	ErrNoConfig = errors.New("client: server did not send the config frame first")
+)
+
+// Config is what the server announces in the first frame of a connection.
+type Config struct {
+	// PingInterval is the server's heartbeat interval; zero disables
+	// dead-server detection.
+	PingInterval time.Duration
+	// Binary reports that the client sends its JSON frames as binary
+	// WebSocket frames on this connection.
+	Binary bool
+}
+
+// A Client is one logical connection to a ClusterWS server that survives
+// reconnects when Options.AutoReconnect is set. All methods are safe for
+// concurrent use. See the package documentation for the rules on handlers.
+type Client struct {
+	url  string
+	opts Options
+	log  *slog.Logger
+
+	// ctx is cancelled by Close; it bounds every dial, backoff and read.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts the connection goroutine (run) and a Connect in progress.
+	wg sync.WaitGroup
+
+	onConnect    atomic.Pointer[func()]
+	onDisconnect atomic.Pointer[func(code int, reason string)]
+
+	hmu      sync.RWMutex // protects handlers
+	handlers map[string]func(json.RawMessage)
+
+	// subMu serialises subscription changes with the frames that announce
+	// them, so that the server's view follows the order of the calls. It
+	// is taken before mu.
+	subMu sync.Mutex
+
+	mu       sync.Mutex // protects the fields below
+	closed   bool       // Close was called
+	running  bool       // a Connect or the run goroutine owns the connection
+	sess     *session   // the live connection, nil while disconnected
+	channels map[string]*Channel
+}
+
+// New returns a client of the server at url (ws://, wss://, http:// or
+// https://, including the path, e.g. "ws://localhost:8080/ws") that is not
+// connected yet. Register handlers, then call Connect; nothing is lost in
+// between. Most programs call Dial instead.
+func New(url string, opts Options) (*Client, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Client{
+		url:      url,
+		opts:     o,
+		log:      o.Logger,
+		ctx:      ctx,
+		cancel:   cancel,
+		handlers: make(map[string]func(json.RawMessage)),
+		channels: make(map[string]*Channel),
+	}, nil
+}
+
+// Dial connects to the server at url and returns once the server's config
+// frame has arrived, i.e. the client is connected. ctx bounds the
+// handshake only. The first connection is not retried: with AutoReconnect
+// the client reconnects only after it has been connected once.
+//
+// Handlers registered after Dial returns may miss frames the server sends
+// right after connecting; use New, register, then Connect to avoid that.
+func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
+	c, err := New(url, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Connect(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Connect dials the server and returns once the config frame has arrived.
+// Channels subscribed so far are subscribed on the server; then the
+// OnConnect handler runs, on the reader goroutine. ctx bounds the
+// handshake only.
+//
+// Connect returns ErrAlreadyConnected while the client is connected or
+// reconnecting, and ErrClosed after Close. Call it again after a failed
+// Connect, or to reconnect by hand once the client has stopped (without
+// AutoReconnect, after a normal server close, or once ReconnectAttempts
+// ran out; the client counts as connected until the OnDisconnect handler
+// of its last connection has returned). Handlers and subscriptions carry
+// over.
+func (c *Client) Connect(ctx context.Context) error {
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		return ErrClosed
+	case c.running:
+		c.mu.Unlock()
+		return ErrAlreadyConnected
+	}
+	c.running = true
+	c.wg.Add(1)
+	c.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.ctx, cancel) // Close aborts the dial
+	s, err := c.establish(ctx)
+	stop()
+	cancel()
+	if err == nil {
+		err = c.install(s)
+	}
+	if err != nil {
+		c.mu.Lock()
+		c.running = false
+		c.mu.Unlock()
+		c.wg.Done()
+		if c.ctx.Err() != nil {
+			return ErrClosed
+		}
+		return err
+	}
+	go c.run(s) // inherits the wg count
+	return nil
+}
+
+// On sets fn as the handler of the server event named event, replacing any
+// previous one; a nil fn removes it. Events without a handler are dropped.
+// fn runs on the client's reader goroutine, in arrival order, and must not
+// block for long; data may be retained but must not be modified.
+func (c *Client) On(event string, fn func(data json.RawMessage)) {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if fn == nil {
+		delete(c.handlers, event)
+		return
+	}
+	c.handlers[event] = fn
+}
+
+// OnConnect sets fn to run after every connection made after this call:
+// once the config frame has arrived and the subscribed channels have been
+// announced, before any other frame is handled. It replaces any previous
+// handler; nil removes it. fn runs on the reader goroutine.
+func (c *Client) OnConnect(fn func()) {
+	if fn == nil {
+		c.onConnect.Store(nil)
+		return
+	}
+	c.onConnect.Store(&fn)
+}
+
+// OnDisconnect sets fn to run whenever a connection ends, including by
+// Close, with the close code and reason (see CodeNormal and the other
+// codes). It replaces any previous handler; nil removes it. fn runs on the
+// reader goroutine before any reconnect attempt.
+func (c *Client) OnDisconnect(fn func(code int, reason string)) {
+	if fn == nil {
+		c.onDisconnect.Store(nil)
+		return
+	}
+	c.onDisconnect.Store(&fn)
+}
+
+// Send sends the event to the server with data encoded as JSON (a
+// json.RawMessage is sent as is, after validation). It returns
+// ErrNotConnected while disconnected and ErrClosed after Close.
+//
+// ctx bounds the write. As with coder/websocket, a ctx that ends in the
+// middle of a write breaks the connection (which AutoReconnect repairs).
+func (c *Client) Send(ctx context.Context, event string, data any) error {
+	s, err := c.session()
+	if err != nil {
+		return err
+	}
+	return s.send(ctx, protocol.KindEvent, event, data)
+}
+
+// Subscribe subscribes to channel and returns its handle; set its handler
+// with Watch. Subscribing to a channel already subscribed returns the same
+// handle and sends nothing. While disconnected the subscription is recorded
+// and sent when the client connects again.
+func (c *Client) Subscribe(ctx context.Context, channel string) (*Channel, error) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if ch, ok := c.channels[channel]; ok {
+		c.mu.Unlock()
+		return ch, nil
+	}
+	ch := &Channel{c: c, name: channel}
+	c.channels[channel] = ch
+	s := c.sess
+	c.mu.Unlock()
+	if s == nil {
+		return ch, nil
+	}
+	err := s.send(ctx, protocol.KindSystem, protocol.SystemSubscribe, channel)
+	if err == nil || errors.Is(err, ErrNotConnected) {
+		// A broken connection is as good as none: the channel is
+		// subscribed again on the next connection.
+		return ch, nil
+	}
+	c.mu.Lock()
+	delete(c.channels, channel)
+	c.mu.Unlock()
+	return nil, err
+}
+
+// Connected reports whether the client has a connection at the moment.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess != nil
+}
+
+// Config returns what the server announced on the current connection, or
+// the zero Config while disconnected.
+func (c *Client) Config() Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess == nil {
+		return Config{}
+	}
+	return c.sess.cfg
+}
+
+// Close closes the connection with code 1000, stops reconnecting and waits
+// for the client's goroutines to finish, so it must not be called from a
+// handler (use go c.Close() there). The OnDisconnect handler runs before
+// Close returns. Close is idempotent and always returns nil.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.wg.Wait()
+		return nil
+	}
+	c.closed = true
+	s := c.sess
+	c.mu.Unlock()
+	if s != nil {
+		s.close(CodeNormal, "")
+	}
+	c.cancel()
+	c.wg.Wait()
+	return nil
+}
+
+// session returns the live connection or the reason there is none.
+func (c *Client) session() (*session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return nil, ErrClosed
+	case c.sess == nil:
+		return nil, ErrNotConnected
+	}
+	return c.sess, nil
+}
+
+// install makes s the live connection and subscribes every recorded
+// channel on it. If Close won the race, it closes s and returns ErrClosed.
+func (c *Client) install(s *session) error {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		s.cancel()
+		_ = s.conn.Close(CodeNormal, "")
+		return ErrClosed
+	}
+	c.sess = s
+	names := make([]string, 0, len(c.channels))
+	for name := range c.channels {
+		names = append(names, name)
+	}
+	c.mu.Unlock()
+	for _, name := range names {
+		ctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
+		err := s.send(ctx, protocol.KindSystem, protocol.SystemSubscribe, name)
+		cancel()
+		if err != nil {
+			// The reader will see the broken connection.
+			c.log.Debug("clusterws client: resubscribe failed", "channel", name, "err", err)
+			break
+		}
+	}
+	return nil
+}
+
+// run owns the connection from the first successful Connect until the
+// client stops: it reads, and with AutoReconnect it reconnects.
+func (c *Client) run(s *session) {
+	defer c.wg.Done()
+	for s != nil {
+		code, reason, remote := c.serve(s)
+		c.mu.Lock()
+		c.sess = nil
+		closed := c.closed
+		c.mu.Unlock()
+		c.log.Debug("clusterws client: disconnected", "code", code, "reason", reason)
+		if fn := c.onDisconnect.Load(); fn != nil {
+			(*fn)(code, reason)
+		}
+		if closed || !c.opts.AutoReconnect || (remote && code == CodeNormal) {
+			break
+		}
+		s = c.reconnect()
+	}
+	c.mu.Lock()
+	c.running = false
+	c.mu.Unlock()
+}
+
+// reconnect dials with backoff until it succeeds, the client is closed
+// (nil) or ReconnectAttempts run out (nil).
+func (c *Client) reconnect() *session {
+	for attempt := 1; ; attempt++ {
+		if n := c.opts.ReconnectAttempts; n > 0 && attempt > n {
+			c.log.Warn("clusterws client: giving up reconnecting", "attempts", n)
+			return nil
+		}
+		t := time.NewTimer(c.backoff(attempt))
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, c.opts.HandshakeTimeout)
+		s, err := c.establish(ctx)
+		cancel()
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return nil
+			}
+			c.log.Info("clusterws client: reconnect failed", "attempt", attempt, "err", err)
+			continue
+		}
+		if c.install(s) != nil {
+			return nil
+		}
+		c.log.Info("clusterws client: reconnected", "attempt", attempt)
+		return s
+	}
+}
+
+// backoff returns the jittered wait before reconnect attempt n (from 1):
+// ReconnectMin doubled n-1 times, capped at ReconnectMax, then a random
+// value between half and all of it.
+func (c *Client) backoff(n int) time.Duration {
+	d, ceiling := c.opts.ReconnectMin, c.opts.ReconnectMax
+	for i := 1; i < n && d < ceiling; i++ {
+		if d > ceiling/2 {
+			d = ceiling
+			break
+		}
+		d *= 2
+	}
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+// handler returns the handler of event, or nil.
+func (c *Client) handler(event string) func(json.RawMessage) {
+	c.hmu.RLock()
+	defer c.hmu.RUnlock()
+	return c.handlers[event]
+}
+
+// channel returns the subscribed channel of that name, or nil.
+func (c *Client) channel(name string) *Channel {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.channels[name]
+}
+
+// encode builds one client frame.
+func encode(enc protocol.Encoder, kind byte, name string, data any) ([]byte, error) {
+	v, err := protocol.AppendValue(nil, data)
+	if err != nil {
+		return nil, fmt.Errorf("client: encoding %q: %w", name, err)
+	}
+	return enc.AppendFrame(make([]byte, 0, len(v)+len(name)+16), kind, name, v), nil
+}

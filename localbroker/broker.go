@@ -1,0 +1,372 @@
+package localbroker
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/clusterws/clusterws-go/hub"
+)
+
+// Broker is a worker's link to the broker Server. It implements hub.Broker:
+// it keeps the set of channels this process has subscribers for, announces
+// it again after every reconnect, and delivers publishes from other workers
+// to the hub.
+type Broker struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex // protects the fields below
+	interest map[string]struct{}
+	link     *clientLink // nil while disconnected
+	acks     map[uint32]chan error
+	nextAck  uint32
+	started  bool
+	closed   bool
+	deliver  func(channel string, frame []byte)
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+var _ hub.Broker = (*Broker)(nil)
+
+type clientLink struct {
+	conn net.Conn
+	q    *sendQueue
+}
+
+// New returns a Broker that will connect to the broker Server at opts.Addr
+// once the hub starts it. It does not dial yet.
+func New(opts Options) (*Broker, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Broker{
+		opts:     o,
+		log:      o.Logger,
+		interest: make(map[string]struct{}),
+		acks:     make(map[uint32]chan error),
+		stop:     make(chan struct{}),
+	}, nil
+}
+
+// Start connects in the background, reconnecting with jittered backoff
+// until Close, and delivers publishes from other workers to deliver.
+func (b *Broker) Start(deliver func(channel string, frame []byte)) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if b.started {
+		return errors.New("localbroker: Start called twice")
+	}
+	b.started, b.deliver = true, deliver
+	b.wg.Add(1)
+	go b.run()
+	return nil
+}
+
+// Connected reports whether the link to the broker is up.
+func (b *Broker) Connected() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.link != nil
+}
+
+// Publish queues frame for the broker. It returns ErrUnavailable while the
+// link is down and ErrBacklog when the link is too far behind; the frame is
+// then not delivered to other workers.
+func (b *Broker) Publish(_ context.Context, channel string, frame []byte) error {
+	if len(channel) > maxName {
+		return hub.ErrChannelTooLong
+	}
+	b.mu.Lock()
+	l, closed := b.link, b.closed
+	b.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case l == nil:
+		return ErrUnavailable
+	case !l.q.push(pubFrame(channel, frame)):
+		return ErrBacklog
+	}
+	return nil
+}
+
+// Subscribe records interest in channel and waits until the broker has
+// registered it. While disconnected it returns ErrUnavailable; the interest
+// is announced on reconnect.
+func (b *Broker) Subscribe(ctx context.Context, channel string) error {
+	if len(channel) > maxName {
+		return hub.ErrChannelTooLong
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	b.interest[channel] = struct{}{}
+	if b.link == nil {
+		b.mu.Unlock()
+		return ErrUnavailable
+	}
+	b.nextAck++
+	id, done := b.nextAck, make(chan error, 1)
+	b.acks[id] = done
+	f := appendHeader(nil, typeSub, 4+2+len(channel))
+	f = binary.BigEndian.AppendUint32(f, id)
+	ok := b.link.q.push(appendName(f, channel))
+	b.mu.Unlock()
+	if !ok {
+		b.forgetAck(id)
+		return ErrBacklog
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		b.forgetAck(id)
+		return ctx.Err()
+	}
+}
+
+func (b *Broker) forgetAck(id uint32) {
+	b.mu.Lock()
+	delete(b.acks, id)
+	b.mu.Unlock()
+}
+
+// Unsubscribe withdraws interest in channel.
+func (b *Broker) Unsubscribe(_ context.Context, channel string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.interest, channel)
+	if b.link != nil && len(channel) <= maxName {
+		f := appendHeader(nil, typeUnsub, 2+len(channel))
+		b.link.q.push(appendName(f, channel))
+	}
+	return nil
+}
+
+// Close disconnects and waits for the Broker's goroutines; no delivery
+// happens after it returns. It is idempotent.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.stop)
+		if b.link != nil {
+			_ = b.link.conn.Close()
+		}
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+	return nil
+}
+
+// run dials, serves the link until it breaks, and dials again.
+func (b *Broker) run() {
+	defer b.wg.Done()
+	failures := 0
+	for {
+		conn, br, err := b.dial()
+		if err != nil {
+			if failures == 0 || errors.Is(err, ErrRefused) {
+				b.log.Warn("localbroker: cannot reach the broker; retrying", "addr", b.opts.Addr, "err", err)
+			}
+			failures++
+			if !b.sleep(b.backoff(failures)) {
+				return
+			}
+			continue
+		}
+		if failures > 0 {
+			b.log.Info("localbroker: connected to the broker", "addr", b.opts.Addr)
+		}
+		failures = 0
+		b.serve(conn, br)
+		select {
+		case <-b.stop:
+			return
+		default:
+			b.log.Warn("localbroker: lost the broker; reconnecting", "addr", b.opts.Addr)
+		}
+	}
+}
+
+func (b *Broker) backoff(failures int) time.Duration {
+	d := b.opts.ReconnectMin << min(failures-1, 16)
+	d = min(d, b.opts.ReconnectMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d, or returns false when the Broker is closed first.
+func (b *Broker) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-b.stop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-b.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	conn, err := d.DialContext(ctx, "tcp", b.opts.Addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	hello := appendHeader(nil, typeHello, 1+len(b.opts.Secret))
+	hello = append(append(hello, version), b.opts.Secret...)
+	br := bufio.NewReaderSize(conn, 64<<10)
+	if _, err := conn.Write(hello); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	typ, _, err := readFrame(br)
+	if err != nil || typ != typeWelcome {
+		conn.Close()
+		if err == nil || errors.Is(err, io.EOF) {
+			err = ErrRefused
+		}
+		return nil, nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, br, nil
+}
+
+// serve runs one connected link: it announces the interest, then reads
+// until the link breaks, while a writer and a pinger run beside it.
+func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
+	l := &clientLink{conn: conn, q: newSendQueue(b.opts.MaxPending, 3*b.opts.PingInterval)}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		conn.Close()
+		return
+	}
+	b.link = l
+	b.announceLocked(l)
+	b.mu.Unlock()
+
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := l.q.writeLoop(conn); err != nil {
+			b.log.Debug("localbroker: write failed", "err", err)
+		}
+		_ = conn.Close()
+	}()
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(b.opts.PingInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				l.q.push(appendHeader(nil, typePing, 0))
+			}
+		}
+	}()
+
+	err := b.readLoop(l, br)
+	b.log.Debug("localbroker: link closed", "err", err)
+
+	b.mu.Lock()
+	b.link = nil
+	for id, ch := range b.acks {
+		ch <- ErrUnavailable
+		delete(b.acks, id)
+	}
+	b.mu.Unlock()
+	close(done)
+	l.q.close()
+	_ = conn.Close()
+	wg.Wait()
+}
+
+// announceLocked queues the whole interest set, in frames of up to 64 KiB.
+func (b *Broker) announceLocked(l *clientLink) {
+	var f []byte
+	flush := func() {
+		if len(f) > 0 {
+			binary.BigEndian.PutUint32(f, uint32(len(f)-4))
+			l.q.push(f)
+			f = nil
+		}
+	}
+	for ch := range b.interest {
+		if len(f)+2+len(ch) > 64<<10 {
+			flush()
+		}
+		if f == nil {
+			f = appendHeader(nil, typeSub, 0)
+			f = binary.BigEndian.AppendUint32(f, 0) // no one waits for this ack
+		}
+		f = appendName(f, ch)
+	}
+	flush()
+}
+
+func (b *Broker) readLoop(l *clientLink, br *bufio.Reader) error {
+	dl := deadline{conn: l.conn, silence: 3 * b.opts.PingInterval}
+	for {
+		dl.extend()
+		typ, f, err := readFrame(br)
+		if err != nil {
+			return err
+		}
+		p := payload(f)
+		switch typ {
+		case typePub:
+			channel, frame, err := cutName(p)
+			if err != nil {
+				return err
+			}
+			b.deliver(channel, frame)
+		case typeAck:
+			if len(p) != 4 {
+				return errBadFrame
+			}
+			id := binary.BigEndian.Uint32(p)
+			b.mu.Lock()
+			if ch, ok := b.acks[id]; ok {
+				ch <- nil
+				delete(b.acks, id)
+			}
+			b.mu.Unlock()
+		case typePing:
+			l.q.push(appendHeader(nil, typePong, 0))
+		case typePong:
+		default:
+			return errBadFrame
+		}
+	}
+}

@@ -1,0 +1,270 @@
+package localbroker
+
+import (
+	"bufio"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Server is the broker process's side: it accepts worker links, tracks the
+// channels each worker has subscribers for, and forwards every publish to
+// the other workers interested in its channel.
+type Server struct {
+	opts ServerOptions
+	ln   net.Listener
+	log  *slog.Logger
+
+	mu       sync.Mutex // protects the fields below
+	channels map[string]map[*link]struct{}
+	links    map[*link]struct{}
+	closed   bool
+
+	wg sync.WaitGroup
+}
+
+// link is one connected worker.
+type link struct {
+	conn     net.Conn
+	q        *sendQueue
+	channels map[string]struct{} // only the link's reader goroutine touches it
+}
+
+// Listen starts a broker Server on opts.Addr.
+func Listen(opts ServerOptions) (*Server, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts:     o,
+		ln:       ln,
+		log:      o.Logger,
+		channels: make(map[string]map[*link]struct{}),
+		links:    make(map[*link]struct{}),
+	}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s, nil
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops accepting, disconnects every worker and waits for the
+// server's goroutines. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for l := range s.links {
+		_ = l.conn.Close()
+	}
+	s.mu.Unlock()
+	err := s.ln.Close()
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: wait, don't spin.
+			s.log.Warn("localbroker: accept failed", "err", err)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		s.wg.Add(1)
+		go s.serve(c)
+	}
+}
+
+// serve runs one link: handshake, then its reader here and its writer in a
+// second goroutine.
+func (s *Server) serve(c net.Conn) {
+	defer s.wg.Done()
+	defer c.Close()
+	br := bufio.NewReaderSize(c, 64<<10)
+	if !s.handshake(c, br) {
+		return
+	}
+	l := &link{conn: c, q: newSendQueue(s.opts.MaxPending, 3*s.opts.PingInterval), channels: make(map[string]struct{})}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.links[l] = struct{}{}
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := l.q.writeLoop(c); err != nil {
+			s.log.Warn("localbroker: write to worker failed", "remote", c.RemoteAddr().String(), "err", err)
+		}
+		_ = c.Close() // unblocks the reader
+	}()
+	err := s.readLoop(l, br)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		s.log.Warn("localbroker: worker link closed", "remote", c.RemoteAddr().String(), "err", err)
+	}
+	s.drop(l)
+	l.q.close()
+	_ = c.Close()
+	wg.Wait()
+}
+
+// handshake admits the peer only if its first frame carries the secret.
+func (s *Server) handshake(c net.Conn, br *bufio.Reader) bool {
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	typ, f, err := readFrame(br)
+	ok := err == nil && typ == typeHello && len(payload(f)) >= 1 && payload(f)[0] == version &&
+		subtle.ConstantTimeCompare(payload(f)[1:], []byte(s.opts.Secret)) == 1
+	if !ok {
+		s.log.Warn("localbroker: refused a peer without the cluster secret", "remote", c.RemoteAddr().String())
+		return false
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(appendHeader(nil, typeWelcome, 0)); err != nil {
+		return false
+	}
+	_ = c.SetDeadline(time.Time{})
+	return true
+}
+
+func (s *Server) readLoop(l *link, br *bufio.Reader) error {
+	dl := deadline{conn: l.conn, silence: 3 * s.opts.PingInterval}
+	for {
+		dl.extend()
+		typ, f, err := readFrame(br)
+		if err != nil {
+			return err
+		}
+		p := payload(f)
+		switch typ {
+		case typePub:
+			channel, _, err := cutName(p)
+			if err != nil {
+				return err
+			}
+			s.forward(l, channel, f)
+		case typeSub:
+			if len(p) < 4 {
+				return errBadFrame
+			}
+			id := p[:4]
+			if err := parseNames(p[4:], func(ch string) { s.subscribe(l, ch) }); err != nil {
+				return err
+			}
+			ack := appendHeader(nil, typeAck, 4)
+			l.q.push(append(ack, id...))
+		case typeUnsub:
+			if err := parseNames(p, func(ch string) { s.unsubscribe(l, ch) }); err != nil {
+				return err
+			}
+		case typePing:
+			l.q.push(appendHeader(nil, typePong, 0))
+		case typePong:
+		default:
+			return errBadFrame
+		}
+	}
+}
+
+// forward queues the publish frame, as received, to every other link
+// interested in channel. A link whose queue overflows is disconnected.
+func (s *Server) forward(from *link, channel string, frame []byte) {
+	var stuck []*link
+	s.mu.Lock()
+	for l := range s.channels[channel] {
+		if l != from && !l.q.push(frame) {
+			stuck = append(stuck, l)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range stuck {
+		s.log.Warn("localbroker: worker link too far behind; disconnecting it", "remote", l.conn.RemoteAddr().String())
+		_ = l.conn.Close()
+	}
+}
+
+func (s *Server) subscribe(l *link, channel string) {
+	if _, ok := l.channels[channel]; ok {
+		return
+	}
+	l.channels[channel] = struct{}{}
+	s.mu.Lock()
+	set := s.channels[channel]
+	if set == nil {
+		set = make(map[*link]struct{})
+		s.channels[channel] = set
+	}
+	set[l] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Server) unsubscribe(l *link, channel string) {
+	if _, ok := l.channels[channel]; !ok {
+		return
+	}
+	delete(l.channels, channel)
+	s.mu.Lock()
+	s.removeLocked(l, channel)
+	s.mu.Unlock()
+}
+
+func (s *Server) removeLocked(l *link, channel string) {
+	set := s.channels[channel]
+	delete(set, l)
+	if len(set) == 0 {
+		delete(s.channels, channel)
+	}
+}
+
+// drop forgets a link and its interest.
+func (s *Server) drop(l *link) {
+	s.mu.Lock()
+	for ch := range l.channels {
+		s.removeLocked(l, ch)
+	}
+	delete(s.links, l)
+	s.mu.Unlock()
+}
+
+// deadline keeps a read deadline of silence ahead, resetting it only when
+// a third of it has passed: a syscall per frame would cost more than the
+// frame.
+type deadline struct {
+	conn    net.Conn
+	silence time.Duration
+	set     time.Time
+}
+
+func (d *deadline) extend() {
+	now := time.Now()
+	if now.Sub(d.set) > d.silence/3 {
+		d.set = now
+		_ = d.conn.SetReadDeadline(now.Add(d.silence))
+	}
+}
