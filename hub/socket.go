@@ -31,6 +31,7 @@ type Socket struct {
 	cancel context.CancelFunc
 
 	awaitingPong atomic.Bool
+	writeFn      func() // s.writeLoop, bound once: starting the writer allocates nothing
 
 	mu           sync.Mutex // protects the fields below
 	handlers     map[string]func(json.RawMessage)
@@ -60,7 +61,9 @@ func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request) *So
 	req := r.Clone(context.WithoutCancel(r.Context()))
 	req.Body, req.GetBody = http.NoBody, nil
 	ctx, cancel := context.WithCancel(req.Context())
-	return &Socket{hub: h, id: h.newID(), ws: ws, nc: nc, req: req, ctx: ctx, cancel: cancel}
+	s := &Socket{hub: h, id: h.newID(), ws: ws, nc: nc, req: req, ctx: ctx, cancel: cancel}
+	s.writeFn = s.writeLoop
+	return s
 }
 
 // ID returns the socket's identifier, unique across processes.
@@ -162,7 +165,7 @@ func (s *Socket) startWriterLocked() {
 	if !s.writing {
 		s.writing = true
 		s.hub.wg.Add(1)
-		go s.writeLoop()
+		go s.writeFn()
 	}
 }
 
@@ -211,10 +214,7 @@ func (s *Socket) writeLoop() {
 	for {
 		s.qmu.Lock()
 		batch := s.queue
-		s.queue, s.spare = s.spare[:0], nil
-		s.queued = 0
 		if len(batch) == 0 {
-			s.queue = batch
 			if s.closeFrame {
 				s.closeFrame = false
 				code, why := s.closeCode, s.closeWhy
@@ -226,11 +226,12 @@ func (s *Socket) writeLoop() {
 			}
 			s.writing = false
 			if cap(s.queue) > 64 {
-				s.queue = nil // do not pin a burst's queue on an idle socket
+				s.queue, s.spare = nil, nil // do not pin a burst's queues on an idle socket
 			}
 			s.qmu.Unlock()
 			return
 		}
+		s.queue, s.spare, s.queued = s.spare[:0], nil, 0
 		s.qmu.Unlock()
 
 		err := s.writeBatch(batch)
@@ -252,7 +253,7 @@ func (s *Socket) writeLoop() {
 }
 
 func (s *Socket) writeBatch(batch []outFrame) error {
-	s.nc.Cork()
+	s.nc.Cork(s.hub.opts.WriteTimeout)
 	var err error
 	for _, f := range batch {
 		typ := websocket.MessageText
@@ -263,7 +264,7 @@ func (s *Socket) writeBatch(batch []outFrame) error {
 			break
 		}
 	}
-	if uerr := s.nc.Uncork(s.hub.opts.WriteTimeout); err == nil {
+	if uerr := s.nc.Uncork(); err == nil {
 		err = uerr
 	}
 	return err

@@ -26,7 +26,8 @@ func envelopeKey(legacy bool) string {
 }
 
 // AppendFrame appends {"#":[kind,name,data]} to dst. data must be one valid
-// JSON value in UTF-8, as Decode and AppendValue produce.
+// JSON value in UTF-8, as AppendValue produces, or as Decode returns from
+// valid UTF-8 input.
 func (e Encoder) AppendFrame(dst []byte, kind byte, name string, data []byte) []byte {
 	dst = append(dst, `{"`...)
 	dst = append(dst, envelopeKey(e.Legacy)...)
@@ -74,6 +75,9 @@ func AppendValue(dst []byte, v any) ([]byte, error) {
 	case string:
 		return Encoder{}.appendString(dst, v), nil
 	case json.RawMessage:
+		if v == nil {
+			return append(dst, "null"...), nil // as encoding/json does
+		}
 		if !json.Valid(v) {
 			return dst, ErrInvalidJSON
 		}

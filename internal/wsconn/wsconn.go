@@ -29,56 +29,71 @@ const (
 type Conn struct {
 	net.Conn
 
-	mu     sync.Mutex // protects the fields below and serialises writes
-	corked bool
-	buf    *[]byte
+	mu      sync.Mutex // protects the fields below and serialises writes
+	corked  bool
+	buf     *[]byte
+	timeout time.Duration
 }
 
-var corkPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+var corkPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); return &b }}
 
-// maxPooled keeps one huge batch from pinning memory in the pool.
-const maxPooled = 256 << 10
+// flushAt is the cork buffer size that is written out even while corked:
+// larger writes save no syscalls worth the memory.
+const flushAt = 64 << 10
 
 // Write writes p, or appends it to the cork buffer while corked.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.corked {
-		*c.buf = append(*c.buf, p...)
-		return len(p), nil
+	if !c.corked {
+		return c.Conn.Write(p)
 	}
-	return c.Conn.Write(p)
+	*c.buf = append(*c.buf, p...)
+	if len(*c.buf) >= flushAt {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
 }
 
-// Cork holds writes until Uncork.
-func (c *Conn) Cork() {
+// Cork holds writes until Uncork; each write of held bytes is bounded by
+// timeout.
+func (c *Conn) Cork(timeout time.Duration) {
 	c.mu.Lock()
-	c.corked = true
+	c.corked, c.timeout = true, timeout
 	if c.buf == nil {
 		c.buf = corkPool.Get().(*[]byte)
 	}
 	c.mu.Unlock()
 }
 
-// Uncork writes everything held since Cork in one write, bounded by timeout.
-func (c *Conn) Uncork(timeout time.Duration) error {
+// Uncork writes everything still held in one write.
+func (c *Conn) Uncork() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.corked = false
 	if c.buf == nil {
 		return nil
 	}
-	var err error
-	if b := *c.buf; len(b) > 0 {
-		if err = c.Conn.SetWriteDeadline(time.Now().Add(timeout)); err == nil {
-			_, err = c.Conn.Write(b)
-		}
-	}
-	if cap(*c.buf) <= maxPooled {
-		*c.buf = (*c.buf)[:0]
+	err := c.flushLocked()
+	if cap(*c.buf) <= 2*flushAt {
 		corkPool.Put(c.buf)
 	}
 	c.buf = nil
+	return err
+}
+
+func (c *Conn) flushLocked() error {
+	b := *c.buf
+	*c.buf = b[:0]
+	if len(b) == 0 {
+		return nil
+	}
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+		return err
+	}
+	_, err := c.Conn.Write(b)
 	return err
 }
 

@@ -1,0 +1,333 @@
+// Command clusterws-memconn measures the server-side memory and goroutines
+// that one idle, subscribed WebSocket connection costs.
+//
+// It starts a clusterws.Server in-process on a loopback port, runs itself
+// again as a child process that opens -n connections (so that client memory
+// is not counted), subscribes each to one of -channels channels, and waits
+// until the server has every subscription. Then it forces a garbage
+// collection and reports, per connection, the growth of the Go heap and
+// goroutine stacks (runtime.MemStats HeapInuse+StackInuse) since before the
+// first connection, and the goroutines added.
+//
+// Usage:
+//
+//	go run ./cmd/clusterws-memconn -n 2000
+//
+// Each connection costs one file descriptor in each process; -n is bounded
+// by the open-file limit (ulimit -n).
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterws "github.com/clusterws/clusterws-go"
+	"github.com/clusterws/clusterws-go/hub"
+)
+
+func main() {
+	n := flag.Int("n", 2000, "connections to open")
+	channels := flag.Int("channels", 1, "distinct channels; connection i subscribes to channel i mod channels")
+	timeout := flag.Duration("timeout", 2*time.Minute, "give up after this long")
+	memprofile := flag.String("memprofile", "", "write a heap profile of the idle connections to this file")
+	child := flag.String("child", "", "internal: run as the client process, connecting to this address")
+	flag.Parse()
+	if *n < 1 || *channels < 1 {
+		fmt.Fprintln(os.Stderr, "clusterws-memconn: -n and -channels must be positive")
+		os.Exit(2)
+	}
+	if *memprofile != "" {
+		runtime.MemProfileRate = 1 // every allocation, for an exact breakdown
+	}
+	var err error
+	if *child != "" {
+		err = runClients(*child, *n, *channels, *timeout)
+	} else {
+		err = run(*n, *channels, *timeout, *memprofile)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "clusterws-memconn:", err)
+		os.Exit(1)
+	}
+}
+
+type snapshot struct {
+	heapInuse, stackInuse, heapAlloc uint64
+	goroutines                       int
+}
+
+func measure() snapshot {
+	// Two cycles: the first may leave objects freed by finalizers, and the
+	// sweep of the second settles HeapInuse.
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return snapshot{ms.HeapInuse, ms.StackInuse, ms.HeapAlloc, runtime.NumGoroutine()}
+}
+
+func run(n, channels int, timeout time.Duration, memprofile string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+
+	var subscribed atomic.Int64
+	srv := clusterws.New(clusterws.WithOnSubscribe(func(*hub.Socket, string) error {
+		subscribed.Add(1)
+		return nil
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Middleware(http.NotFoundHandler()), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = hs.Serve(ln)
+	}()
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		_ = hs.Shutdown(sctx)
+		_ = srv.Shutdown(sctx)
+		<-served
+	}()
+
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, "-child", ln.Addr().String(), "-n", strconv.Itoa(n),
+		"-channels", strconv.Itoa(channels), "-timeout", timeout.String())
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	// The waiter goroutine exists before the baseline, so that it is not
+	// counted as the connections'.
+	started, waited := make(chan struct{}), make(chan error, 1)
+	go func() {
+		<-started
+		_, _ = io.Copy(io.Discard, stdout)
+		waited <- cmd.Wait()
+	}()
+	before := measure()
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		close(started)
+		return err
+	}
+	close(started)
+	// The child exits when its stdin closes; kill it by PID if it does not.
+	defer func() {
+		_ = stdin.Close()
+		select {
+		case <-waited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-waited
+		}
+	}()
+
+	for subscribed.Load() < int64(n) || srv.Stats().Connections < n {
+		select {
+		case err := <-waited:
+			waited <- err
+			return fmt.Errorf("client process ended early (%v) with %d of %d subscribed", err, subscribed.Load(), n)
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d connections subscribed after %v", subscribed.Load(), n, timeout)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	connected := time.Since(start)
+	// OnSubscribe runs just before the registry update; let the last few
+	// finish and the connections go idle.
+	time.Sleep(500 * time.Millisecond)
+	after := measure()
+	st := srv.Stats()
+	if st.Connections != n || st.Channels != channels {
+		return fmt.Errorf("server has %d connections in %d channels; want %d in %d", st.Connections, st.Channels, n, channels)
+	}
+
+	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
+	heap, stack := per(after.heapInuse, before.heapInuse), per(after.stackInuse, before.stackInuse)
+	fmt.Printf("connections=%d channels=%d connect+subscribe=%v go=%s GOMAXPROCS=%d\n",
+		n, channels, connected.Round(time.Millisecond), runtime.Version(), runtime.GOMAXPROCS(0))
+	fmt.Printf("per connection: heap+stack %.0f B (%.2f KiB) = HeapInuse %.0f B + StackInuse %.0f B; live heap objects %.0f B\n",
+		heap+stack, (heap+stack)/1024, heap, stack, per(after.heapAlloc, before.heapAlloc))
+	fmt.Printf("per connection: goroutines %.2f (%d -> %d)\n",
+		float64(after.goroutines-before.goroutines)/float64(n), before.goroutines, after.goroutines)
+	if rss, ok := vmRSS(); ok {
+		fmt.Printf("process VmRSS %.1f MiB (includes the runtime and freed-but-unreturned memory)\n", float64(rss)/(1<<20))
+	}
+	if memprofile != "" {
+		f, err := os.Create(memprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return pprof.Lookup("heap").WriteTo(f, 0)
+	}
+	return nil
+}
+
+// vmRSS reads the resident set size from /proc on Linux.
+func vmRSS() (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10, err == nil
+		}
+	}
+	return 0, false
+}
+
+// runClients is the child: it opens n raw WebSocket connections to addr,
+// subscribes them, answers heartbeats and discards everything else until
+// its stdin closes.
+func runClients(addr string, n, channels int, timeout time.Duration) error {
+	conns := make([]net.Conn, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	sem := make(chan struct{}, 32) // stay under the listen backlog
+	deadline := time.Now().Add(timeout)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, br, err := dial(addr, "mem-"+strconv.Itoa(i%channels), deadline)
+			if err != nil {
+				mu.Lock()
+				firstErr = errors.Join(firstErr, err)
+				mu.Unlock()
+				return
+			}
+			conns[i] = c
+			go serveConn(c, br)
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				_ = c.Close()
+			}
+		}
+	}()
+	if firstErr != nil {
+		return firstErr
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
+func dial(addr, channel string, deadline time.Time) (net.Conn, *bufio.Reader, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Until(deadline))
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = c.SetDeadline(deadline)
+	req := "GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(c, 1024)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		c.Close()
+		return nil, nil, fmt.Errorf("handshake: %s", resp.Status)
+	}
+	if _, err := c.Write(masked(0x1, []byte(`{"#":["s","s","`+channel+`"]}`))); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, br, nil
+}
+
+// masked frames a short client-to-server message with opcode op.
+func masked(op byte, payload []byte) []byte {
+	key := [4]byte{0x0f, 0x1e, 0x2d, 0x3c}
+	out := []byte{0x80 | op, 0x80 | byte(len(payload)), key[0], key[1], key[2], key[3]}
+	for i, c := range payload {
+		out = append(out, c^key[i%4])
+	}
+	return out
+}
+
+// serveConn reads server frames and answers the heartbeat (a binary '9')
+// with a pong (a binary 'A'), so long runs stay connected.
+func serveConn(c net.Conn, br *bufio.Reader) {
+	pong := masked(0x2, []byte{'A'})
+	var hdr [8]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:2]); err != nil {
+			return
+		}
+		op, n := hdr[0]&0x0f, uint64(hdr[1]&0x7f)
+		switch n {
+		case 126:
+			if _, err := io.ReadFull(br, hdr[:2]); err != nil {
+				return
+			}
+			n = uint64(hdr[0])<<8 | uint64(hdr[1])
+		case 127:
+			if _, err := io.ReadFull(br, hdr[:8]); err != nil {
+				return
+			}
+			n = 0
+			for _, b := range hdr {
+				n = n<<8 | uint64(b)
+			}
+		}
+		if op == 0x2 && n == 1 {
+			b, err := br.ReadByte()
+			if err != nil {
+				return
+			}
+			if b == '9' {
+				if _, err := c.Write(pong); err != nil {
+					return
+				}
+			}
+			continue
+		}
+		if _, err := br.Discard(int(n)); err != nil || op == 0x8 {
+			return
+		}
+	}
+}

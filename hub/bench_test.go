@@ -1,0 +1,426 @@
+package hub_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/clusterws/clusterws-go/hub"
+)
+
+// BenchmarkBroadcast measures fan-out through a real Hub: N WebSocket
+// subscribers on loopback, b.N publishes, timed until every subscriber has
+// read every frame.
+//
+// The subscribers live in a child process (this test binary run again, see
+// TestBenchSubscriberProcess): 10,000 connections need 20,000 descriptors
+// with both ends in one process, over the 20,000 limit of our machines, and
+// this way allocs/op counts the server side only. They are raw TCP readers
+// that parse frame headers and count frames, so the server is what is
+// measured, apart from sharing the CPUs.
+//
+// The publisher keeps at most a window of frames in flight (published but
+// not yet read by the slowest subscriber) so that no send queue overflows:
+// the benchmark measures sustained throughput, not how fast frames pile up
+// in queues. drops counts sockets closed as slow consumers; it must be 0.
+func BenchmarkBroadcast(b *testing.B) {
+	for _, n := range []int{1, 100, 10000} {
+		b.Run("subs="+strconv.Itoa(n), func(b *testing.B) {
+			f := startBroadcastFixture(b, n)
+			for _, sz := range []struct {
+				name string
+				size int
+			}{{"100B", 100}, {"1KiB", 1024}} {
+				b.Run("size="+sz.name, func(b *testing.B) { f.run(b, sz.size) })
+			}
+		})
+	}
+}
+
+const (
+	benchChannel    = "bench"
+	benchQueueBytes = hub.DefaultSendQueueBytes
+	// countedFrame is the smallest frame a subscriber counts: the config
+	// frame, heartbeats and readiness probes are shorter, publishes longer.
+	countedFrame = 64
+)
+
+type broadcastFixture struct {
+	n     int
+	hub   *hub.Hub
+	child *exec.Cmd
+	stdin io.WriteCloser
+
+	// Progress reported by the child: frames counted over all connections,
+	// the fewest counted by one connection, and connections that ended.
+	sum, min, closed atomic.Int64
+	exited           chan struct{} // closed when the child's stdout ends
+	childErr         atomic.Pointer[string]
+}
+
+func startBroadcastFixture(b *testing.B, n int) *broadcastFixture {
+	b.Helper()
+	h, err := hub.New(hub.Options{PingInterval: time.Hour, SendQueueBytes: benchQueueBytes})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = h.Upgrade(w, r, nil)
+	}))
+	f := &broadcastFixture{n: n, hub: h, exited: make(chan struct{})}
+	b.Cleanup(func() {
+		f.stop(b)
+		_ = h.Close()
+		srv.Close()
+	})
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchSubscriberProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(),
+		envSubscriberAddr+"="+srv.Listener.Addr().String(),
+		envSubscriberCount+"="+strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	if f.stdin, err = cmd.StdinPipe(); err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	f.child = cmd
+	ready := make(chan struct{})
+	go f.readProgress(stdout, ready)
+	select {
+	case <-ready:
+	case <-f.exited:
+		b.Fatalf("subscriber process ended before it was ready: %s", f.errText())
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("subscriber process not ready after 2m")
+	}
+
+	// The child has sent every subscribe frame; probe until the hub has
+	// them all. Probes are shorter than countedFrame, so they are not
+	// counted.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		before := h.Stats().Delivered
+		if err := h.Publish(context.Background(), benchChannel, "probe"); err != nil {
+			b.Fatal(err)
+		}
+		if got := h.Stats().Delivered - before; got == uint64(n) {
+			break
+		} else if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d subscribers are in after 1m (stats %+v)", got, n, h.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return f
+}
+
+func (f *broadcastFixture) readProgress(stdout io.Reader, ready chan<- struct{}) {
+	defer close(f.exited)
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "ready":
+			close(ready)
+		case strings.HasPrefix(line, "error: "):
+			f.childErr.Store(&line)
+		default:
+			var sum, min, closed int64
+			if _, err := fmt.Sscan(line, &sum, &min, &closed); err != nil {
+				msg := "bad progress line " + strconv.Quote(line)
+				f.childErr.Store(&msg)
+				continue
+			}
+			f.sum.Store(sum)
+			f.min.Store(min)
+			f.closed.Store(closed)
+		}
+	}
+}
+
+func (f *broadcastFixture) errText() string {
+	if p := f.childErr.Load(); p != nil {
+		return *p
+	}
+	return "no error reported"
+}
+
+// stop closes the child's stdin, which makes it exit, and kills it by PID
+// if it does not.
+func (f *broadcastFixture) stop(b *testing.B) {
+	if f.child == nil {
+		return
+	}
+	_ = f.stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- f.child.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			b.Logf("subscriber process: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		_ = f.child.Process.Kill()
+		<-done
+	}
+}
+
+// healthy fails the benchmark if subscribers are gone.
+func (f *broadcastFixture) healthy(b *testing.B) {
+	if c := f.closed.Load(); c > 0 {
+		b.Fatalf("%d subscribers disconnected (hub stats %+v; %s)", c, f.hub.Stats(), f.errText())
+	}
+	select {
+	case <-f.exited:
+		b.Fatalf("subscriber process exited: %s", f.errText())
+	default:
+	}
+}
+
+func (f *broadcastFixture) run(b *testing.B, size int) {
+	payload := benchPayload(size)
+	frameLen := len(`{"#":["p","`+benchChannel+`",]}`) + len(payload)
+	// A quarter of the send queue in flight keeps every queue far from
+	// overflowing while leaving the writers plenty to batch.
+	window := int64(min(max(benchQueueBytes/4/frameLen, 16), 4096))
+	slowBefore := f.hub.Stats().SlowConsumers
+	base := f.min.Load() // every subscriber has read exactly base frames
+	ctx := context.Background()
+
+	b.ReportAllocs()
+	b.SetBytes(int64(frameLen * f.n))
+	b.ResetTimer()
+	for i := range int64(b.N) {
+		for i-(f.min.Load()-base) >= window {
+			f.healthy(b)
+			time.Sleep(20 * time.Microsecond)
+		}
+		if err := f.hub.Publish(ctx, benchChannel, payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	target := base + int64(b.N)
+	deadline := time.Now().Add(2 * time.Minute)
+	for f.min.Load() < target || f.sum.Load() < target*int64(f.n) {
+		f.healthy(b)
+		if time.Now().After(deadline) {
+			b.Fatalf("drain: slowest subscriber read %d of %d frames (sum %d of %d)",
+				f.min.Load()-base, b.N, f.sum.Load(), target*int64(f.n))
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+	b.StopTimer()
+	if sum := f.sum.Load(); sum != target*int64(f.n) {
+		b.Fatalf("subscribers read %d frames in all; want %d", sum, target*int64(f.n))
+	}
+	b.ReportMetric(float64(b.N)*float64(f.n)/b.Elapsed().Seconds(), "deliveries/s")
+	b.ReportMetric(float64(f.hub.Stats().SlowConsumers-slowBefore), "drops")
+}
+
+// benchPayload is a JSON object of exactly size bytes.
+func benchPayload(size int) json.RawMessage {
+	const head, tail = `{"text":"`, `"}`
+	return json.RawMessage(head + strings.Repeat("x", size-len(head)-len(tail)) + tail)
+}
+
+const (
+	envSubscriberAddr  = "CLUSTERWS_BENCH_SUBSCRIBER_ADDR"
+	envSubscriberCount = "CLUSTERWS_BENCH_SUBSCRIBER_COUNT"
+)
+
+// TestBenchSubscriberProcess is not a test: BenchmarkBroadcast runs the
+// test binary again with the environment set to make it the subscriber
+// process. It connects the subscribers, says "ready", then reports
+// "sum min closed" whenever the counts change, until stdin closes.
+func TestBenchSubscriberProcess(t *testing.T) {
+	addr := os.Getenv(envSubscriberAddr)
+	if addr == "" {
+		return
+	}
+	n, err := strconv.Atoi(os.Getenv(envSubscriberCount))
+	if err != nil {
+		fmt.Printf("error: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(runSubscribers(addr, n))
+}
+
+type paddedCounter struct {
+	atomic.Int64
+	_ [56]byte // one cache line each: the readers run in parallel
+}
+
+func runSubscribers(addr string, n int) int {
+	counts := make([]paddedCounter, n)
+	var closed atomic.Int64
+	conns := make([]net.Conn, n)
+
+	// Connect with bounded concurrency, to stay under the listen backlog.
+	var wg sync.WaitGroup
+	var firstErr atomic.Pointer[error]
+	sem := make(chan struct{}, 64)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, br, err := dialSubscriber(addr)
+			if err != nil {
+				firstErr.CompareAndSwap(nil, &err)
+				return
+			}
+			conns[i] = c
+			go func() {
+				drainFrames(br, &counts[i].Int64)
+				closed.Add(1)
+			}()
+		}()
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		fmt.Printf("error: %v\n", *p)
+		return 1
+	}
+	fmt.Println("ready")
+
+	stopped := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		close(stopped)
+	}()
+	t := time.NewTicker(250 * time.Microsecond)
+	defer t.Stop()
+	var last [3]int64
+	for {
+		select {
+		case <-stopped:
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			return 0
+		case <-t.C:
+		}
+		var sum int64
+		least := int64(-1)
+		for i := range counts {
+			c := counts[i].Load()
+			sum += c
+			if least < 0 || c < least {
+				least = c
+			}
+		}
+		now := [3]int64{sum, least, closed.Load()}
+		if now != last {
+			last = now
+			fmt.Printf("%d %d %d\n", now[0], now[1], now[2])
+		}
+	}
+}
+
+// dialSubscriber opens a WebSocket connection by hand and subscribes it to
+// benchChannel.
+func dialSubscriber(addr string) (net.Conn, *bufio.Reader, error) {
+	c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	req := "GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(c, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		c.Close()
+		return nil, nil, fmt.Errorf("handshake: %s", resp.Status)
+	}
+	if _, err := c.Write(maskedText(`{"#":["s","s","` + benchChannel + `"]}`)); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, br, nil
+}
+
+// maskedText frames a short client-to-server text message.
+func maskedText(payload string) []byte {
+	if len(payload) > 125 {
+		panic("maskedText: payload too long")
+	}
+	key := [4]byte{0x12, 0x34, 0x56, 0x78}
+	out := []byte{0x81, 0x80 | byte(len(payload)), key[0], key[1], key[2], key[3]}
+	for i := range len(payload) {
+		out = append(out, payload[i]^key[i%4])
+	}
+	return out
+}
+
+// drainFrames reads server frames until the connection ends, counting the
+// data frames of at least countedFrame bytes.
+func drainFrames(br *bufio.Reader, count *atomic.Int64) {
+	var ext [8]byte
+	for {
+		b0, err := br.ReadByte()
+		if err != nil {
+			return
+		}
+		b1, err := br.ReadByte()
+		if err != nil {
+			return
+		}
+		n := uint64(b1 & 0x7f)
+		switch n {
+		case 126:
+			if _, err := io.ReadFull(br, ext[:2]); err != nil {
+				return
+			}
+			n = uint64(binary.BigEndian.Uint16(ext[:2]))
+		case 127:
+			if _, err := io.ReadFull(br, ext[:8]); err != nil {
+				return
+			}
+			n = binary.BigEndian.Uint64(ext[:8])
+		}
+		if b1&0x80 != 0 { // servers do not mask, but skip a key anyway
+			if _, err := br.Discard(4); err != nil {
+				return
+			}
+		}
+		if _, err := br.Discard(int(n)); err != nil {
+			return
+		}
+		switch op := b0 & 0x0f; {
+		case op == 0x8: // close
+			return
+		case (op == 0x1 || op == 0x2) && n >= countedFrame:
+			count.Add(1)
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package localbroker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"time"
+
+	clusterws "github.com/clusterws/clusterws-go"
+	"github.com/clusterws/clusterws-go/client"
+	"github.com/clusterws/clusterws-go/localbroker"
+)
+
+// Two servers, as two worker processes would run them, linked by the TCP
+// broker: a publish on one reaches a subscriber of the other. cluster.Run
+// does this wiring for you.
+func Example() {
+	broker, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: "s3cret"})
+	if err != nil {
+		panic(err)
+	}
+	defer broker.Close()
+
+	newWorker := func() *clusterws.Server {
+		b, _ := localbroker.New(localbroker.Options{Addr: broker.Addr().String(), Secret: "s3cret"})
+		return clusterws.New(clusterws.WithBroker(b))
+	}
+	a, b := newWorker(), newWorker()
+	defer a.Close()
+	defer b.Close()
+	tb := httptest.NewServer(b)
+	defer tb.Close()
+
+	ctx := context.Background()
+	c, _ := client.Dial(ctx, "ws"+strings.TrimPrefix(tb.URL, "http"), client.Options{})
+	defer c.Close()
+	got := make(chan string, 1)
+	ch, _ := c.Subscribe(ctx, "news")
+	ch.Watch(func(data json.RawMessage) {
+		select {
+		case got <- string(data):
+		default:
+		}
+	})
+
+	// Until worker b's link is up and has announced "news", the broker
+	// routes nothing to b (and a's Publish reports the missing link), so
+	// retry briefly.
+	for {
+		_ = a.Publish(ctx, "news", "from worker a")
+		select {
+		case msg := <-got:
+			fmt.Println(msg)
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// Output: "from worker a"
+}
