@@ -349,7 +349,7 @@ func TestCloseCodes(t *testing.T) {
 }
 
 func TestHeartbeatDropsSilentSocket(t *testing.T) {
-	s := testutil.StartServer(t, nil, clusterws.WithPingInterval(100*time.Millisecond))
+	s := testutil.StartServer(t, nil, clusterws.WithPingInterval(200*time.Millisecond))
 	silent := dial(t, s)
 	alive := dial(t, s)
 	var pings atomic.Int32

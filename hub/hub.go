@@ -340,7 +340,7 @@ func (h *Hub) removeSubscriber(channel string, s *Socket) {
 }
 
 // heartbeat pings every socket each interval and closes those that did not
-// answer the previous ping.
+// answer the previous ping within an interval.
 func (h *Hub) heartbeat() {
 	defer h.wg.Done()
 	t := time.NewTicker(h.opts.PingInterval)
@@ -358,13 +358,22 @@ func (h *Hub) heartbeat() {
 			batch = append(batch, s)
 		}
 		h.mu.RUnlock()
+		// A ping counts from when it was queued: on a loaded machine a late
+		// tick must not shorten the next socket's time to answer.
+		now := time.Now().UnixNano()
+		due := now - int64(h.opts.PingInterval)*9/10
 		for _, s := range batch {
-			if s.awaitingPong.Swap(true) {
+			sent := s.pingSent.Load()
+			switch {
+			case sent == 0:
+				s.pingSent.Store(now)
+				s.enqueue(h.ping, h.pingBin)
+			case sent > due:
+				// The previous ping is not a full interval old yet.
+			default:
 				h.counters.noPong.Add(1)
 				s.closeWith(CloseNoPong, ReasonNoPong, false)
-				continue
 			}
-			s.enqueue(h.ping, h.pingBin)
 		}
 		clear(batch)
 	}

@@ -30,7 +30,7 @@ type Socket struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	awaitingPong atomic.Bool
+	pingSent     atomic.Int64 // UnixNano of the unanswered ping; 0 when answered
 	writeFn      func() // s.writeLoop, bound once: starting the writer allocates nothing
 
 	mu           sync.Mutex // protects the fields below
@@ -343,7 +343,7 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 	h := s.hub
 	if typ == websocket.MessageBinary {
 		if !h.opts.Legacy && len(b) == 1 && b[0] == protocol.Pong[0] {
-			s.awaitingPong.Store(false)
+			s.pingSent.Store(0)
 			return
 		}
 		if !utf8.Valid(b) {
@@ -351,7 +351,7 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 		}
 	} else {
 		if h.opts.Legacy && string(b) == string(protocol.LegacyPong) {
-			s.awaitingPong.Store(false)
+			s.pingSent.Store(0)
 			return
 		}
 		if !utf8.Valid(b) {
