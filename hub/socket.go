@@ -30,8 +30,8 @@ type Socket struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	pingSent     atomic.Int64 // UnixNano of the unanswered ping; 0 when answered
-	writeFn      func() // s.writeLoop, bound once: starting the writer allocates nothing
+	pingSent atomic.Int64 // UnixNano of the unanswered ping; 0 when answered
+	writeFn  func()       // s.writeLoop, bound once: starting the writer allocates nothing
 
 	mu           sync.Mutex // protects the fields below
 	handlers     map[string]func(json.RawMessage)
