@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/localbroker"
 )
 
 // BenchmarkBroadcast measures fan-out through a real Hub: N WebSocket
@@ -38,15 +39,29 @@ import (
 // the benchmark measures sustained throughput, not how fast frames pile up
 // in queues. drops counts sockets closed as slow consumers; it must be 0.
 func BenchmarkBroadcast(b *testing.B) {
-	for _, n := range []int{1, 100, 10000} {
+	for _, n := range []int{1, 100, 1000, 10000} {
 		b.Run("subs="+strconv.Itoa(n), func(b *testing.B) {
-			f := startBroadcastFixture(b, n)
+			f := startBroadcastFixture(b, n, false)
 			for _, sz := range []struct {
 				name string
 				size int
 			}{{"100B", 100}, {"1KiB", 1024}} {
 				b.Run("size="+sz.name, func(b *testing.B) { f.run(b, sz.size) })
 			}
+		})
+	}
+}
+
+// BenchmarkBroadcastBroker is BenchmarkBroadcast with the publisher on a
+// second hub, linked to the subscribers' hub through the TCP broker: the
+// path of a publish from worker A to subscribers on worker B. Both hubs and
+// the broker share this process (and the machine's CPUs), as two workers
+// and the master would.
+func BenchmarkBroadcastBroker(b *testing.B) {
+	for _, n := range []int{1000} {
+		b.Run("subs="+strconv.Itoa(n), func(b *testing.B) {
+			f := startBroadcastFixture(b, n, true)
+			b.Run("size=100B", func(b *testing.B) { f.run(b, 100) })
 		})
 	}
 }
@@ -61,7 +76,8 @@ const (
 
 type broadcastFixture struct {
 	n     int
-	hub   *hub.Hub
+	hub   *hub.Hub // the subscribers' hub
+	pub   *hub.Hub // the publisher's: hub, or a second one behind the broker
 	child *exec.Cmd
 	stdin io.WriteCloser
 
@@ -72,20 +88,41 @@ type broadcastFixture struct {
 	childErr         atomic.Pointer[string]
 }
 
-func startBroadcastFixture(b *testing.B, n int) *broadcastFixture {
+func startBroadcastFixture(b *testing.B, n int, viaBroker bool) *broadcastFixture {
 	b.Helper()
-	h, err := hub.New(hub.Options{PingInterval: time.Hour, SendQueueBytes: benchQueueBytes})
+	opts := hub.Options{PingInterval: time.Hour, SendQueueBytes: benchQueueBytes}
+	var bs *localbroker.Server
+	if viaBroker {
+		var err error
+		bs, err = localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts.Broker = newBenchBroker(b, bs)
+	}
+	h, err := hub.New(opts)
 	if err != nil {
 		b.Fatal(err)
+	}
+	pub := h
+	if viaBroker {
+		opts.Broker = newBenchBroker(b, bs)
+		if pub, err = hub.New(opts); err != nil {
+			b.Fatal(err)
+		}
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = h.Upgrade(w, r, nil)
 	}))
-	f := &broadcastFixture{n: n, hub: h, exited: make(chan struct{})}
+	f := &broadcastFixture{n: n, hub: h, pub: pub, exited: make(chan struct{})}
 	b.Cleanup(func() {
 		f.stop(b)
 		_ = h.Close()
+		_ = pub.Close()
 		srv.Close()
+		if bs != nil {
+			_ = bs.Close()
+		}
 	})
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchSubscriberProcess$", "-test.count=1")
@@ -120,17 +157,24 @@ func startBroadcastFixture(b *testing.B, n int) *broadcastFixture {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		before := h.Stats().Delivered
-		if err := h.Publish(context.Background(), benchChannel, "probe"); err != nil {
-			b.Fatal(err)
-		}
+		// Through the broker the link may still be coming up.
+		_ = pub.Publish(context.Background(), benchChannel, "probe")
+		time.Sleep(5 * time.Millisecond)
 		if got := h.Stats().Delivered - before; got == uint64(n) {
 			break
 		} else if time.Now().After(deadline) {
 			b.Fatalf("only %d of %d subscribers are in after 1m (stats %+v)", got, n, h.Stats())
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 	return f
+}
+
+func newBenchBroker(b *testing.B, s *localbroker.Server) hub.Broker {
+	br, err := localbroker.New(localbroker.Options{Addr: s.Addr().String(), Secret: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return br
 }
 
 func (f *broadcastFixture) readProgress(stdout io.Reader, ready chan<- struct{}) {
@@ -214,7 +258,7 @@ func (f *broadcastFixture) run(b *testing.B, size int) {
 			f.healthy(b)
 			time.Sleep(20 * time.Microsecond)
 		}
-		if err := f.hub.Publish(ctx, benchChannel, payload); err != nil {
+		if err := f.pub.Publish(ctx, benchChannel, payload); err != nil {
 			b.Fatal(err)
 		}
 	}

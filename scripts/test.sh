@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs what is
-# missing (npm packages for the interop tests), then vet and the race-enabled
-# test suite. Usage: ./scripts/test.sh [extra go test flags]
+# missing (redis-server and redis-cli from Debian, npm packages for the
+# interop tests and the example page), then vet and the race-enabled test
+# suite. Usage: ./scripts/test.sh [extra go test flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "test.sh: installing ${missing[*]}" >&2
+	sudo=""
+	[ "$(id -u)" -ne 0 ] && sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 	echo "test.sh: node and npm are required (Node 20)" >&2
 	exit 1
 fi
-if [ ! -d interop/node_modules/clusterws-client-js ]; then
-	(cd interop && npm ci --no-audit --no-fund)
-fi
+for dir in interop chi_example; do
+	if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules/clusterws-client-js" ]; then
+		(cd "$dir" && npm ci --no-audit --no-fund)
+	fi
+done
 
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then
