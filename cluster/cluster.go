@@ -1,0 +1,199 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	clusterws "github.com/clusterws/clusterws-go"
+	"github.com/clusterws/clusterws-go/hub"
+)
+
+// Config describes a cluster. The zero value of every field but Worker
+// means its default; Run validates a copy and never modifies the caller's
+// struct. The same Config must be passed to Run in the master and in every
+// worker, which is what happens when main builds it the same way each time.
+type Config struct {
+	// Workers is the number of worker processes. default: 1
+	Workers int
+
+	// Port is the TCP port the cluster serves HTTP and WebSocket on; the
+	// master binds it once and every worker accepts from that socket.
+	// default: 80, as in ClusterWS
+	Port int
+
+	// Host is the address to bind Port on, e.g. "127.0.0.1".
+	// default: "", all interfaces
+	Host string
+
+	// BrokerPort is the loopback port of the built-in TCP broker, which
+	// runs inside the master process. Unused when Broker is set.
+	// default: 9346, as in ClusterWS
+	BrokerPort int
+
+	// RestartOnFail restarts a worker that exits without being asked to,
+	// with backoff, until it crash-loops (see the package documentation).
+	// Without it a dead worker is logged and not replaced.
+	// default: false
+	RestartOnFail bool
+
+	// Options are applied, in order, to every worker's clusterws.Server,
+	// followed by clusterws.WithBroker with the worker's broker.
+	// default: none
+	Options []clusterws.Option
+
+	// Broker, when set, is called once in every worker process to build
+	// the hub.Broker that links the workers, e.g. a redisbroker.Broker to
+	// link hosts too; the master then starts no TCP broker. A nil Broker
+	// returned without error means none: every worker is on its own.
+	// default: nil, the built-in TCP broker (package localbroker)
+	Broker func() (hub.Broker, error)
+
+	// Worker runs in every worker process once its Server is built: it
+	// registers the socket handlers on w.Server and returns the worker's
+	// whole HTTP handler, typically w.Server.Middleware(app).
+	// required
+	Worker func(w *Worker) http.Handler
+
+	// ShutdownTimeout bounds a graceful stop. A worker asked to stop
+	// drains within 90% of it; the master kills a worker that is still
+	// alive after all of it.
+	// default: 10s
+	ShutdownTimeout time.Duration
+
+	// Logger receives the startup lines and the supervisor's events, in
+	// the master and in the workers (with a "worker" attribute there). It
+	// is also the TCP broker's logger. Unlike the rest of the module, the
+	// cluster is not silent by default: like ClusterWS it announces the
+	// master, the broker and every worker at startup. Pass
+	// slog.New(slog.DiscardHandler) to silence it.
+	// default: a slog.TextHandler writing to os.Stderr at level Info
+	Logger *slog.Logger
+}
+
+// Worker is what Config.Worker gets in a worker process.
+type Worker struct {
+	// ID is the worker's number, from 1 to Config.Workers. A restarted or
+	// replaced worker keeps the ID of the one it replaces.
+	ID int
+	// Server is the worker's clusterws.Server, built from Config.Options
+	// and wired to the cluster's broker. The cluster shuts it down.
+	Server *clusterws.Server
+}
+
+// Defaults, as documented on the Config fields.
+const (
+	DefaultWorkers         = 1
+	DefaultPort            = 80
+	DefaultBrokerPort      = 9346
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Errors.
+var (
+	// ErrInvalidConfig is wrapped by the error Run returns for a Config
+	// that cannot be used.
+	ErrInvalidConfig = errors.New("cluster: invalid config")
+	// ErrNoWorkers is returned by Run in the master when the last worker
+	// is gone and none will be started again: each one crash-looped, or
+	// died without RestartOnFail.
+	ErrNoWorkers = errors.New("cluster: no worker left running")
+	// ErrUnsupported is returned by Run on systems without the process
+	// and file-descriptor passing it needs (everything but Unix).
+	ErrUnsupported = errors.New("cluster: unsupported on this operating system")
+)
+
+// Environment variables set by the master for its workers. Run reads and
+// removes them in a worker, so the worker's own child processes do not
+// take themselves for workers.
+const (
+	envWorkerID   = "CLUSTERWS_WORKER_ID"
+	envBrokerAddr = "CLUSTERWS_BROKER_ADDR"
+)
+
+// IsWorker reports whether this process was started by a cluster master as
+// one of its workers, i.e. whether Run will behave as a worker. Call it
+// before Run, e.g. to open resources only workers need.
+func IsWorker() bool { return os.Getenv(envWorkerID) != "" }
+
+// Run runs the cluster described by cfg. It is called from main in the
+// master and in every worker: the master re-executes the program
+// (os.Args) once per worker, and Run tells the two apart by an environment
+// variable the master sets (see IsWorker).
+//
+// In the master, Run binds the port, starts the TCP broker and the
+// workers, supervises them, and returns nil after a graceful shutdown on
+// SIGINT or SIGTERM, or an error: an invalid Config, a port that cannot be
+// bound, or ErrNoWorkers. SIGHUP restarts the workers one at a time.
+//
+// In a worker, Run builds the Server and calls cfg.Worker, serves until
+// the master asks it to stop (SIGTERM) or is gone, and returns nil after a
+// graceful shutdown; main should then return. Any error returns early, and
+// the master sees the worker die.
+func Run(cfg Config) error { return RunContext(context.Background(), cfg) }
+
+// RunContext is Run with a context: cancelling ctx is a graceful shutdown,
+// in the master like SIGTERM, in a worker like its master asking it to
+// stop. It returns nil after a shutdown caused by ctx.
+func RunContext(ctx context.Context, cfg Config) error {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	if v, ok := os.LookupEnv(envWorkerID); ok && v != "" {
+		id, err := strconv.Atoi(v)
+		if err != nil || id < 1 {
+			return fmt.Errorf("cluster: bad %s=%q in the environment", envWorkerID, v)
+		}
+		brokerAddr := os.Getenv(envBrokerAddr)
+		os.Unsetenv(envWorkerID)
+		os.Unsetenv(envBrokerAddr)
+		return runWorker(ctx, c, id, brokerAddr)
+	}
+	return runMaster(ctx, c)
+}
+
+// withDefaults returns a validated copy of c with every default filled in.
+func (c Config) withDefaults() (Config, error) {
+	invalid := func(format string, args ...any) (Config, error) {
+		return Config{}, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	switch {
+	case c.Worker == nil:
+		return invalid("Worker is required")
+	case c.Workers < 0:
+		return invalid("Workers %d is negative", c.Workers)
+	case c.Port < 0 || c.Port > 65535:
+		return invalid("Port %d is out of range", c.Port)
+	case c.BrokerPort < 0 || c.BrokerPort > 65535:
+		return invalid("BrokerPort %d is out of range", c.BrokerPort)
+	case c.ShutdownTimeout < 0:
+		return invalid("ShutdownTimeout %v is negative", c.ShutdownTimeout)
+	}
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.BrokerPort == 0 {
+		c.BrokerPort = DefaultBrokerPort
+	}
+	if c.Broker == nil && c.BrokerPort == c.Port {
+		return invalid("Port and BrokerPort are both %d", c.Port)
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	c.Options = slices.Clone(c.Options)
+	return c, nil
+}

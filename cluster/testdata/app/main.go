@@ -1,0 +1,77 @@
+// Command app is the cluster package's test program: a cluster whose
+// workers answer "whoami" with their ID and PID and relay server-side
+// publishes. The tests build it with -race and drive it as a black box.
+//
+// APP_CRASH_WORKER=N makes worker N exit with status 3 as soon as it
+// starts, for the crash-loop tests.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	clusterws "github.com/clusterws/clusterws-go"
+	"github.com/clusterws/clusterws-go/cluster"
+	"github.com/clusterws/clusterws-go/hub"
+)
+
+func main() {
+	port := flag.Int("port", 0, "HTTP port")
+	brokerPort := flag.Int("broker-port", 0, "broker port")
+	workers := flag.Int("workers", 2, "worker processes")
+	restart := flag.Bool("restart", true, "RestartOnFail")
+	shutdownTimeout := flag.Duration("shutdown-timeout", 10*time.Second, "ShutdownTimeout")
+	flag.Parse()
+
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	err := cluster.Run(cluster.Config{
+		Workers:         *workers,
+		Port:            *port,
+		Host:            "127.0.0.1",
+		BrokerPort:      *brokerPort,
+		RestartOnFail:   *restart,
+		ShutdownTimeout: *shutdownTimeout,
+		Options:         []clusterws.Option{clusterws.WithPingInterval(5 * time.Second)},
+		Logger:          log,
+		Worker: func(w *cluster.Worker) http.Handler {
+			if os.Getenv("APP_CRASH_WORKER") == strconv.Itoa(w.ID) {
+				os.Exit(3)
+			}
+			me := map[string]int{"id": w.ID, "pid": os.Getpid()}
+			w.Server.OnConnection(func(s *hub.Socket) {
+				s.On("whoami", func(json.RawMessage) { s.Send("whoami", me) })
+				// {"channel": ..., "data": ...}: publish from the server.
+				s.On("publish", func(data json.RawMessage) {
+					var req struct {
+						Channel string          `json:"channel"`
+						Data    json.RawMessage `json:"data"`
+					}
+					if json.Unmarshal(data, &req) != nil {
+						return
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					if err := w.Server.Publish(ctx, req.Channel, req.Data); err != nil {
+						s.Send("publish-error", err.Error())
+					}
+				})
+			})
+			mux := http.NewServeMux()
+			mux.HandleFunc("/whoami", func(rw http.ResponseWriter, _ *http.Request) {
+				fmt.Fprintf(rw, "%d %d\n", w.ID, os.Getpid())
+			})
+			return w.Server.Middleware(mux)
+		},
+	})
+	if err != nil {
+		log.Error("cluster.Run failed", "err", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,9 @@
+//go:build !unix
+
+package cluster
+
+import "context"
+
+func runMaster(context.Context, Config) error { return ErrUnsupported }
+
+func runWorker(context.Context, Config, int, string) error { return ErrUnsupported }
