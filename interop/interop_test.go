@@ -14,6 +14,7 @@ import (
 
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/localbroker"
 	"github.com/clusterws/clusterws-go/testutil"
 )
 
@@ -39,6 +40,7 @@ func TestInterop(t *testing.T) {
 		{"reconnect_resubscribe", testReconnectResubscribe},
 		{"heartbeat", testHeartbeat},
 		{"no_pong_dropped", testNoPongDropped},
+		{"across_workers", testAcrossWorkers},
 	}
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
@@ -525,5 +527,51 @@ func testNoPongDropped(t *testing.T, m mode) {
 	c.sync(t)
 	if st := srv.Stats(); st.NoPong != 1 || st.Connections != 1 {
 		t.Fatalf("NoPong = %d, Connections = %d; want 1 and 1", st.NoPong, st.Connections)
+	}
+}
+
+// testAcrossWorkers: two servers linked by the TCP broker, as two cluster
+// workers are. A client publish on one reaches the subscriber on the other
+// exactly once and in order, the publisher gets its own publish once (not
+// again through the broker), and a server-side publish crosses too.
+func testAcrossWorkers(t *testing.T, m mode) {
+	bs, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: "interop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bs.Close() })
+	worker := func() (*server, *localbroker.Broker) {
+		b, err := localbroker.New(localbroker.Options{Addr: bs.Addr().String(), Secret: "interop"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return startServer(t, m, nil, clusterws.WithBroker(b)), b
+	}
+	w1, b1 := worker()
+	w2, b2 := worker()
+	testutil.Eventually(t, 10*time.Second, func() bool { return b1.Connected() && b2.Connected() }, "broker links")
+
+	a, b := w1.connect(t, "a"), w2.connect(t, "b")
+	for _, c := range []*client{a, b} {
+		c.subscribe(t, "room")
+		c.sync(t) // the subscription is at the broker once sync returns
+	}
+	const n = 50
+	for i := range n {
+		a.publish(t, "room", map[string]any{"seq": i, "text": "café"})
+	}
+	if err := w1.Publish(context.Background(), "room", "from worker 1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client{a, b} {
+		for i := range n {
+			assertJSON(t, c.expectPublish(t, "room"), map[string]any{"seq": i, "text": "café"})
+		}
+		assertJSON(t, c.expectPublish(t, "room"), "from worker 1")
+	}
+	// Exactly once: a marker sent after everything is the next publish.
+	b.publish(t, "room", "marker")
+	for _, c := range []*client{a, b} {
+		assertJSON(t, c.expectPublish(t, "room"), "marker")
 	}
 }
