@@ -560,6 +560,7 @@ func testAcrossWorkers(t *testing.T, m mode) {
 	for i := range n {
 		a.publish(t, "room", map[string]any{"seq": i, "text": "café"})
 	}
+	a.sync(t) // order is per publisher: let a's publishes go first
 	if err := w1.Publish(context.Background(), "room", "from worker 1"); err != nil {
 		t.Fatal(err)
 	}
