@@ -56,9 +56,9 @@ type outFrame struct {
 }
 
 func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request) *Socket {
-	// Keep what handlers read from the request; drop the body and the
-	// hijacked connection's state.
-	req := r.Clone(context.WithoutCancel(r.Context()))
+	// A shallow copy: handlers read the URL and headers; the body is gone
+	// with the hijack. Cloning the headers would cost every idle socket.
+	req := r.WithContext(context.WithoutCancel(r.Context()))
 	req.Body, req.GetBody = http.NoBody, nil
 	ctx, cancel := context.WithCancel(req.Context())
 	s := &Socket{hub: h, id: h.newID(), ws: ws, nc: nc, req: req, ctx: ctx, cancel: cancel}

@@ -19,9 +19,10 @@ import (
 
 // Buffer sizes for the hijacked connection. Large messages bypass bufio, so
 // small buffers cost little throughput and save memory per idle connection.
+// Writes only pass through on their way to the cork buffer.
 const (
-	readBufferSize  = 1024
-	writeBufferSize = 1024
+	readBufferSize  = 512
+	writeBufferSize = 256
 )
 
 // Conn is a net.Conn whose writes can be held while corked. It is safe for
