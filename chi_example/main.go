@@ -38,6 +38,7 @@ import (
 var static embed.FS
 
 func main() {
+	host := flag.String("host", "", "interface to listen on (default all; 127.0.0.1 for loopback only)")
 	port := flag.Int("port", 8080, "HTTP port")
 	workers := flag.Int("workers", 2, "worker processes")
 	brokerPort := flag.Int("broker-port", cluster.DefaultBrokerPort, "port of the built-in TCP broker (loopback)")
@@ -53,6 +54,7 @@ func main() {
 	app := &chat{tokens: strings.Split(*tokens, ","), bundle: bundle}
 	err = cluster.Run(cluster.Config{
 		Workers:       *workers,
+		Host:          *host,
 		Port:          *port,
 		BrokerPort:    *brokerPort,
 		RestartOnFail: true,

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs what is
-# missing (redis-server and redis-cli from Debian, npm packages for the
-# interop tests and the example page), then vet and the race-enabled test
-# suite. Usage: ./scripts/test.sh [extra go test flags]
+# missing (redis-server, redis-cli and Chromium from Debian; npm packages for
+# the interop and browser tests and the example page), then vet and the
+# race-enabled test suite. Usage: ./scripts/test.sh [extra go test flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "test.sh: installing ${missing[*]}" >&2
 	sudo=""
@@ -21,8 +22,8 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 	echo "test.sh: node and npm are required (Node 20)" >&2
 	exit 1
 fi
-for dir in interop chi_example; do
-	if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules/clusterws-client-js" ]; then
+for dir in interop chi_example e2e; do
+	if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules" ]; then
 		(cd "$dir" && npm ci --no-audit --no-fund)
 	fi
 done

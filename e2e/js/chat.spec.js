@@ -1,0 +1,311 @@
+'use strict';
+// Drives the chi example's chat page (chi_example/static/index.html) in
+// headless Chromium with playwright-core, for the Go test in ../e2e_test.go.
+//
+//   node chat.spec.js '{"url":"http://127.0.0.1:PORT/","chromium":"/usr/bin/chromium",
+//                       "userDataDir":"/tmp/…","artifacts":"/…/e2e/artifacts",
+//                       "waitMs":20000,"deadlineMs":110000,"maxTries":40}'
+//
+// stdout: one JSON event a line:
+//   {"ev":"step","msg":"…"}                        progress, for the test log
+//   {"ev":"launched","version":"…"}                Chromium is up
+//   {"ev":"pages","a":{worker,id},"b":…,"tries":n} A and B are on different workers, after n
+//                                                  connections of B
+//   {"ev":"kill","worker":n}                       the Go side must kill that worker (kill -9),
+//                                                  then answer {"op":"continue"} on stdin
+//   {"ev":"screenshot","page":"a","path":"…"}      a screenshot was saved
+//   {"ev":"pageerror"|"console",…}                 diagnostics from the pages
+//   {"ev":"pass"} or {"ev":"fail","error":"…","logs":{…}}, then the process exits 0 or 1.
+// stdin: one JSON command a line: {"op":"continue"} or {"op":"abort","reason":"…"}.
+
+const path = require('path');
+const readline = require('readline');
+const { chromium } = require('playwright-core');
+
+const cfg = JSON.parse(process.argv[2] || '{}');
+const WAIT = cfg.waitMs || 20000; // one observation
+const SPREAD = cfg.spreadMs || 45000; // for page B to land on another worker than A
+const nonce = Math.random().toString(36).slice(2, 8);
+
+function emit(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+const step = msg => emit({ ev: 'step', msg });
+
+// Commands from the Go side, in order.
+const commands = [];
+let commandWaiter = null;
+readline.createInterface({ input: process.stdin }).on('line', line => {
+  if (!line.trim()) return;
+  commands.push(JSON.parse(line));
+  if (commandWaiter) commandWaiter();
+});
+async function nextCommand(timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (commands.length === 0) {
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`no command from the Go test within ${timeoutMs} ms`);
+    await new Promise(resolve => {
+      const timer = setTimeout(resolve, left);
+      commandWaiter = () => { clearTimeout(timer); resolve(); };
+    });
+    commandWaiter = null;
+  }
+  return commands.shift();
+}
+
+const pages = []; // every chat page opened, for the failure report
+const pageErrors = [];
+
+// openPage opens the chat in a new tab and waits until it is connected.
+async function openPage(ctx, name) {
+  const page = await ctx.newPage();
+  const p = { name, page, worker: null, id: null };
+  pages.push(p);
+  page.on('pageerror', e => {
+    pageErrors.push(`${p.name}: ${e && e.stack || e}`);
+    emit({ ev: 'pageerror', page: p.name, error: String(e && e.stack || e) });
+  });
+  page.on('console', m => {
+    if (m.type() === 'error' || m.type() === 'warning') {
+      emit({ ev: 'console', page: p.name, type: m.type(), text: `${m.text()} (${m.location().url})` });
+    }
+  });
+  await page.goto(cfg.url, { timeout: WAIT });
+  await connected(p);
+  return p;
+}
+
+// openOnOtherWorker returns a chat page connected to another worker than
+// worker, and how many connections that took. The workers share one
+// listener and the kernel gives each connection to whichever worker
+// accepts first, which is far from round-robin (runs of 20 on one worker
+// happen), so it tries a few pages at once and reloads them until one lands
+// elsewhere.
+async function openOnOtherWorker(ctx, name, worker) {
+  const deadline = Date.now() + SPREAD;
+  const candidates = await Promise.all([1, 2, 3].map(i => openPage(ctx, `${name}${i}`)));
+  let tries = candidates.length;
+  for (;;) {
+    const hit = candidates.find(p => p.worker !== worker);
+    if (hit) {
+      for (const p of candidates) {
+        if (p === hit) continue;
+        pages.splice(pages.indexOf(p), 1);
+        await p.page.close();
+      }
+      hit.name = name;
+      return { page: hit, tries };
+    }
+    check(Date.now() < deadline,
+      `all ${tries} connections of page ${name} in ${SPREAD} ms landed on worker ${worker}, like page A: cannot test delivery across workers`);
+    await Promise.all(candidates.map(async p => {
+      await p.page.reload({ timeout: WAIT });
+      await connected(p);
+    }));
+    tries += candidates.length;
+  }
+}
+
+// connected waits until p's socket is connected and welcomed with an id
+// other than notID, and records its worker and socket id.
+async function connected(p, notID) {
+  try {
+    await p.page.waitForFunction(notID => {
+      const me = document.getElementById('me').textContent;
+      return me !== '?' && me !== notID && document.getElementById('state').classList.contains('up');
+    }, notID || null, { timeout: WAIT, polling: 50 });
+  } catch (e) {
+    throw new Error(`page ${p.name}: not connected (and welcomed) within ${WAIT} ms: ${e.message}; log: ${JSON.stringify(await lines(p))}`);
+  }
+  p.worker = Number((await p.page.textContent('#worker')).trim());
+  p.id = (await p.page.textContent('#me')).trim();
+  return p;
+}
+
+async function lines(p) {
+  try {
+    return await p.page.$$eval('#log li', lis => lis.map(li => li.textContent));
+  } catch (e) {
+    return [`(cannot read the log: ${e.message})`];
+  }
+}
+
+// waitLine waits until p's log has at least count lines equal to text (or,
+// with prefix, starting with it).
+async function waitLine(p, text, { count = 1, prefix = false } = {}) {
+  try {
+    await p.page.waitForFunction(([text, count, prefix]) => {
+      let n = 0;
+      for (const li of document.querySelectorAll('#log li')) {
+        const t = li.textContent;
+        if (prefix ? t.startsWith(text) : t === text) n++;
+      }
+      return n >= count;
+    }, [text, count, prefix], { timeout: WAIT, polling: 50 });
+  } catch (e) {
+    const what = `${count > 1 ? count + ' lines' : 'a line'} ${prefix ? 'starting with ' : ''}${JSON.stringify(text)}`;
+    throw new Error(`page ${p.name} (worker ${p.worker}): no ${what} in #log within ${WAIT} ms; log: ${JSON.stringify(await lines(p))}`);
+  }
+}
+
+async function join(p, name, room) {
+  await p.page.fill('#name', name);
+  await p.page.fill('#room', room);
+  await p.page.click('#join');
+}
+
+async function say(p, text) {
+  await p.page.fill('#text', text);
+  await p.page.click('#send');
+}
+
+async function whisper(p, to, text) {
+  await p.page.fill('#to', to);
+  await p.page.fill('#whisper-text', text);
+  await p.page.click('#whisper');
+}
+
+function check(ok, msg) {
+  if (!ok) throw new Error(msg);
+}
+
+async function screenshot(p, file) {
+  const out = path.join(cfg.artifacts, file);
+  await p.page.screenshot({ path: out, fullPage: true, timeout: WAIT });
+  emit({ ev: 'screenshot', page: p.name, path: out });
+}
+
+async function scenario(ctx) {
+  // 1. Two pages on different workers, in one room, chatting both ways.
+  step('open page A');
+  const A = await openPage(ctx, 'A');
+  step(`page A is on worker ${A.worker} as ${A.id}; open page B`);
+  const { page: B, tries } = await openOnOtherWorker(ctx, 'B', A.worker);
+  emit({ ev: 'pages', a: { worker: A.worker, id: A.id }, b: { worker: B.worker, id: B.id }, tries });
+
+  await join(A, 'alice', 'lobby');
+  await waitLine(A, `alice joined lobby (worker ${A.worker})`);
+  await join(B, 'bob', 'lobby');
+  await waitLine(B, `bob joined lobby (worker ${B.worker})`);
+  // A server-side publish on B's worker reaches A on the other worker.
+  await waitLine(A, `bob joined lobby (worker ${B.worker})`);
+
+  const m1 = `hello from alice ${nonce}`;
+  await say(A, m1);
+  await waitLine(A, `alice: ${m1}`); // a publisher subscribed to the room gets its own message
+  await waitLine(B, `alice: ${m1}`);
+  const m2 = `hello from bob ${nonce}`;
+  await say(B, m2);
+  await waitLine(B, `bob: ${m2}`);
+  await waitLine(A, `bob: ${m2}`);
+  step('A and B chat across workers');
+
+  // 2. A page in another room hears nothing of the lobby.
+  const C = await openPage(ctx, 'C');
+  step(`page C is on worker ${C.worker}; it joins room "other"`);
+  await join(C, 'carol', 'other');
+  await waitLine(C, `carol joined other (worker ${C.worker})`);
+  const m3 = `still in the lobby ${nonce}`;
+  await say(A, m3);
+  await waitLine(B, `alice: ${m3}`);
+  const c1 = `carol alone ${nonce}`;
+  await say(C, c1);
+  await waitLine(C, `carol: ${c1}`);
+
+  // 3. A whisper to B's socket id reaches B only.
+  const w = `psst ${nonce}`;
+  await whisper(A, B.id, w);
+  await waitLine(A, `you whisper to ${B.id}: ${w}`); // local echo of the page
+  await waitLine(B, `alice whispers: ${w}`);
+  const c2 = `carol after the whisper ${nonce}`;
+  await say(C, c2);
+  await waitLine(C, `carol: ${c2}`);
+  step('whisper delivered to B');
+
+  // 4. Kill A's worker: A reconnects (to whichever worker accepts), rejoins
+  // the lobby and chats with B again; B stays connected.
+  const oldA = { worker: A.worker, id: A.id };
+  emit({ ev: 'kill', worker: A.worker });
+  const cmd = await nextCommand(cfg.killWaitMs || 60000);
+  check(cmd.op === 'continue', `the Go test said ${JSON.stringify(cmd)}`);
+  await waitLine(A, 'disconnected: ', { prefix: true });
+  step('page A saw the disconnect; waiting for the reconnect');
+  await connected(A, oldA.id);
+  step(`page A reconnected to worker ${A.worker} as ${A.id}`);
+  await waitLine(A, 'alice joined lobby (worker ', { prefix: true, count: 2 });
+  await waitLine(B, `alice joined lobby (worker ${A.worker})`);
+  const m4 = `alice is back ${nonce}`;
+  await say(A, m4);
+  await waitLine(A, `alice: ${m4}`);
+  await waitLine(B, `alice: ${m4}`);
+  const m5 = `welcome back ${nonce}`;
+  await say(B, m5);
+  await waitLine(B, `bob: ${m5}`);
+  await waitLine(A, `bob: ${m5}`);
+  step('A and B chat again after the worker was killed');
+
+  // What must not have happened, checked once everything above was seen.
+  const la = await lines(A), lb = await lines(B), lc = await lines(C);
+  // C may have been on the killed worker too, and then reconnected.
+  const own = ['connected to worker ', 'disconnected: ', 'carol joined other (worker ', 'carol: '];
+  const stray = lc.filter(t => !own.some(prefix => t.startsWith(prefix)));
+  check(stray.length === 0, `page C (room "other") got lines that are not its own: ${JSON.stringify(stray)}; log: ${JSON.stringify(lc)}`);
+  check(!la.some(t => t.includes('whispers:')), `page A got a whisper: ${JSON.stringify(la)}`);
+  check(lb.filter(t => t.includes(w)).length === 1, `page B did not get the whisper exactly once: ${JSON.stringify(lb)}`);
+  check(!la.concat(lb).some(t => t.includes('carol')), `a lobby page got something from room "other": A ${JSON.stringify(la)} B ${JSON.stringify(lb)}`);
+  check(!lb.some(t => t.startsWith('disconnected')), `page B was disconnected when A's worker was killed: ${JSON.stringify(lb)}`);
+  for (const m of [m1, m2, m3, m4, m5]) {
+    for (const [p, l] of [[A, la], [B, lb]]) {
+      const n = l.filter(t => t.endsWith(`: ${m}`)).length;
+      check(n === 1, `page ${p.name} got ${JSON.stringify(m)} ${n} times: ${JSON.stringify(l)}`);
+    }
+  }
+  check(pageErrors.length === 0, `uncaught errors in the pages: ${pageErrors.join('\n')}`);
+
+  // 5. Screenshots.
+  await screenshot(A, 'chat-a.png');
+  await screenshot(B, 'chat-b.png');
+  await screenshot(C, 'chat-c.png');
+}
+
+async function main() {
+  const ctx = await chromium.launchPersistentContext(cfg.userDataDir, {
+    executablePath: cfg.chromium,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 900, height: 760 },
+    timeout: cfg.launchMs || 60000,
+  });
+  emit({ ev: 'launched', version: ctx.browser() ? ctx.browser().version() : '' });
+  ctx.setDefaultTimeout(WAIT);
+  let failure = null;
+  try {
+    await scenario(ctx);
+  } catch (e) {
+    failure = e;
+  }
+  if (failure) {
+    const logs = {};
+    for (const p of pages) {
+      logs[p.name] = { worker: p.worker, id: p.id, log: await lines(p) };
+      await screenshot(p, `failure-${p.name.toLowerCase()}.png`).catch(() => {});
+    }
+    emit({ ev: 'fail', error: String(failure && failure.stack || failure), logs });
+  }
+  await ctx.close().catch(e => emit({ ev: 'step', msg: `closing the browser: ${e.message}` }));
+  if (!failure) emit({ ev: 'pass' });
+  process.exit(failure ? 1 : 0);
+}
+
+// Report rather than hang if the Go side's deadline is near.
+setTimeout(() => {
+  emit({ ev: 'fail', error: `the scenario did not finish within ${cfg.deadlineMs} ms`, logs: {} });
+  process.exit(1);
+}, cfg.deadlineMs || 110000).unref();
+
+main().catch(e => {
+  emit({ ev: 'fail', error: String(e && e.stack || e), logs: {} });
+  process.exit(1);
+});
