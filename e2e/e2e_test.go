@@ -360,7 +360,7 @@ func launchExample(t *testing.T, bin, repo string, port, brokerPort int) *exampl
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex.cmd = exec.Command(bin, "-port", strconv.Itoa(port), "-workers", strconv.Itoa(workers),
+	ex.cmd = exec.Command(bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-workers", strconv.Itoa(workers),
 		"-broker-port", strconv.Itoa(brokerPort))
 	ex.cmd.Dir = repo // the example finds chi_example/node_modules from there too
 	// The workers inherit the master's stdout and stderr: the pipe ends
