@@ -30,6 +30,7 @@ type HTTPError struct {
 	Message string // response body; default: the status text
 }
 
+// Error describes the refusal.
 func (e *HTTPError) Error() string {
 	return fmt.Sprintf("clusterws: refused with %d: %s", e.Status, e.text())
 }
