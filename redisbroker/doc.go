@@ -1,0 +1,122 @@
+// Package redisbroker is a hub.Broker over Redis pub/sub, for apps whose
+// worker processes run on more than one host. It uses
+// github.com/redis/go-redis/v9 and works with a single Redis
+// (*redis.Client), Sentinel (redis.NewFailoverClient) and Redis Cluster
+// (*redis.ClusterClient).
+//
+// # Switching to Redis
+//
+// One option, on every server:
+//
+//	b, err := redisbroker.New(redis.NewClient(&redis.Options{Addr: "redis:6379"}), redisbroker.Options{})
+//	srv := clusterws.New(clusterws.WithBroker(b))
+//
+// Under cluster.Run, give every worker its own Broker:
+//
+//	cluster.Run(cluster.Config{
+//		Broker: func() (hub.Broker, error) {
+//			return redisbroker.New(redis.NewClient(&redis.Options{Addr: "redis:6379"}), redisbroker.Options{})
+//		},
+//		...
+//	})
+//
+// The Broker does not own the redis client: Close (called by the Server's
+// Shutdown or Close) leaves it open for the caller to close afterwards.
+//
+// # Connections and sharding
+//
+// Subscriptions use one pub/sub connection per process for a single Redis,
+// Sentinel, and classic pub/sub on a cluster (any node of a cluster sees
+// every classic publish). Sharded pub/sub on a cluster (SPUBLISH and
+// SSUBSCRIBE, Redis 7 or later, the default for a *redis.ClusterClient)
+// keeps each message inside the shard that owns its channel's slot, so
+// subscriptions must be made on that shard: the Broker keeps one pub/sub
+// connection per master, routes each channel to the master that owns its
+// slot (hashing the prefixed name as Redis does, hash tags included), and
+// groups a master's SSUBSCRIBE commands by slot, since Redis refuses
+// channels of different slots in one command. When a connection breaks,
+// or Redis drops subscriptions because a slot moved, the Broker reloads
+// the cluster's slot map, routes that connection's channels again and
+// subscribes them on their current masters. ModeClassic selects
+// PUBLISH/SUBSCRIBE on a cluster (for Redis 6, or proxies without sharded
+// pub/sub); every classic publish is then broadcast to every node, and the
+// Broker sends all its publishes through one master so they keep their
+// order.
+//
+// Publishes travel on the client's ordinary connection pool, in pipelines.
+//
+// # Interest and batching
+//
+// The hub calls Subscribe when a channel gets its first local subscriber
+// and Unsubscribe when it loses its last; the Broker subscribes in Redis
+// only to those channels, so Redis sends a process nothing it has no
+// subscriber for, and drops anything that still arrives for a channel
+// withdrawn meanwhile. Subscribe returns once Redis has sent its
+// confirmation, so a publish made anywhere after it returns is delivered.
+// Subscription changes are coalesced: while one SUBSCRIBE is on its way,
+// all the calls that arrive meanwhile (10,000 sockets connecting at once)
+// go out together in the next, up to 1024 channels a command, and an
+// Unsubscribe followed by a Subscribe of the same channel cancel out.
+//
+// Publish only queues: writer goroutines send the queue in pipelines of up
+// to Options.MaxBatch publishes, one round trip each. A pipeline carries
+// whatever is queued when it starts, so under light load nothing waits
+// for company. Channels are spread over Options.Writers writers by a hash
+// of their name, so publishes to one channel keep their order. Publishes
+// to one channel that are queued together travel as one Redis message of
+// up to 64 KiB, which the receiving Brokers split again: a busy channel
+// costs Redis one PUBLISH per pipeline, not one per publish.
+//
+// A message in Redis is the client frame, as the hub encoded it once,
+// behind a 9-byte header (a version and the publisher's id), or several
+// such frames with their lengths. Every process sharing a Prefix must run
+// this package; anything else arriving on a channel is counted in
+// Stats.Ignored.
+//
+// # Delivery guarantee
+//
+// While Redis is healthy, a publish reaches every other process with
+// local interest in its channel exactly once, in order per publisher and
+// channel. Each message carries a small header with the publishing
+// Broker's random id; a process drops its own publishes when Redis echoes
+// them back, since the hub delivered them locally already. go-redis is
+// told not to retry a publish pipeline, which could publish part of it
+// twice.
+//
+// Across an outage delivery is at most once, never silently. While Redis
+// is known to be unreachable Publish returns ErrUnavailable at once. A
+// pipeline that fails takes publishing down: its publishes, and those
+// still queued behind it, are lost, counted in Stats.Lost and logged; a
+// health check (PING with jittered backoff, to every master the Broker
+// publishes to) brings publishing back. Messages published elsewhere
+// while a process's pub/sub connection is down do not reach it; Redis
+// keeps nothing for absent subscribers, and drops a subscriber that reads
+// too slowly (client-output-buffer-limit pubsub), which the Broker treats
+// like any loss. Subscribe returns ErrUnavailable while its
+// connection is down, but the interest is kept: every pub/sub connection
+// reconnects with jittered backoff and subscribes again to every channel
+// that still has local interest, and deliveries resume by themselves.
+// A pub/sub connection silent for three Options.PingInterval is treated as
+// dead.
+//
+// # Channel names
+//
+// The Redis channel is Options.Prefix followed by the channel name,
+// byte for byte: any name routes, including "*", "?", "[", "%", newlines,
+// emoji and "__proto__", because the Broker never uses pattern
+// subscriptions. Choose a prefix per application to share one Redis
+// between several; on a cluster, a prefix with a hash tag such as "{app}:"
+// puts every channel on one shard.
+//
+// # Concurrency
+//
+// All methods are safe for concurrent use. Each pub/sub connection has one
+// goroutine that owns it and one that reads it; each writer and the health
+// check run in a goroutine of their own. Close stops them all and waits
+// for them; no delivery happens after it returns. deliver is called from
+// the reading goroutines, one per pub/sub connection, so messages of one
+// channel arrive in order.
+//
+// go-redis reports some connection errors through its own global logger
+// (redis.SetLogger); the Broker's own reports go to Options.Logger.
+package redisbroker

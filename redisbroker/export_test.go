@@ -1,0 +1,5 @@
+package redisbroker
+
+// Slot exposes the hash slot function to the external tests, which check
+// it against a real cluster's CLUSTER KEYSLOT.
+var Slot = slot

@@ -1,0 +1,167 @@
+package redisbroker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Mode chooses between classic and sharded Redis pub/sub.
+type Mode int
+
+const (
+	// ModeAuto uses sharded pub/sub on a *redis.ClusterClient and classic
+	// pub/sub on every other client.
+	ModeAuto Mode = iota
+	// ModeSharded uses SPUBLISH/SSUBSCRIBE (Redis 7 or later). On Redis
+	// Cluster a publish travels only within the shard that owns the
+	// channel's slot instead of being broadcast over the cluster bus.
+	ModeSharded
+	// ModeClassic uses PUBLISH/SUBSCRIBE, for Redis 6 and for clusters or
+	// proxies where sharded pub/sub is not available. On Redis Cluster every
+	// publish is broadcast to every node.
+	ModeClassic
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeAuto:
+		return "auto"
+	case ModeSharded:
+		return "sharded"
+	case ModeClassic:
+		return "classic"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// Options configures a Broker. The zero value means "all defaults". New
+// validates a copy; the caller's struct is never modified.
+type Options struct {
+	// Prefix is prepended to every channel name in Redis, so several
+	// applications can share one Redis. A prefix with a hash tag, such as
+	// "{app}:", puts every channel of a Redis Cluster in one slot, and so on
+	// one shard. default: "clusterws:"
+	Prefix string
+
+	// Mode chooses classic or sharded pub/sub. default: ModeAuto, sharded
+	// on a *redis.ClusterClient, classic otherwise
+	Mode Mode
+
+	// MaxQueue bounds the publishes accepted by Publish but not yet
+	// acknowledged by Redis; beyond it Publish returns ErrBacklog.
+	// default: 100,000
+	MaxQueue int
+
+	// MaxQueueBytes bounds the bytes of those publishes, Redis channel
+	// names and payloads together; beyond it Publish returns ErrBacklog.
+	// default: 64 MiB
+	MaxQueueBytes int
+
+	// MaxBatch is the most publishes sent in one pipeline, one round trip.
+	// A pipeline carries what is queued when it starts, so under light
+	// load each is small and nothing waits. default: 4096
+	MaxBatch int
+
+	// Writers is the number of publish pipelines in flight at once, each
+	// on its own connection from the client's pool. A channel always uses
+	// the same writer, so its publishes keep their order; publishes to
+	// different channels may overtake each other. default: 4
+	Writers int
+
+	// ReconnectMin and ReconnectMax bound the jittered exponential backoff
+	// between attempts to reconnect a pub/sub connection and between
+	// health checks (PING) while publishing is down.
+	// default: 50ms and 2s
+	ReconnectMin, ReconnectMax time.Duration
+
+	// PingInterval is how often every pub/sub connection is pinged; one
+	// that stays silent for three intervals is considered dead and
+	// reconnected. default: 5s
+	PingInterval time.Duration
+
+	// DrainTimeout bounds how long Close keeps sending publishes that are
+	// still queued; those left are counted in Stats.Lost. default: 2s
+	DrainTimeout time.Duration
+
+	// Logger receives connection losses, reconnects and lost publishes.
+	// default: discard
+	Logger *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultPrefix        = "clusterws:"
+	DefaultMaxQueue      = 100_000
+	DefaultMaxQueueBytes = 64 << 20
+	DefaultMaxBatch      = 4096
+	DefaultWriters       = 4
+	DefaultReconnectMin  = 50 * time.Millisecond
+	DefaultReconnectMax  = 2 * time.Second
+	DefaultPingInterval  = 5 * time.Second
+	DefaultDrainTimeout  = 2 * time.Second
+)
+
+// Errors.
+var (
+	// ErrUnavailable: Redis is known to be unreachable. A Publish that gets
+	// it was not sent; a Subscribe that gets it is kept and made in Redis
+	// once the connection is back.
+	ErrUnavailable = errors.New("redisbroker: redis is unavailable")
+	// ErrBacklog: too many publishes are waiting to be sent; this one was
+	// not accepted.
+	ErrBacklog = errors.New("redisbroker: too many publishes queued for redis")
+	// ErrClosed: the Broker was closed.
+	ErrClosed = errors.New("redisbroker: closed")
+	// ErrNilClient: New was given no client.
+	ErrNilClient = errors.New("redisbroker: nil redis client")
+	// ErrUnsupportedClient: New was given a *redis.Ring, which spreads
+	// channels over independent servers and so cannot route pub/sub.
+	ErrUnsupportedClient = errors.New("redisbroker: *redis.Ring is not supported; use a Client, a failover Client or a ClusterClient")
+)
+
+func (o Options) withDefaults() (Options, error) {
+	switch {
+	case o.Mode < ModeAuto || o.Mode > ModeClassic:
+		return o, fmt.Errorf("redisbroker: unknown Mode %d", int(o.Mode))
+	case o.MaxQueue < 0, o.MaxQueueBytes < 0, o.MaxBatch < 0, o.Writers < 0:
+		return o, errors.New("redisbroker: MaxQueue, MaxQueueBytes, MaxBatch and Writers must not be negative")
+	case o.ReconnectMin < 0, o.ReconnectMax < 0, o.PingInterval < 0, o.DrainTimeout < 0:
+		return o, errors.New("redisbroker: durations must not be negative")
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.MaxQueue == 0 {
+		o.MaxQueue = DefaultMaxQueue
+	}
+	if o.MaxQueueBytes == 0 {
+		o.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.Writers == 0 {
+		o.Writers = DefaultWriters
+	}
+	if o.ReconnectMin == 0 {
+		o.ReconnectMin = DefaultReconnectMin
+	}
+	if o.ReconnectMax == 0 {
+		o.ReconnectMax = max(DefaultReconnectMax, o.ReconnectMin)
+	}
+	if o.ReconnectMax < o.ReconnectMin {
+		return o, fmt.Errorf("redisbroker: ReconnectMax %v is below ReconnectMin %v", o.ReconnectMax, o.ReconnectMin)
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = DefaultPingInterval
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o, nil
+}

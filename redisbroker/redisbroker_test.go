@@ -1,0 +1,645 @@
+package redisbroker_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/hub/brokertest"
+	"github.com/clusterws/clusterws-go/redisbroker"
+	"github.com/clusterws/clusterws-go/testutil"
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if !testing.Verbose() {
+		// go-redis logs dial failures through a global logger; the outage
+		// tests cause plenty of them on purpose.
+		redis.SetLogger(quiet{})
+	}
+	os.Exit(m.Run())
+}
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
+// testLogger shows the Broker's warnings when a test runs with -v.
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// fast are Options for tests: quick reconnects, so restarts settle fast.
+func fast(o redisbroker.Options) redisbroker.Options {
+	if o.ReconnectMax == 0 {
+		o.ReconnectMax = 200 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = testLogger()
+	}
+	return o
+}
+
+// newClient returns a client for addr, closed when the test ends (after
+// the Brokers made from it, whose cleanups are registered later).
+func newClient(t testing.TB, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func newClusterClient(t testing.TB, addrs []string) *redis.ClusterClient {
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, DialTimeout: time.Second})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func newBroker(t testing.TB, client redis.UniversalClient, opts redisbroker.Options) *redisbroker.Broker {
+	t.Helper()
+	b, err := redisbroker.New(client, fast(opts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// startBroker returns a started Broker that counts deliveries, closed when
+// the test ends.
+func startBroker(t testing.TB, client redis.UniversalClient, opts redisbroker.Options) (*redisbroker.Broker, *brokertest.Process) {
+	t.Helper()
+	b := newBroker(t, client, opts)
+	p := brokertest.Start(t.(*testing.T), brokertest.Harness{NewBroker: func(*testing.T) hub.Broker { return b }})
+	return b, p
+}
+
+func TestConformanceMiniredis(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	m := testutil.StartMiniredis(t)
+	brokertest.Run(t, brokertest.Harness{
+		NewBroker: func(t *testing.T) hub.Broker {
+			return newBroker(t, newClient(t, m.Addr()), redisbroker.Options{})
+		},
+		// miniredis (v2.40.0, Subscriber.Publish) scans a subscriber's
+		// channels one by one on every PUBLISH, so 100,000 channels cost
+		// 10^10 comparisons: measured here under -race, a pipeline of 1024
+		// publishes outlasted go-redis's 3s read timeout. The real
+		// redis-server below runs the full 100,000.
+		Channels: 10_000,
+		Restart: func(t *testing.T) {
+			addr := m.Addr()
+			m.Close()
+			testutil.Eventually(t, 10*time.Second, func() bool { return m.Restart() == nil },
+				"miniredis to listen again on %s", addr)
+		},
+	})
+}
+
+func TestConformanceRedis(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	r := testutil.StartRedis(t)
+	brokertest.Run(t, brokertest.Harness{
+		NewBroker: func(t *testing.T) hub.Broker {
+			return newBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+		},
+		Restart: func(t *testing.T) { r.Restart(t) },
+	})
+}
+
+func TestConformanceCluster(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	c := testutil.StartRedisCluster(t)
+	for _, mode := range []redisbroker.Mode{redisbroker.ModeSharded, redisbroker.ModeClassic} {
+		t.Run(mode.String(), func(t *testing.T) {
+			brokertest.Run(t, brokertest.Harness{
+				NewBroker: func(t *testing.T) hub.Broker {
+					return newBroker(t, newClusterClient(t, c.Addrs()), redisbroker.Options{Mode: mode})
+				},
+				Restart: func(t *testing.T) { c.Restart(t) },
+			})
+		})
+	}
+}
+
+// A Sentinel failover client finds the master through Sentinel; the
+// Broker uses it like any client.
+func TestConformanceSentinel(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	master := testutil.StartRedis(t)
+	sentinel := testutil.StartRedisSentinel(t, "mymaster", master)
+	brokertest.Run(t, brokertest.Harness{
+		NewBroker: func(t *testing.T) hub.Broker {
+			c := redis.NewFailoverClient(&redis.FailoverOptions{
+				MasterName:    "mymaster",
+				SentinelAddrs: []string{sentinel.Addr()},
+				DialTimeout:   time.Second,
+			})
+			t.Cleanup(func() { _ = c.Close() })
+			return newBroker(t, c, redisbroker.Options{})
+		},
+		Restart: func(t *testing.T) { master.Restart(t) },
+	})
+}
+
+// pubsubChannels lists the channels with subscribers on one server, sharded
+// or classic.
+func pubsubChannels(t testing.TB, c *redis.Client, sharded bool) []string {
+	t.Helper()
+	var got []string
+	var err error
+	if sharded {
+		got, err = c.PubSubShardChannels(context.Background(), "*").Result()
+	} else {
+		got, err = c.PubSubChannels(context.Background(), "*").Result()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	return got
+}
+
+func waitChannels(t testing.TB, c *redis.Client, sharded bool, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	var got []string
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		got = pubsubChannels(t, c, sharded)
+		return slices.Equal(got, want)
+	}, "PUBSUB channels: want %q", want)
+}
+
+// Interest routing is observable in Redis: only channels a host has local
+// interest in are subscribed, with the prefix, and withdrawn after.
+func TestInterestRouting(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	r := testutil.StartRedis(t)
+	admin := newClient(t, r.Addr())
+	a, pa := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{Prefix: "app1:"})
+	b, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{Prefix: "app1:"})
+	ctx := context.Background()
+
+	if err := a.Subscribe(ctx, "only-a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := pubsubChannels(t, admin, false); !slices.Equal(got, []string{"app1:only-a"}) {
+		t.Fatalf("after Subscribe returned, PUBSUB CHANNELS = %q, want [app1:only-a]", got)
+	}
+	for i := range 10 {
+		if err := b.Publish(ctx, "only-a", []byte{byte('0' + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return pa.Count("only-a") == 10 }, "a's deliveries")
+	if err := a.Publish(ctx, "only-a", []byte("own")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := pb.Count(""); n != 0 {
+		t.Fatalf("b has no interest but got %d deliveries", n)
+	}
+	if st := b.Stats(); st.Delivered != 0 || st.Ignored != 0 {
+		t.Fatalf("b saw traffic it has no interest in: %+v", st)
+	}
+
+	if err := a.Unsubscribe(ctx, "only-a"); err != nil {
+		t.Fatal(err)
+	}
+	waitChannels(t, admin, false)
+	if st := a.Stats(); st.Channels != 0 {
+		t.Fatalf("Stats.Channels = %d after Unsubscribe", st.Channels)
+	}
+}
+
+// The same on Redis Cluster with sharded pub/sub: the channel is a shard
+// channel of the master owning its slot, and of no other node.
+func TestInterestRoutingCluster(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	c := testutil.StartRedisCluster(t)
+	a, pa := startBroker(t, newClusterClient(t, c.Addrs()), redisbroker.Options{})
+	b, pb := startBroker(t, newClusterClient(t, c.Addrs()), redisbroker.Options{})
+	ctx := context.Background()
+
+	// Channels spread over all three masters.
+	channels := []string{"room-1", "room-2", "room-3", "room-4", "room-5", "room-6"}
+	for _, ch := range channels {
+		if err := a.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	node0 := newClient(t, c.Addrs()[0])
+	// The Broker groups sharded subscriptions by slot, computed as Redis
+	// does, hash tags included.
+	for _, name := range append(slices.Clone(brokertest.OddNames), "{tag}x", "a{tag}", "{}{tag}", "{", "}{") {
+		key := redisbroker.DefaultPrefix + name
+		want, err := node0.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := redisbroker.Slot(key); int64(got) != want {
+			t.Errorf("Slot(%q) = %d, CLUSTER KEYSLOT says %d", key, got, want)
+		}
+	}
+	want := make(map[string][]string) // node address -> its shard channels
+	for _, ch := range channels {
+		key := redisbroker.DefaultPrefix + ch
+		keyslot, err := node0.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner := ownerOf(t, c, int(keyslot))
+		want[owner] = append(want[owner], key)
+	}
+	if len(want) < 2 {
+		t.Fatalf("test channels all hash to one node: %v", want)
+	}
+	for _, addr := range c.Addrs() {
+		node := newClient(t, addr)
+		if got, w := pubsubChannels(t, node, true), slices.Sorted(slices.Values(want[addr])); !slices.Equal(got, w) {
+			t.Errorf("node %s: PUBSUB SHARDCHANNELS = %q, want %q", addr, got, w)
+		}
+	}
+	for _, ch := range channels {
+		if err := b.Publish(ctx, ch, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return pa.Count("") == len(channels) }, "a's deliveries")
+	if n := pb.Count(""); n != 0 {
+		t.Fatalf("b has no interest but got %d deliveries", n)
+	}
+	for _, ch := range channels {
+		if err := a.Unsubscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, addr := range c.Addrs() {
+		waitChannels(t, newClient(t, addr), true)
+	}
+}
+
+// ownerOf returns the address of the master serving slot.
+func ownerOf(t testing.TB, c *testutil.RedisCluster, slot int) string {
+	t.Helper()
+	slots, err := newClient(t, c.Addrs()[0]).ClusterSlots(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range slots {
+		if slot >= s.Start && slot <= s.End {
+			return s.Nodes[0].Addr
+		}
+	}
+	t.Fatalf("no node serves slot %d", slot)
+	return ""
+}
+
+// Many Subscribe calls at once, as when 10,000 sockets connect, travel in
+// few SUBSCRIBE commands, and each call returns once Redis confirmed it.
+func TestSubscribeBatching(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	r := testutil.StartRedis(t)
+	admin := newClient(t, r.Addr())
+	b, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	ctx := context.Background()
+	if err := b.Subscribe(ctx, "warm-up"); err != nil { // connects
+		t.Fatal(err)
+	}
+	if err := admin.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10_000
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch := "socket-" + strconv.Itoa(i)
+			if err := b.Subscribe(ctx, ch); err != nil {
+				errs <- err
+				return
+			}
+			// Confirmed: Redis lists the subscriber now.
+			m, err := admin.PubSubNumSub(ctx, redisbroker.DefaultPrefix+ch).Result()
+			if err != nil || m[redisbroker.DefaultPrefix+ch] != 1 {
+				errs <- fmt.Errorf("%s: Subscribe returned before Redis subscribed (%v, %v)", ch, m, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	info, err := admin.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := commandCalls(info, "subscribe")
+	t.Logf("%d Subscribe calls took %d SUBSCRIBE commands", n, calls)
+	if calls == 0 || calls > n/10 {
+		t.Fatalf("%d SUBSCRIBE commands for %d concurrent Subscribe calls: not batched", calls, n)
+	}
+}
+
+// commandCalls returns the calls of one command from INFO commandstats.
+func commandCalls(info, cmd string) int {
+	m := regexp.MustCompile(`cmdstat_` + cmd + `:calls=(\d+)`).FindStringSubmatch(info)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// Publishes queued together to one channel travel as one Redis message;
+// the receiver splits them again, in order, each exactly once.
+func TestCoalescing(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	r := testutil.StartRedis(t)
+	admin := newClient(t, r.Addr())
+	a, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{Writers: 2})
+	_, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	ctx := context.Background()
+	channels := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6"}
+	for _, ch := range channels {
+		if err := pb.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := admin.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20_000
+	for i := range n {
+		ch := channels[i%len(channels)]
+		if err := a.Publish(ctx, ch, []byte(ch+":"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return pb.Count("") >= n }, "all publishes")
+	next := make(map[string]int)
+	for i := range channels {
+		next[channels[i]] = i
+	}
+	for _, m := range pb.Messages() {
+		want := m.Channel + ":" + strconv.Itoa(next[m.Channel])
+		if string(m.Frame) != want {
+			t.Fatalf("on %s got %q, want %q: order or exactly-once lost", m.Channel, m.Frame, want)
+		}
+		next[m.Channel] += len(channels)
+	}
+	if got := pb.Count(""); got != n {
+		t.Fatalf("got %d deliveries, want %d", got, n)
+	}
+	info, err := admin.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d publishes took %d PUBLISH commands", n, commandCalls(info, "publish"))
+	if st := a.Stats(); st.Published != n || st.Lost != 0 {
+		t.Fatalf("Stats = %+v, want %d published, none lost", st, n)
+	}
+}
+
+// A process publishing to a channel it has interest in does not get its
+// own publish back.
+func TestNoEcho(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	r := testutil.StartRedis(t)
+	a, pa := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	_, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	ctx := context.Background()
+	for _, p := range []*brokertest.Process{pa, pb} {
+		if err := p.Subscribe(ctx, "both"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 100
+	for i := range n {
+		if err := a.Publish(ctx, "both", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return pb.Count("both") == n }, "b's deliveries")
+	testutil.Eventually(t, 10*time.Second, func() bool { return a.Stats().Echoes == n }, "a's echoes dropped")
+	if got := pa.Count(""); got != 0 {
+		t.Fatalf("a got %d of its own publishes back", got)
+	}
+}
+
+// Kill -9 Redis and start it again on the same port, without recreating
+// the Brokers: publishing fails while it is down, then subscriptions come
+// back by themselves and deliveries resume.
+func TestRedisRestart(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	r := testutil.StartRedis(t)
+	admin := newClient(t, r.Addr())
+	a, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	b, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	ctx := context.Background()
+	if err := b.Subscribe(ctx, "news"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Publish(ctx, "news", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return pb.Count("news") == 1 }, "delivery before the outage")
+
+	r.Stop()
+	// The first pipeline to hit the dead server fails and marks the broker
+	// down; from then on Publish reports the outage at once.
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for err == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("Publish kept succeeding with Redis down")
+		}
+		err = a.Publish(ctx, "news", []byte("during"))
+		_ = a.Flush(ctx)
+	}
+	if err != redisbroker.ErrUnavailable {
+		t.Fatalf("Publish during the outage = %v, want ErrUnavailable", err)
+	}
+	if st := a.Stats(); st.Up {
+		t.Fatalf("Stats.Up with Redis down: %+v", st)
+	}
+	// Subscribing while down fails (at once, once b has noticed the
+	// outage) and is kept.
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return b.Subscribe(ctx, "later") == redisbroker.ErrUnavailable
+	}, "Subscribe to fail with ErrUnavailable during the outage")
+	start := time.Now()
+	if err := b.Subscribe(ctx, "later"); err != redisbroker.ErrUnavailable || time.Since(start) > time.Second {
+		t.Fatalf("Subscribe during the outage = %v after %v, want ErrUnavailable at once", err, time.Since(start))
+	}
+
+	r.Start(t)
+	waitChannels(t, admin, false, "clusterws:later", "clusterws:news")
+	for _, ch := range []string{"news", "later"} {
+		before := pb.Count(ch)
+		testutil.Eventually(t, 10*time.Second, func() bool {
+			_ = a.Publish(ctx, ch, []byte("after"))
+			_ = a.Flush(ctx)
+			return pb.Count(ch) > before
+		}, "delivery on %s after the restart", ch)
+	}
+	if st := a.Stats(); !st.Up || st.Lost == 0 {
+		t.Errorf("a: want up and the outage's publishes counted lost: %+v", st)
+	}
+	if st := b.Stats(); st.Reconnects == 0 {
+		t.Errorf("b: no reconnect counted: %+v", st)
+	}
+	for _, m := range pb.Messages() {
+		if string(m.Frame) == "during" {
+			t.Errorf("a publish refused during the outage was delivered")
+		}
+	}
+}
+
+// Close waits for the readers: no delivery happens after it returns, even
+// in the middle of a flood.
+func TestNoDeliveryAfterClose(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	r := testutil.StartRedis(t)
+	a, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	b := newBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	var closed, late, got atomic.Int64
+	if err := b.Start(func(string, []byte) {
+		got.Add(1)
+		if closed.Load() != 0 {
+			late.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := b.Subscribe(ctx, "flood"); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = a.Publish(ctx, "flood", []byte("x"))
+			}
+		}
+	}()
+	testutil.Eventually(t, 10*time.Second, func() bool { return got.Load() > 1000 }, "the flood to arrive")
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed.Store(1)
+	n := got.Load()
+	close(stop)
+	<-done
+	_ = a.Flush(ctx)
+	if late.Load() != 0 || got.Load() != n {
+		t.Fatalf("%d deliveries after Close returned", got.Load()-n)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer client.Close()
+	bad := []redisbroker.Options{
+		{Mode: redisbroker.Mode(7)},
+		{MaxQueue: -1},
+		{MaxBatch: -1},
+		{PingInterval: -time.Second},
+		{ReconnectMin: time.Second, ReconnectMax: time.Millisecond},
+	}
+	for _, o := range bad {
+		if _, err := redisbroker.New(client, o); err == nil {
+			t.Errorf("New(%+v) accepted invalid options", o)
+		}
+	}
+	o := redisbroker.Options{Prefix: ""}
+	if _, err := redisbroker.New(client, o); err != nil {
+		t.Fatal(err)
+	}
+	if o != (redisbroker.Options{}) {
+		t.Fatalf("New modified the caller's options: %+v", o)
+	}
+	if _, err := redisbroker.New(nil, o); err != redisbroker.ErrNilClient {
+		t.Fatalf("New(nil) = %v", err)
+	}
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
+	if _, err := redisbroker.New(ring, o); err != redisbroker.ErrUnsupportedClient {
+		t.Fatalf("New(ring) = %v", err)
+	}
+}
+
+func TestCloseIdempotent(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	m := testutil.StartMiniredis(t)
+	b := newBroker(t, newClient(t, m.Addr()), redisbroker.Options{})
+	if err := b.Start(func(string, []byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := b.Subscribe(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Publish(ctx, "x", []byte("y")); err != redisbroker.ErrClosed {
+		t.Fatalf("Publish after Close = %v", err)
+	}
+	if err := b.Subscribe(ctx, "x"); err != redisbroker.ErrClosed {
+		t.Fatalf("Subscribe after Close = %v", err)
+	}
+	if err := b.Start(func(string, []byte) {}); err != redisbroker.ErrClosed {
+		t.Fatalf("Start after Close = %v", err)
+	}
+}
+
+// Publish refuses with ErrBacklog instead of queueing without bound.
+func TestBacklog(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	m := testutil.StartMiniredis(t)
+	b := newBroker(t, newClient(t, m.Addr()), redisbroker.Options{MaxQueue: 10})
+	// Not started: nothing drains the queue.
+	defer b.Close()
+	ctx := context.Background()
+	for i := range 10 {
+		if err := b.Publish(ctx, "x", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Publish(ctx, "x", []byte("one too many")); err != redisbroker.ErrBacklog {
+		t.Fatalf("Publish beyond MaxQueue = %v, want ErrBacklog", err)
+	}
+	b2 := newBroker(t, newClient(t, m.Addr()), redisbroker.Options{MaxQueueBytes: 1000})
+	defer b2.Close()
+	if err := b2.Publish(ctx, "x", []byte(strings.Repeat("x", 2000))); err != redisbroker.ErrBacklog {
+		t.Fatalf("Publish beyond MaxQueueBytes = %v, want ErrBacklog", err)
+	}
+}

@@ -1,0 +1,499 @@
+package redisbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// maxPerCommand bounds the channels named in one SUBSCRIBE or UNSUBSCRIBE.
+const maxPerCommand = 1024
+
+var errLost = errors.New("redisbroker: pub/sub connection lost")
+
+// shard is one pub/sub connection and the channels it subscribes to: the
+// only one for a single Redis, one per master for sharded pub/sub on Redis
+// Cluster. Its run goroutine owns the connection: it connects, subscribes
+// in batches, pings, and reconnects with backoff. A reader goroutine per
+// connection delivers messages and matches Redis's confirmations, which
+// arrive in command order, against the commands sent.
+type shard struct {
+	b      *Broker
+	addr   string                // the node's address; "" for the single connection
+	client redis.UniversalClient // makes this shard's PubSubs; nil for Broker.unrouted
+	wake   chan struct{}         // capacity 1: there is work for run
+
+	// Guarded by b.mu:
+	channels map[string]struct{} // channels with local interest routed here
+	dirty    map[string]struct{} // channels whose interest changed since the last round
+	waiters  []chan error        // Subscribe calls waiting for the next round
+	down     bool                // the last connection attempt failed or the connection was lost
+
+	// Owned by run:
+	ps         *redis.PubSub
+	subscribed map[string]struct{} // channels subscribed on ps (command sent, no unsubscribe since)
+	readerDone chan struct{}
+
+	fifoMu sync.Mutex // protects fifo
+	fifo   []pending  // replies expected from Redis, in order
+}
+
+// pending is one command sent on the pub/sub connection whose replies have
+// not all arrived: a SUBSCRIBE of n channels gets n confirmations.
+type pending struct {
+	kind    string // "ping", "subscribe", "ssubscribe", "unsubscribe", "sunsubscribe"
+	n       int
+	waiters []chan error // released when the last reply arrives
+}
+
+func newShard(b *Broker, addr string, client redis.UniversalClient) *shard {
+	return &shard{
+		b:        b,
+		addr:     addr,
+		client:   client,
+		wake:     make(chan struct{}, 1),
+		channels: make(map[string]struct{}),
+		dirty:    make(map[string]struct{}),
+	}
+}
+
+func (s *shard) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// hasWork reports whether the shard needs a connection: it has channels or
+// Subscribe calls waiting.
+func (s *shard) hasWork() bool {
+	s.b.mu.RLock()
+	defer s.b.mu.RUnlock()
+	return len(s.channels) > 0 || len(s.waiters) > 0
+}
+
+// busy is hasWork for the top of run: a shard without work also forgets
+// that it was down, so that the next Subscribe waits for a fresh attempt
+// instead of failing on old news.
+func (s *shard) busy() bool {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	if len(s.channels) > 0 || len(s.waiters) > 0 {
+		return true
+	}
+	s.down = false
+	return false
+}
+
+func (s *shard) run() {
+	b := s.b
+	defer b.wg.Done()
+	failures := 0
+	connectedOnce := false
+	for {
+		if !s.busy() {
+			select {
+			case <-b.stop:
+				return
+			case <-s.wake:
+			}
+			continue
+		}
+		if s.client == nil { // Broker.unrouted: find every channel's node
+			if err := s.reroute(); err != nil {
+				failures++
+				s.fail(err, failures)
+				if !b.sleep(b.backoff(failures)) {
+					return
+				}
+			} else {
+				failures = 0
+			}
+			continue
+		}
+		if b.bySlot {
+			// The topology may have changed while the connection was down.
+			if err := s.reroute(); err != nil {
+				failures++
+				s.fail(err, failures)
+				if !b.sleep(b.backoff(failures)) {
+					return
+				}
+				continue
+			}
+			if !s.hasWork() {
+				continue
+			}
+		}
+		if err := s.connect(); err != nil {
+			if errors.Is(err, ErrClosed) {
+				return
+			}
+			failures++
+			s.fail(err, failures)
+			if !b.sleep(b.backoff(failures)) {
+				return
+			}
+			continue
+		}
+		if connectedOnce {
+			b.counters.reconnects.Add(1)
+		}
+		if failures > 0 || connectedOnce {
+			b.log.Info("redisbroker: pub/sub connected; subscribing again", "node", s.addr)
+		}
+		connectedOnce = true
+		upAt := time.Now()
+		err := s.serve()
+		s.teardown()
+		select {
+		case <-b.stop:
+			return
+		default:
+		}
+		// A connection that keeps breaking right away backs off too.
+		if time.Since(upAt) > b.opts.ReconnectMax {
+			failures = 0
+		}
+		failures++
+		s.fail(err, failures)
+		if b.cluster != nil {
+			b.cluster.ReloadState(context.Background())
+		}
+		if !b.sleep(b.backoff(failures)) {
+			return
+		}
+	}
+}
+
+// fail marks the shard down and fails the Subscribe calls waiting.
+func (s *shard) fail(err error, failures int) {
+	s.b.mu.Lock()
+	s.down = true
+	waiters := s.waiters
+	s.waiters = nil
+	s.b.mu.Unlock()
+	release(waiters, ErrUnavailable)
+	if failures == 1 {
+		s.b.log.Warn("redisbroker: pub/sub connection down; reconnecting", "node", s.addr, "err", err)
+	} else {
+		s.b.log.Debug("redisbroker: pub/sub reconnect failed", "node", s.addr, "attempt", failures, "err", err)
+	}
+}
+
+// connect opens a pub/sub connection, checks it with a PING, starts its
+// reader and marks every channel of the shard for subscription.
+func (s *shard) connect() error {
+	b := s.b
+	if b.sharded {
+		s.ps = s.client.SSubscribe(context.Background())
+	} else {
+		s.ps = s.client.Subscribe(context.Background())
+	}
+	s.subscribed = make(map[string]struct{})
+	ready := make(chan error, 1)
+	s.expect(pending{kind: "ping", n: 1, waiters: []chan error{ready}})
+
+	timeout := 3 * b.opts.PingInterval
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := s.ps.Ping(ctx); err != nil { // dials
+		s.teardown()
+		return err
+	}
+	s.readerDone = make(chan struct{})
+	b.wg.Add(1)
+	go s.read(s.ps, s.readerDone)
+
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	var err error
+	select {
+	case err = <-ready:
+	case <-s.readerDone:
+		err = errLost
+	case <-t.C:
+		err = errors.New("redisbroker: no answer to PING")
+	case <-b.stop:
+		err = ErrClosed
+	}
+	if err != nil {
+		s.teardown()
+		return err
+	}
+	b.mu.Lock()
+	s.down = false
+	for ch := range s.channels {
+		s.dirty[ch] = struct{}{}
+	}
+	b.mu.Unlock()
+	return nil
+}
+
+// serve subscribes what the shard should and pings, until the connection
+// is lost or the Broker closes.
+func (s *shard) serve() error {
+	b := s.b
+	tick := time.NewTicker(b.opts.PingInterval)
+	defer tick.Stop()
+	if err := s.round(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-b.stop:
+			return ErrClosed
+		case <-s.readerDone:
+			return errLost
+		case <-s.wake:
+			if err := s.round(); err != nil {
+				return err
+			}
+		case <-tick.C:
+			s.expect(pending{kind: "ping", n: 1})
+			if err := s.ps.Ping(context.Background()); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// round brings the connection's subscriptions in line with the interest:
+// it takes every channel changed since the last round and sends them in as
+// few UNSUBSCRIBE and SUBSCRIBE commands as it can. The Subscribe calls
+// waiting are released once Redis has confirmed everything sent so far.
+func (s *shard) round() error {
+	b := s.b
+	b.mu.Lock()
+	dirty := s.dirty
+	s.dirty = make(map[string]struct{})
+	waiters := s.waiters
+	s.waiters = nil
+	var subs, unsubs []string
+	for ch := range dirty {
+		_, want := s.channels[ch]
+		_, has := s.subscribed[ch]
+		switch {
+		case want && !has:
+			subs = append(subs, ch)
+		case !want && has:
+			unsubs = append(unsubs, ch)
+		}
+	}
+	b.mu.Unlock()
+
+	subKind, unsubKind := "subscribe", "unsubscribe"
+	if b.sharded {
+		subKind, unsubKind = "ssubscribe", "sunsubscribe"
+	}
+	err := s.send(unsubKind, unsubs)
+	if err == nil {
+		err = s.send(subKind, subs)
+	}
+	if err != nil {
+		release(waiters, ErrUnavailable)
+		return err
+	}
+	s.fifoMu.Lock()
+	if n := len(s.fifo); n > 0 {
+		s.fifo[n-1].waiters = append(s.fifo[n-1].waiters, waiters...)
+		waiters = nil
+	}
+	s.fifoMu.Unlock()
+	release(waiters, nil) // everything sent is confirmed already
+	return nil
+}
+
+// send writes kind for channels in commands of at most maxPerCommand
+// channels, and with sharded pub/sub on a cluster one command per slot.
+func (s *shard) send(kind string, channels []string) error {
+	if len(channels) == 0 {
+		return nil
+	}
+	prefix := s.b.opts.Prefix
+	keys := make([]string, len(channels))
+	for i, ch := range channels {
+		keys[i] = prefix + ch
+	}
+	groups := [][]string{keys}
+	if s.b.bySlot {
+		bySlot := make(map[uint16][]string)
+		for _, k := range keys {
+			sl := slot(k)
+			bySlot[sl] = append(bySlot[sl], k)
+		}
+		groups = slices.Collect(maps.Values(bySlot))
+	}
+	ctx := context.Background()
+	for _, g := range groups {
+		for len(g) > 0 {
+			chunk := g[:min(len(g), maxPerCommand)]
+			g = g[len(chunk):]
+			s.expect(pending{kind: kind, n: len(chunk)})
+			var err error
+			switch kind {
+			case "subscribe":
+				err = s.ps.Subscribe(ctx, chunk...)
+			case "unsubscribe":
+				err = s.ps.Unsubscribe(ctx, chunk...)
+			case "ssubscribe":
+				err = s.ps.SSubscribe(ctx, chunk...)
+			case "sunsubscribe":
+				err = s.ps.SUnsubscribe(ctx, chunk...)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	for _, ch := range channels {
+		if kind == "subscribe" || kind == "ssubscribe" {
+			s.subscribed[ch] = struct{}{}
+		} else {
+			delete(s.subscribed, ch)
+		}
+	}
+	return nil
+}
+
+// expect records a command about to be written; it must precede the write,
+// since the reply may arrive before the write returns.
+func (s *shard) expect(p pending) {
+	s.fifoMu.Lock()
+	s.fifo = append(s.fifo, p)
+	s.fifoMu.Unlock()
+}
+
+// confirm matches one reply of kind against the oldest command expected.
+func (s *shard) confirm(kind string) bool {
+	s.fifoMu.Lock()
+	if len(s.fifo) == 0 || s.fifo[0].kind != kind {
+		s.fifoMu.Unlock()
+		return false
+	}
+	head := &s.fifo[0]
+	head.n--
+	var done []chan error
+	if head.n == 0 {
+		done = head.waiters
+		s.fifo[0] = pending{}
+		s.fifo = s.fifo[1:]
+	}
+	s.fifoMu.Unlock()
+	release(done, nil)
+	return true
+}
+
+// read delivers messages and confirmations from ps until it fails; a
+// connection silent for three ping intervals counts as failed.
+func (s *shard) read(ps *redis.PubSub, done chan struct{}) {
+	defer s.b.wg.Done()
+	defer close(done)
+	ctx := context.Background()
+	silence := 3 * s.b.opts.PingInterval
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, silence)
+		if err != nil {
+			s.b.log.Debug("redisbroker: pub/sub read ended", "node", s.addr, "err", err)
+			return
+		}
+		switch m := msg.(type) {
+		case *redis.Message:
+			s.b.handle(m.Channel, m.Payload)
+		case *redis.Subscription:
+			if !s.confirm(m.Kind) {
+				// Redis drops sharded subscriptions of a slot that moved to
+				// another node: reconnect, which routes them again.
+				s.b.log.Warn("redisbroker: unexpected pub/sub confirmation; reconnecting", "node", s.addr, "kind", m.Kind, "channel", m.Channel)
+				return
+			}
+		case *redis.Pong:
+			if !s.confirm("ping") {
+				s.b.log.Warn("redisbroker: unexpected PONG; reconnecting", "node", s.addr)
+				return
+			}
+		}
+	}
+}
+
+// teardown closes the connection, waits for its reader and fails every
+// Subscribe call waiting on it.
+func (s *shard) teardown() {
+	if s.ps != nil {
+		_ = s.ps.Close()
+	}
+	if s.readerDone != nil {
+		<-s.readerDone
+	}
+	s.ps, s.readerDone, s.subscribed = nil, nil, nil
+	s.fifoMu.Lock()
+	fifo := s.fifo
+	s.fifo = nil
+	s.fifoMu.Unlock()
+	for _, p := range fifo {
+		release(p.waiters, ErrUnavailable)
+	}
+}
+
+// reroute moves the channels whose slot another master owns now to that
+// master's shard.
+func (s *shard) reroute() error {
+	b := s.b
+	b.mu.RLock()
+	channels := slices.Collect(maps.Keys(s.channels))
+	b.mu.RUnlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*b.opts.PingInterval)
+	defer cancel()
+	moves := make(map[*redis.Client][]string)
+	bySlot := make(map[uint16]*redis.Client)
+	for _, ch := range channels {
+		key := b.opts.Prefix + ch
+		sl := slot(key)
+		node, ok := bySlot[sl]
+		if !ok {
+			var err error
+			if node, err = b.cluster.MasterForKey(ctx, key); err != nil {
+				return fmt.Errorf("redisbroker: routing %q: %w", ch, err)
+			}
+			bySlot[sl] = node
+		}
+		if node.Options().Addr != s.addr || s.client == nil {
+			moves[node] = append(moves[node], ch)
+		}
+	}
+	if len(moves) == 0 {
+		return nil
+	}
+	var targets []*shard
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	for node, chs := range moves {
+		t := b.shardLocked(node)
+		for _, ch := range chs {
+			if b.interest[ch] == s {
+				b.assignLocked(ch, t)
+			}
+		}
+		targets = append(targets, t)
+	}
+	b.mu.Unlock()
+	for _, t := range targets {
+		t.poke()
+	}
+	return nil
+}
+
+func release(waiters []chan error, err error) {
+	for _, w := range waiters {
+		w <- err // capacity 1, one send each
+	}
+}
