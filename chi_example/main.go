@@ -4,6 +4,7 @@
 //
 //	go run ./chi_example                 # http://localhost:8080, 2 workers
 //	go run ./chi_example -workers 4 -port 9000
+//	go run ./chi_example -redis localhost:6379 -port 8081   # one of several hosts
 //
 // Rooms are channels ("room:<name>"); a join is announced with a
 // server-side publish; a whisper reaches one socket, on whichever worker,
@@ -28,10 +29,12 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/redis/go-redis/v9"
 
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/cluster"
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/redisbroker"
 )
 
 //go:embed static
@@ -43,6 +46,7 @@ func main() {
 	workers := flag.Int("workers", 2, "worker processes")
 	brokerPort := flag.Int("broker-port", cluster.DefaultBrokerPort, "port of the built-in TCP broker (loopback)")
 	tokens := flag.String("tokens", "letmein", "comma-separated tokens that open private- rooms")
+	redisAddr := flag.String("redis", "", "Redis address (host:port): link the workers, and other hosts, through Redis instead of the TCP broker")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -52,12 +56,21 @@ func main() {
 		os.Exit(1)
 	}
 	app := &chat{tokens: strings.Split(*tokens, ","), bundle: bundle}
+	var broker func() (hub.Broker, error) // nil: the built-in TCP broker
+	if *redisAddr != "" {
+		broker = func() (hub.Broker, error) {
+			return redisbroker.New(redis.NewClient(&redis.Options{Addr: *redisAddr}), redisbroker.Options{
+				Prefix: "chat:", Logger: logger,
+			})
+		}
+	}
 	err = cluster.Run(cluster.Config{
 		Workers:       *workers,
 		Host:          *host,
 		Port:          *port,
 		BrokerPort:    *brokerPort,
 		RestartOnFail: true,
+		Broker:        broker,
 		Logger:        logger,
 		Options: []clusterws.Option{
 			clusterws.WithOnSubscribe(app.allowSubscribe),
