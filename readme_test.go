@@ -14,9 +14,12 @@ import (
 	"testing"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/redis/go-redis/v9"
 
 	clusterws "github.com/clusterws/clusterws-go"
+	"github.com/clusterws/clusterws-go/cluster"
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/redisbroker"
 )
 
 // TestReadmeSnippets keeps README.md honest: a Go block that is a whole
@@ -189,3 +192,27 @@ func readmeHooks() *clusterws.Server {
 }
 
 var _ = []any{readmeSocketEvents, readmeRoutes, readmePubSub, readmeHooks}
+
+func readmeRedis() *clusterws.Server {
+	rdb := redis.NewClient(&redis.Options{Addr: "redis:6379"})
+	b, err := redisbroker.New(rdb, redisbroker.Options{Prefix: "myapp:"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := clusterws.New(clusterws.WithBroker(b))
+	return srv
+}
+
+func readmeRedisCluster(worker func(*cluster.Worker) http.Handler) cluster.Config {
+	cfg := cluster.Config{
+		Workers: 4,
+		Port:    8080,
+		Broker: func() (hub.Broker, error) {
+			return redisbroker.New(redis.NewClient(&redis.Options{Addr: "redis:6379"}), redisbroker.Options{})
+		},
+		Worker: worker,
+	}
+	return cfg
+}
+
+var _ = []any{readmeRedis, readmeRedisCluster}
