@@ -24,7 +24,8 @@ type Config struct {
 	Workers int
 
 	// Port is the TCP port the cluster serves HTTP and WebSocket on; the
-	// master binds it once and every worker accepts from that socket.
+	// master binds it, accepts every connection and hands each to a
+	// worker in turn.
 	// default: 80, as in ClusterWS
 	Port int
 
@@ -115,6 +116,7 @@ var (
 const (
 	envWorkerID   = "CLUSTERWS_WORKER_ID"
 	envBrokerAddr = "CLUSTERWS_BROKER_ADDR"
+	envListenAddr = "CLUSTERWS_LISTEN_ADDR" // what the worker's listener reports as its Addr
 )
 
 // IsWorker reports whether this process was started by a cluster master as
@@ -151,10 +153,11 @@ func RunContext(ctx context.Context, cfg Config) error {
 		if err != nil || id < 1 {
 			return fmt.Errorf("cluster: bad %s=%q in the environment", envWorkerID, v)
 		}
-		brokerAddr := os.Getenv(envBrokerAddr)
+		brokerAddr, listenAddr := os.Getenv(envBrokerAddr), os.Getenv(envListenAddr)
 		os.Unsetenv(envWorkerID)
 		os.Unsetenv(envBrokerAddr)
-		return runWorker(ctx, c, id, brokerAddr)
+		os.Unsetenv(envListenAddr)
+		return runWorker(ctx, c, id, brokerAddr, listenAddr)
 	}
 	return runMaster(ctx, c)
 }

@@ -8,7 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -575,6 +578,44 @@ func TestStartupSpreadAndPublish(t *testing.T) {
 	}
 }
 
+// TestBalance connects clients one after another, each on a new
+// connection: the master hands them to the workers in turn, so each worker
+// gets its exact share.
+func TestBalance(t *testing.T) {
+	t.Parallel()
+	const clients = 100
+	for _, workers := range []int{2, 4} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			t.Parallel()
+			a := startApp(t, workers, nil)
+			pids := a.waitStarted(workers)
+			url := strings.Replace(strings.TrimSuffix(a.url, "/ws"), "ws://", "http://", 1) + "/whoami"
+			hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: wait}
+			defer hc.CloseIdleConnections()
+			got := make(map[int]int)
+			for range clients {
+				resp, err := hc.Get(url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				var id, pid int
+				if _, serr := fmt.Sscan(string(body), &id, &pid); err != nil || serr != nil || pids[id] != pid {
+					t.Fatalf("whoami answered %q (%v, %v); workers %v", body, err, serr, pids)
+				}
+				got[id]++
+			}
+			t.Logf("%d clients per worker: %v", clients, got)
+			for id := 1; id <= workers; id++ {
+				if n := got[id]; n < clients/workers-1 || n > clients/workers+1 {
+					t.Errorf("worker %d got %d clients, want %d ± 1: %v", id, n, clients/workers, got)
+				}
+			}
+		})
+	}
+}
+
 // TestRestartAfterKill kills a worker with SIGKILL: it is restarted, the
 // other worker's clients are not disturbed, and the dead worker's clients
 // reconnect, subscribe again and get publishes again.
@@ -756,6 +797,61 @@ func TestRollingRestart(t *testing.T) {
 	}
 }
 
+// TestHeldWhileRestarting kills the only worker: a connection made while
+// none runs waits in the master and is served by the restarted worker.
+func TestHeldWhileRestarting(t *testing.T) {
+	t.Parallel()
+	a := startApp(t, 1, nil)
+	pids := a.waitStarted(1)
+	if err := syscall.Kill(pids[1], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Reaped: all its threads have exited, and its end of the connection
+	// socket is closed; the master no longer sends it connections.
+	a.waitFor("worker 1 exited", workerMsg("worker exited unexpectedly", 1))
+	c := mustDial(t, a.url, false)
+	restarted := a.waitFor("worker 1 restarted", workerMsg("worker restarted", 1))
+	if id := c.ask(t); id.PID != restarted.PID {
+		t.Errorf("served by %+v, want the restarted worker 1 with PID %d", id, restarted.PID)
+	}
+}
+
+// TestWorkerTerminated sends SIGTERM to a worker, not through its master,
+// which still sends it connections: it shuts down gracefully within its
+// time, and is restarted as a worker that exited unexpectedly.
+func TestWorkerTerminated(t *testing.T) {
+	t.Parallel()
+	const timeout = 4 * time.Second
+	a := startApp(t, 2, []string{"-shutdown-timeout", timeout.String()})
+	pids := a.waitStarted(2)
+	clients := dialSpread(t, a, 2, 4, false)
+
+	start := time.Now()
+	if err := syscall.Kill(pids[1], syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exit := a.waitFor("worker 1 exited", workerMsg("worker exited unexpectedly", 1))
+	took := time.Since(start)
+	t.Logf("worker 1 exited in %v", took.Round(time.Millisecond))
+	if exit.Status != "exit status 0" {
+		t.Errorf("worker 1 exited with %q, want exit status 0", exit.Status)
+	}
+	if took > 2*timeout { // its budget is 90% of timeout; the rest is for a loaded machine
+		t.Errorf("worker 1 took %v to stop, its budget is %v", took, timeout*9/10)
+	}
+	for i, c := range clients {
+		if c.me.ID != 1 {
+			continue
+		}
+		testutil.Eventually(t, wait, func() bool { return len(c.closeCodes()) > 0 }, "client %d not closed", i)
+		if codes := c.closeCodes(); codes[0] != 1001 {
+			t.Errorf("client %d closed with %v, want 1001", i, codes)
+		}
+	}
+	a.waitFor("worker 1 restarted", workerMsg("worker restarted", 1))
+	dialSpread(t, a, 2, 2, false)
+}
+
 // TestMasterKilled kills the master with SIGKILL: its workers notice and
 // shut down gracefully by themselves.
 func TestMasterKilled(t *testing.T) {
@@ -826,19 +922,19 @@ func TestNoWorkerLeft(t *testing.T) {
 }
 
 // TestLifeline starts a worker without Pdeathsig, the test standing in for
-// its master: closing the lifeline alone makes it shut down gracefully.
+// its master: closing the lifeline alone, with the connection socket still
+// open, makes it shut down gracefully.
 func TestLifeline(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	lf, err := listenerFile(ln)
+	d, err := newDispatcher(ln, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lf.Close()
+	defer d.close()
 	const secret = "lifeline-test-secret"
 	broker, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: secret})
 	if err != nil {
@@ -859,12 +955,15 @@ func TestLifeline(t *testing.T) {
 		}
 	}()
 	w, err := startWorker(workerSpec{
-		output:     output,
-		path:       appPath,
+		output: output,
+		path:   appPath,
+		// It waits for the end of its connection stream, which does not
+		// come here, for a quarter of 90% of this.
+		args:       []string{"-shutdown-timeout", "4s"},
 		id:         7,
 		brokerAddr: broker.Addr().String(),
 		secret:     secret,
-		listener:   lf,
+		listenAddr: ln.Addr().String(),
 		attr:       &syscall.SysProcAttr{Setpgid: true},
 	})
 	if err != nil {
@@ -881,6 +980,7 @@ func TestLifeline(t *testing.T) {
 		}
 		w.ready.Close()
 		w.lifeline.Close()
+		w.conns.close()
 	}()
 
 	ready := make(chan bool, 1)
@@ -893,6 +993,7 @@ func TestLifeline(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("the worker is not ready")
 	}
+	d.add(w.conns)
 	c := mustDial(t, "ws://"+ln.Addr().String()+"/ws", false)
 	defer c.c.Close()
 	if id := c.ask(t); id.ID != 7 || id.PID != w.cmd.Process.Pid {
@@ -912,40 +1013,5 @@ func TestLifeline(t *testing.T) {
 	testutil.Eventually(t, wait, func() bool { return len(c.closeCodes()) > 0 }, "client not closed")
 	if codes := c.closeCodes(); codes[0] != 1001 {
 		t.Errorf("client closed with %v, want 1001", codes)
-	}
-}
-
-// TestListenerStaysNonBlocking checks the reason listenerFile exists:
-// handing the socket to a child must not switch it to blocking mode, which
-// would stall the workers' accept loops.
-func TestListenerStaysNonBlocking(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	lf, err := listenerFile(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lf.Close()
-	cmd := exec.Command("true")
-	cmd.ExtraFiles = []*os.File{lf}
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
-	rc, err := ln.(*net.TCPListener).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var flags uintptr
-	var errno syscall.Errno
-	if err := rc.Control(func(fd uintptr) {
-		flags, _, errno = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
-	}); err != nil || errno != 0 {
-		t.Fatal(err, errno)
-	}
-	if flags&syscall.O_NONBLOCK == 0 {
-		t.Error("the listening socket was switched to blocking mode")
 	}
 }

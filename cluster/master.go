@@ -40,13 +40,13 @@ type master struct {
 	log        *slog.Logger
 	pid        int
 	ln         net.Listener
-	lnFile     *os.File            // the listener's duplicate that workers inherit
+	disp       *dispatcher         // accepts from ln and hands the connections to the workers
 	broker     *localbroker.Server // nil when Config.Broker is set
 	brokerAddr string
 	secret     string
 
 	events chan event
-	wg     sync.WaitGroup // the watch goroutines
+	wg     sync.WaitGroup // the watch and release goroutines
 	spawns chan spawnRequest
 
 	// Owned by the loop goroutine.
@@ -104,12 +104,12 @@ func runMaster(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("cluster: listen: %w", err)
 	}
-	defer ln.Close()
 	m.ln = ln
-	if m.lnFile, err = listenerFile(ln); err != nil {
+	if m.disp, err = newDispatcher(ln, cfg.Logger); err != nil {
+		ln.Close()
 		return err
 	}
-	defer m.lnFile.Close()
+	defer m.disp.close()
 
 	if cfg.Broker == nil {
 		m.secret = rand.Text()
@@ -221,7 +221,7 @@ func (m *master) spawn(s *slot) (*proc, error) {
 			id:         s.id,
 			brokerAddr: m.brokerAddr,
 			secret:     m.secret,
-			listener:   m.lnFile,
+			listenAddr: m.ln.Addr().String(),
 			attr:       sysProcAttr(),
 		},
 		reply: reply,
@@ -262,6 +262,9 @@ func (m *master) watch(p *proc) {
 func (m *master) ready(p *proc) {
 	p.ready = true
 	s := p.slot
+	if !p.stop && !p.killed {
+		m.disp.add(p.c.conns)
+	}
 	switch {
 	case p.stop || p.killed:
 	case p == s.next:
@@ -284,6 +287,8 @@ func (m *master) ready(p *proc) {
 
 func (m *master) exited(p *proc, err error) {
 	delete(m.procs, p)
+	m.disp.remove(p.c.conns)
+	p.c.conns.close()
 	p.c.lifeline.Close()
 	s := p.slot
 	if p.stop {
@@ -457,6 +462,9 @@ func (m *master) abortRoll(s *slot, reason string) {
 
 func (m *master) beginShutdown(reason string, result error) {
 	m.shutdown, m.result = true, result
+	// No new connection: they are refused from now on rather than left
+	// waiting for workers that are all stopping.
+	m.disp.close()
 	m.rolling, m.roll, m.rollOld = false, nil, nil
 	for _, s := range m.slots {
 		s.restartAt = time.Time{}
@@ -468,12 +476,29 @@ func (m *master) beginShutdown(reason string, result error) {
 }
 
 // stop asks p to shut down gracefully; tick kills it after ShutdownTimeout.
+// No connection is sent to p any more, and release tells it so before it
+// signals it.
 func (m *master) stop(p *proc) {
 	if p.stop {
 		return
 	}
 	p.stop = true
 	p.killAt = time.Now().Add(m.cfg.ShutdownTimeout)
+	m.disp.remove(p.c.conns)
+	m.wg.Add(1)
+	go m.release(p, p.killAt)
+}
+
+// release ends p's connection stream, so that p serves every connection
+// sent to it before it stops, and then sends it SIGTERM. Ending the
+// stream waits, until deadline, only when p has a full queue; hence a
+// goroutine, that ends by deadline or when the loop closes the socket
+// after p has exited. It touches only what does not change in p.
+func (m *master) release(p *proc, deadline time.Time) {
+	defer m.wg.Done()
+	if err := p.c.conns.end(deadline); err != nil && !errors.Is(err, net.ErrClosed) && !peerGone(err) {
+		m.log.Warn("cannot end the worker's connection stream", "worker", p.slot.id, "pid", p.pid, "err", err)
+	}
 	if err := p.c.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		m.log.Warn("cannot signal worker", "worker", p.slot.id, "pid", p.pid, "err", err)
 	}
@@ -481,6 +506,7 @@ func (m *master) stop(p *proc) {
 
 func (m *master) kill(p *proc) {
 	p.killed = true
+	m.disp.remove(p.c.conns)
 	if err := p.c.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		m.log.Warn("cannot kill worker", "worker", p.slot.id, "pid", p.pid, "err", err)
 	}

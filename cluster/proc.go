@@ -4,10 +4,8 @@ package cluster
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -17,8 +15,10 @@ import (
 
 // File descriptors a worker inherits after stdin, stdout and stderr.
 const (
-	// fdListener is the cluster's listening socket, shared by every worker.
-	fdListener = 3
+	// fdConns is the worker's end of its connection socket, a Unix socket
+	// pair on which the master sends it the connections it accepted (see
+	// dispatch.go).
+	fdConns = 3
 	// fdReady is the write end of a pipe: the worker writes readyLine to
 	// it once it serves, then closes it.
 	fdReady = 4
@@ -37,70 +37,89 @@ type workerSpec struct {
 	id         int
 	brokerAddr string // "" when Config.Broker builds the broker
 	secret     string // the TCP broker's secret, no newline
-	listener   *os.File
+	listenAddr string // the cluster's listening address
 	attr       *syscall.SysProcAttr
 	output     *os.File // the worker's stdout and stderr; nil: this process's
 }
 
-// child is a started worker process and the master's ends of its pipes.
+// child is a started worker process and the master's ends of its pipes
+// and connection socket.
 type child struct {
 	cmd      *exec.Cmd
+	conns    *link    // the connection socket
 	ready    *os.File // read end of the readiness pipe
 	lifeline *os.File // write end of the lifeline pipe
 }
 
 // startWorker starts the worker process described by spec, with its
 // standard output and error shared with this process.
-func startWorker(spec workerSpec) (*child, error) {
+func startWorker(spec workerSpec) (_ *child, err error) {
+	var closeOnErr []interface{ Close() error }
+	defer func() {
+		if err != nil {
+			for _, c := range closeOnErr {
+				c.Close()
+			}
+		}
+	}()
+	pair, err := socketpair()
+	if err != nil {
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	connsW := os.NewFile(uintptr(pair[1]), "clusterws-conns")
+	closeOnErr = append(closeOnErr, connsW)
+	conns, err := newLink(pair[0])
+	if err != nil {
+		return nil, err
+	}
+	closeOnErr = append(closeOnErr, conns.c)
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
+	closeOnErr = append(closeOnErr, readyR, readyW)
 	lifeR, lifeW, err := os.Pipe()
 	if err != nil {
-		readyR.Close()
-		readyW.Close()
 		return nil, err
 	}
+	closeOnErr = append(closeOnErr, lifeR, lifeW)
 	// The pipe is empty, so this short write does not block.
 	if _, err := io.WriteString(lifeW, spec.secret+"\n"); err != nil {
-		for _, f := range []*os.File{readyR, readyW, lifeR, lifeW} {
-			f.Close()
-		}
 		return nil, err
 	}
 	cmd := exec.Command(spec.path, spec.args...)
-	cmd.Env = workerEnv(spec.id, spec.brokerAddr)
+	cmd.Env = workerEnv(spec.id, spec.brokerAddr, spec.listenAddr)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if spec.output != nil {
 		cmd.Stdout, cmd.Stderr = spec.output, spec.output
 	}
-	cmd.ExtraFiles = []*os.File{spec.listener, readyW, lifeR} // fds 3, 4, 5
+	cmd.ExtraFiles = []*os.File{connsW, readyW, lifeR} // fds 3, 4, 5
 	cmd.SysProcAttr = spec.attr
 	err = cmd.Start()
 	// The worker has its copies now; the master keeps only its own ends,
-	// so that the readiness pipe ends when the worker does and the
-	// lifeline ends when the master does.
+	// so that the readiness pipe and the connection socket end when the
+	// worker does and the lifeline and the connection socket end when the
+	// master does.
+	connsW.Close()
 	readyW.Close()
 	lifeR.Close()
 	if err != nil {
-		readyR.Close()
-		lifeW.Close()
 		return nil, err
 	}
-	return &child{cmd: cmd, ready: readyR, lifeline: lifeW}, nil
+	return &child{cmd: cmd, conns: conns, ready: readyR, lifeline: lifeW}, nil
 }
 
 // workerEnv returns this process's environment with the worker's
 // variables set.
-func workerEnv(id int, brokerAddr string) []string {
-	env := make([]string, 0, len(os.Environ())+2)
+func workerEnv(id int, brokerAddr, listenAddr string) []string {
+	env := make([]string, 0, len(os.Environ())+3)
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, envWorkerID+"=") && !strings.HasPrefix(kv, envBrokerAddr+"=") {
+		name, _, _ := strings.Cut(kv, "=")
+		if name != envWorkerID && name != envBrokerAddr && name != envListenAddr {
 			env = append(env, kv)
 		}
 	}
-	env = append(env, envWorkerID+"="+strconv.Itoa(id))
+	env = append(env, envWorkerID+"="+strconv.Itoa(id), envListenAddr+"="+listenAddr)
 	if brokerAddr != "" {
 		env = append(env, envBrokerAddr+"="+brokerAddr)
 	}
@@ -113,41 +132,6 @@ func workerEnv(id int, brokerAddr string) []string {
 func waitReady(r io.Reader) bool {
 	line, err := bufio.NewReaderSize(r, 16).ReadString('\n')
 	return err == nil && line == readyLine
-}
-
-// listenerFile returns a duplicate of ln's socket to hand to workers.
-//
-// It does not use TCPListener.File: exec calls Fd on every file it passes,
-// and Fd on such a file switches the socket to blocking mode. That mode
-// belongs to the socket, shared by every worker, so a worker would then
-// block in accept(2) outside the Go poller, and closing its listener at
-// shutdown would wait for the next connection. A descriptor duplicated by
-// hand and wrapped with os.NewFile is left non-blocking by Fd.
-func listenerFile(ln net.Listener) (*os.File, error) {
-	sc, ok := ln.(syscall.Conn)
-	if !ok {
-		return nil, fmt.Errorf("cluster: cannot share a %T", ln)
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	dup := -1
-	var dupErr error
-	err = rc.Control(func(fd uintptr) {
-		// Hold ForkLock so that no process started meanwhile inherits
-		// the duplicate before it is marked close-on-exec.
-		syscall.ForkLock.RLock()
-		defer syscall.ForkLock.RUnlock()
-		dup, dupErr = syscall.Dup(int(fd))
-		if dupErr == nil {
-			syscall.CloseOnExec(dup)
-		}
-	})
-	if err = errors.Join(err, dupErr); err != nil {
-		return nil, fmt.Errorf("cluster: duplicate the listener: %w", err)
-	}
-	return os.NewFile(uintptr(dup), "clusterws-listener"), nil
 }
 
 // inheritedFile returns the inherited descriptor fd as a File that is

@@ -6,4 +6,4 @@ import "context"
 
 func runMaster(context.Context, Config) error { return ErrUnsupported }
 
-func runWorker(context.Context, Config, int, string) error { return ErrUnsupported }
+func runWorker(context.Context, Config, int, string, string) error { return ErrUnsupported }

@@ -5,6 +5,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -33,7 +34,7 @@ const (
 )
 
 // runWorker is Run in a worker process.
-func runWorker(ctx context.Context, cfg Config, id int, brokerAddr string) error {
+func runWorker(ctx context.Context, cfg Config, id int, brokerAddr, listenAddr string) error {
 	log := cfg.Logger.With("worker", id)
 
 	// First of all, so that a SIGTERM from the master is never fatal.
@@ -58,16 +59,20 @@ func runWorker(ctx context.Context, cfg Config, id int, brokerAddr string) error
 	}
 	secret = strings.TrimSuffix(secret, "\n")
 
-	lf, err := inheritedFile(fdListener, "listener", false)
+	addr, err := net.ResolveTCPAddr("tcp", listenAddr)
+	if err != nil {
+		return fmt.Errorf("cluster: worker %d: bad %s=%q in the environment (was this process started by a cluster master of this version?): %w", id, envListenAddr, listenAddr, err)
+	}
+	cf, err := inheritedFile(fdConns, "connection socket", false)
 	if err != nil {
 		return err
 	}
-	ln, err := net.FileListener(lf)
-	lf.Close()
+	ln, err := newConnListener(cf, addr, log)
+	cf.Close()
 	if err != nil {
-		return fmt.Errorf("cluster: worker %d: inherited listener: %w", id, err)
+		return fmt.Errorf("cluster: worker %d: inherited connection socket: %w", id, err)
 	}
-	defer ln.Close() // idempotent enough: a second Close only returns an error
+	defer ln.Close()
 
 	b, err := newBroker(cfg, brokerAddr, secret, log)
 	if err != nil {
@@ -116,6 +121,7 @@ func runWorker(ctx context.Context, cfg Config, id int, brokerAddr string) error
 	readyPipe.Close()
 
 	var serveErr error
+	serving := true
 	select {
 	case sig := <-sigs:
 		log.Debug("stopping", "signal", sig.String())
@@ -123,15 +129,35 @@ func runWorker(ctx context.Context, cfg Config, id int, brokerAddr string) error
 		log.Warn("the master is gone; stopping")
 	case <-ctx.Done():
 	case serveErr = <-served:
-		log.Error("serving failed; stopping", "err", serveErr)
+		serving = false
+		if errors.Is(serveErr, net.ErrClosed) {
+			// The master ended the stream, or is gone.
+			log.Debug("stopping: no more connections from the master")
+			serveErr = nil
+		} else {
+			log.Error("serving failed; stopping", "err", serveErr)
+		}
 	}
-	if serveErr == nil {
-		// Stop accepting, and wait until Serve has returned: then every
-		// connection it accepted has been reported to conns.
-		ln.Close()
-		<-served
+	budget := cfg.ShutdownTimeout * 9 / 10
+	deadline := time.Now().Add(budget)
+	if serving {
+		// Serve every connection the master sent: it stops sending, then
+		// ends the stream, before it signals, so Serve returns once it
+		// has taken them all, and with them all reported to conns. The
+		// end does not come when someone else asked this worker to stop;
+		// it then closes the listener after a quarter of its time, and
+		// the connections the master sends after that are lost.
+		wait := time.NewTimer(budget / 4)
+		select {
+		case <-served:
+		case <-wait.C:
+			log.Warn("the master did not end the connection stream; closing it", "waited", budget/4)
+			ln.Close()
+			<-served
+		}
+		wait.Stop()
 	}
-	shutdown(hs, conns, srv, cfg.ShutdownTimeout*9/10, log)
+	shutdown(hs, conns, srv, time.Until(deadline), log)
 	if serveErr != nil {
 		return fmt.Errorf("cluster: worker %d: %w", id, serveErr)
 	}
