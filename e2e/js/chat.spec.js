@@ -77,11 +77,9 @@ async function openPage(ctx, name) {
 }
 
 // openOnOtherWorker returns a chat page connected to another worker than
-// worker, and how many connections that took. The workers share one
-// listener and the kernel gives each connection to whichever worker
-// accepts first, which is far from round-robin (runs of 20 on one worker
-// happen), so it tries a few pages at once and reloads them until one lands
-// elsewhere.
+// worker, and how many connections that took. The master dispatches
+// connections round-robin, but a page's HTTP requests take turns too, so it
+// tries a few pages at once and reloads them until one lands elsewhere.
 async function openOnOtherWorker(ctx, name, worker) {
   const deadline = Date.now() + SPREAD;
   const candidates = await Promise.all([1, 2, 3].map(i => openPage(ctx, `${name}${i}`)));
