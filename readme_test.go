@@ -145,7 +145,7 @@ func readmeSocketEvents(srv *clusterws.Server) {
 			_ = s.Send("chat", data) // any JSON-encodable value; json.RawMessage goes as is
 		})
 		s.OnDisconnect(func(code int, reason string) {}) // the seed's reserved 'disconnect'
-		s.OnError(func(err error) {})                     // the seed's reserved 'error'
+		s.OnError(func(err error) {})                    // the seed's reserved 'error'
 	})
 }
 
