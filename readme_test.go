@@ -82,14 +82,14 @@ func compiledSources(t *testing.T) string {
 	return all.String()
 }
 
-// containsLines reports whether block's lines, trimmed, appear
-// consecutively in src.
+// containsLines reports whether block's lines, with white space folded,
+// appear consecutively in src.
 func containsLines(src, block string) bool {
 	norm := func(s string) []string {
 		var out []string
 		for _, l := range strings.Split(s, "\n") {
-			if l = strings.TrimSpace(l); l != "" {
-				out = append(out, l)
+			if l = strings.Join(strings.Fields(l), " "); l != "" {
+				out = append(out, l) // gofmt may align comments differently
 			}
 		}
 		return out
