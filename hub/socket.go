@@ -40,19 +40,14 @@ type Socket struct {
 	channels     map[string]struct{} // written only by the reader goroutine
 
 	qmu        sync.Mutex // protects the fields below
-	queue      []outFrame
-	spare      []outFrame // the writer's previous batch, reused
-	queued     int        // bytes in queue
-	writing    bool       // a writer goroutine is running
-	closing    bool       // no more frames are accepted
+	queue      []wsconn.Frame
+	spare      []wsconn.Frame // the writer's previous batch, reused
+	queued     int            // bytes in queue
+	writing    bool           // a writer goroutine is running
+	closing    bool           // no more frames are accepted
 	closeCode  int
 	closeWhy   string
 	closeFrame bool // the writer still has to send the close frame
-}
-
-type outFrame struct {
-	data   []byte
-	binary bool
 }
 
 func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request) *Socket {
@@ -154,7 +149,7 @@ func (s *Socket) enqueue(frame []byte, binary bool) bool {
 		s.qmu.Unlock()
 		return false
 	}
-	s.queue = append(s.queue, outFrame{frame, binary})
+	s.queue = append(s.queue, wsconn.Frame{Data: frame, Binary: binary})
 	s.queued += len(frame)
 	s.startWriterLocked()
 	s.qmu.Unlock()
@@ -207,8 +202,8 @@ func (s *Socket) drop() {
 	_ = s.ws.CloseNow()
 }
 
-// writeLoop runs while the queue has frames. It corks the connection, lets
-// coder/websocket frame the whole batch, and writes it in one syscall.
+// writeLoop runs while the queue has frames, writing each batch with as few
+// syscalls as possible.
 func (s *Socket) writeLoop() {
 	defer s.hub.wg.Done()
 	for {
@@ -234,7 +229,7 @@ func (s *Socket) writeLoop() {
 		s.queue, s.spare, s.queued = s.spare[:0], nil, 0
 		s.qmu.Unlock()
 
-		err := s.writeBatch(batch)
+		err := s.nc.WriteFrames(batch, s.hub.opts.WriteTimeout)
 		clear(batch)
 
 		s.qmu.Lock()
@@ -250,24 +245,6 @@ func (s *Socket) writeLoop() {
 		}
 		s.qmu.Unlock()
 	}
-}
-
-func (s *Socket) writeBatch(batch []outFrame) error {
-	s.nc.Cork(s.hub.opts.WriteTimeout)
-	var err error
-	for _, f := range batch {
-		typ := websocket.MessageText
-		if f.binary {
-			typ = websocket.MessageBinary
-		}
-		if err = s.ws.Write(context.Background(), typ, f.data); err != nil {
-			break
-		}
-	}
-	if uerr := s.nc.Uncork(); err == nil {
-		err = uerr
-	}
-	return err
 }
 
 // readLoop reads and dispatches messages until the connection ends, then

@@ -1,14 +1,20 @@
-// Package wsconn accepts WebSocket connections through coder/websocket on a
-// connection whose writes can be corked, so that many queued frames leave in
-// one write system call, and with smaller buffers than net/http's hijack.
+// Package wsconn accepts WebSocket connections through coder/websocket and
+// writes the server's data frames itself, many per system call.
 //
-// coder/websocket flushes after every message. The socket writer corks the
-// connection, lets the library frame each queued message into the cork
-// buffer, and uncorks once: one syscall per batch instead of one per message.
+// coder/websocket handles the handshake, reading, control frames and the
+// close handshake. Its Write costs two channel-based locks and a flush per
+// message, a third of a busy server's CPU when every delivery is one
+// message. Server-to-client data frames are simple (unmasked, final, no
+// compression), so Conn.WriteFrames frames a whole batch into one buffer
+// and writes it with one syscall. The library's own writes (pongs, close
+// frames) go through Conn.Write; both hold the same lock, and the library
+// writes each control frame in one call (its buffer is larger than any
+// control frame), so frames never interleave.
 package wsconn
 
 import (
 	"bufio"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"sync"
@@ -19,87 +25,95 @@ import (
 
 // Buffer sizes for the hijacked connection. Large messages bypass bufio, so
 // small buffers cost little throughput and save memory per idle connection.
-// Writes only pass through on their way to the cork buffer.
+// The write buffer carries only control frames (at most 2+125+4 bytes).
 const (
 	readBufferSize  = 512
 	writeBufferSize = 256
 )
 
-// Conn is a net.Conn whose writes can be held while corked. It is safe for
-// concurrent use; writes are serialised.
+// Frame is one data message to send.
+type Frame struct {
+	Data   []byte
+	Binary bool
+}
+
+// Conn is the hijacked net.Conn. It is safe for concurrent use; writes are
+// serialised.
 type Conn struct {
 	net.Conn
 
-	mu      sync.Mutex // protects the fields below and serialises writes
-	corked  bool
-	buf     *[]byte
-	timeout time.Duration
+	mu sync.Mutex // serialises writes
 }
 
-var corkPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); return &b }}
 
-// flushAt is the cork buffer size that is written out even while corked:
-// larger writes save no syscalls worth the memory.
+// flushAt is the buffer size written out in the middle of a batch: larger
+// writes save no syscalls worth the memory.
 const flushAt = 64 << 10
 
-// Write writes p, or appends it to the cork buffer while corked.
+// Write writes p; coder/websocket writes its control frames through it.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.corked {
-		return c.Conn.Write(p)
-	}
-	*c.buf = append(*c.buf, p...)
-	if len(*c.buf) >= flushAt {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
+	return c.Conn.Write(p)
 }
 
-// Cork holds writes until Uncork; each write of held bytes is bounded by
-// timeout.
-func (c *Conn) Cork(timeout time.Duration) {
-	c.mu.Lock()
-	c.corked, c.timeout = true, timeout
-	if c.buf == nil {
-		c.buf = corkPool.Get().(*[]byte)
-	}
-	c.mu.Unlock()
-}
-
-// Uncork writes everything still held in one write.
-func (c *Conn) Uncork() error {
+// WriteFrames writes frames as WebSocket data messages, in as few writes as
+// the 64 KiB buffer allows; each write is bounded by timeout.
+func (c *Conn) WriteFrames(frames []Frame, timeout time.Duration) error {
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.corked = false
-	if c.buf == nil {
-		return nil
+	var err error
+	for _, f := range frames {
+		buf = appendHeader(buf, f.Binary, len(f.Data))
+		buf = append(buf, f.Data...)
+		if len(buf) >= flushAt {
+			if err = c.writeLocked(buf, timeout); err != nil {
+				break
+			}
+			buf = buf[:0]
+		}
 	}
-	err := c.flushLocked()
-	if cap(*c.buf) <= 2*flushAt {
-		corkPool.Put(c.buf)
+	if err == nil && len(buf) > 0 {
+		err = c.writeLocked(buf, timeout)
 	}
-	c.buf = nil
+	if cap(buf) <= 2*flushAt {
+		*bp = buf[:0]
+		bufPool.Put(bp)
+	}
 	return err
 }
 
-func (c *Conn) flushLocked() error {
-	b := *c.buf
-	*c.buf = b[:0]
-	if len(b) == 0 {
-		return nil
-	}
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+func (c *Conn) writeLocked(b []byte, timeout time.Duration) error {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
 	_, err := c.Conn.Write(b)
 	return err
 }
 
+// appendHeader appends the header of an unmasked, final text or binary
+// frame with an n-byte payload (RFC 6455, section 5.2).
+func appendHeader(dst []byte, binaryFrame bool, n int) []byte {
+	b0 := byte(0x81) // FIN, text
+	if binaryFrame {
+		b0 = 0x82
+	}
+	switch {
+	case n <= 125:
+		return append(dst, b0, byte(n))
+	case n <= 0xFFFF:
+		return append(dst, b0, 126, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, b0, 127)
+		return binary.BigEndian.AppendUint64(dst, uint64(n))
+	}
+}
+
 // Accept upgrades the request like websocket.Accept and also returns the
-// corkable connection underneath the *websocket.Conn.
+// connection underneath the *websocket.Conn, for WriteFrames.
 func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) (*websocket.Conn, *Conn, error) {
 	hw := &hijackWriter{ResponseWriter: w}
 	ws, err := websocket.Accept(hw, r, opts)
@@ -109,8 +123,8 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOption
 	return ws, hw.conn, nil
 }
 
-// hijackWriter substitutes the corkable connection and small buffers for
-// the ones net/http hands out on Hijack.
+// hijackWriter substitutes Conn and small buffers for the ones net/http
+// hands out on Hijack.
 type hijackWriter struct {
 	http.ResponseWriter
 	conn *Conn
