@@ -338,7 +338,9 @@ func (b *Broker) announceLocked(l *clientLink) {
 func (b *Broker) readLoop(l *clientLink, br *bufio.Reader) error {
 	dl := deadline{conn: l.conn, silence: 3 * b.opts.PingInterval}
 	for {
-		dl.extend()
+		if br.Buffered() == 0 { // about to read from the socket: a frame-rate clock read would cost more than the frame
+			dl.extend()
+		}
 		typ, f, err := readFrame(br)
 		if err != nil {
 			return err

@@ -156,7 +156,9 @@ func (s *Server) handshake(c net.Conn, br *bufio.Reader) bool {
 func (s *Server) readLoop(l *link, br *bufio.Reader) error {
 	dl := deadline{conn: l.conn, silence: 3 * s.opts.PingInterval}
 	for {
-		dl.extend()
+		if br.Buffered() == 0 { // about to read from the socket: a frame-rate clock read would cost more than the frame
+			dl.extend()
+		}
 		typ, f, err := readFrame(br)
 		if err != nil {
 			return err

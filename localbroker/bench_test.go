@@ -1,0 +1,66 @@
+package localbroker_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/clusterws/clusterws-go/localbroker"
+)
+
+// BenchmarkLink measures worker-to-worker throughput through the broker
+// server: b.N publishes of a 100-byte frame from one Broker, timed until a
+// second Broker has delivered them all.
+func BenchmarkLink(b *testing.B) {
+	srv, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: secret})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	var got atomic.Int64
+	newBroker := func(deliver func(string, []byte)) *localbroker.Broker {
+		br, err := localbroker.New(localbroker.Options{Addr: srv.Addr().String(), Secret: secret})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := br.Start(deliver); err != nil {
+			b.Fatal(err)
+		}
+		for !br.Connected() {
+			time.Sleep(time.Millisecond)
+		}
+		return br
+	}
+	pub := newBroker(func(string, []byte) {})
+	defer pub.Close()
+	sub := newBroker(func(string, []byte) { got.Add(1) })
+	defer sub.Close()
+	if err := sub.Subscribe(context.Background(), "bench"); err != nil {
+		b.Fatal(err)
+	}
+	frame := []byte(`{"#":["p","bench","` + strings.Repeat("x", 78) + `"]}`)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	b.ResetTimer()
+	for i := range b.N {
+		for {
+			err := pub.Publish(ctx, "bench", frame)
+			if err == nil {
+				break
+			}
+			if err != localbroker.ErrBacklog {
+				b.Fatal(err)
+			}
+			time.Sleep(10 * time.Microsecond) // let the link drain
+		}
+		_ = i
+	}
+	for got.Load() < int64(b.N) {
+		time.Sleep(50 * time.Microsecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
