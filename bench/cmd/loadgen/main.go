@@ -1,0 +1,288 @@
+// Command loadgen is the benchmark's load generator: raw-frame WebSocket
+// clients speaking the ClusterWS 3.x protocol (clusterws-go, the original
+// Node ClusterWS) or Centrifuge's JSON protocol, each publish carrying its
+// send time, publisher and sequence number.
+//
+//	loadgen -proto clusterws -targets 127.0.0.1:8001 -server-pid 1234 -workload w2 -subs 1000
+//
+// Workloads (see BENCHMARKS.md): w1 idle memory, w2 fan-out (fixed rates
+// and a max-rate search), w2lat low-load cross-worker latency, w3 many×many,
+// w4 round trip, w5 connect storm, w6 slow consumer. Each result is printed
+// as one line "RESULT {json}" on stdout; progress goes to stderr. Every run
+// is bounded by -timeout. w1 spreads its connections over child processes
+// ("loadgen -workload hold"), -per-proc each, with distinct 127.x source
+// addresses, so that neither the open-file limit nor the ephemeral ports of
+// one source address limit it.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clusterws/clusterws-go/bench/internal/load"
+	"github.com/clusterws/clusterws-go/bench/internal/procstat"
+	"github.com/clusterws/clusterws-go/bench/internal/proto"
+)
+
+func main() {
+	var (
+		protoName = flag.String("proto", "clusterws", "protocol: clusterws or centrifuge")
+		targets   = flag.String("targets", "127.0.0.1:8001", "comma-separated host:port of the server's processes")
+		serverPID = flag.String("server-pid", "", "comma-separated root PIDs of the server's process trees, for CPU and RSS")
+		debugURLs = flag.String("debug-urls", "", "comma-separated base URLs of the server processes' /debug/stats")
+		workload  = flag.String("workload", "w2", "w1, w2, w2lat, w3, w4, w5, w6 (or hold, internal)")
+		size      = flag.Int("size", 100, "payload bytes")
+		dur       = flag.Duration("dur", 3*time.Second, "length of one measured phase")
+		timeout   = flag.Duration("timeout", 10*time.Minute, "give up after this long")
+		subs      = flag.Int("subs", 1000, "w2, w6: subscribers")
+		rates     = flag.String("rates", "100,1000,5000", "w2, w3: offered publishes/s, total")
+		search    = flag.Bool("search", true, "w2: search for the max rate")
+		conns     = flag.String("conns", "1,100,1000", "w4: connection counts; w1, w3, w5: the first is the total")
+		pubs      = flag.Int("pubs", 100, "w3: publishers")
+		dialers   = flag.String("dialers", "50,200", "w5: concurrent dialers")
+		slowRate  = flag.Float64("slow-rate", 200, "w6: publishes/s")
+		slowFor   = flag.Duration("slow-for", 10*time.Second, "w6: how long the consumer is slow")
+		perProc   = flag.Int("per-proc", 15000, "w1: connections per child process")
+		channels  = flag.Int("channels", 1, "w1: distinct channels")
+		first     = flag.Int("first", 0, "hold: index of the first client")
+		srcBase   = flag.Int("src-base", 0, "hold: source address base")
+		label     = flag.String("label", "", "replace the case name of every result (e.g. per-process=10000)")
+	)
+	flag.Parse()
+	pr, err := proto.ByName(*protoName)
+	if err != nil {
+		fatal(err)
+	}
+	env := &load.Env{
+		Proto: pr, Targets: split(*targets), Size: *size, Dur: *dur,
+		Server: &load.Server{PIDs: pids(*serverPID), DebugURLs: split(*debugURLs)},
+		Logf:   func(f string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+f+"\n", a...) },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	connList, err := load.ParseInts(*conns)
+	if err != nil {
+		fatal(err)
+	}
+	var res []load.Result
+	switch *workload {
+	case "hold":
+		hold(ctx, env, *first, connList[0], *channels, *srcBase)
+		return
+	case "w1":
+		res, err = w1(ctx, env, connList[0], *perProc, *channels, *timeout)
+	case "w2":
+		var rs []float64
+		if rs, err = load.ParseFloats(*rates); err == nil {
+			res, err = load.W2(ctx, env, *subs, rs, *search, false)
+		}
+	case "w2lat":
+		var rs []float64
+		if rs, err = load.ParseFloats(*rates); err == nil {
+			res, err = load.W2(ctx, env, *subs, rs, false, true)
+			for i := range res {
+				res[i].Workload = "W2lat"
+			}
+		}
+	case "w3":
+		var rs []float64
+		if rs, err = load.ParseFloats(*rates); err == nil {
+			res, err = load.W3(ctx, env, connList[0], *pubs, rs)
+		}
+	case "w4":
+		res, err = load.W4(ctx, env, connList)
+	case "w5":
+		var ds []int
+		if ds, err = load.ParseInts(*dialers); err == nil {
+			res, err = load.W5(ctx, env, connList[0], ds)
+		}
+	case "w6":
+		res, err = load.W6(ctx, env, *subs, *slowRate, *slowFor)
+	default:
+		err = fmt.Errorf("unknown workload %q", *workload)
+	}
+	for _, r := range res {
+		if *label != "" {
+			r.Case = *label
+		}
+		b, _ := json.Marshal(r)
+		fmt.Printf("RESULT %s\n", b)
+	}
+	if err != nil {
+		fatal(err)
+	}
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func pids(s string) []int {
+	var out []int
+	for _, p := range split(s) {
+		if n, err := strconv.Atoi(p); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "loadgen:", err)
+	os.Exit(1)
+}
+
+// hold connects n idle subscribers, prints "ready <connected> <errors>
+// <first error>", and keeps them (answering heartbeats) until stdin closes
+// or ctx ends.
+func hold(ctx context.Context, env *load.Env, first, n, channels, srcBase int) {
+	f, cr := load.Hold(ctx, env, first, n, channels, srcBase)
+	fmt.Printf("ready %d %d %q\n", cr.Connected, cr.Errors, cr.FirstErr)
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	fmt.Printf("dropped %d\n", f.Dropped())
+	f.CloseAll()
+}
+
+// w1 measures idle memory: n subscribed connections held by child
+// processes, the server's RSS, Go heap and goroutines, and the kernel's
+// slab and TCP memory, before and after.
+func w1(ctx context.Context, env *load.Env, n, perProc, channels int, timeout time.Duration) ([]load.Result, error) {
+	gs0, haveGo := env.Server.GoStats(true)
+	s0 := env.Server.Sample()
+	k0 := procstat.TakeKernel()
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	type child struct {
+		cmd   *exec.Cmd
+		stdin io.WriteCloser
+		ready chan string
+	}
+	var kids []*child
+	defer func() {
+		for _, k := range kids {
+			_ = k.stdin.Close()
+		}
+		for _, k := range kids {
+			done := make(chan struct{})
+			go func() { _ = k.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				_ = k.cmd.Process.Kill() // by PID: only what we started
+				<-done
+			}
+		}
+	}()
+	base := 1 + rand.IntN(40000)
+	start := time.Now()
+	for i := 0; i < n; i += perProc {
+		m := min(perProc, n-i)
+		cmd := exec.CommandContext(ctx, exe, "-workload", "hold", "-proto", env.Proto.Name(),
+			"-targets", strings.Join(env.Targets, ","), "-conns", strconv.Itoa(m), "-first", strconv.Itoa(i),
+			"-channels", strconv.Itoa(channels), "-src-base", strconv.Itoa(base+2*len(kids)), "-timeout", timeout.String())
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		k := &child{cmd: cmd, stdin: stdin, ready: make(chan string, 1)}
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				if strings.HasPrefix(sc.Text(), "ready ") {
+					k.ready <- sc.Text()
+				}
+			}
+			close(k.ready)
+		}()
+		kids = append(kids, k)
+	}
+	connected, errs := 0, 0
+	firstErr := ""
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, k := range kids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			line, ok := <-k.ready
+			if !ok {
+				return
+			}
+			var c, e int
+			var fe string
+			fmt.Sscanf(line, "ready %d %d %q", &c, &e, &fe)
+			mu.Lock()
+			connected += c
+			errs += e
+			if firstErr == "" {
+				firstErr = fe
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	connectTime := time.Since(start)
+	env.Logf("W1: %d connected, %d errors in %v %s", connected, errs, connectTime.Round(time.Millisecond), firstErr)
+	time.Sleep(3 * time.Second) // idle: writers gone, buffers settled
+	gs1, _ := env.Server.GoStats(true)
+	s1 := env.Server.Sample()
+	k1 := procstat.TakeKernel()
+	if connected == 0 {
+		return nil, fmt.Errorf("no connection: %s", firstErr)
+	}
+	per := func(a, b int64) float64 { return float64(b-a) / float64(connected) }
+	m := map[string]float64{
+		"conns":               float64(connected),
+		"errors":              float64(errs),
+		"rss_per_conn_kib":    per(s0.RSS, s1.RSS) / 1024,
+		"slab_per_conn_kib":   per(k0.Slab, k1.Slab) / 1024,
+		"tcpmem_per_conn_kib": per(k0.TCPMem, k1.TCPMem) / 1024,
+		"rss_total_mb":        float64(s1.RSS) / (1 << 20),
+		"server_procs":        float64(s1.Procs),
+	}
+	if all := len(env.Server.DebugURLs); haveGo && gs0.Procs == all && gs1.Procs == all {
+		m["go_heap_stack_per_conn_kib"] = per(int64(gs0.HeapInuse+gs0.StackInuse), int64(gs1.HeapInuse+gs1.StackInuse)) / 1024
+		m["goroutines_per_conn"] = per(int64(gs0.Goroutines), int64(gs1.Goroutines))
+	}
+	env.Logf("W1: %.2f KiB RSS/conn, %.2f KiB slab/conn, %.2f goroutines/conn", m["rss_per_conn_kib"], m["slab_per_conn_kib"], m["goroutines_per_conn"])
+	r := load.Result{Workload: "W1", Case: fmt.Sprintf("conns=%d", n), Metrics: m}
+	if firstErr != "" {
+		r.Note = firstErr
+	}
+	return []load.Result{r}, nil
+}

@@ -1,0 +1,122 @@
+// Package bench holds the benchmark's smoke test: the load generator's
+// clients against clusterws-go and Centrifuge in this process, a few
+// hundred connections for about a second, asserting that every publish
+// arrived, in order. It measures nothing; the runner (cmd/runner) does.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/centrifugal/centrifuge"
+
+	clusterws "github.com/clusterws/clusterws-go"
+	"github.com/clusterws/clusterws-go/bench/internal/load"
+	"github.com/clusterws/clusterws-go/bench/internal/proto"
+	"github.com/clusterws/clusterws-go/hub"
+)
+
+const (
+	smokeSubs = 300
+	smokeRate = 200 // publishes/s
+)
+
+func TestSmokeClusterWS(t *testing.T) {
+	t.Parallel()
+	srv := clusterws.New()
+	srv.OnConnection(func(s *hub.Socket) {
+		s.On("echo", func(data json.RawMessage) { _ = s.Send("echo", data) })
+		s.On("whoami", func(json.RawMessage) { _ = s.Send("whoami", 1) })
+	})
+	hs := httptest.NewServer(srv.Middleware(http.NotFoundHandler()))
+	t.Cleanup(func() {
+		hs.Close()
+		_ = srv.Close()
+	})
+	smoke(t, proto.ClusterWS{}, strings.TrimPrefix(hs.URL, "http://"))
+}
+
+func TestSmokeCentrifuge(t *testing.T) {
+	t.Parallel()
+	node, err := centrifuge.New(centrifuge.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.OnConnecting(func(context.Context, centrifuge.ConnectEvent) (centrifuge.ConnectReply, error) {
+		return centrifuge.ConnectReply{Credentials: &centrifuge.Credentials{}}, nil
+	})
+	node.OnConnect(func(c *centrifuge.Client) {
+		c.OnSubscribe(func(_ centrifuge.SubscribeEvent, cb centrifuge.SubscribeCallback) {
+			cb(centrifuge.SubscribeReply{}, nil)
+		})
+		c.OnPublish(func(_ centrifuge.PublishEvent, cb centrifuge.PublishCallback) { cb(centrifuge.PublishReply{}, nil) })
+		c.OnRPC(func(e centrifuge.RPCEvent, cb centrifuge.RPCCallback) {
+			cb(centrifuge.RPCReply{Data: e.Data}, nil)
+		})
+	})
+	if err := node.Run(); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/connection/websocket", centrifuge.NewWebsocketHandler(node, centrifuge.WebsocketConfig{}))
+	hs := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = node.Shutdown(ctx)
+	})
+	smoke(t, proto.Centrifuge{}, strings.TrimPrefix(hs.URL, "http://"))
+}
+
+// smoke connects smokeSubs subscribers and a publisher, publishes for a
+// second, and checks that every subscriber got every publish in order;
+// then a short echo round trip.
+func smoke(t *testing.T, p proto.Protocol, addr string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f := &load.Fleet{Proto: p, Targets: []string{addr}}
+	defer f.CloseAll()
+	const ch = "smoke"
+	var pubChans []string
+	if p.Name() == "clusterws" {
+		pubChans = []string{ch} // a ClusterWS client publishes only where it is subscribed
+	}
+	pc, err := f.Dial(ctx, 0, pubChans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.Counted = false
+	defer pc.Close()
+	subs, cr := f.Connect(ctx, 1, smokeSubs, 32, func(int) []string { return []string{ch} })
+	if cr.Connected != smokeSubs {
+		t.Fatalf("%d of %d subscribers connected: %s", cr.Connected, smokeSubs, cr.FirstErr)
+	}
+	pub := &load.Publisher{C: pc, Size: 100, Channel: func(int64) string { return ch }}
+	ph, err := load.RunPhase(ctx, f, nil, []*load.Publisher{pub}, smokeRate, time.Second, func(string) int { return smokeSubs })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ph.Sent == 0 || ph.Received != ph.Expected || ph.Expected != ph.Sent*smokeSubs {
+		t.Fatalf("sent %d publishes, expected %d deliveries, received %d", ph.Sent, ph.Expected, ph.Received)
+	}
+	if ph.OutOfOrder != 0 || ph.Dropped != 0 || f.BadFrames() != 0 {
+		t.Fatalf("out of order %d, dropped connections %d, bad frames %d", ph.OutOfOrder, ph.Dropped, f.BadFrames())
+	}
+	for _, s := range subs {
+		if s.Received() != ph.Sent {
+			t.Fatalf("a subscriber received %d of %d", s.Received(), ph.Sent)
+		}
+	}
+	data, err := subs[0].Call(ctx, "echo", []byte(strconv.Quote("ping")))
+	if err != nil || !strings.HasPrefix(string(data), `"ping"`) {
+		t.Fatalf("echo: %q, %v", data, err)
+	}
+	t.Logf("%s: %d publishes × %d subscribers delivered in order; p50 %v p99 %v", p.Name(), ph.Sent, smokeSubs, ph.P50, ph.P99)
+}
