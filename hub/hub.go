@@ -9,6 +9,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -48,11 +49,23 @@ type Hub struct {
 	nextID   atomic.Uint64
 	counters counters
 
-	wg       sync.WaitGroup // readers, writers and the heartbeat
+	wg       sync.WaitGroup // readers, dedicated writers and the heartbeat
 	stop     chan struct{}  // closed by Shutdown or Close: stops the heartbeat
 	stopOnce sync.Once
 	brokerMu sync.Mutex // serialises Broker.Close
+
+	// ready holds sockets with frames to write, for the pool of writers
+	// (see Socket.poolWrite). A goroutine per write would cost more than
+	// the write; a socket whose buffer is full gets a goroutine of its own.
+	ready    chan *Socket
+	poolStop chan struct{}
+	poolWG   sync.WaitGroup
+	poolOnce sync.Once
 }
+
+// readyCapacity bounds the pool's backlog; beyond it sockets get a
+// goroutine of their own.
+const readyCapacity = 8192
 
 // subscribers of one channel. The slice makes fan-out a plain loop; index
 // makes removal O(1).
@@ -116,7 +129,34 @@ func New(opts Options) (*Hub, error) {
 	}
 	h.wg.Add(1)
 	go h.heartbeat()
+	h.ready = make(chan *Socket, readyCapacity)
+	h.poolStop = make(chan struct{})
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		h.poolWG.Add(1)
+		go h.poolWriter()
+	}
 	return h, nil
+}
+
+// poolWriter writes for sockets handed to it until the hub has stopped.
+func (h *Hub) poolWriter() {
+	defer h.poolWG.Done()
+	for {
+		select {
+		case s := <-h.ready:
+			s.poolWrite()
+		case <-h.poolStop:
+			return
+		}
+	}
+}
+
+// stopPool stops the writers once no socket is left to write for.
+func (h *Hub) stopPool() {
+	h.poolOnce.Do(func() {
+		close(h.poolStop)
+		h.poolWG.Wait()
+	})
 }
 
 // OnConnection sets the function called for every new socket, before any of
@@ -430,6 +470,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.dropAll()
 		<-done
 	}
+	h.stopPool()
 	return errors.Join(err, h.closeBroker())
 }
 
@@ -439,6 +480,7 @@ func (h *Hub) Close() error {
 	h.beginClose()
 	h.dropAll()
 	h.wg.Wait()
+	h.stopPool()
 	return h.closeBroker()
 }
 

@@ -43,7 +43,9 @@ type Socket struct {
 	queue      []wsconn.Frame
 	spare      []wsconn.Frame // the writer's previous batch, reused
 	queued     int            // bytes in queue
-	writing    bool           // a writer goroutine is running
+	writing    bool           // a writer (pool or goroutine) owns the queue
+	pending    []byte         // framed bytes the socket buffer did not take; written first
+	ended      bool           // the reader has finished: nothing may start a goroutine
 	closing    bool           // no more frames are accepted
 	closeCode  int
 	closeWhy   string
@@ -156,12 +158,109 @@ func (s *Socket) enqueue(frame []byte, binary bool) bool {
 	return true
 }
 
+// startWriterLocked hands the socket to the writer pool, or, when the
+// connection cannot be written without blocking or the pool is swamped, to
+// a goroutine of its own.
 func (s *Socket) startWriterLocked() {
-	if !s.writing {
-		s.writing = true
-		s.hub.wg.Add(1)
-		go s.writeFn()
+	if s.writing {
+		return
 	}
+	s.writing = true
+	if s.pending == nil && !s.closeFrame && s.nc.CanTryWrite() {
+		select {
+		case s.hub.ready <- s:
+			return
+		default:
+		}
+	}
+	s.spawnWriterLocked()
+}
+
+// spawnWriterLocked starts a goroutine that owns the writes until the
+// queue is empty. The reader is still running (ended is false), so the
+// hub's WaitGroup cannot be at zero.
+func (s *Socket) spawnWriterLocked() {
+	if s.ended {
+		s.writing = false
+		return
+	}
+	s.hub.wg.Add(1)
+	go s.writeFn()
+}
+
+// poolWrite runs on a pool writer: it writes what the socket buffer takes
+// without waiting and hands the socket to a goroutine of its own when the
+// buffer is full or a close handshake is due.
+func (s *Socket) poolWrite() {
+	for round := 0; ; round++ {
+		s.qmu.Lock()
+		batch := s.queue
+		switch {
+		case len(batch) == 0 && !s.closeFrame:
+			s.idleLocked()
+			s.qmu.Unlock()
+			return
+		case len(batch) == 0, round == 2:
+			// A close handshake blocks; a busy socket yields to the others.
+			if len(batch) > 0 {
+				select {
+				case s.hub.ready <- s:
+					s.qmu.Unlock()
+					return
+				default:
+				}
+			}
+			s.spawnWriterLocked()
+			s.qmu.Unlock()
+			return
+		}
+		s.queue, s.spare, s.queued = s.spare[:0], nil, 0
+		s.qmu.Unlock()
+
+		n, rest, err := s.nc.TryWriteFrames(batch)
+		if err != nil {
+			clear(batch)
+			s.writeFailed(err)
+			return
+		}
+		if n < len(batch) || rest != nil {
+			// The socket buffer is full: requeue what is left, in front of
+			// what arrived meanwhile, for a goroutine that can wait.
+			s.qmu.Lock()
+			left := append(batch[n:len(batch):len(batch)], s.queue...)
+			for _, f := range batch[n:] {
+				s.queued += len(f.Data)
+			}
+			clear(batch[:n])
+			s.queue, s.pending = left, rest
+			s.spawnWriterLocked()
+			s.qmu.Unlock()
+			return
+		}
+		clear(batch)
+		s.qmu.Lock()
+		s.spare = batch[:0]
+		s.qmu.Unlock()
+	}
+}
+
+// idleLocked marks the queue as owned by no writer.
+func (s *Socket) idleLocked() {
+	s.writing = false
+	if cap(s.queue) > 64 {
+		s.queue, s.spare = nil, nil // do not pin a burst's queues on an idle socket
+	}
+}
+
+// writeFailed gives up on a connection whose write failed.
+func (s *Socket) writeFailed(err error) {
+	s.qmu.Lock()
+	s.closing, s.closeFrame, s.writing = true, false, false
+	clear(s.queue)
+	s.queue, s.queued, s.pending = nil, 0, nil
+	s.qmu.Unlock()
+	s.hub.log.Debug("clusterws: write failed", "socket", s.id, "err", err)
+	_ = s.ws.CloseNow()
 }
 
 // closeWith asks the writer to send a close frame, after the queued frames
@@ -202,12 +301,21 @@ func (s *Socket) drop() {
 	_ = s.ws.CloseNow()
 }
 
-// writeLoop runs while the queue has frames, writing each batch with as few
-// syscalls as possible.
+// writeLoop is a socket's own writer goroutine: it runs while the queue
+// has frames and may wait for the socket buffer, up to the write timeout.
 func (s *Socket) writeLoop() {
 	defer s.hub.wg.Done()
 	for {
 		s.qmu.Lock()
+		if p := s.pending; p != nil {
+			s.pending = nil
+			s.qmu.Unlock()
+			if err := s.nc.WriteBytes(p, s.hub.opts.WriteTimeout); err != nil {
+				s.writeFailed(err)
+				return
+			}
+			continue
+		}
 		batch := s.queue
 		if len(batch) == 0 {
 			if s.closeFrame {
@@ -219,10 +327,7 @@ func (s *Socket) writeLoop() {
 				_ = s.ws.Close(websocket.StatusCode(code), why)
 				s.qmu.Lock()
 			}
-			s.writing = false
-			if cap(s.queue) > 64 {
-				s.queue, s.spare = nil, nil // do not pin a burst's queues on an idle socket
-			}
+			s.idleLocked()
 			s.qmu.Unlock()
 			return
 		}
@@ -231,18 +336,12 @@ func (s *Socket) writeLoop() {
 
 		err := s.nc.WriteFrames(batch, s.hub.opts.WriteTimeout)
 		clear(batch)
-
-		s.qmu.Lock()
-		s.spare = batch[:0]
 		if err != nil {
-			s.closing, s.closeFrame, s.writing = true, false, false
-			clear(s.queue)
-			s.queue, s.queued = nil, 0
-			s.qmu.Unlock()
-			s.hub.log.Debug("clusterws: write failed", "socket", s.id, "err", err)
-			_ = s.ws.CloseNow()
+			s.writeFailed(err)
 			return
 		}
+		s.qmu.Lock()
+		s.spare = batch[:0]
 		s.qmu.Unlock()
 	}
 }
@@ -288,7 +387,7 @@ func (s *Socket) finish(err error) {
 	if s.closing {
 		code, reason = s.closeCode, s.closeWhy
 	}
-	s.closing = true
+	s.closing, s.ended, s.closeFrame = true, true, false
 	s.qmu.Unlock()
 	_ = s.ws.CloseNow()
 

@@ -14,10 +14,12 @@ package wsconn
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -41,8 +43,60 @@ type Frame struct {
 // serialised.
 type Conn struct {
 	net.Conn
+	raw syscall.RawConn // for TryWriteFrames; nil when writes must go through Conn (TLS)
 
 	mu sync.Mutex // serialises writes
+}
+
+func newConn(nc net.Conn) *Conn {
+	return &Conn{Conn: nc, raw: rawConn(nc)}
+}
+
+// CanTryWrite reports whether TryWriteFrames works on this connection.
+func (c *Conn) CanTryWrite() bool { return c.raw != nil }
+
+// TryWriteFrames writes frames as far as the socket buffer takes them
+// without waiting, in writes of up to 64 KiB. It returns how many frames it
+// consumed and, when the buffer filled up, the bytes of those frames not yet
+// written: the caller must write them (WriteBytes) before anything else.
+func (c *Conn) TryWriteFrames(frames []Frame) (done int, rest []byte, err error) {
+	bp := bufPool.Get().(*[]byte)
+	defer putBuf(bp)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for done < len(frames) {
+		buf := (*bp)[:0]
+		k := done
+		for k < len(frames) && (k == done || len(buf)+len(frames[k].Data)+10 <= flushAt) {
+			buf = appendHeader(buf, frames[k].Binary, len(frames[k].Data))
+			buf = append(buf, frames[k].Data...)
+			k++
+		}
+		*bp = buf
+		n, err := c.tryWrite(buf)
+		if err != nil {
+			return done, nil, err
+		}
+		if n < len(buf) {
+			return k, bytes.Clone(buf[n:]), nil
+		}
+		done = k
+	}
+	return done, nil, nil
+}
+
+// WriteBytes writes b, already framed, waiting at most timeout.
+func (c *Conn) WriteBytes(b []byte, timeout time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writeLocked(b, timeout)
+}
+
+func putBuf(bp *[]byte) {
+	if cap(*bp) <= 2*flushAt {
+		*bp = (*bp)[:0]
+		bufPool.Put(bp)
+	}
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); return &b }}
@@ -79,10 +133,8 @@ func (c *Conn) WriteFrames(frames []Frame, timeout time.Duration) error {
 	if err == nil && len(buf) > 0 {
 		err = c.writeLocked(buf, timeout)
 	}
-	if cap(buf) <= 2*flushAt {
-		*bp = buf[:0]
-		bufPool.Put(bp)
-	}
+	*bp = buf
+	putBuf(bp)
 	return err
 }
 
@@ -91,6 +143,10 @@ func (c *Conn) writeLocked(b []byte, timeout time.Duration) error {
 		return err
 	}
 	_, err := c.Conn.Write(b)
+	if err == nil && c.raw != nil {
+		// A deadline left behind would fail a later non-blocking write.
+		err = c.Conn.SetWriteDeadline(time.Time{})
+	}
 	return err
 }
 
@@ -137,7 +193,7 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	// The handshake deadlines must not outlive the handshake.
 	_ = nc.SetDeadline(time.Time{})
-	h.conn = &Conn{Conn: nc}
+	h.conn = newConn(nc)
 	br := brw.Reader
 	if br.Buffered() == 0 {
 		// Nothing read ahead: a smaller buffer loses nothing.

@@ -1,0 +1,15 @@
+//go:build !unix
+
+package wsconn
+
+import (
+	"errors"
+	"net"
+	"syscall"
+)
+
+func rawConn(net.Conn) syscall.RawConn { return nil }
+
+func (c *Conn) tryWrite([]byte) (int, error) {
+	return 0, errors.New("wsconn: non-blocking writes are not supported here")
+}
