@@ -5,12 +5,17 @@
 // # Concurrency
 //
 // Each Socket has one reader goroutine, which runs its handlers in arrival
-// order, and a writer goroutine that exists only while the socket's send
-// queue has frames. Enqueueing never blocks: a queue that would exceed
-// Options.SendQueueBytes closes its socket with CloseSlowConsumer, and the
-// publisher moves on. A publish is encoded once; the same bytes are queued
-// to every subscriber and handed to the Broker. Locks are held only to
-// snapshot or enqueue, never during socket I/O.
+// order. Writes are done by a small pool of writer goroutines per Hub
+// (GOMAXPROCS of them): a socket whose queue gains a frame is handed to the
+// pool, which frames everything queued for it into one buffer and writes it
+// with one non-blocking system call. A socket whose kernel buffer is full
+// gets a goroutine of its own that waits, up to Options.WriteTimeout, and
+// exits when the queue is empty; so an idle socket costs only its reader,
+// and a slow one never holds up the pool. Enqueueing never blocks: a queue
+// that would exceed Options.SendQueueBytes closes its socket with
+// CloseSlowConsumer, and the publisher moves on. A publish is encoded once;
+// the same bytes are queued to every subscriber and handed to the Broker.
+// Hub locks are held only to snapshot or enqueue, never during socket I/O.
 //
 // Lock order: Hub stripe lock, then Hub.mu, then Socket.mu or Socket.qmu.
 //
