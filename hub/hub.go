@@ -176,6 +176,7 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts *websocket.Ac
 		return err
 	}
 	ws.SetReadLimit(h.opts.ReadLimit)
+	nc.SetTimeout(h.opts.WriteTimeout)
 	s := newSocket(h, ws, nc, r)
 
 	h.mu.Lock()

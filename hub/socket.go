@@ -40,13 +40,10 @@ type Socket struct {
 	channels     map[string]struct{} // written only by the reader goroutine
 
 	qmu        sync.Mutex // protects the fields below
-	queue      []wsconn.Frame
-	spare      []wsconn.Frame // the writer's previous batch, reused
-	queued     int            // bytes in queue
-	writing    bool           // a writer (pool or goroutine) owns the queue
-	pending    []byte         // framed bytes the socket buffer did not take; written first
-	ended      bool           // the reader has finished: nothing may start a goroutine
-	closing    bool           // no more frames are accepted
+	q          frameQueue
+	writing    bool // a writer (pool or goroutine) owns the queue
+	ended      bool // the reader has finished: nothing may start a goroutine
+	closing    bool // no more frames are accepted
 	closeCode  int
 	closeWhy   string
 	closeFrame bool // the writer still has to send the close frame
@@ -145,14 +142,13 @@ func (s *Socket) enqueue(frame []byte, binary bool) bool {
 		s.qmu.Unlock()
 		return false
 	}
-	if s.queued > 0 && s.queued+len(frame) > s.hub.opts.SendQueueBytes {
+	if s.q.bytes > 0 && s.q.bytes+len(frame) > s.hub.opts.SendQueueBytes {
 		s.hub.counters.slowConsumers.Add(1)
 		s.requestCloseLocked(CloseSlowConsumer, ReasonSlowConsumer, false)
 		s.qmu.Unlock()
 		return false
 	}
-	s.queue = append(s.queue, wsconn.Frame{Data: frame, Binary: binary})
-	s.queued += len(frame)
+	s.q.push(wsconn.Frame{Data: frame, Binary: binary})
 	s.startWriterLocked()
 	s.qmu.Unlock()
 	return true
@@ -166,7 +162,7 @@ func (s *Socket) startWriterLocked() {
 		return
 	}
 	s.writing = true
-	if s.pending == nil && !s.closeFrame && s.nc.CanTryWrite() {
+	if !s.closeFrame && s.nc.CanTryWrite() {
 		select {
 		case s.hub.ready <- s:
 			return
@@ -194,15 +190,14 @@ func (s *Socket) spawnWriterLocked() {
 func (s *Socket) poolWrite() {
 	for round := 0; ; round++ {
 		s.qmu.Lock()
-		batch := s.queue
 		switch {
-		case len(batch) == 0 && !s.closeFrame:
-			s.idleLocked()
+		case s.q.empty() && !s.closeFrame:
+			s.writing = false
 			s.qmu.Unlock()
 			return
-		case len(batch) == 0, round == 2:
+		case s.q.empty(), round == 2:
 			// A close handshake blocks; a busy socket yields to the others.
-			if len(batch) > 0 {
+			if !s.q.empty() {
 				select {
 				case s.hub.ready <- s:
 					s.qmu.Unlock()
@@ -214,50 +209,94 @@ func (s *Socket) poolWrite() {
 			s.qmu.Unlock()
 			return
 		}
-		s.queue, s.spare, s.queued = s.spare[:0], nil, 0
+		list := s.q.take()
 		s.qmu.Unlock()
 
-		n, rest, err := s.nc.TryWriteFrames(batch)
+		rest, blocked, err := s.writeChunks(list, false)
 		if err != nil {
-			clear(batch)
 			s.writeFailed(err)
 			return
 		}
-		if n < len(batch) || rest != nil {
-			// The socket buffer is full: requeue what is left, in front of
-			// what arrived meanwhile, for a goroutine that can wait.
+		if blocked {
+			// The socket buffer is full: a goroutine that can wait takes
+			// over, with the frames not yet framed back in front.
 			s.qmu.Lock()
-			left := append(batch[n:len(batch):len(batch)], s.queue...)
-			for _, f := range batch[n:] {
-				s.queued += len(f.Data)
-			}
-			clear(batch[:n])
-			s.queue, s.pending = left, rest
+			s.q.pushFront(rest)
 			s.spawnWriterLocked()
 			s.qmu.Unlock()
 			return
 		}
-		clear(batch)
-		s.qmu.Lock()
-		s.spare = batch[:0]
-		s.qmu.Unlock()
 	}
 }
 
-// idleLocked marks the queue as owned by no writer.
-func (s *Socket) idleLocked() {
-	s.writing = false
-	if cap(s.queue) > 64 {
-		s.queue, s.spare = nil, nil // do not pin a burst's queues on an idle socket
+// flushAt is the size of one write: larger ones save no syscalls worth the
+// memory.
+const flushAt = 64 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); return &b }}
+
+// writeChunks frames the queued frames of list into buffers of about
+// 64 KiB and writes them, releasing the chunks. With wait it may wait for
+// the socket buffer, up to the write timeout. Without, it stops when the
+// buffer is full (blocked): the Conn keeps the bytes it could not write,
+// and rest holds the frames not yet framed.
+func (s *Socket) writeChunks(list *chunk, wait bool) (rest *chunk, blocked bool, err error) {
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() {
+		if cap(buf) <= 4*flushAt {
+			*bp = buf[:0]
+			bufPool.Put(bp)
+		}
+	}()
+	write := func() (bool, error) {
+		defer func() { buf = buf[:0] }()
+		if wait {
+			_, err := s.nc.Write(buf)
+			return true, err
+		}
+		return s.nc.TryWrite(buf)
 	}
+	for c := list; c != nil; {
+		for i := 0; i < c.n; i++ {
+			buf = wsconn.AppendFrame(buf, c.frames[i])
+			if len(buf) < flushAt {
+				continue
+			}
+			done, err := write()
+			if err != nil {
+				releaseChunks(c)
+				return nil, false, err
+			}
+			if !done {
+				// Keep the frames after i.
+				k := copy(c.frames[:], c.frames[i+1:c.n])
+				clear(c.frames[k:c.n])
+				c.n = k
+				if c.n == 0 {
+					next := c.next
+					releaseChunk(c)
+					return next, true, nil
+				}
+				return c, true, nil
+			}
+		}
+		next := c.next
+		releaseChunk(c)
+		c = next
+	}
+	if len(buf) == 0 {
+		return nil, false, nil
+	}
+	done, err := write()
+	return nil, !done, err
 }
 
 // writeFailed gives up on a connection whose write failed.
 func (s *Socket) writeFailed(err error) {
 	s.qmu.Lock()
 	s.closing, s.closeFrame, s.writing = true, false, false
-	clear(s.queue)
-	s.queue, s.queued, s.pending = nil, 0, nil
+	s.q.reset()
 	s.qmu.Unlock()
 	s.hub.log.Debug("clusterws: write failed", "socket", s.id, "err", err)
 	_ = s.ws.CloseNow()
@@ -277,8 +316,7 @@ func (s *Socket) requestCloseLocked(code int, reason string, drain bool) {
 	s.closing, s.closeFrame = true, true
 	s.closeCode, s.closeWhy = code, reason
 	if !drain {
-		clear(s.queue)
-		s.queue, s.queued = s.queue[:0], 0
+		s.q.reset()
 	}
 	s.startWriterLocked()
 }
@@ -306,18 +344,13 @@ func (s *Socket) drop() {
 func (s *Socket) writeLoop() {
 	defer s.hub.wg.Done()
 	for {
-		s.qmu.Lock()
-		if p := s.pending; p != nil {
-			s.pending = nil
-			s.qmu.Unlock()
-			if err := s.nc.WriteBytes(p, s.hub.opts.WriteTimeout); err != nil {
-				s.writeFailed(err)
-				return
-			}
-			continue
+		// Bytes a pool writer could not write go first.
+		if err := s.nc.Flush(); err != nil {
+			s.writeFailed(err)
+			return
 		}
-		batch := s.queue
-		if len(batch) == 0 {
+		s.qmu.Lock()
+		if s.q.empty() {
 			if s.closeFrame {
 				s.closeFrame = false
 				code, why := s.closeCode, s.closeWhy
@@ -327,22 +360,16 @@ func (s *Socket) writeLoop() {
 				_ = s.ws.Close(websocket.StatusCode(code), why)
 				s.qmu.Lock()
 			}
-			s.idleLocked()
+			s.writing = false
 			s.qmu.Unlock()
 			return
 		}
-		s.queue, s.spare, s.queued = s.spare[:0], nil, 0
+		list := s.q.take()
 		s.qmu.Unlock()
-
-		err := s.nc.WriteFrames(batch, s.hub.opts.WriteTimeout)
-		clear(batch)
-		if err != nil {
+		if _, _, err := s.writeChunks(list, true); err != nil {
 			s.writeFailed(err)
 			return
 		}
-		s.qmu.Lock()
-		s.spare = batch[:0]
-		s.qmu.Unlock()
 	}
 }
 

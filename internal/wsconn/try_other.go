@@ -10,6 +10,8 @@ import (
 
 func rawConn(net.Conn) syscall.RawConn { return nil }
 
+func (c *Conn) writeFD(uintptr) bool { return true }
+
 func (c *Conn) tryWrite([]byte) (int, error) {
 	return 0, errors.New("wsconn: non-blocking writes are not supported here")
 }

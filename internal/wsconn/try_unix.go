@@ -22,18 +22,13 @@ func rawConn(nc net.Conn) syscall.RawConn {
 }
 
 // tryWrite makes one non-blocking write(2), bypassing the runtime's wait
-// for writability.
+// for writability. c.mu is held; the state lives in c so that the function
+// handed to RawConn.Write is bound once and allocates nothing.
 func (c *Conn) tryWrite(b []byte) (int, error) {
-	var n int
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), b)
-			if werr != syscall.EINTR {
-				return true
-			}
-		}
-	})
+	c.try.buf = b
+	err := c.raw.Write(c.try.fn)
+	n, werr := c.try.n, c.try.err
+	c.try.buf = nil
 	if werr == syscall.EAGAIN {
 		werr = nil
 	}
@@ -41,4 +36,13 @@ func (c *Conn) tryWrite(b []byte) (int, error) {
 		err = werr
 	}
 	return max(n, 0), err
+}
+
+func (c *Conn) writeFD(fd uintptr) bool {
+	for {
+		c.try.n, c.try.err = syscall.Write(int(fd), c.try.buf)
+		if c.try.err != syscall.EINTR {
+			return true
+		}
+	}
 }

@@ -1,20 +1,21 @@
 // Package wsconn accepts WebSocket connections through coder/websocket and
-// writes the server's data frames itself, many per system call.
+// lets the server write its data frames itself, many per system call.
 //
 // coder/websocket handles the handshake, reading, control frames and the
 // close handshake. Its Write costs two channel-based locks and a flush per
 // message, a third of a busy server's CPU when every delivery is one
 // message. Server-to-client data frames are simple (unmasked, final, no
-// compression), so Conn.WriteFrames frames a whole batch into one buffer
-// and writes it with one syscall. The library's own writes (pongs, close
-// frames) go through Conn.Write; both hold the same lock, and the library
-// writes each control frame in one call (its buffer is larger than any
-// control frame), so frames never interleave.
+// compression): the hub frames a whole batch with AppendFrame into one
+// buffer and writes it with one syscall, through Conn.TryWrite (without
+// waiting) or Conn.Write. The library's own writes (pongs, close frames)
+// go through Conn.Write too; all of them hold one lock, bytes a TryWrite
+// left go out first, and the library writes each control frame in one call
+// (its buffer is larger than any control frame), so frames never
+// interleave.
 package wsconn
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"net"
 	"net/http"
@@ -39,107 +40,113 @@ type Frame struct {
 	Binary bool
 }
 
+// AppendFrame appends f as an unmasked, final text or binary frame
+// (RFC 6455, section 5.2).
+func AppendFrame(dst []byte, f Frame) []byte {
+	b0 := byte(0x81) // FIN, text
+	if f.Binary {
+		b0 = 0x82
+	}
+	switch n := len(f.Data); {
+	case n <= 125:
+		dst = append(dst, b0, byte(n))
+	case n <= 0xFFFF:
+		dst = append(dst, b0, 126, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, b0, 127)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+	}
+	return append(dst, f.Data...)
+}
+
 // Conn is the hijacked net.Conn. It is safe for concurrent use; writes are
-// serialised.
+// serialised, and bytes a non-blocking write left behind always go out
+// before anything else, so frames never interleave.
 type Conn struct {
 	net.Conn
-	raw syscall.RawConn // for TryWriteFrames; nil when writes must go through Conn (TLS)
+	raw syscall.RawConn // for TryWrite; nil when writes must go through Conn (TLS)
 
-	mu sync.Mutex // serialises writes
+	mu      sync.Mutex // serialises writes and protects the fields below
+	pending []byte     // what TryWrite could not write
+	timeout time.Duration
+	try     struct {
+		fn  func(fd uintptr) bool // c.writeFD
+		buf []byte
+		n   int
+		err error
+	}
 }
 
 func newConn(nc net.Conn) *Conn {
-	return &Conn{Conn: nc, raw: rawConn(nc)}
+	c := &Conn{Conn: nc, raw: rawConn(nc), timeout: 10 * time.Second}
+	c.try.fn = c.writeFD
+	return c
 }
 
-// CanTryWrite reports whether TryWriteFrames works on this connection.
+// SetTimeout sets how long one write of Write may wait. default: 10s
+func (c *Conn) SetTimeout(d time.Duration) {
+	c.mu.Lock()
+	c.timeout = d
+	c.mu.Unlock()
+}
+
+// CanTryWrite reports whether TryWrite can write without waiting on this
+// connection.
 func (c *Conn) CanTryWrite() bool { return c.raw != nil }
 
-// TryWriteFrames writes frames as far as the socket buffer takes them
-// without waiting, in writes of up to 64 KiB. It returns how many frames it
-// consumed and, when the buffer filled up, the bytes of those frames not yet
-// written: the caller must write them (WriteBytes) before anything else.
-func (c *Conn) TryWriteFrames(frames []Frame) (done int, rest []byte, err error) {
-	bp := bufPool.Get().(*[]byte)
-	defer putBuf(bp)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for done < len(frames) {
-		buf := (*bp)[:0]
-		k := done
-		for k < len(frames) && (k == done || len(buf)+len(frames[k].Data)+10 <= flushAt) {
-			buf = appendHeader(buf, frames[k].Binary, len(frames[k].Data))
-			buf = append(buf, frames[k].Data...)
-			k++
-		}
-		*bp = buf
-		n, err := c.tryWrite(buf)
-		if err != nil {
-			return done, nil, err
-		}
-		if n < len(buf) {
-			return k, bytes.Clone(buf[n:]), nil
-		}
-		done = k
-	}
-	return done, nil, nil
-}
-
-// WriteBytes writes b, already framed, waiting at most timeout.
-func (c *Conn) WriteBytes(b []byte, timeout time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.writeLocked(b, timeout)
-}
-
-func putBuf(bp *[]byte) {
-	if cap(*bp) <= 2*flushAt {
-		*bp = (*bp)[:0]
-		bufPool.Put(bp)
-	}
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); return &b }}
-
-// flushAt is the buffer size written out in the middle of a batch: larger
-// writes save no syscalls worth the memory.
-const flushAt = 64 << 10
-
-// Write writes p; coder/websocket writes its control frames through it.
+// Write writes p after anything TryWrite left; coder/websocket writes its
+// control frames through it.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.Conn.Write(p)
+	if err := c.flushLocked(); err != nil {
+		return 0, err
+	}
+	if err := c.writeLocked(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
-// WriteFrames writes frames as WebSocket data messages, in as few writes as
-// the 64 KiB buffer allows; each write is bounded by timeout.
-func (c *Conn) WriteFrames(frames []Frame, timeout time.Duration) error {
-	bp := bufPool.Get().(*[]byte)
-	buf := (*bp)[:0]
+// TryWrite writes b as far as the socket buffer takes it without waiting.
+// It keeps the rest, to be written by Flush before anything else, and
+// reports whether everything went out.
+func (c *Conn) TryWrite(b []byte) (done bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var err error
-	for _, f := range frames {
-		buf = appendHeader(buf, f.Binary, len(f.Data))
-		buf = append(buf, f.Data...)
-		if len(buf) >= flushAt {
-			if err = c.writeLocked(buf, timeout); err != nil {
-				break
-			}
-			buf = buf[:0]
-		}
+	if c.pending != nil {
+		c.pending = append(c.pending, b...)
+		return false, nil
 	}
-	if err == nil && len(buf) > 0 {
-		err = c.writeLocked(buf, timeout)
+	n, err := c.tryWrite(b)
+	if err != nil {
+		return false, err
 	}
-	*bp = buf
-	putBuf(bp)
+	if n < len(b) {
+		c.pending = append([]byte(nil), b[n:]...)
+		return false, nil
+	}
+	return true, nil
+}
+
+// Flush writes what TryWrite kept, waiting as long as the timeout allows.
+func (c *Conn) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.flushLocked()
+}
+
+func (c *Conn) flushLocked() error {
+	if c.pending == nil {
+		return nil
+	}
+	err := c.writeLocked(c.pending)
+	c.pending = nil
 	return err
 }
 
-func (c *Conn) writeLocked(b []byte, timeout time.Duration) error {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+func (c *Conn) writeLocked(b []byte) error {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
 		return err
 	}
 	_, err := c.Conn.Write(b)
@@ -150,26 +157,8 @@ func (c *Conn) writeLocked(b []byte, timeout time.Duration) error {
 	return err
 }
 
-// appendHeader appends the header of an unmasked, final text or binary
-// frame with an n-byte payload (RFC 6455, section 5.2).
-func appendHeader(dst []byte, binaryFrame bool, n int) []byte {
-	b0 := byte(0x81) // FIN, text
-	if binaryFrame {
-		b0 = 0x82
-	}
-	switch {
-	case n <= 125:
-		return append(dst, b0, byte(n))
-	case n <= 0xFFFF:
-		return append(dst, b0, 126, byte(n>>8), byte(n))
-	default:
-		dst = append(dst, b0, 127)
-		return binary.BigEndian.AppendUint64(dst, uint64(n))
-	}
-}
-
 // Accept upgrades the request like websocket.Accept and also returns the
-// connection underneath the *websocket.Conn, for WriteFrames.
+// connection underneath the *websocket.Conn, for the server's own writes.
 func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) (*websocket.Conn, *Conn, error) {
 	hw := &hijackWriter{ResponseWriter: w}
 	ws, err := websocket.Accept(hw, r, opts)

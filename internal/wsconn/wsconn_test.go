@@ -13,10 +13,11 @@ import (
 )
 
 // TestWriteFrames checks the hand-made frames against coder/websocket's
-// reader at every header-length boundary, interleaved with the library's
-// own control frames (a ping from the client is answered with a pong).
+// reader at every header-length boundary, written without waiting and with
+// waiting, interleaved with the library's own control frames (a ping from
+// the client is answered with a pong).
 func TestWriteFrames(t *testing.T) {
-	sizes := []int{0, 1, 125, 126, 127, 0xFFFF, 0x10000, flushAt + 1, 1 << 20}
+	sizes := []int{0, 1, 125, 126, 127, 0xFFFF, 0x10000, 1 << 20, 3 << 20}
 	var frames []Frame
 	for i, n := range sizes {
 		frames = append(frames, Frame{Data: bytes.Repeat([]byte{byte('a' + i)}, n), Binary: i%2 == 1})
@@ -29,7 +30,23 @@ func TestWriteFrames(t *testing.T) {
 			return
 		}
 		go func() { _, _, _ = ws.Read(context.Background()) }() // answers pings
-		done <- nc.WriteFrames(frames, 5*time.Second)
+		for i, f := range frames {
+			b := AppendFrame(nil, f)
+			if i%2 == 0 {
+				if _, err := nc.Write(b); err != nil {
+					done <- err
+					return
+				}
+				continue
+			}
+			// The client reads slowly enough for the buffer to fill on
+			// the big frames: what TryWrite keeps must go out first.
+			if _, err := nc.TryWrite(b); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nc.Flush()
 	}))
 	defer ts.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -39,7 +56,7 @@ func TestWriteFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
-	c.SetReadLimit(2 << 20)
+	c.SetReadLimit(4 << 20)
 	go func() { _ = c.Ping(ctx) }()
 	for i, f := range frames {
 		typ, b, err := c.Read(ctx)
