@@ -629,3 +629,44 @@ func TestWatch(t *testing.T) {
 	default:
 	}
 }
+
+// A socket in a narrow channel (written on the publishing goroutine) and a
+// wide one (written by the pool) gets one publisher's frames in order.
+func TestOrderAcrossInlineAndPooledWrites(t *testing.T) {
+	s := testutil.StartServer(t, nil)
+	s.OnConnection(withPingPong)
+	c := dial(t, s)
+	subscribe(t, c, "narrow")
+	subscribe(t, c, "wide")
+	for range 20 {
+		subscribe(t, dial(t, s), "wide")
+	}
+	testutil.Eventually(t, timeout, func() bool { return s.Stats().Connections == 21 }, "clients not connected")
+	const n = 2000
+	go func() {
+		for i := range n {
+			ch := "narrow"
+			if i%3 == 0 {
+				ch = "wide"
+			}
+			if err := s.Publish(context.Background(), ch, i); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < n; {
+		f, err := c.TryRead(timeout)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", i, err)
+		}
+		if len(f.Data) == 1 {
+			continue // heartbeat
+		}
+		kind, _, data := f.Decoded(t)
+		if kind != "p" || string(data) != fmt.Sprint(i) {
+			t.Fatalf("message %d: %s", i, f.Data)
+		}
+		i++
+	}
+}

@@ -63,6 +63,10 @@ type Hub struct {
 	poolOnce sync.Once
 }
 
+// inlineFanout is the widest fan-out written on the publishing goroutine
+// (see Socket.send); wider ones go through the writer pool.
+const inlineFanout = 16
+
 // readyCapacity bounds the pool's backlog; beyond it sockets get a
 // goroutine of their own.
 const readyCapacity = 8192
@@ -190,7 +194,7 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts *websocket.Ac
 	h.mu.Unlock()
 	h.counters.accepted.Add(1)
 
-	s.enqueue(h.config, h.opts.Binary)
+	s.send(h.config, h.opts.Binary)
 	if fn := h.onConnection.Load(); fn != nil {
 		s.safely("OnConnection", func() { (*fn)(s) })
 	}
@@ -251,15 +255,26 @@ func (h *Hub) deliver(channel string, frame []byte) {
 		h.mu.RUnlock()
 		return
 	}
-	for _, s := range subs.sockets {
-		s.enqueue(frame, h.opts.Binary)
-	}
 	n := len(subs.sockets)
+	var small [inlineFanout]*Socket
+	if n <= inlineFanout {
+		// Written after the lock is released: no lock is held during I/O.
+		copy(small[:], subs.sockets)
+	} else {
+		for _, s := range subs.sockets {
+			s.enqueue(frame, h.opts.Binary)
+		}
+	}
 	var watchers []*watcher
 	if len(subs.watchers) > 0 {
 		watchers = append(watchers, subs.watchers...)
 	}
 	h.mu.RUnlock()
+	if n <= inlineFanout {
+		for _, s := range small[:n] {
+			s.send(frame, h.opts.Binary)
+		}
+	}
 
 	h.counters.published.Add(1)
 	h.counters.delivered.Add(uint64(n))

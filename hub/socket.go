@@ -123,7 +123,7 @@ func (s *Socket) Send(event string, data any) error {
 	if err != nil {
 		return err
 	}
-	if !s.enqueue(frame, s.hub.opts.Binary) {
+	if !s.send(frame, s.hub.opts.Binary) {
 		return ErrSocketClosed
 	}
 	return nil
@@ -150,6 +150,45 @@ func (s *Socket) enqueue(frame []byte, binary bool) bool {
 	}
 	s.q.push(wsconn.Frame{Data: frame, Binary: binary})
 	s.startWriterLocked()
+	s.qmu.Unlock()
+	return true
+}
+
+// send writes frame at once, on the calling goroutine, when nothing is
+// queued or being written, with one write that does not wait for the
+// socket buffer; otherwise it queues the frame. A direct message or a
+// small fan-out then costs no hand-off to a writer. Wide fan-outs queue
+// instead, so that the pool writes them in parallel and in batches.
+func (s *Socket) send(frame []byte, binary bool) bool {
+	s.qmu.Lock()
+	if s.writing || s.closing || !s.q.empty() || !s.nc.CanTryWrite() {
+		s.qmu.Unlock()
+		return s.enqueue(frame, binary)
+	}
+	s.writing = true
+	s.qmu.Unlock()
+
+	bp := bufPool.Get().(*[]byte)
+	buf := wsconn.AppendFrame((*bp)[:0], wsconn.Frame{Data: frame, Binary: binary})
+	done, err := s.nc.TryWrite(buf)
+	if cap(buf) <= 4*flushAt {
+		*bp = buf[:0]
+		bufPool.Put(bp)
+	}
+	if err != nil {
+		s.writeFailed(err)
+		return true
+	}
+	s.qmu.Lock()
+	s.writing = false
+	switch {
+	case !done:
+		// The Conn kept the rest; a writer that can wait sends it first.
+		s.writing = true
+		s.spawnWriterLocked()
+	case !s.q.empty() || s.closeFrame:
+		s.startWriterLocked()
+	}
 	s.qmu.Unlock()
 	return true
 }
