@@ -11,8 +11,10 @@
 // with one non-blocking system call. A socket with nothing queued or in
 // flight is written at once, on the sending goroutine, with the same
 // non-blocking call, when the frame is a Socket.Send, the configuration
-// frame or a publish to at most 16 local subscribers: that saves the
-// hand-off to a writer, about a third of the CPU of a small round trip.
+// frame or a publish to at most 16 local subscribers, and the socket's
+// previous frame was more than 50µs earlier: that saves the hand-off to a
+// writer, a third of the CPU of a small round trip, while a fast stream to
+// one socket still goes through the pool, many frames per system call.
 // Wider fan-outs always go through the pool, which writes them in parallel
 // and in batches. A socket whose kernel buffer is full
 // gets a goroutine of its own that waits, up to Options.WriteTimeout, and

@@ -191,13 +191,32 @@ func plan(wl string, workers int, quick bool, dur time.Duration, w1Per string) [
 }
 
 func runOne(ctx context.Context, cfg sysrun.Config, name, wl string, trial int, quick bool, dur time.Duration, w1Per string) ([]load.Result, error) {
-	sys, err := sysrun.Start(ctx, cfg, name)
-	if err != nil {
-		return nil, err
-	}
-	defer sys.Stop()
 	var out []load.Result
-	for _, args := range plan(wl, sys.Workers, quick, dur, w1Per) {
+	for i := 0; ; i++ {
+		sys, err := sysrun.Start(ctx, cfg, name)
+		if err != nil {
+			return out, err
+		}
+		steps := plan(wl, sys.Workers, quick, dur, w1Per)
+		last := true
+		if wl == "w1" {
+			// Memory is measured as growth over a fresh server, which a
+			// server that held the previous case's connections is not.
+			steps, last = steps[i:i+1], i+1 == len(steps)
+		}
+		rs, err := runSteps(ctx, cfg, sys, name, trial, steps)
+		sys.Stop()
+		out = append(out, rs...)
+		if err != nil || last {
+			return out, err
+		}
+	}
+}
+
+// runSteps runs the loadgen invocations steps against the running system.
+func runSteps(ctx context.Context, cfg sysrun.Config, sys *sysrun.System, name string, trial int, steps [][]string) ([]load.Result, error) {
+	var out []load.Result
+	for _, args := range steps {
 		var roots []string
 		for _, p := range sys.Roots {
 			roots = append(roots, strconv.Itoa(p))
