@@ -630,8 +630,9 @@ func TestWatch(t *testing.T) {
 	}
 }
 
-// A socket in a narrow channel (written on the publishing goroutine) and a
-// wide one (written by the pool) gets one publisher's frames in order.
+// A socket in a narrow channel (written on the publishing goroutine after a
+// pause, queued while frames follow each other closely) and a wide one
+// (written by the pool) gets one publisher's frames in order.
 func TestOrderAcrossInlineAndPooledWrites(t *testing.T) {
 	s := testutil.StartServer(t, nil)
 	s.OnConnection(withPingPong)
@@ -648,6 +649,9 @@ func TestOrderAcrossInlineAndPooledWrites(t *testing.T) {
 			ch := "narrow"
 			if i%3 == 0 {
 				ch = "wide"
+			}
+			if i%50 == 0 {
+				time.Sleep(200 * time.Microsecond) // long enough to write inline again
 			}
 			if err := s.Publish(context.Background(), ch, i); err != nil {
 				t.Error(err)
