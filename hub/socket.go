@@ -187,10 +187,7 @@ func (s *Socket) send(frame []byte, binary bool) bool {
 	bp := bufPool.Get().(*[]byte)
 	buf := wsconn.AppendFrame((*bp)[:0], wsconn.Frame{Data: frame, Binary: binary})
 	done, err := s.nc.TryWrite(buf)
-	if cap(buf) <= 4*flushAt {
-		*bp = buf[:0]
-		bufPool.Put(bp)
-	}
+	putBuf(bp, buf)
 	if err != nil {
 		s.writeFailed(err)
 		return true
@@ -290,6 +287,15 @@ const flushAt = 64 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); return &b }}
 
+// putBuf returns buf, taken from bp, to the pool unless one large frame
+// grew it past what is worth keeping.
+func putBuf(bp *[]byte, buf []byte) {
+	if cap(buf) <= 4*flushAt {
+		*bp = buf[:0]
+		bufPool.Put(bp)
+	}
+}
+
 // writeChunks frames the queued frames of list into buffers of about
 // 64 KiB and writes them, releasing the chunks. With wait it may wait for
 // the socket buffer, up to the write timeout. Without, it stops when the
@@ -298,12 +304,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); r
 func (s *Socket) writeChunks(list *chunk, wait bool) (rest *chunk, blocked bool, err error) {
 	bp := bufPool.Get().(*[]byte)
 	buf := (*bp)[:0]
-	defer func() {
-		if cap(buf) <= 4*flushAt {
-			*bp = buf[:0]
-			bufPool.Put(bp)
-		}
-	}()
+	defer func() { putBuf(bp, buf) }()
 	write := func() (bool, error) {
 		defer func() { buf = buf[:0] }()
 		if wait {
