@@ -100,7 +100,7 @@ func startApp(t *testing.T, workers int, args []string, env ...string) *app {
 		case <-a.exited:
 			<-a.readerDone
 			if attempt < 5 && a.output(func(line string) bool { return strings.Contains(line, "address already in use") }) {
-				// Another process took a port that freePort found free.
+				// Another process took a port that FreePort found free.
 				a.stop()
 				continue
 			}
@@ -113,7 +113,7 @@ func startApp(t *testing.T, workers int, args []string, env ...string) *app {
 
 func launchApp(t *testing.T, workers int, args, env []string) *app {
 	t.Helper()
-	port, brokerPort := freePort(t), freePort(t)
+	port, brokerPort := testutil.FreePort(t), testutil.FreePort(t)
 	cmd := exec.Command(appPath, append([]string{
 		"-port", strconv.Itoa(port),
 		"-broker-port", strconv.Itoa(brokerPort),
@@ -323,16 +323,6 @@ func waitGone(t *testing.T, pids ...int) {
 		}
 		return true
 	}, "processes %v still running", pids)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // identity is the test program's answer to "whoami".

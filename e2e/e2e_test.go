@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clusterws/clusterws-go/testutil"
 )
 
 const (
@@ -330,7 +331,7 @@ func startExample(t *testing.T, ctx context.Context, bin, repo string) *example 
 	t.Helper()
 	var last *example
 	for attempt := 1; attempt <= 3; attempt++ {
-		ex := launchExample(t, bin, repo, freePort(t), freePort(t))
+		ex := launchExample(t, bin, repo, testutil.FreePort(t), testutil.FreePort(t))
 		if ex.waitReady(ctx) {
 			return ex
 		}
@@ -775,17 +776,6 @@ func isClosed(c chan struct{}) bool {
 	default:
 		return false
 	}
-}
-
-// freePort returns a TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", ":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // tail returns the last n lines of s.

@@ -83,7 +83,7 @@ func TestMultiHostRedis(t *testing.T) {
 // killed by PID if it lingers, when the test ends.
 func startHost(t *testing.T, bin, redisAddr string) string {
 	t.Helper()
-	port, brokerPort := freePort(t), freePort(t)
+	port, brokerPort := testutil.FreePort(t), testutil.FreePort(t)
 	cmd := exec.Command(bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port),
 		"-broker-port", strconv.Itoa(brokerPort), "-workers", "2", "-redis", redisAddr)
 	cmd.Dir = ".."
@@ -128,14 +128,4 @@ func startHost(t *testing.T, bin, redisAddr string) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

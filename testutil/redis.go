@@ -60,7 +60,7 @@ func StartRedis(t testing.TB, args ...string) *Redis {
 	requireBinary(t, "redis-server")
 	var err error
 	for range 5 { // a free port can be taken by someone else before we bind it
-		r := &Redis{port: freePort(t), dir: t.TempDir(), args: args}
+		r := &Redis{port: FreePort(t), dir: t.TempDir(), args: args}
 		if err = r.start(); err == nil {
 			t.Cleanup(r.Stop)
 			return r
@@ -194,7 +194,7 @@ func StartRedisSentinel(t testing.TB, masterName string, master *Redis) *Redis {
 	requireBinary(t, "redis-server")
 	var err error
 	for range 5 {
-		r := &Redis{port: freePort(t), dir: t.TempDir(), args: []string{"--sentinel"}}
+		r := &Redis{port: FreePort(t), dir: t.TempDir(), args: []string{"--sentinel"}}
 		// Sentinel rewrites its configuration file, so it gets one of its own.
 		r.conf = filepath.Join(r.dir, "sentinel.conf")
 		conf := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %s 5000\n",
@@ -230,7 +230,7 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 		c.Nodes = append(c.Nodes, StartRedis(t,
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf", // in the node's own --dir
-			"--cluster-port", strconv.Itoa(freePort(t)),
+			"--cluster-port", strconv.Itoa(FreePort(t)),
 			"--cluster-node-timeout", "5000",
 		))
 	}
@@ -293,7 +293,8 @@ func requireBinary(t testing.TB, name string) {
 	}
 }
 
-func freePort(t testing.TB) int {
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
