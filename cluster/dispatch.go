@@ -180,11 +180,13 @@ type heldConn struct {
 func newDispatcher(ln net.Listener, log *slog.Logger) (*dispatcher, error) {
 	lnf, err := listenerFile(ln)
 	if err != nil {
+		ln.Close()
 		return nil, err
 	}
 	rc, err := lnf.SyscallConn()
 	if err != nil {
 		lnf.Close()
+		ln.Close()
 		return nil, err
 	}
 	d := &dispatcher{
@@ -299,7 +301,7 @@ func (d *dispatcher) acceptLoop() {
 	}
 }
 
-// sleep waits for d, and reports false if the dispatcher closes first.
+// sleep waits for dur, and reports false if the dispatcher closes first.
 func (d *dispatcher) sleep(dur time.Duration) bool {
 	t := time.NewTimer(dur)
 	defer t.Stop()
@@ -385,7 +387,9 @@ func (d *dispatcher) dispatchLocked(fd int) bool {
 			d.log.Debug("a worker is gone; no more connections to it", "err", err)
 			d.removeLocked(l) // d.next is now the link after it
 		default:
-			if !errors.Is(err, syscall.EAGAIN) { // EAGAIN: a full queue
+			// A full queue: EAGAIN on Linux, ENOBUFS for the datagram
+			// pairs of macOS and the BSDs.
+			if !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.ENOBUFS) {
 				d.log.Warn("cannot hand a connection to a worker", "err", err)
 			}
 			d.next = (d.next + 1) % len(d.links)

@@ -248,6 +248,11 @@ func TestDispatchHold(t *testing.T) {
 	for range 3 {
 		clients = append(clients, dialTCP(t, addr))
 	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.held) == len(clients)
+	}, "connections not held")
 	p := newPair(t)
 	d.add(p.link)
 	for _, c := range clients {

@@ -106,7 +106,6 @@ func runMaster(ctx context.Context, cfg Config) error {
 	}
 	m.ln = ln
 	if m.disp, err = newDispatcher(ln, cfg.Logger); err != nil {
-		ln.Close()
 		return err
 	}
 	defer m.disp.close()
@@ -262,11 +261,11 @@ func (m *master) watch(p *proc) {
 func (m *master) ready(p *proc) {
 	p.ready = true
 	s := p.slot
-	if !p.stop && !p.killed {
-		m.disp.add(p.c.conns)
+	if p.stop || p.killed {
+		return
 	}
+	m.disp.add(p.c.conns)
 	switch {
-	case p.stop || p.killed:
 	case p == s.next:
 		old := s.cur
 		s.cur, s.next = p, nil
@@ -483,10 +482,13 @@ func (m *master) stop(p *proc) {
 		return
 	}
 	p.stop = true
-	p.killAt = time.Now().Add(m.cfg.ShutdownTimeout)
+	now := time.Now()
+	p.killAt = now.Add(m.cfg.ShutdownTimeout)
 	m.disp.remove(p.c.conns)
 	m.wg.Add(1)
-	go m.release(p, p.killAt)
+	// A worker whose queue stays full is stuck: it still gets most of the
+	// budget to shut down after SIGTERM.
+	go m.release(p, now.Add(m.cfg.ShutdownTimeout/4))
 }
 
 // release ends p's connection stream, so that p serves every connection
