@@ -70,17 +70,10 @@ func (s *shard) poke() {
 	}
 }
 
-// hasWork reports whether the shard needs a connection: it has channels or
-// Subscribe calls waiting.
-func (s *shard) hasWork() bool {
-	s.b.mu.RLock()
-	defer s.b.mu.RUnlock()
-	return len(s.channels) > 0 || len(s.waiters) > 0
-}
-
-// busy is hasWork for the top of run: a shard without work also forgets
-// that it was down, so that the next Subscribe waits for a fresh attempt
-// instead of failing on old news.
+// busy reports whether the shard needs a connection: it has channels or
+// Subscribe calls waiting. A shard without work also forgets that it was
+// down, so that the next Subscribe waits for a fresh attempt instead of
+// failing on old news.
 func (s *shard) busy() bool {
 	s.b.mu.Lock()
 	defer s.b.mu.Unlock()
@@ -127,7 +120,7 @@ func (s *shard) run() {
 				}
 				continue
 			}
-			if !s.hasWork() {
+			if !s.busy() {
 				continue
 			}
 		}
