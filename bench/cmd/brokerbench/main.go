@@ -21,7 +21,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -37,6 +36,7 @@ import (
 	"github.com/clusterws/clusterws-go/bench/internal/load"
 	"github.com/clusterws/clusterws-go/bench/internal/procstat"
 	"github.com/clusterws/clusterws-go/bench/internal/proto"
+	"github.com/clusterws/clusterws-go/bench/internal/sysrun"
 	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/localbroker"
 	"github.com/clusterws/clusterws-go/redisbroker"
@@ -260,22 +260,14 @@ func benchTCP(d time.Duration, size int, window int64, latRate float64) ([]load.
 	}, nil
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func benchRedis(d time.Duration, size int, window int64, latRate float64, n int, redisBin, benchBin string) ([]load.Result, error) {
-	port, err := freePort()
+	port, err := sysrun.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	rs := exec.Command(redisBin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	rs.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // also if we are killed
 	if err := rs.Start(); err != nil {
 		return nil, fmt.Errorf("redis-server: %w", err)
 	}
@@ -326,7 +318,9 @@ func benchRedis(d time.Duration, size int, window int64, latRate float64, n int,
 	// frame to the same server, while B is subscribed and receiving.
 	r0 := p.received.Load()
 	fr := string(frame(1, size))
-	cmd := exec.Command(benchBin, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-P", "16", "-n", strconv.Itoa(n), "-q",
+	bctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(bctx, benchBin, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-P", "16", "-n", strconv.Itoa(n), "-q",
 		"PUBLISH", channel, fr)
 	b, err := cmd.CombinedOutput()
 	if err != nil {

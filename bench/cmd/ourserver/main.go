@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"time"
 
-	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/bench/internal/debugsrv"
 	"github.com/clusterws/clusterws-go/cluster"
 	"github.com/clusterws/clusterws-go/hub"
@@ -75,5 +74,3 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-var _ = clusterws.New // the module under test

@@ -93,6 +93,14 @@ func main() {
 	cfg := sysrun.Config{BinDir: absBin, NodeDir: absNode, LogDir: *logDir}
 	names := split(*systems)
 	wls := split(*workloads)
+	if per, err := load.ParseInts(*w1Per); err != nil || len(per) == 0 {
+		fatal(fmt.Errorf("-w1-per-worker %q: want a comma-separated list of counts", *w1Per))
+	}
+	for _, wl := range wls {
+		if wl != "w7" && plan(wl, 1, false, *dur, *w1Per) == nil {
+			fatal(fmt.Errorf("unknown workload %q", wl))
+		}
+	}
 	machine := describeMachine()
 	started := time.Now()
 	logf("runner: systems %v, workloads %v, %d trials, quick=%v, logs in %s", names, wls, *trials, *quick, *logDir)
@@ -204,8 +212,10 @@ func runOne(ctx context.Context, cfg sysrun.Config, name, wl string, trial int, 
 			// server that held the previous case's connections is not.
 			steps, last = steps[i:i+1], i+1 == len(steps)
 		}
-		rs, err := runSteps(ctx, cfg, sys, name, trial, steps)
-		sys.Stop()
+		rs, err := func() ([]load.Result, error) {
+			defer sys.Stop()
+			return runSteps(ctx, cfg, sys, name, trial, steps)
+		}()
 		out = append(out, rs...)
 		if err != nil || last {
 			return out, err
@@ -239,6 +249,9 @@ func loadgen(ctx context.Context, bin string, args []string) ([]load.Result, err
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, bin, args...)
+	// SIGTERM first, so that the tool stops what it started itself.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

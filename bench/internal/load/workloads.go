@@ -120,7 +120,7 @@ func W2(ctx context.Context, e *Env, subs int, rates []float64, search bool, cro
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	defer pc.Close()
+	defer func() { pc.Close() }() // pc is replaced when it reconnects
 	if cross {
 		f.Accept = func(c *Client) bool { return c.PID != pc.PID }
 	}
@@ -452,10 +452,7 @@ func W6(ctx context.Context, e *Env, subs int, rate float64, slowFor time.Durati
 			}
 		}
 	}()
-	d := e.Dur
-	e.Dur = slowFor
 	during, err := RunPhase(ctx, f, e.Server, []*Publisher{pub}, rate, slowFor, live)
-	e.Dur = d
 	close(stop)
 	wg.Wait()
 	if err != nil {

@@ -42,7 +42,6 @@ type stat struct {
 	ppid       int
 	utime      uint64
 	stime      uint64
-	threads    int
 	startTicks uint64
 }
 
@@ -65,7 +64,6 @@ func readStat(pid int) (stat, error) {
 	s.ppid, _ = strconv.Atoi(f[1])
 	s.utime, _ = strconv.ParseUint(f[11], 10, 64)
 	s.stime, _ = strconv.ParseUint(f[12], 10, 64)
-	s.threads, _ = strconv.Atoi(f[17])
 	s.startTicks, _ = strconv.ParseUint(f[19], 10, 64)
 	return s, nil
 }

@@ -120,14 +120,8 @@ func DialRcvBuf(ctx context.Context, addr, path string, src net.IP, rcvbuf int) 
 // SetDeadline sets the connection's read and write deadline.
 func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
 
-// SetReadDeadline sets the read deadline.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
-
 // Close closes the TCP connection without a close handshake.
 func (c *Conn) Close() error { return c.nc.Close() }
-
-// LocalAddr returns the connection's local address.
-func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
 
 var maskKey = [4]byte{0x5a, 0x17, 0xc3, 0x9e}
 
