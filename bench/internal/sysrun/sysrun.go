@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -50,8 +51,10 @@ type System struct {
 	DebugURLs []string
 	Workers   int // server processes that hold connections
 
-	cmds  []*exec.Cmd
-	owned map[int]uint64 // every PID seen in our trees, with its start time
+	cmds     []*exec.Cmd
+	exited   chan struct{} // closed when any started process has exited
+	exitOnce sync.Once
+	owned    map[int]uint64 // every PID seen in our trees, with its start time
 }
 
 // FreePort returns a loopback port that was free a moment ago.
@@ -180,7 +183,14 @@ func (s *System) spawn(cfg Config, dir, bin string, args ...string) error {
 		logf.Close()
 		return err
 	}
-	go func() { _ = cmd.Wait(); logf.Close() }()
+	if s.exited == nil {
+		s.exited = make(chan struct{})
+	}
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		s.exitOnce.Do(func() { close(s.exited) })
+	}()
 	s.cmds = append(s.cmds, cmd)
 	s.Roots = append(s.Roots, cmd.Process.Pid)
 	return nil
@@ -215,10 +225,10 @@ func (s *System) waitReady(ctx context.Context) error {
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				return err
 			}
-			for _, c := range s.cmds {
-				if c.ProcessState != nil {
-					return errors.New("exited early")
-				}
+			select {
+			case <-s.exited:
+				return errors.New("exited early")
+			default:
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
