@@ -17,7 +17,10 @@ import (
 // The seed's flow in one process: socket events, HTTP routes next to the
 // WebSocket path, and pub/sub.
 func Example() {
-	srv := clusterws.New() // upgrades /ws
+	srv, err := clusterws.New()
+	if err != nil {
+		panic(err)
+	} // upgrades /ws
 	srv.OnConnection(func(s *hub.Socket) {
 		s.On("hello", func(data json.RawMessage) {
 			var name string
@@ -55,7 +58,7 @@ func Example() {
 
 // Options with their defaults spelled out.
 func ExampleNew() {
-	srv := clusterws.New(
+	srv, err := clusterws.New(
 		clusterws.WithPath("/ws"),
 		clusterws.WithPingInterval(20*time.Second),
 		clusterws.WithBinary(false),
@@ -74,6 +77,9 @@ func ExampleNew() {
 			return nil
 		}),
 	)
+	if err != nil {
+		panic(err)
+	}
 	defer srv.Close()
 	fmt.Println(srv.Stats().Connections)
 	// Output: 0
@@ -81,7 +87,10 @@ func ExampleNew() {
 
 // Mounting the handler on a mux path instead of using Middleware.
 func ExampleServer_ServeHTTP() {
-	srv := clusterws.New()
+	srv, err := clusterws.New()
+	if err != nil {
+		panic(err)
+	}
 	defer srv.Close()
 	mux := http.NewServeMux()
 	mux.Handle("/realtime", srv)
@@ -90,7 +99,10 @@ func ExampleServer_ServeHTTP() {
 
 // A server-side observer of a channel.
 func ExampleServer_Watch() {
-	srv := clusterws.New()
+	srv, err := clusterws.New()
+	if err != nil {
+		panic(err)
+	}
 	defer srv.Close()
 	got := make(chan string, 1)
 	stop := srv.Watch("audit", func(data json.RawMessage) { got <- string(data) })

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/option"
 )
 
 // Server is a WebSocket endpoint speaking the ClusterWS protocol, usable as
@@ -19,7 +19,7 @@ import (
 type Server struct {
 	cfg    config
 	hub    *hub.Hub
-	accept websocket.AcceptOptions
+	accept hub.UpgradeOptions
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -42,26 +42,36 @@ func (e *HTTPError) text() string {
 	return http.StatusText(e.Status)
 }
 
-// New returns a Server configured by opts. It panics on an invalid option
-// (a negative limit) or when the Broker fails to start; those are
-// programming mistakes, since brokers connect in the background.
-func New(opts ...Option) *Server {
+// ErrInvalidOption is wrapped by the errors New returns for invalid
+// options; each names the option. Errors about the hub's options wrap
+// hub.ErrInvalidOption too.
+var ErrInvalidOption = errors.New("clusterws: invalid option")
+
+// New returns a Server configured by opts and starts its Broker, if any.
+// It returns an error wrapping ErrInvalidOption for an invalid option (a
+// negative limit, a path not starting with "/"), or the Broker's error
+// when it fails to start.
+func New(opts ...Option) (*Server, error) {
 	cfg := config{path: DefaultPath, handshakeTimeout: DefaultHandshakeTimeout}
 	for _, o := range opts {
 		o(&cfg)
 	}
+	c := option.NewCheck(ErrInvalidOption)
+	if !strings.HasPrefix(cfg.path, "/") {
+		c.Failf("WithPath", "must start with \"/\" (got %q)", cfg.path)
+	}
+	option.NotNegative(c, "WithHandshakeTimeout", cfg.handshakeTimeout)
+	if err := c.Err(); err != nil {
+		return nil, err
+	}
 	h, err := hub.New(cfg.hub)
+	if errors.Is(err, hub.ErrInvalidOption) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
 	if err != nil {
-		panic(fmt.Sprintf("clusterws: New: %v", err))
+		return nil, fmt.Errorf("clusterws: %w", err)
 	}
-	return &Server{
-		cfg: cfg,
-		hub: h,
-		accept: websocket.AcceptOptions{
-			OriginPatterns:  cfg.originPatterns,
-			CompressionMode: websocket.CompressionDisabled,
-		},
-	}
+	return &Server{cfg: cfg, hub: h, accept: hub.UpgradeOptions{OriginPatterns: cfg.originPatterns}}, nil
 }
 
 // Hub returns the Server's hub.
@@ -102,7 +112,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Not every ResponseWriter supports deadlines; then there is none.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.handshakeTimeout))
 	}
-	_ = s.hub.Upgrade(w, r, &s.accept)
+	_ = s.hub.Upgrade(w, r, s.accept)
 }
 
 // Publish delivers data, any JSON-encodable value (a json.RawMessage is sent

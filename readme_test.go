@@ -144,8 +144,8 @@ func readmeSocketEvents(srv *clusterws.Server) {
 		s.On("chat", func(data json.RawMessage) {
 			_ = s.Send("chat", data) // any JSON-encodable value; json.RawMessage goes as is
 		})
-		s.OnDisconnect(func(code int, reason string) {}) // the seed's reserved 'disconnect'
-		s.OnError(func(err error) {})                    // the seed's reserved 'error'
+		s.OnDisconnect(func(code hub.CloseCode, reason string) {}) // the seed's reserved 'disconnect'
+		s.OnError(func(err error) {})                              // the seed's reserved 'error'
 	})
 }
 
@@ -168,7 +168,7 @@ func readmePubSub(ctx context.Context, srv *clusterws.Server) (error, func()) {
 }
 
 func readmeHooks() *clusterws.Server {
-	srv := clusterws.New(
+	srv, err := clusterws.New(
 		clusterws.WithVerifyConnection(func(r *http.Request) error { // before the upgrade
 			if r.URL.Query().Get("token") == "" {
 				return &clusterws.HTTPError{Status: http.StatusUnauthorized}
@@ -188,6 +188,9 @@ func readmeHooks() *clusterws.Server {
 			return nil
 		}),
 	)
+	if err != nil {
+		log.Fatal(err)
+	}
 	return srv
 }
 
@@ -199,7 +202,10 @@ func readmeRedis() *clusterws.Server {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := clusterws.New(clusterws.WithBroker(b))
+	srv, err := clusterws.New(clusterws.WithBroker(b))
+	if err != nil {
+		log.Fatal(err)
+	}
 	return srv
 }
 

@@ -309,7 +309,7 @@ func TestCloseCodes(t *testing.T) {
 	cases := []struct {
 		name string
 		send func(c *testutil.RawClient)
-		code int
+		code hub.CloseCode
 	}{
 		{"invalid UTF-8 text", func(c *testutil.RawClient) { c.Send("{\"#\":[\"e\",\"a\",\"\xff\"]}") }, hub.CloseInvalidData},
 		{"oversize", func(c *testutil.RawClient) { c.Send(`{"#":["e","a","` + strings.Repeat("x", 2048) + `"]}`) }, hub.CloseTooBig},
@@ -318,12 +318,12 @@ func TestCloseCodes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			disconnected := make(chan int, 1)
+			disconnected := make(chan hub.CloseCode, 1)
 			s := testutil.StartServer(t, nil, clusterws.WithReadLimit(1024))
 			s.OnConnection(func(so *hub.Socket) {
 				so.On("boom", func(json.RawMessage) { panic("boom") })
 				so.On("bye", func(json.RawMessage) { so.Close(4321, "custom") })
-				so.OnDisconnect(func(code int, _ string) { disconnected <- code })
+				so.OnDisconnect(func(code hub.CloseCode, _ string) { disconnected <- code })
 			})
 			other := dial(t, s)
 			c := dial(t, s)
@@ -468,7 +468,7 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	s := testutil.StartServer(t, nil)
 	cs := []*testutil.RawClient{dial(t, s), dial(t, s), dial(t, s)}
-	codes := make(chan int, len(cs))
+	codes := make(chan hub.CloseCode, len(cs))
 	for _, c := range cs {
 		go func() {
 			code, _ := c.ExpectClose(timeout)
@@ -559,7 +559,10 @@ func TestSocketAccessors(t *testing.T) {
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), key{}, "user-1")))
 		})
 	}
-	srv := clusterws.New()
+	srv, err := clusterws.New()
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv.OnConnection(func(so *hub.Socket) {
 		withPingPong(so)
 		so.On("done", func(json.RawMessage) { got <- so })

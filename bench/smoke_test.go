@@ -29,7 +29,10 @@ const (
 
 func TestSmokeClusterWS(t *testing.T) {
 	t.Parallel()
-	srv := clusterws.New()
+	srv, err := clusterws.New()
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv.OnConnection(func(s *hub.Socket) {
 		s.On("echo", func(data json.RawMessage) { _ = s.Send("echo", data) })
 		s.On("whoami", func(json.RawMessage) { _ = s.Send("whoami", 1) })

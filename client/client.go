@@ -11,26 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/clusterws/clusterws-go/internal/protocol"
-)
+	"github.com/coder/websocket"
 
-// Close codes reported to OnDisconnect. Any other code is the one the
-// server closed the connection with (see package hub for the server's).
-const (
-	// CodeNormal is reported after Close, and after a normal close by the
-	// server, which the client never reconnects from.
-	CodeNormal = 1000
-	// CodeAbnormal is reported when the connection was lost without a
-	// close frame; the reason is the network error.
-	CodeAbnormal = 1006
-	// CodeMessageTooBig is reported when the server sent a message over
-	// Options.ReadLimit; the client closed the connection with it.
-	CodeMessageTooBig = 1009
-	// CodeNoPings is reported, with the reason "did not get pings", when
-	// no heartbeat arrived within 2×ping+100ms of the previous one (ping
-	// being the server's interval); the client closed the connection with
-	// it. The ClusterWS JavaScript client uses the same code and reason.
-	CodeNoPings = 4001
+	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/protocol"
 )
 
 // Errors returned by the Client and Channel methods.
@@ -77,7 +61,7 @@ type Client struct {
 	wg sync.WaitGroup
 
 	onConnect    atomic.Pointer[func()]
-	onDisconnect atomic.Pointer[func(code int, reason string)]
+	onDisconnect atomic.Pointer[func(code hub.CloseCode, reason string)]
 
 	hmu      sync.RWMutex // protects handlers
 	handlers map[string]func(json.RawMessage)
@@ -209,10 +193,10 @@ func (c *Client) OnConnect(fn func()) {
 }
 
 // OnDisconnect sets fn to run whenever a connection ends, including by
-// Close, with the close code and reason (see CodeNormal and the other
+// Close, with the close code and reason (see hub.CloseNormal and the other
 // codes). It replaces any previous handler; nil removes it. fn runs on the
 // reader goroutine before any reconnect attempt.
-func (c *Client) OnDisconnect(fn func(code int, reason string)) {
+func (c *Client) OnDisconnect(fn func(code hub.CloseCode, reason string)) {
 	if fn == nil {
 		c.onDisconnect.Store(nil)
 		return
@@ -302,7 +286,7 @@ func (c *Client) Close() error {
 	s := c.sess
 	c.mu.Unlock()
 	if s != nil {
-		s.close(CodeNormal, "")
+		s.close(hub.CloseNormal, "")
 	}
 	c.cancel()
 	c.wg.Wait()
@@ -331,7 +315,7 @@ func (c *Client) install(s *session) error {
 	if c.closed {
 		c.mu.Unlock()
 		s.cancel()
-		_ = s.conn.Close(CodeNormal, "")
+		_ = s.conn.Close(websocket.StatusNormalClosure, "")
 		return ErrClosed
 	}
 	c.sess = s
@@ -367,7 +351,7 @@ func (c *Client) run(s *session) {
 		if fn := c.onDisconnect.Load(); fn != nil {
 			(*fn)(code, reason)
 		}
-		if closed || !c.opts.AutoReconnect || (remote && code == CodeNormal) {
+		if closed || !c.opts.AutoReconnect || (remote && code == hub.CloseNormal) {
 			break
 		}
 		s = c.reconnect()

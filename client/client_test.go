@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/clusterws/clusterws-go/client"
+	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/internal/protocol"
 )
 
@@ -123,8 +124,8 @@ type testServer struct {
 	mu         sync.Mutex // protects the fields below
 	closing    bool
 	conns      map[*serverConn]struct{}
-	closeCodes []int  // close codes received from clients
-	header     string // X-Test header of the last handshake
+	closeCodes []hub.CloseCode // close codes received from clients
+	header     string          // X-Test header of the last handshake
 	wg         sync.WaitGroup
 }
 
@@ -222,7 +223,7 @@ func (ts *testServer) subscribers(channel string) int {
 	return n
 }
 
-func (ts *testServer) sawClose(code int) bool {
+func (ts *testServer) sawClose(code hub.CloseCode) bool {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	return slices.Contains(ts.closeCodes, code)
@@ -317,7 +318,7 @@ func (ts *testServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		typ, b, err := ws.Read(context.Background())
 		if err != nil {
 			ts.mu.Lock()
-			ts.closeCodes = append(ts.closeCodes, int(websocket.CloseStatus(err)))
+			ts.closeCodes = append(ts.closeCodes, hub.CloseCode(websocket.CloseStatus(err)))
 			ts.mu.Unlock()
 			return
 		}
@@ -374,13 +375,13 @@ func dial(t testing.TB, ts *testServer, opts client.Options) *client.Client {
 
 // disconnects records OnDisconnect calls.
 type disconnect struct {
-	code   int
+	code   hub.CloseCode
 	reason string
 }
 
 func onDisconnect(c *client.Client) chan disconnect {
 	ch := make(chan disconnect, 64)
-	c.OnDisconnect(func(code int, reason string) { ch <- disconnect{code, reason} })
+	c.OnDisconnect(func(code hub.CloseCode, reason string) { ch <- disconnect{code, reason} })
 	return ch
 }
 
@@ -687,10 +688,10 @@ func TestDeadServer(t *testing.T) {
 		gone := onDisconnect(c)
 		ts.noPings.Store(true)
 		d := recv(t, gone, "disconnect")
-		if d.code != client.CodeNoPings || d.reason != "did not get pings" {
-			t.Errorf("disconnect = %+v, want %d did not get pings", d, client.CodeNoPings)
+		if d.code != hub.CloseNoPong || d.reason != "did not get pings" {
+			t.Errorf("disconnect = %+v, want %d did not get pings", d, hub.CloseNoPong)
 		}
-		waitFor(t, "server to see 4001", func() bool { return ts.sawClose(client.CodeNoPings) })
+		waitFor(t, "server to see 4001", func() bool { return ts.sawClose(hub.CloseNoPong) })
 		ts.noPings.Store(false)
 		waitFor(t, "reconnect", func() bool { return ts.connects.Load() >= 2 && c.Connected() })
 	})
@@ -701,8 +702,8 @@ func TestDeadServer(t *testing.T) {
 		c := dial(t, ts, client.Options{})
 		gone := onDisconnect(c)
 		ts.noPings.Store(true)
-		if d := recv(t, gone, "disconnect"); d.code != client.CodeNoPings {
-			t.Errorf("disconnect = %+v, want %d", d, client.CodeNoPings)
+		if d := recv(t, gone, "disconnect"); d.code != hub.CloseNoPong {
+			t.Errorf("disconnect = %+v, want %d", d, hub.CloseNoPong)
 		}
 		if err := c.Send(ctx, "x", 1); !errors.Is(err, client.ErrNotConnected) {
 			t.Errorf("Send while disconnected = %v, want ErrNotConnected", err)
@@ -737,11 +738,11 @@ func TestReconnectResubscribe(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		kill     func(ts *testServer)
-		wantCode int
+		wantCode hub.CloseCode
 	}{
-		{"service restart", func(ts *testServer) { ts.closeAll(websocket.StatusServiceRestart, "restart") }, int(websocket.StatusServiceRestart)},
-		{"going away", func(ts *testServer) { ts.closeAll(websocket.StatusGoingAway, "") }, int(websocket.StatusGoingAway)},
-		{"drop", func(ts *testServer) { ts.dropAll() }, client.CodeAbnormal},
+		{"service restart", func(ts *testServer) { ts.closeAll(websocket.StatusServiceRestart, "restart") }, hub.CloseCode(websocket.StatusServiceRestart)},
+		{"going away", func(ts *testServer) { ts.closeAll(websocket.StatusGoingAway, "") }, hub.CloseGoingAway},
+		{"drop", func(ts *testServer) { ts.dropAll() }, hub.CloseAbnormal},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -812,7 +813,7 @@ func TestServerNormalClose(t *testing.T) {
 	c := dial(t, ts, client.Options{AutoReconnect: true, ReconnectMin: time.Millisecond, ReconnectMax: time.Millisecond})
 	gone := onDisconnect(c)
 	ts.closeAll(websocket.StatusNormalClosure, "bye")
-	if d := recv(t, gone, "disconnect"); d.code != client.CodeNormal || d.reason != "bye" {
+	if d := recv(t, gone, "disconnect"); d.code != hub.CloseNormal || d.reason != "bye" {
 		t.Errorf("disconnect = %+v, want 1000 bye", d)
 	}
 	connectByHand(t, c)
@@ -852,8 +853,8 @@ func TestReadLimit(t *testing.T) {
 	recv(t, got, "event under the limit")
 	big := fmt.Appendf(nil, `{"#":["e","big","%s"]}`, strings.Repeat("x", 2000))
 	ts.sendAll(websocket.MessageText, big)
-	if d := recv(t, gone, "disconnect"); d.code != client.CodeMessageTooBig {
-		t.Errorf("disconnect = %+v, want %d", d, client.CodeMessageTooBig)
+	if d := recv(t, gone, "disconnect"); d.code != hub.CloseTooBig {
+		t.Errorf("disconnect = %+v, want %d", d, hub.CloseTooBig)
 	}
 }
 
@@ -915,7 +916,7 @@ func TestClose(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Errorf("Close again: %v", err)
 	}
-	if d := recv(t, gone, "disconnect"); d.code != client.CodeNormal {
+	if d := recv(t, gone, "disconnect"); d.code != hub.CloseNormal {
 		t.Errorf("disconnect = %+v, want 1000", d)
 	}
 	select {
@@ -923,7 +924,7 @@ func TestClose(t *testing.T) {
 		t.Errorf("second disconnect %+v", d)
 	default:
 	}
-	waitFor(t, "server to see 1000", func() bool { return ts.sawClose(client.CodeNormal) })
+	waitFor(t, "server to see 1000", func() bool { return ts.sawClose(hub.CloseNormal) })
 	if c.Connected() {
 		t.Error("Connected after Close")
 	}

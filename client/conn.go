@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/internal/protocol"
 )
 
@@ -45,12 +46,7 @@ type session struct {
 	pinged chan struct{}
 	// cause is set by the first local close, which then decides the code
 	// and reason reported to OnDisconnect.
-	cause atomic.Pointer[closeCause]
-}
-
-type closeCause struct {
-	code   int
-	reason string
+	cause atomic.Pointer[hub.CloseError]
 }
 
 // establish dials, waits for the config frame and returns the new,
@@ -125,7 +121,7 @@ func (c *Client) readConfig(ctx context.Context, conn *websocket.Conn) (Config, 
 
 // serve reads s until it ends and reports how: the close code and reason,
 // and whether the server (not the client) ended it. Handlers run here.
-func (c *Client) serve(s *session) (code int, reason string, remote bool) {
+func (c *Client) serve(s *session) (code hub.CloseCode, reason string, remote bool) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	if s.cfg.PingInterval > 0 {
@@ -153,7 +149,7 @@ func (c *Client) serve(s *session) (code int, reason string, remote bool) {
 	}
 }
 
-// watchdog closes s with CodeNoPings when no heartbeat arrives within
+// watchdog closes s with hub.CloseNoPong when no heartbeat arrives within
 // 2×ping+100ms, until done is closed.
 func (c *Client) watchdog(s *session, done <-chan struct{}) {
 	d := 2*s.cfg.PingInterval + 100*time.Millisecond
@@ -167,7 +163,7 @@ func (c *Client) watchdog(s *session, done <-chan struct{}) {
 			t.Reset(d)
 		case <-t.C:
 			c.log.Warn("clusterws client: no heartbeat from the server, closing", "waited", d)
-			s.close(CodeNoPings, "did not get pings")
+			s.close(hub.CloseNoPong, "did not get pings")
 			return
 		}
 	}
@@ -212,24 +208,24 @@ func (c *Client) handle(s *session, typ websocket.MessageType, b []byte) {
 
 // ending maps the error that ended the read loop to what OnDisconnect
 // reports.
-func (s *session) ending(err error) (code int, reason string, remote bool) {
+func (s *session) ending(err error) (code hub.CloseCode, reason string, remote bool) {
 	if cause := s.cause.Load(); cause != nil {
-		return cause.code, cause.reason, false
+		return cause.Code, cause.Reason, false
 	}
 	var ce websocket.CloseError
 	switch {
 	case errors.As(err, &ce):
-		return int(ce.Code), ce.Reason, true
+		return hub.CloseCode(ce.Code), ce.Reason, true
 	case errors.Is(err, websocket.ErrMessageTooBig):
-		return CodeMessageTooBig, "message too big", false
+		return hub.CloseTooBig, "message too big", false
 	}
-	return CodeAbnormal, err.Error(), true
+	return hub.CloseAbnormal, err.Error(), true
 }
 
 // close closes s from this side with code and reason, waiting at most
 // closeGrace for the server to answer the close frame.
-func (s *session) close(code int, reason string) {
-	s.cause.CompareAndSwap(nil, &closeCause{code: code, reason: reason})
+func (s *session) close(code hub.CloseCode, reason string) {
+	s.cause.CompareAndSwap(nil, &hub.CloseError{Code: code, Reason: reason})
 	t := time.AfterFunc(closeGrace, s.cancel)
 	defer t.Stop()
 	_ = s.conn.Close(websocket.StatusCode(code), reason)

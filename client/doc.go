@@ -31,7 +31,7 @@
 // backoff, and subscribes the channels again. A watchdog goroutine per
 // connection implements dead-server detection: no heartbeat within
 // 2×ping+100ms (ping is the interval the server announces) closes the
-// connection with CodeNoPings. Close stops both and waits for them.
+// connection with hub.CloseNoPong. Close stops both and waits for them.
 //
 // # Delivery
 //

@@ -28,11 +28,14 @@ func TestAgainstServer(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := clusterws.New(
+			srv, err := clusterws.New(
 				clusterws.WithPingInterval(20*time.Second),
 				clusterws.WithBinary(mode.binary),
 				clusterws.WithLegacyProtocol(mode.legacy),
 			)
+			if err != nil {
+				t.Fatal(err)
+			}
 			srv.OnConnection(func(s *hub.Socket) {
 				s.On("echo", func(data json.RawMessage) { s.Send("echo", data) })
 			})
@@ -107,7 +110,7 @@ func TestAgainstServer(t *testing.T) {
 				t.Errorf("Shutdown: %v", err)
 			}
 			for _, p := range peers {
-				if d := recv(t, p.gone, "disconnect"); d.code != int(hub.CloseGoingAway) {
+				if d := recv(t, p.gone, "disconnect"); d.code != hub.CloseGoingAway {
 					t.Errorf("disconnect = %+v, want %d", d, hub.CloseGoingAway)
 				}
 			}
@@ -124,7 +127,10 @@ func TestAgainstServerHeartbeat(t *testing.T) {
 	for _, legacy := range []bool{false, true} {
 		t.Run(fmt.Sprintf("legacy=%v", legacy), func(t *testing.T) {
 			t.Parallel()
-			srv := clusterws.New(clusterws.WithPingInterval(ping), clusterws.WithLegacyProtocol(legacy))
+			srv, err := clusterws.New(clusterws.WithPingInterval(ping), clusterws.WithLegacyProtocol(legacy))
+			if err != nil {
+				t.Fatal(err)
+			}
 			hs := httptest.NewServer(srv)
 			t.Cleanup(func() {
 				srv.Close()

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/clusterws/clusterws-go/client"
+	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/localbroker"
 	"github.com/clusterws/clusterws-go/testutil"
 )
@@ -339,9 +340,9 @@ type tclient struct {
 	news     *client.Channel
 	me       identity // the answer to the last ask
 
-	mu    sync.Mutex // protects the fields below
-	got   []string   // data published on "news"
-	codes []int      // close codes of the connections that ended
+	mu    sync.Mutex      // protects the fields below
+	got   []string        // data published on "news"
+	codes []hub.CloseCode // close codes of the connections that ended
 }
 
 func dial(t *testing.T, url string, reconnect bool) (*tclient, error) {
@@ -360,7 +361,7 @@ func dial(t *testing.T, url string, reconnect bool) (*tclient, error) {
 		}
 	})
 	c.OnConnect(func() { tc.connects.Add(1) })
-	c.OnDisconnect(func(code int, _ string) {
+	c.OnDisconnect(func(code hub.CloseCode, _ string) {
 		tc.mu.Lock()
 		tc.codes = append(tc.codes, code)
 		tc.mu.Unlock()
@@ -435,7 +436,7 @@ func (tc *tclient) received() []string {
 	return slices.Clone(tc.got)
 }
 
-func (tc *tclient) closeCodes() []int {
+func (tc *tclient) closeCodes() []hub.CloseCode {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
 	return slices.Clone(tc.codes)

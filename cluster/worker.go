@@ -176,19 +176,13 @@ func newBroker(cfg Config, addr, secret string, log *slog.Logger) (hub.Broker, e
 	return localbroker.New(localbroker.Options{Addr: addr, Secret: secret, Logger: log})
 }
 
-// newServer builds the worker's Server; clusterws.New panics when the
-// broker fails to start, which here is an error.
-func newServer(cfg Config, b hub.Broker) (srv *clusterws.Server, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%v", r)
-		}
-	}()
+// newServer builds the worker's Server around its broker.
+func newServer(cfg Config, b hub.Broker) (*clusterws.Server, error) {
 	opts := cfg.Options
 	if b != nil {
 		opts = append(slices.Clip(opts), clusterws.WithBroker(b))
 	}
-	return clusterws.New(opts...), nil
+	return clusterws.New(opts...)
 }
 
 // waitBroker waits, within brokerWait, until a broker that can tell (like

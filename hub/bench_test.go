@@ -113,7 +113,7 @@ func startBroadcastFixture(b *testing.B, n int, viaBroker bool) *broadcastFixtur
 		}
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = h.Upgrade(w, r, nil)
+		_ = h.Upgrade(w, r, hub.UpgradeOptions{})
 	}))
 	f := &broadcastFixture{n: n, hub: h, pub: pub, exited: make(chan struct{})}
 	b.Cleanup(func() {

@@ -1,34 +1,77 @@
 package hub
 
-import "errors"
-
-// Close codes the Hub sends. Codes 1000–1011 are the RFC 6455 ones; the 4xxx
-// codes are this project's. The ClusterWS client reconnects (when its
-// autoReconnect is on) after any code other than 1000. A write that takes
-// longer than Options.WriteTimeout drops the TCP connection without a close
-// frame (the client sees 1006), since the stream may end mid-frame.
-const (
-	CloseNormal       = 1000 // Socket.Close by the application, or the client left
-	CloseGoingAway    = 1001 // the server is shutting down
-	CloseInvalidData  = 1007 // a text frame that is not valid UTF-8
-	ClosePolicy       = 1008 // refused by the server while connecting (it is shutting down)
-	CloseTooBig       = 1009 // a message over Options.ReadLimit
-	CloseInternal     = 1011 // an application handler panicked
-	CloseNoPong       = 4001 // the previous heartbeat was not answered in time
-	CloseSlowConsumer = 4002 // the send queue overflowed: the client reads too slowly
+import (
+	"errors"
+	"strconv"
 )
 
-// Close reasons sent with the Hub's own close codes.
+// CloseCode is a WebSocket close code (RFC 6455, section 7.4). Codes
+// 1000–1011 are the RFC's; the 4xxx codes are this project's. The ClusterWS
+// client reconnects (when its autoReconnect is on) after any code other
+// than 1000.
+type CloseCode int
+
+// The close codes sent or reported by the hub and the Go client. This is the
+// one table of codes; the README repeats it.
 const (
-	ReasonGoingAway    = "server shutting down"
-	ReasonInvalidData  = "invalid UTF-8"
-	ReasonInternal     = "internal error"
-	ReasonTooBig       = "message too big"
-	ReasonNoPong       = "did not get pongs"
-	ReasonSlowConsumer = "slow consumer"
+	CloseNormal       CloseCode = 1000 // Socket.Close by the application, or the client left
+	CloseGoingAway    CloseCode = 1001 // the server is shutting down
+	CloseAbnormal     CloseCode = 1006 // never sent: the connection dropped without a close frame
+	CloseInvalidData  CloseCode = 1007 // a text frame that is not valid UTF-8
+	ClosePolicy       CloseCode = 1008 // refused by the server while connecting (it is shutting down)
+	CloseTooBig       CloseCode = 1009 // a message over the read limit
+	CloseInternal     CloseCode = 1011 // an application handler panicked
+	CloseNoPong       CloseCode = 4001 // a heartbeat was not answered in time (server), or did not come (client)
+	CloseSlowConsumer CloseCode = 4002 // the send queue overflowed: the client reads too slowly
 )
 
-// Errors.
+// String returns the code's number and, for the codes above, its name.
+func (c CloseCode) String() string {
+	n := strconv.Itoa(int(c))
+	if r := c.Reason(); r != "" {
+		return n + " (" + r + ")"
+	}
+	return n
+}
+
+// Reason returns the reason the hub sends with its own codes, "" for others.
+func (c CloseCode) Reason() string {
+	switch c {
+	case CloseGoingAway, ClosePolicy:
+		return "server shutting down"
+	case CloseAbnormal:
+		return "connection lost"
+	case CloseInvalidData:
+		return "invalid UTF-8"
+	case CloseTooBig:
+		return "message too big"
+	case CloseInternal:
+		return "internal error"
+	case CloseNoPong:
+		return "did not get pongs"
+	case CloseSlowConsumer:
+		return "slow consumer"
+	}
+	return ""
+}
+
+// CloseError is how a connection ended: the close code and reason that one
+// side sent, or CloseAbnormal when the connection dropped. Socket.Close
+// and OnDisconnect use the same two values.
+type CloseError struct {
+	Code   CloseCode
+	Reason string
+}
+
+func (e CloseError) Error() string {
+	return "closed with " + strconv.Itoa(int(e.Code)) + " " + strconv.Quote(e.Reason)
+}
+
+// closeErr is the hub's own close with code and its usual reason.
+func closeErr(c CloseCode) CloseError { return CloseError{Code: c, Reason: c.Reason()} }
+
+// Errors returned by the Hub and Socket methods and reported to
+// Socket.OnError; match them with errors.Is.
 var (
 	ErrClosed           = errors.New("hub: closed")
 	ErrSocketClosed     = errors.New("hub: socket closed")
@@ -37,6 +80,9 @@ var (
 	ErrTooManyChannels  = errors.New("hub: too many subscriptions")
 	ErrNotSubscribed    = errors.New("hub: publish to a channel the socket is not subscribed to")
 	ErrMalformedMessage = errors.New("hub: malformed message")
+	ErrUnknownKind      = errors.New("hub: unknown message kind")
+	ErrEncode           = errors.New("hub: value cannot be encoded as JSON")
+	ErrInvalidOption    = errors.New("hub: invalid option")
 )
 
 // IsReserved reports whether event is reserved by the protocol: connection,

@@ -24,7 +24,7 @@ func Example() {
 		s.On("whoami", func(json.RawMessage) { _ = s.Send("whoami", len(s.ID()) > 0) })
 	})
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = h.Upgrade(w, r, nil) // nil: same-origin only, defaults
+		_ = h.Upgrade(w, r, hub.UpgradeOptions{}) // nil: same-origin only, defaults
 	}))
 	defer ts.Close()
 

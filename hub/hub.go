@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"net/http"
@@ -167,15 +168,27 @@ func (h *Hub) stopPool() {
 // its messages is read: register the socket's handlers there.
 func (h *Hub) OnConnection(fn func(*Socket)) { h.onConnection.Store(&fn) }
 
+// UpgradeOptions configures Hub.Upgrade. The zero value accepts only
+// same-origin browsers (and every non-browser client).
+type UpgradeOptions struct {
+	// OriginPatterns are the hosts, besides the request's own, whose
+	// browsers may connect: path.Match patterns matched against the Origin
+	// header's host, e.g. "example.com" or "*.example.com".
+	OriginPatterns []string
+}
+
 // Upgrade accepts the WebSocket handshake, registers the socket, sends the
 // configuration frame, runs OnConnection and starts reading. It returns once
 // the socket is running; on error a response has been written to w.
-func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) error {
+func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOptions) error {
 	if h.isClosed() {
 		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 		return ErrClosed
 	}
-	ws, nc, err := wsconn.Accept(w, r, opts)
+	ws, nc, err := wsconn.Accept(w, r, &websocket.AcceptOptions{
+		OriginPatterns:  opts.OriginPatterns,
+		CompressionMode: websocket.CompressionDisabled,
+	})
 	if err != nil {
 		return err
 	}
@@ -186,7 +199,7 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts *websocket.Ac
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		_ = ws.Close(ClosePolicy, ReasonGoingAway)
+		_ = ws.Close(websocket.StatusCode(ClosePolicy), ClosePolicy.Reason())
 		return ErrClosed
 	}
 	h.sockets[s] = struct{}{}
@@ -226,7 +239,7 @@ func (h *Hub) Publish(ctx context.Context, channel string, data any) error {
 func (h *Hub) encode(kind byte, name string, data any) ([]byte, error) {
 	raw, err := protocol.AppendValue(nil, data)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrEncode, err)
 	}
 	return h.enc.AppendFrame(make([]byte, 0, len(raw)+len(name)+16), kind, name, raw), nil
 }
@@ -283,7 +296,7 @@ func (h *Hub) deliver(channel string, frame []byte) {
 	}
 	msg, err := protocol.Decode(frame, h.opts.Legacy)
 	if err != nil {
-		h.log.Warn("clusterws: undecodable frame for watchers", "channel", channel, "err", err)
+		h.log.Warn("undecodable frame for watchers", "channel", channel, "err", err)
 		return
 	}
 	for _, w := range watchers {
@@ -295,7 +308,7 @@ func (h *Hub) callWatcher(w *watcher, channel string, data json.RawMessage) {
 	defer func() {
 		if p := recover(); p != nil {
 			h.counters.panics.Add(1)
-			h.log.Error("clusterws: watcher panicked", "channel", channel, "panic", p)
+			h.log.Error("watcher panicked", "channel", channel, "panic", p)
 		}
 	}()
 	w.fn(data)
@@ -365,7 +378,7 @@ func (h *Hub) changeInterest(channel string, change func(*subscribers)) {
 	}
 	if err != nil {
 		h.counters.brokerErrors.Add(1)
-		h.log.Warn("clusterws: broker interest change failed; it is retried on reconnect",
+		h.log.Warn("broker interest change failed; it is retried on reconnect",
 			"channel", channel, "subscribe", after, "err", err)
 	}
 }
@@ -428,7 +441,7 @@ func (h *Hub) heartbeat() {
 				// The previous ping is not a full interval old yet.
 			default:
 				h.counters.noPong.Add(1)
-				s.closeWith(CloseNoPong, ReasonNoPong, false)
+				s.closeWith(closeErr(CloseNoPong), false)
 			}
 		}
 		clear(batch)
@@ -474,7 +487,7 @@ func (h *Hub) beginClose() []*Socket {
 // ctx's error is returned.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	for _, s := range h.beginClose() {
-		s.closeWith(CloseGoingAway, ReasonGoingAway, true)
+		s.closeWith(closeErr(CloseGoingAway), true)
 	}
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()

@@ -2,9 +2,10 @@ package hub
 
 import (
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/clusterws/clusterws-go/internal/option"
 )
 
 // Options configures a Hub. The zero value means "all defaults"; each
@@ -64,37 +65,30 @@ const (
 	DefaultBrokerTimeout    = 5 * time.Second
 )
 
-var errNegative = errors.New("hub: negative limit or interval in Options")
-
 // withDefaults validates o and returns a copy with defaults filled in.
+// Errors name the field and wrap ErrInvalidOption.
 func (o Options) withDefaults() (Options, error) {
-	if o.PingInterval < 0 || o.ReadLimit < 0 || o.SendQueueBytes < 0 || o.MaxChannelLength < 0 ||
-		o.MaxSubscriptions < 0 || o.WriteTimeout < 0 || o.BrokerTimeout < 0 {
-		return o, errNegative
+	c := option.NewCheck(ErrInvalidOption)
+	option.NotNegative(c, "PingInterval", o.PingInterval)
+	option.NotNegative(c, "ReadLimit", o.ReadLimit)
+	option.NotNegative(c, "SendQueueBytes", o.SendQueueBytes)
+	option.NotNegative(c, "MaxChannelLength", o.MaxChannelLength)
+	option.NotNegative(c, "MaxSubscriptions", o.MaxSubscriptions)
+	option.NotNegative(c, "WriteTimeout", o.WriteTimeout)
+	option.NotNegative(c, "BrokerTimeout", o.BrokerTimeout)
+	if err := c.Err(); err != nil {
+		return o, err
 	}
-	if o.PingInterval == 0 {
-		o.PingInterval = DefaultPingInterval
-	}
-	if o.ReadLimit == 0 {
-		o.ReadLimit = DefaultReadLimit
-	}
-	if o.SendQueueBytes == 0 {
-		o.SendQueueBytes = DefaultSendQueueBytes
-	}
-	if o.MaxChannelLength == 0 {
-		o.MaxChannelLength = DefaultMaxChannelLength
-	}
-	if o.MaxSubscriptions == 0 {
-		o.MaxSubscriptions = DefaultMaxSubscriptions
-	}
-	if o.WriteTimeout == 0 {
-		o.WriteTimeout = DefaultWriteTimeout
-	}
-	if o.BrokerTimeout == 0 {
-		o.BrokerTimeout = DefaultBrokerTimeout
-	}
+	o.PingInterval = option.Default(o.PingInterval, DefaultPingInterval)
+	o.ReadLimit = option.Default(o.ReadLimit, DefaultReadLimit)
+	o.SendQueueBytes = option.Default(o.SendQueueBytes, DefaultSendQueueBytes)
+	o.MaxChannelLength = option.Default(o.MaxChannelLength, DefaultMaxChannelLength)
+	o.MaxSubscriptions = option.Default(o.MaxSubscriptions, DefaultMaxSubscriptions)
+	o.WriteTimeout = option.Default(o.WriteTimeout, DefaultWriteTimeout)
+	o.BrokerTimeout = option.Default(o.BrokerTimeout, DefaultBrokerTimeout)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	o.Logger = o.Logger.With("component", "hub")
 	return o, nil
 }

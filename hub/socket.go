@@ -36,7 +36,7 @@ type Socket struct {
 
 	mu           sync.Mutex // protects the fields below
 	handlers     map[string]func(json.RawMessage)
-	onDisconnect func(code int, reason string)
+	onDisconnect func(code CloseCode, reason string)
 	onError      func(error)
 	channels     map[string]struct{} // written only by the reader goroutine
 
@@ -45,8 +45,7 @@ type Socket struct {
 	writing    bool // a writer (pool or goroutine) owns the queue
 	ended      bool // the reader has finished: nothing may start a goroutine
 	closing    bool // no more frames are accepted
-	closeCode  int
-	closeWhy   string
+	closeErr   CloseError
 	closeFrame bool          // the writer still has to send the close frame
 	lastSend   time.Duration // since clock: the last call of send
 }
@@ -91,7 +90,7 @@ func (s *Socket) On(event string, fn func(data json.RawMessage)) {
 // OnDisconnect sets the function called once when the socket has closed,
 // with the close code and reason (the client's, or the server's when the
 // server closed it; 1006 when the connection dropped).
-func (s *Socket) OnDisconnect(fn func(code int, reason string)) {
+func (s *Socket) OnDisconnect(fn func(code CloseCode, reason string)) {
 	s.mu.Lock()
 	s.onDisconnect = fn
 	s.mu.Unlock()
@@ -133,8 +132,8 @@ func (s *Socket) Send(event string, data any) error {
 
 // Close closes the socket with code and reason after the frames already
 // queued are written. It does not wait. Codes are 1000 or 3000–4999.
-func (s *Socket) Close(code int, reason string) {
-	s.closeWith(code, reason, true)
+func (s *Socket) Close(code CloseCode, reason string) {
+	s.closeWith(CloseError{Code: code, Reason: reason}, true)
 }
 
 // enqueue queues frame without blocking and starts the writer if idle.
@@ -146,7 +145,7 @@ func (s *Socket) enqueue(frame []byte, binary bool) bool {
 	}
 	if s.q.bytes > 0 && s.q.bytes+len(frame) > s.hub.opts.SendQueueBytes {
 		s.hub.counters.slowConsumers.Add(1)
-		s.requestCloseLocked(CloseSlowConsumer, ReasonSlowConsumer, false)
+		s.requestCloseLocked(closeErr(CloseSlowConsumer), false)
 		s.qmu.Unlock()
 		return false
 	}
@@ -354,23 +353,23 @@ func (s *Socket) writeFailed(err error) {
 	s.closing, s.closeFrame, s.writing = true, false, false
 	s.q.reset()
 	s.qmu.Unlock()
-	s.hub.log.Debug("clusterws: write failed", "socket", s.id, "err", err)
+	s.hub.log.Debug("write failed", "socket", s.id, "err", err)
 	_ = s.ws.CloseNow()
 }
 
 // closeWith asks the writer to send a close frame, after the queued frames
 // when drain is set, or instead of them.
-func (s *Socket) closeWith(code int, reason string, drain bool) {
+func (s *Socket) closeWith(e CloseError, drain bool) {
 	s.qmu.Lock()
 	if !s.closing {
-		s.requestCloseLocked(code, reason, drain)
+		s.requestCloseLocked(e, drain)
 	}
 	s.qmu.Unlock()
 }
 
-func (s *Socket) requestCloseLocked(code int, reason string, drain bool) {
+func (s *Socket) requestCloseLocked(e CloseError, drain bool) {
 	s.closing, s.closeFrame = true, true
-	s.closeCode, s.closeWhy = code, reason
+	s.closeErr = e
 	if !drain {
 		s.q.reset()
 	}
@@ -388,7 +387,7 @@ func (s *Socket) drop() {
 	s.qmu.Lock()
 	if !s.closing {
 		s.closing = true
-		s.closeCode, s.closeWhy = CloseGoingAway, ReasonGoingAway
+		s.closeErr = closeErr(CloseGoingAway)
 	}
 	s.closeFrame = false
 	s.qmu.Unlock()
@@ -409,11 +408,11 @@ func (s *Socket) writeLoop() {
 		if s.q.empty() {
 			if s.closeFrame {
 				s.closeFrame = false
-				code, why := s.closeCode, s.closeWhy
+				e := s.closeErr
 				s.qmu.Unlock()
 				// Close waits for the client's close frame, which the reader
 				// consumes; it gives up after 5s.
-				_ = s.ws.Close(websocket.StatusCode(code), why)
+				_ = s.ws.Close(websocket.StatusCode(e.Code), e.Reason)
 				s.qmu.Lock()
 			}
 			s.writing = false
@@ -462,13 +461,13 @@ func (s *Socket) read() (websocket.MessageType, []byte, error) {
 }
 
 func (s *Socket) finish(err error) {
-	code, reason := closeOf(err)
+	ce := closeOf(err)
 	if errors.Is(err, errTooBig) {
-		code, reason = CloseTooBig, ReasonTooBig
+		ce = closeErr(CloseTooBig)
 	}
 	s.qmu.Lock()
 	if s.closing {
-		code, reason = s.closeCode, s.closeWhy
+		ce = s.closeErr
 	}
 	s.closing, s.ended, s.closeFrame = true, true, false
 	s.qmu.Unlock()
@@ -484,17 +483,17 @@ func (s *Socket) finish(err error) {
 	s.hub.removeSocket(s)
 	s.cancel()
 	if onDisconnect != nil {
-		s.safely("OnDisconnect", func() { onDisconnect(code, reason) })
+		s.safely("OnDisconnect", func() { onDisconnect(ce.Code, ce.Reason) })
 	}
 }
 
 // closeOf extracts the close code and reason the client sent.
-func closeOf(err error) (int, string) {
+func closeOf(err error) CloseError {
 	var ce websocket.CloseError
 	if errors.As(err, &ce) {
-		return int(ce.Code), ce.Reason
+		return CloseError{Code: CloseCode(ce.Code), Reason: ce.Reason}
 	}
-	return int(websocket.StatusAbnormalClosure), ""
+	return CloseError{Code: CloseAbnormal}
 }
 
 // handle dispatches one client message.
@@ -514,13 +513,13 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 			return
 		}
 		if !utf8.Valid(b) {
-			s.closeWith(CloseInvalidData, ReasonInvalidData, false)
+			s.closeWith(closeErr(CloseInvalidData), false)
 			return
 		}
 	}
 	m, err := protocol.Decode(b, h.opts.Legacy)
 	if err != nil {
-		s.ignore(err, "")
+		s.ignore(publicDecodeError(err), "")
 		return
 	}
 	switch m.Kind {
@@ -549,7 +548,7 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 		case protocol.SystemUnsubscribe:
 			s.unsubscribe(ch)
 		default:
-			s.ignore(protocol.ErrUnknownKind, m.Name)
+			s.ignore(ErrUnknownKind, m.Name)
 		}
 	}
 }
@@ -633,15 +632,23 @@ func (s *Socket) publish(ch string, data json.RawMessage) {
 	}
 }
 
+// publicDecodeError turns a codec error into one of this package's.
+func publicDecodeError(err error) error {
+	if errors.Is(err, protocol.ErrUnknownKind) {
+		return ErrUnknownKind
+	}
+	return fmt.Errorf("%w: %v", ErrMalformedMessage, err)
+}
+
 func (s *Socket) ignore(err error, name string) {
 	s.hub.counters.ignored.Add(1)
-	s.hub.log.Debug("clusterws: ignored client frame", "socket", s.id, "name", name, "err", err)
+	s.hub.log.Debug("ignored client frame", "socket", s.id, "name", name, "err", err)
 	s.reportError(err)
 }
 
 func (s *Socket) refuse(err error, ch string) {
 	s.hub.counters.refused.Add(1)
-	s.hub.log.Debug("clusterws: refused", "socket", s.id, "channel", ch, "err", err)
+	s.hub.log.Debug("refused", "socket", s.id, "channel", ch, "err", err)
 	s.reportError(fmt.Errorf("channel %q: %w", ch, err))
 }
 
@@ -661,8 +668,8 @@ func (s *Socket) safely(what string, fn func()) (ok bool) {
 		if p := recover(); p != nil {
 			ok = false
 			s.hub.counters.panics.Add(1)
-			s.hub.log.Error("clusterws: handler panicked", "socket", s.id, "in", what, "panic", p)
-			s.closeWith(CloseInternal, ReasonInternal, false)
+			s.hub.log.Error("handler panicked", "socket", s.id, "in", what, "panic", p)
+			s.closeWith(closeErr(CloseInternal), false)
 		}
 	}()
 	fn()

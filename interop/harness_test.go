@@ -111,7 +111,7 @@ type server struct {
 
 // disconnect is what a server socket's OnDisconnect was called with.
 type disconnect struct {
-	code   int
+	code   hub.CloseCode
 	reason string
 }
 
@@ -138,7 +138,7 @@ func startServer(t *testing.T, m mode, events []string, opts ...clusterws.Option
 				s.received <- received{ev, bytes.Clone(data)}
 			})
 		}
-		sock.OnDisconnect(func(code int, reason string) { s.disconnects <- disconnect{code, reason} })
+		sock.OnDisconnect(func(code hub.CloseCode, reason string) { s.disconnects <- disconnect{code, reason} })
 		s.sockets <- sock
 	})
 	return s
@@ -178,7 +178,7 @@ type obs struct {
 	Event   string          `json:"event,omitempty"`
 	Channel string          `json:"channel,omitempty"`
 	Data    json.RawMessage `json:"data,omitempty"`
-	Code    int             `json:"code,omitempty"`
+	Code    hub.CloseCode   `json:"code,omitempty"`
 	Reason  string          `json:"reason,omitempty"`
 	Binary  bool            `json:"binary,omitempty"`
 	Len     int             `json:"len,omitempty"`

@@ -445,8 +445,8 @@ func testShutdown(t *testing.T, m mode) {
 		t.Fatal(err)
 	}
 	o := c.expect(t, "disconnect", func(o obs) bool { return o.Ev == "disconnect" })
-	if o.Code != hub.CloseGoingAway || o.Reason != hub.ReasonGoingAway {
-		t.Fatalf("client saw disconnect %d %q, want %d %q", o.Code, o.Reason, hub.CloseGoingAway, hub.ReasonGoingAway)
+	if o.Code != hub.CloseGoingAway || o.Reason != hub.CloseGoingAway.Reason() {
+		t.Fatalf("client saw disconnect %d %q, want %d %q", o.Code, o.Reason, hub.CloseGoingAway, hub.CloseGoingAway.Reason())
 	}
 }
 
@@ -514,8 +514,8 @@ func testNoPongDropped(t *testing.T, m mode) {
 	start := time.Now()
 	code, reason := raw.ExpectClose(waitTimeout)
 	elapsed := time.Since(start)
-	if code != hub.CloseNoPong || reason != hub.ReasonNoPong {
-		t.Fatalf("raw socket closed with %d %q, want %d %q", code, reason, hub.CloseNoPong, hub.ReasonNoPong)
+	if code != hub.CloseNoPong || reason != hub.CloseNoPong.Reason() {
+		t.Fatalf("raw socket closed with %d %q, want %d %q", code, reason, hub.CloseNoPong, hub.CloseNoPong.Reason())
 	}
 	// Due when the second ping is: 1-2 intervals after the config. Loose
 	// bound, as the suite runs under -race on small machines.

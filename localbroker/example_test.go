@@ -25,7 +25,11 @@ func Example() {
 
 	newWorker := func() *clusterws.Server {
 		b, _ := localbroker.New(localbroker.Options{Addr: broker.Addr().String(), Secret: "s3cret"})
-		return clusterws.New(clusterws.WithBroker(b))
+		srv, err := clusterws.New(clusterws.WithBroker(b))
+		if err != nil {
+			panic(err)
+		}
+		return srv
 	}
 	a, b := newWorker(), newWorker()
 	defer a.Close()

@@ -33,7 +33,11 @@ func Example() {
 		if err != nil {
 			panic(err)
 		}
-		return clusterws.New(clusterws.WithBroker(b)), rdb
+		srv, err := clusterws.New(clusterws.WithBroker(b))
+		if err != nil {
+			panic(err)
+		}
+		return srv, rdb
 	}
 	a, rdbA := newHost()
 	b, rdbB := newHost()
@@ -91,7 +95,10 @@ func ExampleNew_cluster() {
 	if err != nil {
 		panic(err)
 	}
-	srv := clusterws.New(clusterws.WithBroker(b))
+	srv, err := clusterws.New(clusterws.WithBroker(b))
+	if err != nil {
+		panic(err)
+	}
 	_ = srv
 }
 
@@ -106,7 +113,10 @@ func ExampleNew_sentinel() {
 	if err != nil {
 		panic(err)
 	}
-	srv := clusterws.New(clusterws.WithBroker(b))
+	srv, err := clusterws.New(clusterws.WithBroker(b))
+	if err != nil {
+		panic(err)
+	}
 	_ = srv
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/clusterws/clusterws-go/hub"
 )
 
 // RawClient speaks the wire protocol frame by frame, for tests that need to
@@ -109,8 +111,8 @@ func (c *RawClient) write(typ websocket.MessageType, b []byte) {
 }
 
 // ExpectClose reads until the connection closes and returns the close code
-// (-1 when it ended without a close frame).
-func (c *RawClient) ExpectClose(timeout time.Duration) (code int, reason string) {
+// (hub.CloseAbnormal when it ended without a close frame).
+func (c *RawClient) ExpectClose(timeout time.Duration) (code hub.CloseCode, reason string) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -123,8 +125,8 @@ func (c *RawClient) ExpectClose(timeout time.Duration) (code int, reason string)
 		}
 		var ce websocket.CloseError
 		if errors.As(err, &ce) {
-			return int(ce.Code), ce.Reason
+			return hub.CloseCode(ce.Code), ce.Reason
 		}
-		return -1, err.Error()
+		return hub.CloseAbnormal, err.Error()
 	}
 }

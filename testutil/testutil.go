@@ -28,7 +28,10 @@ type Server struct {
 // when the test ends.
 func StartServer(t testing.TB, next http.Handler, opts ...clusterws.Option) *Server {
 	t.Helper()
-	srv := clusterws.New(opts...)
+	srv, err := clusterws.New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

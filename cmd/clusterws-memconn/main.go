@@ -86,10 +86,13 @@ func run(n, channels int, timeout time.Duration, memprofile string) error {
 	defer cancel()
 
 	var subscribed atomic.Int64
-	srv := clusterws.New(clusterws.WithOnSubscribe(func(*hub.Socket, string) error {
+	srv, err := clusterws.New(clusterws.WithOnSubscribe(func(*hub.Socket, string) error {
 		subscribed.Add(1)
 		return nil
 	}))
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
