@@ -237,11 +237,11 @@ func (h *Hub) Publish(ctx context.Context, channel string, data any) error {
 }
 
 func (h *Hub) encode(kind byte, name string, data any) ([]byte, error) {
-	raw, err := protocol.AppendValue(nil, data)
+	frame, err := h.enc.Encode(kind, name, data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrEncode, err)
 	}
-	return h.enc.AppendFrame(make([]byte, 0, len(raw)+len(name)+16), kind, name, raw), nil
+	return frame, nil
 }
 
 func (h *Hub) publishFrame(ctx context.Context, channel string, frame []byte) error {

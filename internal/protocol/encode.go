@@ -44,6 +44,16 @@ func (e Encoder) AppendFrame(dst []byte, kind byte, name string, data []byte) []
 	return append(dst, "]}"...)
 }
 
+// Encode encodes data, any JSON-encodable value (a json.RawMessage is
+// validated and sent as is), into a new frame.
+func (e Encoder) Encode(kind byte, name string, data any) ([]byte, error) {
+	raw, err := AppendValue(nil, data)
+	if err != nil {
+		return nil, err
+	}
+	return e.AppendFrame(make([]byte, 0, len(raw)+len(name)+16), kind, name, raw), nil
+}
+
 // Config returns the first frame of every connection:
 // {"#":["s","c",{"ping":<ms>,"binary":<bool>}]}.
 func (e Encoder) Config(pingMillis int64, binary bool) []byte {
