@@ -5,27 +5,33 @@
 // # Concurrency
 //
 // Each Socket has one reader goroutine, which runs its handlers in arrival
-// order. Writes are done by a small pool of writer goroutines per Hub
-// (GOMAXPROCS of them): a socket whose queue gains a frame is handed to the
-// pool, which frames everything queued for it into one buffer and writes it
-// with one non-blocking system call. A socket with nothing queued or in
-// flight is written at once, on the sending goroutine, with the same
-// non-blocking call, when the frame is a Socket.Send, the configuration
-// frame or a publish to at most 16 local subscribers, and the socket's
-// previous frame was more than 50µs earlier: that saves the hand-off to a
-// writer, a third of the CPU of a small round trip, while a fast stream to
-// one socket still goes through the pool, many frames per system call.
-// Wider fan-outs always go through the pool, which writes them in parallel
-// and in batches. A socket whose kernel buffer is full
-// gets a goroutine of its own that waits, up to Options.WriteTimeout, and
-// exits when the queue is empty; so an idle socket costs only its reader,
-// and a slow one never holds up the pool. Enqueueing never blocks: a queue
-// that would exceed Options.SendQueueBytes closes its socket with
-// CloseSlowConsumer, and the publisher moves on. A publish is encoded once;
-// the same bytes are queued to every subscriber and handed to the Broker.
-// Hub locks are held only to snapshot or enqueue, never during socket I/O.
+// order. Everything sent to a socket goes through its writer (writer.go,
+// whose doc comment states the rules): frames are written in the order they
+// were accepted; a frame that finds the socket idle is written at once on
+// the sending goroutine when the fan-out is small; others are batched by a
+// pool of writer goroutines per Hub (GOMAXPROCS of them), many frames per
+// system call; a socket whose kernel buffer is full gets a goroutine of its
+// own that waits, up to Options.WriteTimeout, and exits when its queue is
+// empty. So an idle socket costs only its reader, and a slow one never
+// holds up the pool. Enqueueing never blocks: a queue that would exceed
+// Options.SendQueueBytes closes its socket with CloseSlowConsumer, logged
+// at warn, and the publisher moves on. A publish is encoded once; the same
+// bytes are queued to every subscriber and handed to the Broker. Hub locks
+// are held only to snapshot or change the registry, never during socket
+// I/O or a Broker call other than Subscribe and Unsubscribe.
 //
-// Lock order: Hub stripe lock, then Hub.mu, then Socket.mu or Socket.qmu.
+// Lock order (a lock may be taken while holding those before it, never
+// the reverse):
+//
+//  1. a Hub stripe lock (one per channel hash; serialises interest changes
+//     of a channel, held across Broker.Subscribe and Unsubscribe)
+//  2. Hub.mu (the registry of sockets and channels)
+//  3. Socket.mu (handlers and the socket's channel set) or writer.mu (the
+//     send queue and who writes it); never both.
+//
+// Goroutines: the heartbeat and each socket's reader and own writer are
+// counted in the Hub's WaitGroup; the writer pool is stopped after them.
+// Shutdown and Close wait for all of them.
 //
 // # Bad input
 //

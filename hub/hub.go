@@ -10,7 +10,6 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"net/http"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/clusterws/clusterws-go/internal/protocol"
+	"github.com/clusterws/clusterws-go/internal/ratelog"
 	"github.com/clusterws/clusterws-go/internal/wsconn"
 )
 
@@ -33,6 +33,7 @@ type Hub struct {
 	pingBin  bool
 	idPrefix string
 	log      *slog.Logger
+	warn     *ratelog.Logger // refusals and slow consumers, which a flood could repeat
 
 	onConnection atomic.Pointer[func(*Socket)]
 
@@ -50,27 +51,12 @@ type Hub struct {
 	nextID   atomic.Uint64
 	counters counters
 
-	wg       sync.WaitGroup // readers, dedicated writers and the heartbeat
+	wg       sync.WaitGroup // readers, sockets' own writers and the heartbeat
 	stop     chan struct{}  // closed by Shutdown or Close: stops the heartbeat
 	stopOnce sync.Once
-	brokerMu sync.Mutex // serialises Broker.Close
-
-	// ready holds sockets with frames to write, for the pool of writers
-	// (see Socket.poolWrite). A goroutine per write would cost more than
-	// the write; a socket whose buffer is full gets a goroutine of its own.
-	ready    chan *Socket
-	poolStop chan struct{}
-	poolWG   sync.WaitGroup
-	poolOnce sync.Once
+	brokerMu sync.Mutex  // serialises Broker.Close
+	pool     *writerPool // stopped after wg's goroutines
 }
-
-// inlineFanout is the widest fan-out written on the publishing goroutine
-// (see Socket.send); wider ones go through the writer pool.
-const inlineFanout = 16
-
-// readyCapacity bounds the pool's backlog; beyond it sockets get a
-// goroutine of their own.
-const readyCapacity = 8192
 
 // subscribers of one channel. The slice makes fan-out a plain loop; index
 // makes removal O(1).
@@ -120,6 +106,7 @@ func New(opts Options) (*Hub, error) {
 		enc:      protocol.Encoder{ASCII: o.Binary, Legacy: o.Legacy},
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 		log:      o.Logger,
+		warn:     ratelog.New(o.Logger, time.Second, 10),
 		seed:     maphash.MakeSeed(),
 		channels: make(map[string]*subscribers),
 		sockets:  make(map[*Socket]struct{}),
@@ -132,36 +119,10 @@ func New(opts Options) (*Hub, error) {
 			return nil, err
 		}
 	}
+	h.pool = newWriterPool()
 	h.wg.Add(1)
 	go h.heartbeat()
-	h.ready = make(chan *Socket, readyCapacity)
-	h.poolStop = make(chan struct{})
-	for range max(2, runtime.GOMAXPROCS(0)) {
-		h.poolWG.Add(1)
-		go h.poolWriter()
-	}
 	return h, nil
-}
-
-// poolWriter writes for sockets handed to it until the hub has stopped.
-func (h *Hub) poolWriter() {
-	defer h.poolWG.Done()
-	for {
-		select {
-		case s := <-h.ready:
-			s.poolWrite()
-		case <-h.poolStop:
-			return
-		}
-	}
-}
-
-// stopPool stops the writers once no socket is left to write for.
-func (h *Hub) stopPool() {
-	h.poolOnce.Do(func() {
-		close(h.poolStop)
-		h.poolWG.Wait()
-	})
 }
 
 // OnConnection sets the function called for every new socket, before any of
@@ -207,7 +168,7 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	h.mu.Unlock()
 	h.counters.accepted.Add(1)
 
-	s.send(h.config, h.opts.Binary)
+	s.send(h.config, true)
 	if fn := h.onConnection.Load(); fn != nil {
 		s.safely("OnConnection", func() { (*fn)(s) })
 	}
@@ -229,26 +190,28 @@ func (h *Hub) newID() string {
 // the local subscribers and watchers, and hands it to the Broker. Local
 // delivery happens even when the Broker returns an error.
 func (h *Hub) Publish(ctx context.Context, channel string, data any) error {
-	frame, err := h.encode(protocol.KindPublish, channel, data)
+	frame, raw, err := h.encode(protocol.KindPublish, channel, data)
 	if err != nil {
 		return err
 	}
-	return h.publishFrame(ctx, channel, frame)
+	return h.publish(ctx, channel, frame, raw)
 }
 
-func (h *Hub) encode(kind byte, name string, data any) ([]byte, error) {
-	frame, err := h.enc.Encode(kind, name, data)
+// encode returns the frame and, for watchers, the JSON data in it.
+func (h *Hub) encode(kind byte, name string, data any) (frame, raw []byte, err error) {
+	raw, err = protocol.AppendValue(nil, data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrEncode, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrEncode, err)
 	}
-	return frame, nil
+	return h.enc.AppendFrame(make([]byte, 0, len(raw)+len(name)+16), kind, name, raw), raw, nil
 }
 
-func (h *Hub) publishFrame(ctx context.Context, channel string, frame []byte) error {
+// publish delivers frame, whose data is data, here and through the Broker.
+func (h *Hub) publish(ctx context.Context, channel string, frame, data []byte) error {
 	if h.isClosed() {
 		return ErrClosed
 	}
-	h.deliver(channel, frame)
+	h.fanOut(channel, frame, data)
 	if h.opts.Broker == nil {
 		return nil
 	}
@@ -259,48 +222,53 @@ func (h *Hub) publishFrame(ctx context.Context, channel string, frame []byte) er
 	return nil
 }
 
-// deliver queues frame to every local subscriber of channel and passes its
-// data to the channel's watchers. The Broker calls it for remote publishes.
-func (h *Hub) deliver(channel string, frame []byte) {
+// deliver is how the Broker hands over a publish from another process.
+func (h *Hub) deliver(channel string, frame []byte) { h.fanOut(channel, frame, nil) }
+
+// snapshots recycles the subscriber lists of fanOut.
+var snapshots = sync.Pool{New: func() any { return new([]*Socket) }}
+
+// fanOut offers frame to every local subscriber of channel and passes its
+// data to the channel's watchers (decoded from frame when data is nil). The
+// subscribers are copied under the read lock and offered after it, so no
+// lock is held while sockets are written.
+func (h *Hub) fanOut(channel string, frame, data []byte) {
 	h.mu.RLock()
 	subs := h.channels[channel]
 	if subs == nil {
 		h.mu.RUnlock()
 		return
 	}
-	n := len(subs.sockets)
-	var small [inlineFanout]*Socket
-	if n <= inlineFanout {
-		// Written after the lock is released: no lock is held during I/O.
-		copy(small[:], subs.sockets)
-	} else {
-		for _, s := range subs.sockets {
-			s.enqueue(frame, h.opts.Binary)
-		}
-	}
+	sp := snapshots.Get().(*[]*Socket)
+	sockets := append((*sp)[:0], subs.sockets...)
 	var watchers []*watcher
 	if len(subs.watchers) > 0 {
 		watchers = append(watchers, subs.watchers...)
 	}
 	h.mu.RUnlock()
-	if n <= inlineFanout {
-		for _, s := range small[:n] {
-			s.send(frame, h.opts.Binary)
-		}
-	}
 
+	n := len(sockets)
+	for _, s := range sockets {
+		s.send(frame, n <= inlineFanout)
+	}
+	clear(sockets)
+	*sp = sockets[:0]
+	snapshots.Put(sp)
 	h.counters.published.Add(1)
 	h.counters.delivered.Add(uint64(n))
 	if len(watchers) == 0 {
 		return
 	}
-	msg, err := protocol.Decode(frame, h.opts.Legacy)
-	if err != nil {
-		h.log.Warn("undecodable frame for watchers", "channel", channel, "err", err)
-		return
+	if data == nil {
+		msg, err := protocol.Decode(frame, h.opts.Legacy)
+		if err != nil {
+			h.log.Warn("undecodable frame for watchers", "channel", channel, "err", err)
+			return
+		}
+		data = msg.Data
 	}
 	for _, w := range watchers {
-		h.callWatcher(w, channel, msg.Data)
+		h.callWatcher(w, channel, data)
 	}
 }
 
@@ -436,12 +404,12 @@ func (h *Hub) heartbeat() {
 			switch {
 			case sent == 0:
 				s.pingSent.Store(now)
-				s.enqueue(h.ping, h.pingBin)
+				s.sendFrame(wsconn.Frame{Data: h.ping, Binary: h.pingBin}, false)
 			case sent > due:
 				// The previous ping is not a full interval old yet.
 			default:
 				h.counters.noPong.Add(1)
-				s.closeWith(closeErr(CloseNoPong), false)
+				s.w.close(closeErr(CloseNoPong), false)
 			}
 		}
 		clear(batch)
@@ -487,7 +455,7 @@ func (h *Hub) beginClose() []*Socket {
 // ctx's error is returned.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	for _, s := range h.beginClose() {
-		s.closeWith(closeErr(CloseGoingAway), true)
+		s.w.close(closeErr(CloseGoingAway), true)
 	}
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
@@ -499,7 +467,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.dropAll()
 		<-done
 	}
-	h.stopPool()
+	h.pool.close()
 	return errors.Join(err, h.closeBroker())
 }
 
@@ -509,7 +477,7 @@ func (h *Hub) Close() error {
 	h.beginClose()
 	h.dropAll()
 	h.wg.Wait()
-	h.stopPool()
+	h.pool.close()
 	return h.closeBroker()
 }
 
@@ -521,7 +489,7 @@ func (h *Hub) dropAll() {
 	}
 	h.mu.RUnlock()
 	for _, s := range sockets {
-		s.drop()
+		s.w.drop(closeErr(CloseGoingAway))
 	}
 }
 

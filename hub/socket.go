@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -26,28 +26,19 @@ type Socket struct {
 	hub    *Hub
 	id     string
 	ws     *websocket.Conn
-	nc     *wsconn.Conn
+	w      writer
 	req    *http.Request
+	remote string
 	ctx    context.Context
 	cancel context.CancelFunc
 
 	pingSent atomic.Int64 // UnixNano of the unanswered ping; 0 when answered
-	writeFn  func()       // s.writeLoop, bound once: starting the writer allocates nothing
 
 	mu           sync.Mutex // protects the fields below
 	handlers     map[string]func(json.RawMessage)
 	onDisconnect func(code CloseCode, reason string)
 	onError      func(error)
 	channels     map[string]struct{} // written only by the reader goroutine
-
-	qmu        sync.Mutex // protects the fields below
-	q          frameQueue
-	writing    bool // a writer (pool or goroutine) owns the queue
-	ended      bool // the reader has finished: nothing may start a goroutine
-	closing    bool // no more frames are accepted
-	closeErr   CloseError
-	closeFrame bool          // the writer still has to send the close frame
-	lastSend   time.Duration // since clock: the last call of send
 }
 
 func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request) *Socket {
@@ -56,8 +47,8 @@ func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request) *So
 	req := r.WithContext(context.WithoutCancel(r.Context()))
 	req.Body, req.GetBody = http.NoBody, nil
 	ctx, cancel := context.WithCancel(req.Context())
-	s := &Socket{hub: h, id: h.newID(), ws: ws, nc: nc, req: req, ctx: ctx, cancel: cancel}
-	s.writeFn = s.writeLoop
+	s := &Socket{hub: h, id: h.newID(), ws: ws, req: req, remote: r.RemoteAddr, ctx: ctx, cancel: cancel}
+	s.w = writer{link: wsLink{ws: ws, nc: nc}, pool: h.pool, wg: &h.wg, limit: h.opts.SendQueueBytes}
 	return s
 }
 
@@ -120,11 +111,11 @@ func (s *Socket) Channels() []string {
 // a json.RawMessage is sent as is. It never blocks; it returns
 // ErrSocketClosed once the socket is closing.
 func (s *Socket) Send(event string, data any) error {
-	frame, err := s.hub.encode(protocol.KindEvent, event, data)
+	frame, _, err := s.hub.encode(protocol.KindEvent, event, data)
 	if err != nil {
 		return err
 	}
-	if !s.send(frame, s.hub.opts.Binary) {
+	if !s.send(frame, true) {
 		return ErrSocketClosed
 	}
 	return nil
@@ -133,299 +124,24 @@ func (s *Socket) Send(event string, data any) error {
 // Close closes the socket with code and reason after the frames already
 // queued are written. It does not wait. Codes are 1000 or 3000–4999.
 func (s *Socket) Close(code CloseCode, reason string) {
-	s.closeWith(CloseError{Code: code, Reason: reason}, true)
+	s.w.close(CloseError{Code: code, Reason: reason}, true)
 }
 
-// enqueue queues frame without blocking and starts the writer if idle.
-func (s *Socket) enqueue(frame []byte, binary bool) bool {
-	s.qmu.Lock()
-	if s.closing {
-		s.qmu.Unlock()
-		return false
-	}
-	if s.q.bytes > 0 && s.q.bytes+len(frame) > s.hub.opts.SendQueueBytes {
+// send offers frame to the socket's writer (see writer for the rules);
+// inline allows it to be written on the calling goroutine. It reports
+// whether the frame was accepted.
+func (s *Socket) send(frame []byte, inline bool) bool {
+	return s.sendFrame(wsconn.Frame{Data: frame, Binary: s.hub.opts.Binary}, inline)
+}
+
+func (s *Socket) sendFrame(f wsconn.Frame, inline bool) bool {
+	res, queued := s.w.send(f, inline)
+	if res == overflow {
 		s.hub.counters.slowConsumers.Add(1)
-		s.requestCloseLocked(closeErr(CloseSlowConsumer), false)
-		s.qmu.Unlock()
-		return false
+		s.hub.warn.Log(slog.LevelWarn, "closing a slow consumer", "socket", s.id, "queued_bytes", queued,
+			"remote", s.remote)
 	}
-	s.q.push(wsconn.Frame{Data: frame, Binary: binary})
-	s.startWriterLocked()
-	s.qmu.Unlock()
-	return true
-}
-
-// A frame that follows the socket's previous one within hotGap is queued,
-// so that a fast stream to one socket is written by the pool, many frames
-// per system call, instead of one system call per frame on the sender.
-// Request-response traffic and occasional messages are slower than that
-// and are written on the sending goroutine.
-const hotGap = 50 * time.Microsecond
-
-// clock is the start of the monotonic times in Socket.
-var clock = time.Now()
-
-// send writes frame at once, on the calling goroutine, with one write that
-// does not wait for the socket buffer, when nothing is queued or being
-// written and the previous frame was not within hotGap; otherwise it
-// queues the frame. A direct message or a small fan-out then costs no
-// hand-off to a writer. Wide fan-outs queue instead, so that the pool
-// writes them in parallel and in batches.
-func (s *Socket) send(frame []byte, binary bool) bool {
-	now := time.Since(clock)
-	s.qmu.Lock()
-	hot := now-s.lastSend < hotGap
-	s.lastSend = now
-	if hot || s.writing || s.closing || !s.q.empty() || !s.nc.CanTryWrite() {
-		s.qmu.Unlock()
-		return s.enqueue(frame, binary)
-	}
-	s.writing = true
-	s.qmu.Unlock()
-
-	bp := bufPool.Get().(*[]byte)
-	buf := wsconn.AppendFrame((*bp)[:0], wsconn.Frame{Data: frame, Binary: binary})
-	done, err := s.nc.TryWrite(buf)
-	putBuf(bp, buf)
-	if err != nil {
-		s.writeFailed(err)
-		return true
-	}
-	s.qmu.Lock()
-	s.writing = false
-	switch {
-	case !done:
-		// The Conn kept the rest; a writer that can wait sends it first.
-		s.writing = true
-		s.spawnWriterLocked()
-	case !s.q.empty() || s.closeFrame:
-		s.startWriterLocked()
-	}
-	s.qmu.Unlock()
-	return true
-}
-
-// startWriterLocked hands the socket to the writer pool, or, when the
-// connection cannot be written without blocking or the pool is swamped, to
-// a goroutine of its own.
-func (s *Socket) startWriterLocked() {
-	if s.writing {
-		return
-	}
-	s.writing = true
-	if !s.closeFrame && s.nc.CanTryWrite() {
-		select {
-		case s.hub.ready <- s:
-			return
-		default:
-		}
-	}
-	s.spawnWriterLocked()
-}
-
-// spawnWriterLocked starts a goroutine that owns the writes until the
-// queue is empty. The reader is still running (ended is false), so the
-// hub's WaitGroup cannot be at zero.
-func (s *Socket) spawnWriterLocked() {
-	if s.ended {
-		s.writing = false
-		return
-	}
-	s.hub.wg.Add(1)
-	go s.writeFn()
-}
-
-// poolWrite runs on a pool writer: it writes what the socket buffer takes
-// without waiting and hands the socket to a goroutine of its own when the
-// buffer is full or a close handshake is due.
-func (s *Socket) poolWrite() {
-	for round := 0; ; round++ {
-		s.qmu.Lock()
-		switch {
-		case s.q.empty() && !s.closeFrame:
-			s.writing = false
-			s.qmu.Unlock()
-			return
-		case s.q.empty(), round == 2:
-			// A close handshake blocks; a busy socket yields to the others.
-			if !s.q.empty() {
-				select {
-				case s.hub.ready <- s:
-					s.qmu.Unlock()
-					return
-				default:
-				}
-			}
-			s.spawnWriterLocked()
-			s.qmu.Unlock()
-			return
-		}
-		list := s.q.take()
-		s.qmu.Unlock()
-
-		rest, blocked, err := s.writeChunks(list, false)
-		if err != nil {
-			s.writeFailed(err)
-			return
-		}
-		if blocked {
-			// The socket buffer is full: a goroutine that can wait takes
-			// over, with the frames not yet framed back in front.
-			s.qmu.Lock()
-			s.q.pushFront(rest)
-			s.spawnWriterLocked()
-			s.qmu.Unlock()
-			return
-		}
-	}
-}
-
-// flushAt is the size of one write: larger ones save no syscalls worth the
-// memory.
-const flushAt = 64 << 10
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); return &b }}
-
-// putBuf returns buf, taken from bp, to the pool unless one large frame
-// grew it past what is worth keeping.
-func putBuf(bp *[]byte, buf []byte) {
-	if cap(buf) <= 4*flushAt {
-		*bp = buf[:0]
-		bufPool.Put(bp)
-	}
-}
-
-// writeChunks frames the queued frames of list into buffers of about
-// 64 KiB and writes them, releasing the chunks. With wait it may wait for
-// the socket buffer, up to the write timeout. Without, it stops when the
-// buffer is full (blocked): the Conn keeps the bytes it could not write,
-// and rest holds the frames not yet framed.
-func (s *Socket) writeChunks(list *chunk, wait bool) (rest *chunk, blocked bool, err error) {
-	bp := bufPool.Get().(*[]byte)
-	buf := (*bp)[:0]
-	defer func() { putBuf(bp, buf) }()
-	write := func() (bool, error) {
-		defer func() { buf = buf[:0] }()
-		if wait {
-			_, err := s.nc.Write(buf)
-			return true, err
-		}
-		return s.nc.TryWrite(buf)
-	}
-	for c := list; c != nil; {
-		for i := 0; i < c.n; i++ {
-			buf = wsconn.AppendFrame(buf, c.frames[i])
-			if len(buf) < flushAt {
-				continue
-			}
-			done, err := write()
-			if err != nil {
-				releaseChunks(c)
-				return nil, false, err
-			}
-			if !done {
-				// Keep the frames after i.
-				k := copy(c.frames[:], c.frames[i+1:c.n])
-				clear(c.frames[k:c.n])
-				c.n = k
-				if c.n == 0 {
-					next := c.next
-					releaseChunk(c)
-					return next, true, nil
-				}
-				return c, true, nil
-			}
-		}
-		next := c.next
-		releaseChunk(c)
-		c = next
-	}
-	if len(buf) == 0 {
-		return nil, false, nil
-	}
-	done, err := write()
-	return nil, !done, err
-}
-
-// writeFailed gives up on a connection whose write failed.
-func (s *Socket) writeFailed(err error) {
-	s.qmu.Lock()
-	s.closing, s.closeFrame, s.writing = true, false, false
-	s.q.reset()
-	s.qmu.Unlock()
-	s.hub.log.Debug("write failed", "socket", s.id, "err", err)
-	_ = s.ws.CloseNow()
-}
-
-// closeWith asks the writer to send a close frame, after the queued frames
-// when drain is set, or instead of them.
-func (s *Socket) closeWith(e CloseError, drain bool) {
-	s.qmu.Lock()
-	if !s.closing {
-		s.requestCloseLocked(e, drain)
-	}
-	s.qmu.Unlock()
-}
-
-func (s *Socket) requestCloseLocked(e CloseError, drain bool) {
-	s.closing, s.closeFrame = true, true
-	s.closeErr = e
-	if !drain {
-		s.q.reset()
-	}
-	s.startWriterLocked()
-}
-
-func (s *Socket) isClosing() bool {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	return s.closing
-}
-
-// drop closes the connection at once, without a close handshake.
-func (s *Socket) drop() {
-	s.qmu.Lock()
-	if !s.closing {
-		s.closing = true
-		s.closeErr = closeErr(CloseGoingAway)
-	}
-	s.closeFrame = false
-	s.qmu.Unlock()
-	_ = s.ws.CloseNow()
-}
-
-// writeLoop is a socket's own writer goroutine: it runs while the queue
-// has frames and may wait for the socket buffer, up to the write timeout.
-func (s *Socket) writeLoop() {
-	defer s.hub.wg.Done()
-	for {
-		// Bytes a pool writer could not write go first.
-		if err := s.nc.Flush(); err != nil {
-			s.writeFailed(err)
-			return
-		}
-		s.qmu.Lock()
-		if s.q.empty() {
-			if s.closeFrame {
-				s.closeFrame = false
-				e := s.closeErr
-				s.qmu.Unlock()
-				// Close waits for the client's close frame, which the reader
-				// consumes; it gives up after 5s.
-				_ = s.ws.Close(websocket.StatusCode(e.Code), e.Reason)
-				s.qmu.Lock()
-			}
-			s.writing = false
-			s.qmu.Unlock()
-			return
-		}
-		list := s.q.take()
-		s.qmu.Unlock()
-		if _, _, err := s.writeChunks(list, true); err != nil {
-			s.writeFailed(err)
-			return
-		}
-	}
+	return res == sent
 }
 
 // readLoop reads and dispatches messages until the connection ends, then
@@ -438,7 +154,7 @@ func (s *Socket) readLoop() {
 			s.finish(err)
 			return
 		}
-		if !s.isClosing() {
+		if !s.w.closing() {
 			s.handle(typ, b)
 		}
 	}
@@ -465,13 +181,9 @@ func (s *Socket) finish(err error) {
 	if errors.Is(err, errTooBig) {
 		ce = closeErr(CloseTooBig)
 	}
-	s.qmu.Lock()
-	if s.closing {
-		ce = s.closeErr
+	if e, ok := s.w.end(); ok {
+		ce = e
 	}
-	s.closing, s.ended, s.closeFrame = true, true, false
-	s.qmu.Unlock()
-	_ = s.ws.CloseNow()
 
 	for _, ch := range s.Channels() {
 		s.hub.removeSubscriber(ch, s)
@@ -513,7 +225,7 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 			return
 		}
 		if !utf8.Valid(b) {
-			s.closeWith(closeErr(CloseInvalidData), false)
+			s.w.close(closeErr(CloseInvalidData), false)
 			return
 		}
 	}
@@ -621,13 +333,8 @@ func (s *Socket) publish(ch string, data json.RawMessage) {
 		}
 	}
 	frame := h.enc.AppendFrame(make([]byte, 0, len(data)+len(ch)+16), protocol.KindPublish, ch, data)
-	ctx := s.ctx
-	if h.opts.Broker != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.opts.BrokerTimeout)
-		defer cancel()
-	}
-	if err := h.publishFrame(ctx, ch, frame); err != nil {
+	// Brokers' Publish does not block (see Broker), so no timeout is set.
+	if err := h.publish(s.ctx, ch, frame, data); err != nil {
 		s.reportError(fmt.Errorf("publish to %q: %w", ch, err))
 	}
 }
@@ -669,7 +376,7 @@ func (s *Socket) safely(what string, fn func()) (ok bool) {
 			ok = false
 			s.hub.counters.panics.Add(1)
 			s.hub.log.Error("handler panicked", "socket", s.id, "in", what, "panic", p)
-			s.closeWith(closeErr(CloseInternal), false)
+			s.w.close(closeErr(CloseInternal), false)
 		}
 	}()
 	fn()

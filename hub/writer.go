@@ -1,0 +1,464 @@
+package hub
+
+import (
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/clusterws/clusterws-go/internal/wsconn"
+)
+
+// writer is the send side of one socket: a queue bounded in bytes and the
+// rules that decide who writes it, in what batches, and how the connection
+// is closed. All of a socket's writes go through it.
+//
+// Rules:
+//
+//   - Order: frames reach the client in the order send accepted them. At
+//     most one goroutine writes at a time (the state says which), bytes a
+//     non-blocking write left behind go out before anything else (the link
+//     keeps them), and every writer takes the whole queue, oldest first.
+//   - Inline: a frame that finds the writer idle (nothing queued, nobody
+//     writing) is written at once, on the sending goroutine, with one
+//     non-blocking system call, when the caller allows it (a direct
+//     Socket.Send, the configuration frame, a fan-out to at most
+//     inlineFanout sockets) and the socket's previous frame was offered
+//     more than hotGap earlier. That saves the hand-off to another
+//     goroutine, a third of the CPU of a small round trip.
+//   - Pooled: any other frame is queued, and an idle writer is handed to
+//     the hub's pool of writer goroutines, which frames everything queued
+//     into one buffer and writes it with one non-blocking system call. A
+//     fast stream to one socket thus costs one system call per batch, not
+//     per frame, and wide fan-outs are written in parallel.
+//   - Own goroutine: when the socket buffer is full (a write would block),
+//     the pool is swamped, the connection cannot be written without
+//     blocking (TLS), or a close handshake is due, a goroutine of the
+//     socket's own takes over. It may wait, each write bounded by the write
+//     timeout, and exits when the queue is empty, so an idle socket costs
+//     no goroutine and a slow one never holds up the pool.
+//   - Slow consumer: a frame that would take a non-empty queue over its
+//     byte limit is refused, the queue is dropped, and the socket is
+//     closed with CloseSlowConsumer. send never blocks.
+//   - Close: close queues a close frame after the queued frames (drain) or
+//     instead of them; nothing is accepted after it. A write error, a write
+//     that exceeds the timeout, or the end of the reader drops the
+//     connection without a close frame.
+type writer struct {
+	link  link
+	pool  *writerPool
+	wg    *sync.WaitGroup // counts own goroutines; the reader holds a count while the writer is not done
+	limit int             // bytes the queue may hold
+
+	mu       sync.Mutex // protects the fields below
+	state    writeState
+	q        frameQueue
+	last     time.Duration // since clock: when the previous frame was offered
+	closeDue bool          // a close frame is to be sent once the queue is written
+	closed   bool          // closeErr is set: the server chose how the socket ends
+	closeErr CloseError
+}
+
+// writeState says who writes the socket now.
+type writeState uint8
+
+const (
+	stateIdle   writeState = iota // nobody; the queue is empty and no close is due
+	stateInline                   // the sending goroutine, with one non-blocking write
+	statePooled                   // the pool: queued for a pool writer, or being written by one
+	stateOwn                      // a goroutine of the socket's own, which may wait
+	stateDone                     // nothing more is written: closed, failed or dropped
+)
+
+// link is the connection under a writer: *wsLink, or a fake in tests.
+type link interface {
+	// CanTryWrite reports whether TryWrite can write without blocking.
+	CanTryWrite() bool
+	// TryWrite writes b as far as the socket buffer takes it, without
+	// waiting; it keeps the rest, which goes out before any later write,
+	// and reports whether everything went out.
+	TryWrite(b []byte) (done bool, err error)
+	// Write writes what TryWrite kept, then b, waiting up to the write
+	// timeout for each.
+	Write(b []byte) error
+	// Flush writes what TryWrite kept, waiting up to the write timeout.
+	Flush() error
+	// CloseHandshake writes what TryWrite kept and a close frame, waits a
+	// while for the client's, and closes the connection.
+	CloseHandshake(e CloseError)
+	// Drop closes the connection at once.
+	Drop()
+}
+
+// sendResult says what became of a frame offered to send.
+type sendResult uint8
+
+const (
+	sent     sendResult = iota // written or queued
+	refused                    // the socket is closing or closed
+	overflow                   // the queue was full: the socket is being closed as a slow consumer
+)
+
+// A frame offered within hotGap of the socket's previous one is queued
+// even when inline writing is allowed, so that a fast stream to one socket
+// is written in batches. Request-response traffic and occasional messages
+// are slower than that.
+const hotGap = 50 * time.Microsecond
+
+// inlineFanout is the widest fan-out written inline; wider ones go through
+// the pool, which writes them in parallel and in batches.
+const inlineFanout = 16
+
+// clock is the start of the monotonic times in writer; now reads them
+// (tests replace it).
+var (
+	clock = time.Now()
+	now   = func() time.Duration { return time.Since(clock) }
+)
+
+// send writes f inline or queues it; see the rules on writer. It returns
+// the queue's size in bytes with overflow.
+func (w *writer) send(f wsconn.Frame, inline bool) (sendResult, int) {
+	t := now()
+	w.mu.Lock()
+	if w.closed || w.state == stateDone {
+		w.mu.Unlock()
+		return refused, 0
+	}
+	hot := t-w.last < hotGap
+	w.last = t
+	if inline && !hot && w.state == stateIdle && w.link.CanTryWrite() {
+		w.state = stateInline
+		w.mu.Unlock()
+		w.writeInline(f)
+		return sent, 0
+	}
+	if queued := w.q.bytes; queued > 0 && queued+len(f.Data) > w.limit {
+		w.requestCloseLocked(closeErr(CloseSlowConsumer), false)
+		w.mu.Unlock()
+		return overflow, queued
+	}
+	w.q.push(f)
+	if w.state == stateIdle {
+		w.scheduleLocked()
+	}
+	w.mu.Unlock()
+	return sent, 0
+}
+
+// writeInline writes f on the calling goroutine; the writer is inline.
+func (w *writer) writeInline(f wsconn.Frame) {
+	bp := bufPool.Get().(*[]byte)
+	buf := wsconn.AppendFrame((*bp)[:0], f)
+	done, err := w.link.TryWrite(buf)
+	putBuf(bp, buf)
+	w.afterTry(nil, !done, err)
+}
+
+// afterTry decides who writes next after a non-blocking write by the
+// inline or a pool writer: rest holds the frames not yet framed, blocked
+// says the socket buffer was full.
+func (w *writer) afterTry(rest *chunk, blocked bool, err error) {
+	w.mu.Lock()
+	switch {
+	case w.state == stateDone:
+		releaseChunks(rest)
+	case err != nil:
+		w.failLocked()
+		w.mu.Unlock()
+		w.link.Drop()
+		return
+	case blocked:
+		// The link kept what the buffer did not take: only a goroutine
+		// that can wait may write it, and the frames after it.
+		w.q.pushFront(rest)
+		w.ownLocked()
+	case !w.q.empty() || w.closeDue:
+		// More arrived meanwhile: back in line, so a busy socket does not
+		// hold a pool writer from the others.
+		w.scheduleLocked()
+	default:
+		w.state = stateIdle
+	}
+	w.mu.Unlock()
+}
+
+// scheduleLocked hands the queue to the pool, or to a goroutine of the
+// socket's own when the pool cannot take it or only waiting will do.
+func (w *writer) scheduleLocked() {
+	if !w.closeDue && w.link.CanTryWrite() && w.pool.offer(w) {
+		w.state = statePooled
+		return
+	}
+	w.ownLocked()
+}
+
+// ownLocked starts the socket's own writer goroutine. The writer is not
+// done, so the reader still holds its count in wg.
+func (w *writer) ownLocked() {
+	w.state = stateOwn
+	w.wg.Add(1)
+	go w.run()
+}
+
+// poolWrite runs on a pool writer: one batch, written without waiting.
+func (w *writer) poolWrite() {
+	w.mu.Lock()
+	if w.state != statePooled {
+		w.mu.Unlock()
+		return
+	}
+	list := w.q.take()
+	w.mu.Unlock()
+
+	w.afterTry(w.writeChunks(list, false))
+}
+
+// run is the socket's own writer goroutine: it writes, waiting as long as
+// the write timeout allows, until the queue is empty, then sends the close
+// frame if one is due.
+func (w *writer) run() {
+	defer w.wg.Done()
+	for {
+		// Bytes a non-blocking write kept go first.
+		if err := w.link.Flush(); err != nil {
+			w.fail()
+			return
+		}
+		w.mu.Lock()
+		switch {
+		case w.state != stateOwn:
+			w.mu.Unlock()
+			return
+		case !w.q.empty():
+			list := w.q.take()
+			w.mu.Unlock()
+			if _, _, err := w.writeChunks(list, true); err != nil {
+				w.fail()
+				return
+			}
+		case w.closeDue:
+			w.state, w.closeDue = stateDone, false
+			e := w.closeErr
+			w.mu.Unlock()
+			w.link.CloseHandshake(e)
+			return
+		default:
+			w.state = stateIdle
+			w.mu.Unlock()
+			return
+		}
+	}
+}
+
+// flushAt is the size of one write: larger ones save no system calls worth
+// the memory.
+const flushAt = 64 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); return &b }}
+
+// putBuf returns buf, taken from bp, to the pool unless one large frame
+// grew it past what is worth keeping.
+func putBuf(bp *[]byte, buf []byte) {
+	if cap(buf) <= 4*flushAt {
+		*bp = buf[:0]
+		bufPool.Put(bp)
+	}
+}
+
+// writeChunks frames the frames of list into buffers of about flushAt
+// bytes and writes them, releasing the chunks. With wait it may wait for
+// the socket buffer, up to the write timeout. Without, it stops when the
+// buffer is full (blocked): the link keeps the bytes it could not write,
+// and rest holds the frames not yet framed.
+func (w *writer) writeChunks(list *chunk, wait bool) (rest *chunk, blocked bool, err error) {
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() { putBuf(bp, buf) }()
+	write := func() (bool, error) {
+		defer func() { buf = buf[:0] }()
+		if wait {
+			return true, w.link.Write(buf)
+		}
+		return w.link.TryWrite(buf)
+	}
+	for c := list; c != nil; {
+		for i := 0; i < c.n; i++ {
+			buf = wsconn.AppendFrame(buf, c.frames[i])
+			if len(buf) < flushAt {
+				continue
+			}
+			done, err := write()
+			if err != nil {
+				releaseChunks(c)
+				return nil, false, err
+			}
+			if !done {
+				// Keep the frames after i.
+				k := copy(c.frames[:], c.frames[i+1:c.n])
+				clear(c.frames[k:c.n])
+				c.n = k
+				if c.n == 0 {
+					next := c.next
+					releaseChunk(c)
+					return next, true, nil
+				}
+				return c, true, nil
+			}
+		}
+		next := c.next
+		releaseChunk(c)
+		c = next
+	}
+	if len(buf) == 0 {
+		return nil, false, nil
+	}
+	done, err := write()
+	return nil, !done, err
+}
+
+// close asks for a close frame with e, after the queued frames (drain) or
+// instead of them. Only the first close counts.
+func (w *writer) close(e CloseError, drain bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != stateDone && !w.closed {
+		w.requestCloseLocked(e, drain)
+	}
+}
+
+func (w *writer) requestCloseLocked(e CloseError, drain bool) {
+	w.closeDue, w.closed, w.closeErr = true, true, e
+	if !drain {
+		w.q.reset()
+	}
+	if w.state == stateIdle {
+		w.ownLocked()
+	}
+}
+
+// closing reports whether a close was requested or the writer is done:
+// the socket's further input is ignored.
+func (w *writer) closing() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closed || w.state == stateDone
+}
+
+// fail gives up on a connection whose write failed or timed out.
+func (w *writer) fail() {
+	w.mu.Lock()
+	w.failLocked()
+	w.mu.Unlock()
+	w.link.Drop()
+}
+
+// failLocked makes the writer done; the caller drops the link after
+// unlocking (closing a connection can wait for a close handshake under
+// way, and senders must never wait for that).
+func (w *writer) failLocked() {
+	w.state, w.closeDue = stateDone, false
+	w.q.reset()
+}
+
+// drop closes the connection at once, without a close frame; e is how the
+// socket is reported to have ended unless a close was requested before.
+func (w *writer) drop(e CloseError) {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed, w.closeErr = true, e
+	}
+	w.failLocked()
+	w.mu.Unlock()
+	w.link.Drop()
+}
+
+// end is called once the reader has finished: the writer is done, and
+// nothing starts a goroutine any more. It returns the close the server
+// chose, if any.
+func (w *writer) end() (CloseError, bool) {
+	w.mu.Lock()
+	w.failLocked()
+	e, ok := w.closeErr, w.closed
+	w.mu.Unlock()
+	w.link.Drop()
+	return e, ok
+}
+
+// writerPool is a hub's pool of writer goroutines (see writer). A
+// goroutine per write would cost more than the write.
+type writerPool struct {
+	ready chan *writer
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+// poolBacklog bounds the writers waiting for the pool; beyond it sockets
+// get a goroutine of their own.
+const poolBacklog = 8192
+
+func newWriterPool() *writerPool {
+	p := &writerPool{ready: make(chan *writer, poolBacklog), stop: make(chan struct{})}
+	n := max(2, runtime.GOMAXPROCS(0))
+	p.wg.Add(n)
+	for range n {
+		go p.run()
+	}
+	return p
+}
+
+func (p *writerPool) run() {
+	defer p.wg.Done()
+	for {
+		select {
+		case w := <-p.ready:
+			w.poolWrite()
+		case <-p.stop:
+			return
+		}
+	}
+}
+
+// offer queues w for a pool writer without blocking.
+func (p *writerPool) offer(w *writer) bool {
+	select {
+	case p.ready <- w:
+		return true
+	default:
+		return false
+	}
+}
+
+// close stops the pool once no writer is left to write for.
+func (p *writerPool) close() {
+	p.once.Do(func() {
+		close(p.stop)
+		p.wg.Wait()
+	})
+}
+
+// wsLink is the link of a real connection: data frames through wsconn,
+// the close handshake through coder/websocket.
+type wsLink struct {
+	ws *websocket.Conn
+	nc *wsconn.Conn
+}
+
+func (l wsLink) CanTryWrite() bool               { return l.nc.CanTryWrite() }
+func (l wsLink) TryWrite(b []byte) (bool, error) { return l.nc.TryWrite(b) }
+func (l wsLink) Flush() error                    { return l.nc.Flush() }
+func (l wsLink) Drop()                           { _ = l.ws.CloseNow() }
+
+func (l wsLink) Write(b []byte) error {
+	_, err := l.nc.Write(b)
+	return err
+}
+
+// CloseHandshake waits for the client's close frame, which the reader
+// consumes, for up to 5s. Its own write goes through nc, after what
+// TryWrite kept.
+func (l wsLink) CloseHandshake(e CloseError) {
+	_ = l.ws.Close(websocket.StatusCode(e.Code), e.Reason)
+}
