@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/backoff"
 	"github.com/clusterws/clusterws-go/internal/protocol"
 )
 
@@ -59,6 +59,8 @@ type Client struct {
 	cancel context.CancelFunc
 	// wg counts the connection goroutine (run) and a Connect in progress.
 	wg sync.WaitGroup
+	// sleep is backoff.Sleep; a test records the reconnect waits instead.
+	sleep func(done <-chan struct{}, d time.Duration) bool
 
 	onConnect    atomic.Pointer[func()]
 	onDisconnect atomic.Pointer[func(code hub.CloseCode, reason string)]
@@ -94,6 +96,7 @@ func New(url string, opts Options) (*Client, error) {
 		log:      o.Logger,
 		ctx:      ctx,
 		cancel:   cancel,
+		sleep:    backoff.Sleep,
 		handlers: make(map[string]func(json.RawMessage)),
 		channels: make(map[string]*Channel),
 	}, nil
@@ -364,17 +367,14 @@ func (c *Client) run(s *session) {
 // reconnect dials with backoff until it succeeds, the client is closed
 // (nil) or ReconnectAttempts run out (nil).
 func (c *Client) reconnect() *session {
+	policy := backoff.Policy{Min: c.opts.ReconnectMin, Max: c.opts.ReconnectMax}
 	for attempt := 1; ; attempt++ {
 		if n := c.opts.ReconnectAttempts; n > 0 && attempt > n {
 			c.log.Warn("clusterws client: giving up reconnecting", "attempts", n)
 			return nil
 		}
-		t := time.NewTimer(c.backoff(attempt))
-		select {
-		case <-c.ctx.Done():
-			t.Stop()
+		if !c.sleep(c.ctx.Done(), policy.Delay(attempt)) {
 			return nil
-		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, c.opts.HandshakeTimeout)
 		s, err := c.establish(ctx)
@@ -392,22 +392,6 @@ func (c *Client) reconnect() *session {
 		c.log.Info("clusterws client: reconnected", "attempt", attempt)
 		return s
 	}
-}
-
-// backoff returns the jittered wait before reconnect attempt n (from 1):
-// ReconnectMin doubled n-1 times, capped at ReconnectMax, then a random
-// value between half and all of it.
-func (c *Client) backoff(n int) time.Duration {
-	d, ceiling := c.opts.ReconnectMin, c.opts.ReconnectMax
-	for i := 1; i < n && d < ceiling; i++ {
-		if d > ceiling/2 {
-			d = ceiling
-			break
-		}
-		d *= 2
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
 }
 
 // handler returns the handler of event, or nil.
