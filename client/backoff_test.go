@@ -28,6 +28,7 @@ func TestReconnectWaits(t *testing.T) {
 		{"defaults", Options{}, []time.Duration{100 * ms, 200 * ms, 400 * ms, 800 * ms, 1600 * ms, 3200 * ms, 5000 * ms, 5000 * ms}},
 		{"min and max", Options{ReconnectMin: 10 * ms, ReconnectMax: 40 * ms}, []time.Duration{10 * ms, 20 * ms, 40 * ms, 40 * ms}},
 		{"min above the default max", Options{ReconnectMin: 8 * time.Second}, []time.Duration{8 * time.Second, 8 * time.Second}},
+		{"max below the default min", Options{ReconnectMax: 30 * ms}, []time.Duration{30 * ms, 30 * ms}},
 		{"min equals max", Options{ReconnectMin: time.Hour, ReconnectMax: time.Hour}, []time.Duration{time.Hour, time.Hour, time.Hour}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -450,39 +450,6 @@ func TestDialErrors(t *testing.T) {
 	})
 }
 
-func TestOptionsValidation(t *testing.T) {
-	t.Parallel()
-	for _, opts := range []client.Options{
-		{ReconnectMin: -1},
-		{ReconnectMax: -1},
-		{ReconnectMin: time.Second, ReconnectMax: time.Millisecond},
-		{ReconnectAttempts: -1},
-		{HandshakeTimeout: -1},
-		{ReadLimit: -1},
-	} {
-		if _, err := client.New("ws://localhost/ws", opts); !errors.Is(err, client.ErrInvalidOptions) {
-			t.Errorf("New(%+v) = %v, want ErrInvalidOptions", opts, err)
-		}
-	}
-	opts := client.Options{ReconnectMin: 10 * time.Second}
-	orig := opts
-	c, err := client.New("ws://localhost/ws", opts)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	defer c.Close()
-	if !reflectEqualOptions(opts, orig) {
-		t.Errorf("New modified the caller's Options: %+v", opts)
-	}
-}
-
-func reflectEqualOptions(a, b client.Options) bool {
-	return a.AutoReconnect == b.AutoReconnect && a.ReconnectMin == b.ReconnectMin &&
-		a.ReconnectMax == b.ReconnectMax && a.ReconnectAttempts == b.ReconnectAttempts &&
-		a.HandshakeTimeout == b.HandshakeTimeout && a.ReadLimit == b.ReadLimit &&
-		a.Logger == b.Logger && a.HTTPClient == b.HTTPClient
-}
-
 // modes are the wire variants every round-trip test runs in.
 var modes = []struct {
 	name string
