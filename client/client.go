@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -31,9 +30,18 @@ var (
 	// ErrNotSubscribed is returned by Publish on a Channel that has been
 	// unsubscribed.
 	ErrNotSubscribed = errors.New("client: channel is not subscribed")
-	// ErrNoConfig is returned by Dial and Connect when the server's first
-	// frame was not the config frame.
+	// ErrDial is returned by Dial and Connect when the WebSocket handshake
+	// fails: the server is unreachable or refused the upgrade. It wraps the
+	// cause, e.g. context.DeadlineExceeded.
+	ErrDial = errors.New("client: cannot connect")
+	// ErrNoConfig is returned by Dial and Connect when the connection did
+	// not begin with the server's config frame: another frame came first,
+	// or the connection ended before it (the error then wraps a
+	// hub.CloseError with the server's close code and reason).
 	ErrNoConfig = errors.New("client: server did not send the config frame first")
+	// ErrEncode is returned by Send and Publish when data cannot be
+	// encoded as JSON, e.g. a json.RawMessage that is not valid JSON.
+	ErrEncode = errors.New("client: value cannot be encoded as JSON")
 )
 
 // Config is what the server announces in the first frame of a connection.
@@ -209,7 +217,9 @@ func (c *Client) OnDisconnect(fn func(code hub.CloseCode, reason string)) {
 
 // Send sends the event to the server with data encoded as JSON (a
 // json.RawMessage is sent as is, after validation). It returns
-// ErrNotConnected while disconnected and ErrClosed after Close.
+// ErrNotConnected while disconnected, ErrEncode for data that is not
+// JSON, ErrClosed after Close, and an error wrapping ctx.Err() when ctx
+// ends first.
 //
 // ctx bounds the write. As with coder/websocket, a ctx that ends in the
 // middle of a write breaks the connection (which AutoReconnect repairs).
@@ -406,13 +416,4 @@ func (c *Client) channel(name string) *Channel {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.channels[name]
-}
-
-// encode builds one client frame.
-func encode(enc protocol.Encoder, kind byte, name string, data any) ([]byte, error) {
-	v, err := protocol.AppendValue(nil, data)
-	if err != nil {
-		return nil, fmt.Errorf("client: encoding %q: %w", name, err)
-	}
-	return enc.AppendFrame(make([]byte, 0, len(v)+len(name)+16), kind, name, v), nil
 }

@@ -430,22 +430,37 @@ func TestDialErrors(t *testing.T) {
 			t.Errorf("Dial = %v, want ErrNoConfig", err)
 		}
 	})
+	t.Run("closed before the config", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ws, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			ws.Close(websocket.StatusPolicyViolation, "server shutting down")
+		}))
+		defer srv.Close()
+		_, err := client.Dial(ctx, srv.URL, client.Options{})
+		var ce hub.CloseError
+		if !errors.Is(err, client.ErrNoConfig) || !errors.As(err, &ce) || ce.Code != hub.ClosePolicy || ce.Reason != "server shutting down" {
+			t.Errorf("Dial = %v, want ErrNoConfig with hub.CloseError 1008", err)
+		}
+	})
 	t.Run("rejected", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "no", http.StatusForbidden)
 		}))
 		defer srv.Close()
 		_, err := client.Dial(ctx, srv.URL, client.Options{})
-		if err == nil || !strings.Contains(err.Error(), "403") {
-			t.Errorf("Dial = %v, want a 403 error", err)
+		if !errors.Is(err, client.ErrDial) || !strings.Contains(err.Error(), "403") {
+			t.Errorf("Dial = %v, want ErrDial with 403", err)
 		}
 	})
 	t.Run("cancelled", func(t *testing.T) {
 		ts := newTestServer(t, serverOptions{})
 		ctx, cancel := context.WithCancel(ctx)
 		cancel()
-		if _, err := client.Dial(ctx, ts.URL(), client.Options{}); !errors.Is(err, context.Canceled) {
-			t.Errorf("Dial = %v, want context.Canceled", err)
+		if _, err := client.Dial(ctx, ts.URL(), client.Options{}); !errors.Is(err, client.ErrDial) || !errors.Is(err, context.Canceled) {
+			t.Errorf("Dial = %v, want ErrDial with context.Canceled", err)
 		}
 	})
 }
@@ -511,8 +526,11 @@ func TestEventRoundTrip(t *testing.T) {
 			if data := recv(t, got, "echo"); string(data) != "null" {
 				t.Errorf("echo = %s, want null", data)
 			}
-			if err := c.Send(ctx, "echo", json.RawMessage(`{`)); !errors.Is(err, protocol.ErrInvalidJSON) {
-				t.Errorf("Send(invalid JSON) = %v, want ErrInvalidJSON", err)
+			for _, bad := range []any{json.RawMessage(`{`), json.RawMessage("\"\xff\""), func() {}} {
+				err := c.Send(ctx, "echo", bad)
+				if !errors.Is(err, client.ErrEncode) || errors.Is(err, protocol.ErrInvalidJSON) || errors.Is(err, protocol.ErrInvalidUTF8) {
+					t.Errorf("Send(%T) = %v, want ErrEncode and no internal error", bad, err)
+				}
 			}
 
 			// Without a handler an event is dropped.
