@@ -101,7 +101,7 @@ func New(url string, opts Options) (*Client, error) {
 	return &Client{
 		url:      url,
 		opts:     o,
-		log:      o.Logger,
+		log:      o.Logger.With("component", "client"),
 		ctx:      ctx,
 		cancel:   cancel,
 		sleep:    backoff.Sleep,
@@ -343,7 +343,7 @@ func (c *Client) install(s *session) error {
 		cancel()
 		if err != nil {
 			// The reader will see the broken connection.
-			c.log.Debug("clusterws client: resubscribe failed", "channel", name, "err", err)
+			c.log.Debug("resubscribe failed", "channel", name, "err", err)
 			break
 		}
 	}
@@ -360,7 +360,7 @@ func (c *Client) run(s *session) {
 		c.sess = nil
 		closed := c.closed
 		c.mu.Unlock()
-		c.log.Debug("clusterws client: disconnected", "code", code, "reason", reason)
+		c.log.Debug("disconnected", "code", code, "reason", reason)
 		if fn := c.onDisconnect.Load(); fn != nil {
 			(*fn)(code, reason)
 		}
@@ -380,7 +380,7 @@ func (c *Client) reconnect() *session {
 	policy := backoff.Policy{Min: c.opts.ReconnectMin, Max: c.opts.ReconnectMax}
 	for attempt := 1; ; attempt++ {
 		if n := c.opts.ReconnectAttempts; n > 0 && attempt > n {
-			c.log.Warn("clusterws client: giving up reconnecting", "attempts", n)
+			c.log.Warn("giving up reconnecting", "attempts", n)
 			return nil
 		}
 		if !c.sleep(c.ctx.Done(), policy.Delay(attempt)) {
@@ -393,13 +393,13 @@ func (c *Client) reconnect() *session {
 			if c.ctx.Err() != nil {
 				return nil
 			}
-			c.log.Info("clusterws client: reconnect failed", "attempt", attempt, "err", err)
+			c.log.Info("reconnect failed", "attempt", attempt, "err", err)
 			continue
 		}
 		if c.install(s) != nil {
 			return nil
 		}
-		c.log.Info("clusterws client: reconnected", "attempt", attempt)
+		c.log.Info("reconnected", "attempt", attempt)
 		return s
 	}
 }

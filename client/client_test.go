@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -550,6 +551,38 @@ func TestEventRoundTrip(t *testing.T) {
 			default:
 			}
 		})
+	}
+}
+
+// logLines is an io.Writer for a slog handler that forwards each record,
+// one line per Write, dropping lines when nobody reads.
+type logLines chan string
+
+func (l logLines) Write(p []byte) (int, error) {
+	select {
+	case l <- string(p):
+	default:
+	}
+	return len(p), nil
+}
+
+// TestLogging: the client logs through Options.Logger, with the component
+// as an attribute and no prefix in the message.
+func TestLogging(t *testing.T) {
+	t.Parallel()
+	lines := make(logLines, 64)
+	logger := slog.New(slog.NewTextHandler(lines, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ts := newTestServer(t, serverOptions{})
+	dial(t, ts, client.Options{Logger: logger})
+	ts.sendAll(websocket.MessageText, []byte("not json"))
+	for {
+		line := recv(t, lines, "the log line of the ignored frame")
+		if strings.Contains(line, "ignoring a frame") {
+			if want := `level=DEBUG msg="ignoring a frame" component=client `; !strings.Contains(line, want) {
+				t.Errorf("log line %q lacks %q", line, want)
+			}
+			return
+		}
 	}
 }
 

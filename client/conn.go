@@ -167,7 +167,7 @@ func (c *Client) watchdog(s *session, done <-chan struct{}) {
 		case <-s.pinged:
 			t.Reset(d)
 		case <-t.C:
-			c.log.Warn("clusterws client: no heartbeat from the server, closing", "waited", d)
+			c.log.Warn("no heartbeat from the server, closing", "waited", d)
 			s.close(hub.CloseNoPong, "did not get pings")
 			return
 		}
@@ -186,13 +186,13 @@ func (c *Client) handle(s *session, typ websocket.MessageType, b []byte) {
 		err := s.conn.Write(ctx, ptyp, frame)
 		cancel()
 		if err != nil {
-			c.log.Debug("clusterws client: answering a heartbeat", "err", err)
+			c.log.Debug("heartbeat answer failed", "err", err)
 		}
 		return
 	}
 	m, err := decode(typ, b, s.legacy)
 	if err != nil {
-		c.log.Debug("clusterws client: ignoring a frame", "err", err, "len", len(b))
+		c.log.Debug("ignoring a frame", "err", err, "len", len(b))
 		return
 	}
 	switch m.Kind {
@@ -207,7 +207,7 @@ func (c *Client) handle(s *session, typ websocket.MessageType, b []byte) {
 			}
 		}
 	default:
-		c.log.Debug("clusterws client: ignoring a system frame", "name", m.Name)
+		c.log.Debug("ignoring a system frame", "name", m.Name)
 	}
 }
 
