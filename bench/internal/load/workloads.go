@@ -11,7 +11,7 @@ import (
 
 	"github.com/clusterws/clusterws-go/bench/internal/hist"
 	"github.com/clusterws/clusterws-go/bench/internal/proto"
-	"github.com/clusterws/clusterws-go/bench/internal/wsc"
+	"github.com/clusterws/clusterws-go/internal/wsc"
 )
 
 // Result is one measured case of a workload, as the runner tabulates it.

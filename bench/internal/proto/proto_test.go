@@ -3,7 +3,7 @@ package proto
 import (
 	"testing"
 
-	"github.com/clusterws/clusterws-go/bench/internal/wsc"
+	"github.com/clusterws/clusterws-go/internal/wsc"
 )
 
 func TestPayload(t *testing.T) {
