@@ -89,6 +89,24 @@ func collect() (func(json.RawMessage), chan json.RawMessage) {
 	return func(data json.RawMessage) { ch <- data }, ch
 }
 
+// expectNothing fails the test if got holds a frame once c has had the
+// answer to a "sync" event: whatever the server wrote to c before that
+// answer has been handled by then.
+func expectNothing(t testing.TB, c *client.Client, got <-chan json.RawMessage, what string) {
+	t.Helper()
+	fn, synced := collect()
+	c.On("sync", fn)
+	if err := c.Send(context.Background(), "sync", nil); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, synced, "sync")
+	select {
+	case data := <-got:
+		t.Errorf("%s got %s", what, data)
+	default:
+	}
+}
+
 func unquote(t testing.TB, data json.RawMessage) string {
 	t.Helper()
 	var s string
@@ -539,17 +557,7 @@ func TestEventRoundTrip(t *testing.T) {
 			if err := c.Send(ctx, "echo", 1); err != nil {
 				t.Fatalf("Send: %v", err)
 			}
-			syncFn, gotSync := collect()
-			c.On("sync", syncFn)
-			if err := c.Send(ctx, "sync", nil); err != nil {
-				t.Fatal(err)
-			}
-			recv(t, gotSync, "sync")
-			select {
-			case data := <-got:
-				t.Errorf("removed handler got %s", data)
-			default:
-			}
+			expectNothing(t, c, got, "removed handler")
 		})
 	}
 }
@@ -658,19 +666,8 @@ func TestPubSub(t *testing.T) {
 			if data := recv(t, gotB, "publish"); string(data) != "2" {
 				t.Errorf("publish = %s, want 2", data)
 			}
-			// The server wrote 2 to B only after A had left; a publish to A
-			// would have come before the answer to this event.
-			syncFn, gotSync := collect()
-			a.On("sync", syncFn)
-			if err := a.Send(ctx, "sync", nil); err != nil {
-				t.Fatal(err)
-			}
-			recv(t, gotSync, "sync")
-			select {
-			case data := <-gotA:
-				t.Errorf("unsubscribed channel got %s", data)
-			default:
-			}
+			// The server wrote 2 to B only after A had left.
+			expectNothing(t, a, gotA, "unsubscribed channel")
 
 			// Subscribing again makes a new handle.
 			again, err := a.Subscribe(ctx, "news")
