@@ -736,6 +736,15 @@ func TestDeadServer(t *testing.T) {
 // connection goroutine, and fails on any other error.
 func connectByHand(t testing.TB, c *client.Client) {
 	t.Helper()
+	if err := connectAfterStop(t, c); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+}
+
+// connectAfterStop calls Connect until it no longer returns
+// ErrAlreadyConnected, and returns what that call returned.
+func connectAfterStop(t testing.TB, c *client.Client) error {
+	t.Helper()
 	var err error
 	waitFor(t, "the client to stop", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -743,9 +752,7 @@ func connectByHand(t testing.TB, c *client.Client) {
 		err = c.Connect(ctx)
 		return !errors.Is(err, client.ErrAlreadyConnected)
 	})
-	if err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
+	return err
 }
 
 func TestReconnectResubscribe(t *testing.T) {
@@ -844,14 +851,7 @@ func TestReconnectAttempts(t *testing.T) {
 	gone := onDisconnect(c)
 	ts.Close()
 	recv(t, gone, "disconnect")
-	var err error
-	waitFor(t, "the client to give up", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		err = c.Connect(ctx)
-		return !errors.Is(err, client.ErrAlreadyConnected)
-	})
-	if err == nil {
+	if err := connectAfterStop(t, c); err == nil {
 		t.Error("Connect to a closed server succeeded")
 	}
 }
