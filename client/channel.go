@@ -36,8 +36,8 @@ func (ch *Channel) Watch(fn func(data json.RawMessage)) *Channel {
 // Publish publishes data, encoded as JSON, to the channel. The server
 // honours it only while the channel is subscribed, and delivers it to
 // every subscriber, this client included. It returns ErrNotSubscribed
-// after Unsubscribe, ErrNotConnected while disconnected and ErrClosed
-// after Close; ctx bounds the write as in Client.Send.
+// after Unsubscribe, and otherwise the errors of Client.Send; ctx bounds
+// the write as there.
 func (ch *Channel) Publish(ctx context.Context, data any) error {
 	c := ch.c
 	c.mu.Lock()

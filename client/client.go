@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/backoff"
 	"github.com/clusterws/clusterws-go/internal/protocol"
 )
 
@@ -31,9 +30,18 @@ var (
 	// ErrNotSubscribed is returned by Publish on a Channel that has been
 	// unsubscribed.
 	ErrNotSubscribed = errors.New("client: channel is not subscribed")
-	// ErrNoConfig is returned by Dial and Connect when the server's first
-	// frame was not the config frame.
+	// ErrDial is returned by Dial and Connect when the WebSocket handshake
+	// fails: the server is unreachable or refused the upgrade. It wraps the
+	// cause, e.g. context.DeadlineExceeded.
+	ErrDial = errors.New("client: cannot connect")
+	// ErrNoConfig is returned by Dial and Connect when the connection did
+	// not begin with the server's config frame: another frame came first,
+	// or the connection ended before it (the error then wraps a
+	// hub.CloseError with the server's close code and reason).
 	ErrNoConfig = errors.New("client: server did not send the config frame first")
+	// ErrEncode is returned by Send and Publish when data cannot be
+	// encoded as JSON, e.g. a json.RawMessage that is not valid JSON.
+	ErrEncode = errors.New("client: value cannot be encoded as JSON")
 )
 
 // Config is what the server announces in the first frame of a connection.
@@ -59,6 +67,8 @@ type Client struct {
 	cancel context.CancelFunc
 	// wg counts the connection goroutine (run) and a Connect in progress.
 	wg sync.WaitGroup
+	// sleep is backoff.Sleep; a test records the reconnect waits instead.
+	sleep func(done <-chan struct{}, d time.Duration) bool
 
 	onConnect    atomic.Pointer[func()]
 	onDisconnect atomic.Pointer[func(code hub.CloseCode, reason string)]
@@ -91,9 +101,10 @@ func New(url string, opts Options) (*Client, error) {
 	return &Client{
 		url:      url,
 		opts:     o,
-		log:      o.Logger,
+		log:      o.Logger.With("component", "client"),
 		ctx:      ctx,
 		cancel:   cancel,
+		sleep:    backoff.Sleep,
 		handlers: make(map[string]func(json.RawMessage)),
 		channels: make(map[string]*Channel),
 	}, nil
@@ -206,7 +217,9 @@ func (c *Client) OnDisconnect(fn func(code hub.CloseCode, reason string)) {
 
 // Send sends the event to the server with data encoded as JSON (a
 // json.RawMessage is sent as is, after validation). It returns
-// ErrNotConnected while disconnected and ErrClosed after Close.
+// ErrNotConnected while disconnected, ErrEncode for data that is not
+// JSON, ErrClosed after Close, and an error wrapping ctx.Err() when ctx
+// ends first.
 //
 // ctx bounds the write. As with coder/websocket, a ctx that ends in the
 // middle of a write breaks the connection (which AutoReconnect repairs).
@@ -330,7 +343,7 @@ func (c *Client) install(s *session) error {
 		cancel()
 		if err != nil {
 			// The reader will see the broken connection.
-			c.log.Debug("clusterws client: resubscribe failed", "channel", name, "err", err)
+			c.log.Debug("resubscribe failed", "channel", name, "err", err)
 			break
 		}
 	}
@@ -347,7 +360,7 @@ func (c *Client) run(s *session) {
 		c.sess = nil
 		closed := c.closed
 		c.mu.Unlock()
-		c.log.Debug("clusterws client: disconnected", "code", code, "reason", reason)
+		c.log.Debug("disconnected", "code", code, "reason", reason)
 		if fn := c.onDisconnect.Load(); fn != nil {
 			(*fn)(code, reason)
 		}
@@ -364,17 +377,14 @@ func (c *Client) run(s *session) {
 // reconnect dials with backoff until it succeeds, the client is closed
 // (nil) or ReconnectAttempts run out (nil).
 func (c *Client) reconnect() *session {
+	policy := backoff.Policy{Min: c.opts.ReconnectMin, Max: c.opts.ReconnectMax}
 	for attempt := 1; ; attempt++ {
 		if n := c.opts.ReconnectAttempts; n > 0 && attempt > n {
-			c.log.Warn("clusterws client: giving up reconnecting", "attempts", n)
+			c.log.Warn("giving up reconnecting", "attempts", n)
 			return nil
 		}
-		t := time.NewTimer(c.backoff(attempt))
-		select {
-		case <-c.ctx.Done():
-			t.Stop()
+		if !c.sleep(c.ctx.Done(), policy.Delay(attempt)) {
 			return nil
-		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, c.opts.HandshakeTimeout)
 		s, err := c.establish(ctx)
@@ -383,31 +393,15 @@ func (c *Client) reconnect() *session {
 			if c.ctx.Err() != nil {
 				return nil
 			}
-			c.log.Info("clusterws client: reconnect failed", "attempt", attempt, "err", err)
+			c.log.Info("reconnect failed", "attempt", attempt, "err", err)
 			continue
 		}
 		if c.install(s) != nil {
 			return nil
 		}
-		c.log.Info("clusterws client: reconnected", "attempt", attempt)
+		c.log.Info("reconnected", "attempt", attempt)
 		return s
 	}
-}
-
-// backoff returns the jittered wait before reconnect attempt n (from 1):
-// ReconnectMin doubled n-1 times, capped at ReconnectMax, then a random
-// value between half and all of it.
-func (c *Client) backoff(n int) time.Duration {
-	d, ceiling := c.opts.ReconnectMin, c.opts.ReconnectMax
-	for i := 1; i < n && d < ceiling; i++ {
-		if d > ceiling/2 {
-			d = ceiling
-			break
-		}
-		d *= 2
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
 }
 
 // handler returns the handler of event, or nil.
@@ -422,13 +416,4 @@ func (c *Client) channel(name string) *Channel {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.channels[name]
-}
-
-// encode builds one client frame.
-func encode(enc protocol.Encoder, kind byte, name string, data any) ([]byte, error) {
-	v, err := protocol.AppendValue(nil, data)
-	if err != nil {
-		return nil, fmt.Errorf("client: encoding %q: %w", name, err)
-	}
-	return enc.AppendFrame(make([]byte, 0, len(v)+len(name)+16), kind, name, v), nil
 }

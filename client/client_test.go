@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -86,6 +87,24 @@ func recv[T any](t testing.TB, ch <-chan T, what string) T {
 func collect() (func(json.RawMessage), chan json.RawMessage) {
 	ch := make(chan json.RawMessage, 64)
 	return func(data json.RawMessage) { ch <- data }, ch
+}
+
+// expectNothing fails the test if got holds a frame once c has had the
+// answer to a "sync" event: whatever the server wrote to c before that
+// answer has been handled by then.
+func expectNothing(t testing.TB, c *client.Client, got <-chan json.RawMessage, what string) {
+	t.Helper()
+	fn, synced := collect()
+	c.On("sync", fn)
+	if err := c.Send(context.Background(), "sync", nil); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, synced, "sync")
+	select {
+	case data := <-got:
+		t.Errorf("%s got %s", what, data)
+	default:
+	}
 }
 
 func unquote(t testing.TB, data json.RawMessage) string {
@@ -430,57 +449,39 @@ func TestDialErrors(t *testing.T) {
 			t.Errorf("Dial = %v, want ErrNoConfig", err)
 		}
 	})
+	t.Run("closed before the config", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ws, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			ws.Close(websocket.StatusPolicyViolation, "server shutting down")
+		}))
+		defer srv.Close()
+		_, err := client.Dial(ctx, srv.URL, client.Options{})
+		var ce hub.CloseError
+		if !errors.Is(err, client.ErrNoConfig) || !errors.As(err, &ce) || ce.Code != hub.ClosePolicy || ce.Reason != "server shutting down" {
+			t.Errorf("Dial = %v, want ErrNoConfig with hub.CloseError 1008", err)
+		}
+	})
 	t.Run("rejected", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "no", http.StatusForbidden)
 		}))
 		defer srv.Close()
 		_, err := client.Dial(ctx, srv.URL, client.Options{})
-		if err == nil || !strings.Contains(err.Error(), "403") {
-			t.Errorf("Dial = %v, want a 403 error", err)
+		if !errors.Is(err, client.ErrDial) || !strings.Contains(err.Error(), "403") {
+			t.Errorf("Dial = %v, want ErrDial with 403", err)
 		}
 	})
 	t.Run("cancelled", func(t *testing.T) {
 		ts := newTestServer(t, serverOptions{})
 		ctx, cancel := context.WithCancel(ctx)
 		cancel()
-		if _, err := client.Dial(ctx, ts.URL(), client.Options{}); !errors.Is(err, context.Canceled) {
-			t.Errorf("Dial = %v, want context.Canceled", err)
+		if _, err := client.Dial(ctx, ts.URL(), client.Options{}); !errors.Is(err, client.ErrDial) || !errors.Is(err, context.Canceled) {
+			t.Errorf("Dial = %v, want ErrDial with context.Canceled", err)
 		}
 	})
-}
-
-func TestOptionsValidation(t *testing.T) {
-	t.Parallel()
-	for _, opts := range []client.Options{
-		{ReconnectMin: -1},
-		{ReconnectMax: -1},
-		{ReconnectMin: time.Second, ReconnectMax: time.Millisecond},
-		{ReconnectAttempts: -1},
-		{HandshakeTimeout: -1},
-		{ReadLimit: -1},
-	} {
-		if _, err := client.New("ws://localhost/ws", opts); !errors.Is(err, client.ErrInvalidOptions) {
-			t.Errorf("New(%+v) = %v, want ErrInvalidOptions", opts, err)
-		}
-	}
-	opts := client.Options{ReconnectMin: 10 * time.Second}
-	orig := opts
-	c, err := client.New("ws://localhost/ws", opts)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	defer c.Close()
-	if !reflectEqualOptions(opts, orig) {
-		t.Errorf("New modified the caller's Options: %+v", opts)
-	}
-}
-
-func reflectEqualOptions(a, b client.Options) bool {
-	return a.AutoReconnect == b.AutoReconnect && a.ReconnectMin == b.ReconnectMin &&
-		a.ReconnectMax == b.ReconnectMax && a.ReconnectAttempts == b.ReconnectAttempts &&
-		a.HandshakeTimeout == b.HandshakeTimeout && a.ReadLimit == b.ReadLimit &&
-		a.Logger == b.Logger && a.HTTPClient == b.HTTPClient
 }
 
 // modes are the wire variants every round-trip test runs in.
@@ -544,8 +545,11 @@ func TestEventRoundTrip(t *testing.T) {
 			if data := recv(t, got, "echo"); string(data) != "null" {
 				t.Errorf("echo = %s, want null", data)
 			}
-			if err := c.Send(ctx, "echo", json.RawMessage(`{`)); !errors.Is(err, protocol.ErrInvalidJSON) {
-				t.Errorf("Send(invalid JSON) = %v, want ErrInvalidJSON", err)
+			for _, bad := range []any{json.RawMessage(`{`), json.RawMessage("\"\xff\""), func() {}} {
+				err := c.Send(ctx, "echo", bad)
+				if !errors.Is(err, client.ErrEncode) || errors.Is(err, protocol.ErrInvalidJSON) || errors.Is(err, protocol.ErrInvalidUTF8) {
+					t.Errorf("Send(%T) = %v, want ErrEncode and no internal error", bad, err)
+				}
 			}
 
 			// Without a handler an event is dropped.
@@ -553,18 +557,40 @@ func TestEventRoundTrip(t *testing.T) {
 			if err := c.Send(ctx, "echo", 1); err != nil {
 				t.Fatalf("Send: %v", err)
 			}
-			syncFn, gotSync := collect()
-			c.On("sync", syncFn)
-			if err := c.Send(ctx, "sync", nil); err != nil {
-				t.Fatal(err)
-			}
-			recv(t, gotSync, "sync")
-			select {
-			case data := <-got:
-				t.Errorf("removed handler got %s", data)
-			default:
-			}
+			expectNothing(t, c, got, "removed handler")
 		})
+	}
+}
+
+// logLines is an io.Writer for a slog handler that forwards each record,
+// one line per Write, dropping lines when nobody reads.
+type logLines chan string
+
+func (l logLines) Write(p []byte) (int, error) {
+	select {
+	case l <- string(p):
+	default:
+	}
+	return len(p), nil
+}
+
+// TestLogging: the client logs through Options.Logger, with the component
+// as an attribute and no prefix in the message.
+func TestLogging(t *testing.T) {
+	t.Parallel()
+	lines := make(logLines, 64)
+	logger := slog.New(slog.NewTextHandler(lines, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ts := newTestServer(t, serverOptions{})
+	dial(t, ts, client.Options{Logger: logger})
+	ts.sendAll(websocket.MessageText, []byte("not json"))
+	for {
+		line := recv(t, lines, "the log line of the ignored frame")
+		if strings.Contains(line, "ignoring a frame") {
+			if want := `level=DEBUG msg="ignoring a frame" component=client `; !strings.Contains(line, want) {
+				t.Errorf("log line %q lacks %q", line, want)
+			}
+			return
+		}
 	}
 }
 
@@ -640,19 +666,8 @@ func TestPubSub(t *testing.T) {
 			if data := recv(t, gotB, "publish"); string(data) != "2" {
 				t.Errorf("publish = %s, want 2", data)
 			}
-			// The server wrote 2 to B only after A had left; a publish to A
-			// would have come before the answer to this event.
-			syncFn, gotSync := collect()
-			a.On("sync", syncFn)
-			if err := a.Send(ctx, "sync", nil); err != nil {
-				t.Fatal(err)
-			}
-			recv(t, gotSync, "sync")
-			select {
-			case data := <-gotA:
-				t.Errorf("unsubscribed channel got %s", data)
-			default:
-			}
+			// The server wrote 2 to B only after A had left.
+			expectNothing(t, a, gotA, "unsubscribed channel")
 
 			// Subscribing again makes a new handle.
 			again, err := a.Subscribe(ctx, "news")
@@ -721,6 +736,15 @@ func TestDeadServer(t *testing.T) {
 // connection goroutine, and fails on any other error.
 func connectByHand(t testing.TB, c *client.Client) {
 	t.Helper()
+	if err := connectAfterStop(t, c); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+}
+
+// connectAfterStop calls Connect until it no longer returns
+// ErrAlreadyConnected, and returns what that call returned.
+func connectAfterStop(t testing.TB, c *client.Client) error {
+	t.Helper()
 	var err error
 	waitFor(t, "the client to stop", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -728,9 +752,7 @@ func connectByHand(t testing.TB, c *client.Client) {
 		err = c.Connect(ctx)
 		return !errors.Is(err, client.ErrAlreadyConnected)
 	})
-	if err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
+	return err
 }
 
 func TestReconnectResubscribe(t *testing.T) {
@@ -829,14 +851,7 @@ func TestReconnectAttempts(t *testing.T) {
 	gone := onDisconnect(c)
 	ts.Close()
 	recv(t, gone, "disconnect")
-	var err error
-	waitFor(t, "the client to give up", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		err = c.Connect(ctx)
-		return !errors.Is(err, client.ErrAlreadyConnected)
-	})
-	if err == nil {
+	if err := connectAfterStop(t, c); err == nil {
 		t.Error("Connect to a closed server succeeded")
 	}
 }

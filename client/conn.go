@@ -57,7 +57,7 @@ func (c *Client) establish(ctx context.Context) (*session, error) {
 		HTTPHeader: c.opts.HTTPHeader,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("client: dial %s: %w", c.url, err)
+		return nil, fmt.Errorf("%w to %s: %w", ErrDial, c.url, err)
 	}
 	conn.SetReadLimit(c.opts.ReadLimit)
 	cfg, err := c.readConfig(ctx, conn)
@@ -88,18 +88,23 @@ func (c *Client) readConfig(ctx context.Context, conn *websocket.Conn) (Config, 
 	for {
 		typ, b, err := conn.Read(ctx)
 		if err != nil {
-			return Config{}, fmt.Errorf("client: waiting for the config frame: %w", err)
+			var ce websocket.CloseError
+			if errors.As(err, &ce) {
+				err = hub.CloseError{Code: hub.CloseCode(ce.Code), Reason: ce.Reason}
+			}
+			return Config{}, fmt.Errorf("%w: %w", ErrNoConfig, err)
 		}
 		if isPing(b, c.opts.Legacy) {
 			frame, ptyp := pong(c.opts.Legacy)
 			if err := conn.Write(ctx, ptyp, frame); err != nil {
-				return Config{}, fmt.Errorf("client: answering a heartbeat: %w", err)
+				return Config{}, fmt.Errorf("%w: %w", ErrNoConfig, err)
 			}
 			continue
 		}
 		m, err := decode(typ, b, c.opts.Legacy)
 		if err != nil {
-			return Config{}, fmt.Errorf("%w: %w", ErrNoConfig, err)
+			// %v: the codec's errors are not part of the API.
+			return Config{}, fmt.Errorf("%w: %v", ErrNoConfig, err)
 		}
 		if m.Kind != protocol.KindSystem || m.Name != protocol.SystemConfig {
 			return Config{}, fmt.Errorf("%w: got %q %q", ErrNoConfig, m.Kind, m.Name)
@@ -162,7 +167,7 @@ func (c *Client) watchdog(s *session, done <-chan struct{}) {
 		case <-s.pinged:
 			t.Reset(d)
 		case <-t.C:
-			c.log.Warn("clusterws client: no heartbeat from the server, closing", "waited", d)
+			c.log.Warn("no heartbeat from the server, closing", "waited", d)
 			s.close(hub.CloseNoPong, "did not get pings")
 			return
 		}
@@ -181,13 +186,13 @@ func (c *Client) handle(s *session, typ websocket.MessageType, b []byte) {
 		err := s.conn.Write(ctx, ptyp, frame)
 		cancel()
 		if err != nil {
-			c.log.Debug("clusterws client: answering a heartbeat", "err", err)
+			c.log.Debug("heartbeat answer failed", "err", err)
 		}
 		return
 	}
 	m, err := decode(typ, b, s.legacy)
 	if err != nil {
-		c.log.Debug("clusterws client: ignoring a frame", "err", err, "len", len(b))
+		c.log.Debug("ignoring a frame", "err", err, "len", len(b))
 		return
 	}
 	switch m.Kind {
@@ -202,7 +207,7 @@ func (c *Client) handle(s *session, typ websocket.MessageType, b []byte) {
 			}
 		}
 	default:
-		c.log.Debug("clusterws client: ignoring a system frame", "name", m.Name)
+		c.log.Debug("ignoring a system frame", "name", m.Name)
 	}
 }
 
@@ -233,9 +238,9 @@ func (s *session) close(code hub.CloseCode, reason string) {
 
 // send encodes and writes one frame.
 func (s *session) send(ctx context.Context, kind byte, name string, data any) error {
-	frame, err := encode(s.enc, kind, name, data)
+	frame, err := s.enc.Encode(kind, name, data)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %q: %v", ErrEncode, name, err)
 	}
 	if err := s.conn.Write(ctx, s.typ, frame); err != nil {
 		if ctx.Err() != nil {

@@ -2,10 +2,11 @@ package client
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/clusterws/clusterws-go/internal/option"
 )
 
 // Options configures a Client. The zero value means "all defaults".
@@ -20,8 +21,9 @@ type Options struct {
 
 	// ReconnectMin is the backoff before the first reconnect attempt; it
 	// doubles with every failed attempt up to ReconnectMax. Each wait is
-	// jittered to between half and all of its nominal value.
-	// default: 100ms
+	// jittered to between half and all of its nominal value. Setting it
+	// above ReconnectMax is an error.
+	// default: 100ms, or ReconnectMax if that is set and smaller
 	ReconnectMin time.Duration
 
 	// ReconnectMax caps the backoff between reconnect attempts.
@@ -73,42 +75,33 @@ const (
 	DefaultReadLimit        = 16 << 20
 )
 
-// ErrInvalidOptions is wrapped by the error New and Dial return for
-// Options that cannot be used.
-var ErrInvalidOptions = errors.New("client: invalid options")
+// ErrInvalidOption is wrapped by the error New and Dial return for
+// Options that cannot be used; the error names the field.
+var ErrInvalidOption = errors.New("client: invalid option")
 
 // withDefaults returns a validated copy of o with every default filled in.
 func (o Options) withDefaults() (Options, error) {
-	invalid := func(format string, args ...any) (Options, error) {
-		return Options{}, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
+	c := option.NewCheck(ErrInvalidOption)
+	option.NotNegative(c, "ReconnectMin", o.ReconnectMin)
+	option.NotNegative(c, "ReconnectMax", o.ReconnectMax)
+	option.NotNegative(c, "ReconnectAttempts", o.ReconnectAttempts)
+	option.NotNegative(c, "HandshakeTimeout", o.HandshakeTimeout)
+	option.NotNegative(c, "ReadLimit", o.ReadLimit)
+	if o.ReconnectMax > 0 && o.ReconnectMin > o.ReconnectMax {
+		c.Failf("ReconnectMin", "must not exceed ReconnectMax %v (got %v)", o.ReconnectMax, o.ReconnectMin)
 	}
-	switch {
-	case o.ReconnectMin < 0:
-		return invalid("ReconnectMin %v is negative", o.ReconnectMin)
-	case o.ReconnectMax < 0:
-		return invalid("ReconnectMax %v is negative", o.ReconnectMax)
-	case o.ReconnectAttempts < 0:
-		return invalid("ReconnectAttempts %d is negative", o.ReconnectAttempts)
-	case o.HandshakeTimeout < 0:
-		return invalid("HandshakeTimeout %v is negative", o.HandshakeTimeout)
-	case o.ReadLimit < 0:
-		return invalid("ReadLimit %d is negative", o.ReadLimit)
+	if err := c.Err(); err != nil {
+		return o, err
 	}
-	if o.ReconnectMin == 0 {
-		o.ReconnectMin = DefaultReconnectMin
+	// A bound left zero defaults to a value that respects the other one.
+	minDefault := DefaultReconnectMin
+	if o.ReconnectMax > 0 {
+		minDefault = min(minDefault, o.ReconnectMax)
 	}
-	if o.ReconnectMax == 0 {
-		o.ReconnectMax = max(DefaultReconnectMax, o.ReconnectMin)
-	}
-	if o.ReconnectMin > o.ReconnectMax {
-		return invalid("ReconnectMin %v exceeds ReconnectMax %v", o.ReconnectMin, o.ReconnectMax)
-	}
-	if o.HandshakeTimeout == 0 {
-		o.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if o.ReadLimit == 0 {
-		o.ReadLimit = DefaultReadLimit
-	}
+	o.ReconnectMin = option.Default(o.ReconnectMin, minDefault)
+	o.ReconnectMax = option.Default(o.ReconnectMax, max(DefaultReconnectMax, o.ReconnectMin))
+	o.HandshakeTimeout = option.Default(o.HandshakeTimeout, DefaultHandshakeTimeout)
+	o.ReadLimit = option.Default(o.ReadLimit, DefaultReadLimit)
 	o.HTTPHeader = o.HTTPHeader.Clone()
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/wsc"
 	"github.com/clusterws/clusterws-go/localbroker"
 )
 
@@ -406,49 +407,22 @@ func runSubscribers(addr string, n int) int {
 	}
 }
 
-// dialSubscriber opens a WebSocket connection by hand and subscribes it to
+// dialSubscriber opens a raw WebSocket connection and subscribes it to
 // benchChannel.
 func dialSubscriber(addr string) (net.Conn, *bufio.Reader, error) {
-	c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := wsc.Dial(ctx, addr, "/ws", nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	req := "GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := io.WriteString(c, req); err != nil {
-		c.Close()
-		return nil, nil, err
-	}
-	br := bufio.NewReaderSize(c, 4096)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		c.Close()
-		return nil, nil, err
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		c.Close()
-		return nil, nil, fmt.Errorf("handshake: %s", resp.Status)
-	}
-	if _, err := c.Write(maskedText(`{"#":["s","s","` + benchChannel + `"]}`)); err != nil {
+	if err := c.WriteMessage(wsc.OpText, []byte(`{"#":["s","s","`+benchChannel+`"]}`)); err != nil {
 		c.Close()
 		return nil, nil, err
 	}
 	_ = c.SetDeadline(time.Time{})
-	return c, br, nil
-}
-
-// maskedText frames a short client-to-server text message.
-func maskedText(payload string) []byte {
-	if len(payload) > 125 {
-		panic("maskedText: payload too long")
-	}
-	key := [4]byte{0x12, 0x34, 0x56, 0x78}
-	out := []byte{0x81, 0x80 | byte(len(payload)), key[0], key[1], key[2], key[3]}
-	for i := range len(payload) {
-		out = append(out, payload[i]^key[i%4])
-	}
-	return out
+	nc, br := c.NetConn()
+	return nc, br, nil
 }
 
 // drainFrames reads server frames until the connection ends, counting the

@@ -18,7 +18,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -38,6 +37,7 @@ import (
 
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/wsc"
 )
 
 func main() {
@@ -213,19 +213,20 @@ func vmRSS() (uint64, bool) {
 // subscribes them, answers heartbeats and discards everything else until
 // its stdin closes.
 func runClients(addr string, n, channels int, timeout time.Duration) error {
-	conns := make([]net.Conn, n)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conns := make([]*wsc.Conn, n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
 	sem := make(chan struct{}, 32) // stay under the listen backlog
-	deadline := time.Now().Add(timeout)
 	for i := range n {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, br, err := dial(addr, "mem-"+strconv.Itoa(i%channels), deadline)
+			c, err := dial(ctx, addr, "mem-"+strconv.Itoa(i%channels))
 			if err != nil {
 				mu.Lock()
 				firstErr = errors.Join(firstErr, err)
@@ -233,7 +234,7 @@ func runClients(addr string, n, channels int, timeout time.Duration) error {
 				return
 			}
 			conns[i] = c
-			go serveConn(c, br)
+			go serveConn(c)
 		}()
 	}
 	wg.Wait()
@@ -252,85 +253,33 @@ func runClients(addr string, n, channels int, timeout time.Duration) error {
 	return nil
 }
 
-func dial(addr, channel string, deadline time.Time) (net.Conn, *bufio.Reader, error) {
-	c, err := net.DialTimeout("tcp", addr, time.Until(deadline))
+// dial opens one connection and subscribes it to channel.
+func dial(ctx context.Context, addr, channel string) (*wsc.Conn, error) {
+	c, err := wsc.Dial(ctx, addr, "/ws", nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	_ = c.SetDeadline(deadline)
-	req := "GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := io.WriteString(c, req); err != nil {
+	if err := c.WriteMessage(wsc.OpText, []byte(`{"#":["s","s","`+channel+`"]}`)); err != nil {
 		c.Close()
-		return nil, nil, err
-	}
-	br := bufio.NewReaderSize(c, 1024)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		c.Close()
-		return nil, nil, err
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		c.Close()
-		return nil, nil, fmt.Errorf("handshake: %s", resp.Status)
-	}
-	if _, err := c.Write(masked(0x1, []byte(`{"#":["s","s","`+channel+`"]}`))); err != nil {
-		c.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	_ = c.SetDeadline(time.Time{})
-	return c, br, nil
-}
-
-// masked frames a short client-to-server message with opcode op.
-func masked(op byte, payload []byte) []byte {
-	key := [4]byte{0x0f, 0x1e, 0x2d, 0x3c}
-	out := []byte{0x80 | op, 0x80 | byte(len(payload)), key[0], key[1], key[2], key[3]}
-	for i, c := range payload {
-		out = append(out, c^key[i%4])
-	}
-	return out
+	return c, nil
 }
 
 // serveConn reads server frames and answers the heartbeat (a binary '9')
 // with a pong (a binary 'A'), so long runs stay connected.
-func serveConn(c net.Conn, br *bufio.Reader) {
-	pong := masked(0x2, []byte{'A'})
-	var hdr [8]byte
+func serveConn(c *wsc.Conn) {
+	pong := wsc.AppendFrame(nil, wsc.OpBinary, []byte{'A'})
 	for {
-		if _, err := io.ReadFull(br, hdr[:2]); err != nil {
+		op, b, err := c.ReadMessage()
+		if err != nil {
 			return
 		}
-		op, n := hdr[0]&0x0f, uint64(hdr[1]&0x7f)
-		switch n {
-		case 126:
-			if _, err := io.ReadFull(br, hdr[:2]); err != nil {
+		if op == wsc.OpBinary && string(b) == "9" {
+			if err := c.WriteRaw(pong); err != nil {
 				return
 			}
-			n = uint64(hdr[0])<<8 | uint64(hdr[1])
-		case 127:
-			if _, err := io.ReadFull(br, hdr[:8]); err != nil {
-				return
-			}
-			n = 0
-			for _, b := range hdr {
-				n = n<<8 | uint64(b)
-			}
-		}
-		if op == 0x2 && n == 1 {
-			b, err := br.ReadByte()
-			if err != nil {
-				return
-			}
-			if b == '9' {
-				if _, err := c.Write(pong); err != nil {
-					return
-				}
-			}
-			continue
-		}
-		if _, err := br.Discard(int(n)); err != nil || op == 0x8 {
-			return
 		}
 	}
 }

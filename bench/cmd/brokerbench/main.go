@@ -222,6 +222,26 @@ func (p *pair) latency(d time.Duration, size int, rate float64) map[string]float
 	}
 }
 
+// run starts the pair, waits until B receives A's publishes, and measures
+// throughput and latency; the cases are named after the broker. The
+// caller closes p.
+func (p *pair) run(broker string, d time.Duration, size int, window int64, latRate float64) ([]load.Result, error) {
+	if err := p.start(); err != nil {
+		return nil, err
+	}
+	if err := p.subscribe(); err != nil {
+		return nil, err
+	}
+	tp := p.throughput(d, size, window)
+	logf("W7 %s: %.0f msgs/s", broker, tp["msgs_per_s"])
+	lat := p.latency(d, size, latRate)
+	logf("W7 %s at %g/s: p50 %.0f µs p99 %.0f µs", broker, latRate, lat["p50_us"], lat["p99_us"])
+	return []load.Result{
+		{Workload: "W7", Case: broker + "/max", Metrics: tp, Note: "ours"},
+		{Workload: "W7", Case: fmt.Sprintf("%s/rate=%g", broker, latRate), Metrics: lat, Note: "ours"},
+	}, nil
+}
+
 func (p *pair) close() {
 	_ = p.a.Close()
 	_ = p.b.Close()
@@ -243,21 +263,8 @@ func benchTCP(d time.Duration, size int, window int64, latRate float64) ([]load.
 	if p.b, err = mk(); err != nil {
 		return nil, err
 	}
-	if err := p.start(); err != nil {
-		return nil, err
-	}
 	defer p.close()
-	if err := p.subscribe(); err != nil {
-		return nil, err
-	}
-	tp := p.throughput(d, size, window)
-	logf("W7 tcp: %.0f msgs/s", tp["msgs_per_s"])
-	lat := p.latency(d, size, latRate)
-	logf("W7 tcp at %g/s: p50 %.0f µs p99 %.0f µs", latRate, lat["p50_us"], lat["p99_us"])
-	return []load.Result{
-		{Workload: "W7", Case: "tcp/max", Metrics: tp, Note: "ours"},
-		{Workload: "W7", Case: fmt.Sprintf("tcp/rate=%g", latRate), Metrics: lat, Note: "ours"},
-	}, nil
+	return p.run("tcp", d, size, window, latRate)
 }
 
 func benchRedis(d time.Duration, size int, window int64, latRate float64, n int, redisBin, benchBin string) ([]load.Result, error) {
@@ -299,20 +306,10 @@ func benchRedis(d time.Duration, size int, window int64, latRate float64, n int,
 	if p.b, err = redisbroker.New(cb, redisbroker.Options{}); err != nil {
 		return nil, err
 	}
-	if err := p.start(); err != nil {
-		return nil, err
-	}
 	defer p.close()
-	if err := p.subscribe(); err != nil {
+	out, err := p.run("redis", d, size, window, latRate)
+	if err != nil {
 		return nil, err
-	}
-	tp := p.throughput(d, size, window)
-	logf("W7 redis: %.0f msgs/s", tp["msgs_per_s"])
-	lat := p.latency(d, size, latRate)
-	logf("W7 redis at %g/s: p50 %.0f µs p99 %.0f µs", latRate, lat["p50_us"], lat["p99_us"])
-	out := []load.Result{
-		{Workload: "W7", Case: "redis/max", Metrics: tp, Note: "ours"},
-		{Workload: "W7", Case: fmt.Sprintf("redis/rate=%g", latRate), Metrics: lat, Note: "ours"},
 	}
 	// The peer figure: redis-benchmark's pipelined PUBLISH of the same
 	// frame to the same server, while B is subscribed and receiving.

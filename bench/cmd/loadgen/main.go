@@ -65,13 +65,13 @@ func main() {
 		fatal(err)
 	}
 	env := &load.Env{
-		Proto: pr, Targets: split(*targets), Size: *size, Dur: *dur,
-		Server: &load.Server{PIDs: pids(*serverPID), DebugURLs: split(*debugURLs)},
+		Proto: pr, Targets: load.SplitList(*targets), Size: *size, Dur: *dur,
+		Server: &load.Server{PIDs: pids(*serverPID), DebugURLs: load.SplitList(*debugURLs)},
 		Logf:   func(f string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+f+"\n", a...) },
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	connList, err := load.ParseInts(*conns)
+	connList, err := load.ParseList[int](*conns)
 	if err != nil {
 		fatal(err)
 	}
@@ -84,12 +84,12 @@ func main() {
 		res, err = w1(ctx, env, connList[0], *perProc, *channels, *timeout)
 	case "w2":
 		var rs []float64
-		if rs, err = load.ParseFloats(*rates); err == nil {
+		if rs, err = load.ParseList[float64](*rates); err == nil {
 			res, err = load.W2(ctx, env, *subs, rs, *search, false)
 		}
 	case "w2lat":
 		var rs []float64
-		if rs, err = load.ParseFloats(*rates); err == nil {
+		if rs, err = load.ParseList[float64](*rates); err == nil {
 			res, err = load.W2(ctx, env, *subs, rs, false, true)
 			for i := range res {
 				res[i].Workload = "W2lat"
@@ -97,14 +97,14 @@ func main() {
 		}
 	case "w3":
 		var rs []float64
-		if rs, err = load.ParseFloats(*rates); err == nil {
+		if rs, err = load.ParseList[float64](*rates); err == nil {
 			res, err = load.W3(ctx, env, connList[0], *pubs, rs)
 		}
 	case "w4":
 		res, err = load.W4(ctx, env, connList)
 	case "w5":
 		var ds []int
-		if ds, err = load.ParseInts(*dialers); err == nil {
+		if ds, err = load.ParseList[int](*dialers); err == nil {
 			res, err = load.W5(ctx, env, connList[0], ds)
 		}
 	case "w6":
@@ -124,19 +124,9 @@ func main() {
 	}
 }
 
-func split(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 func pids(s string) []int {
 	var out []int
-	for _, p := range split(s) {
+	for _, p := range load.SplitList(s) {
 		if n, err := strconv.Atoi(p); err == nil && n > 0 {
 			out = append(out, n)
 		}

@@ -66,7 +66,7 @@ func main() {
 		if err := json.Unmarshal(b, &recs); err != nil {
 			fatal(err)
 		}
-		report := render(recs, split(*systems), split(*workloads), describeMachine(), time.Now(), *trials, *quick)
+		report := render(recs, load.SplitList(*systems), load.SplitList(*workloads), describeMachine(), time.Now(), *trials, *quick)
 		if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
 			fatal(err)
 		}
@@ -91,9 +91,9 @@ func main() {
 	absBin, _ := filepath.Abs(*bin)
 	absNode, _ := filepath.Abs(*nodeDir)
 	cfg := sysrun.Config{BinDir: absBin, NodeDir: absNode, LogDir: *logDir}
-	names := split(*systems)
-	wls := split(*workloads)
-	if per, err := load.ParseInts(*w1Per); err != nil || len(per) == 0 {
+	names := load.SplitList(*systems)
+	wls := load.SplitList(*workloads)
+	if per, err := load.ParseList[int](*w1Per); err != nil || len(per) == 0 {
 		fatal(fmt.Errorf("-w1-per-worker %q: want a comma-separated list of counts", *w1Per))
 	}
 	for _, wl := range wls {
@@ -154,7 +154,7 @@ func plan(wl string, workers int, quick bool, dur time.Duration, w1Per string) [
 	switch wl {
 	case "w1":
 		var out [][]string
-		per, _ := load.ParseInts(w1Per)
+		per, _ := load.ParseList[int](w1Per)
 		if quick {
 			per = []int{500}
 		}
@@ -495,16 +495,6 @@ func describeMachine() string {
 	}
 	b.WriteString("| network | loopback only; clients and servers share the 2 cores |\n")
 	return b.String()
-}
-
-func split(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func logf(format string, args ...any) {

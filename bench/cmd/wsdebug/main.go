@@ -11,7 +11,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/clusterws/clusterws-go/bench/internal/wsc"
+	"github.com/clusterws/clusterws-go/internal/wsc"
 )
 
 func main() {

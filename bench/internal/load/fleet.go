@@ -16,7 +16,7 @@ import (
 
 	"github.com/clusterws/clusterws-go/bench/internal/hist"
 	"github.com/clusterws/clusterws-go/bench/internal/proto"
-	"github.com/clusterws/clusterws-go/bench/internal/wsc"
+	"github.com/clusterws/clusterws-go/internal/wsc"
 )
 
 // fireAndForget marks request ids whose replies nobody waits for (a

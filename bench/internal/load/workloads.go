@@ -11,7 +11,7 @@ import (
 
 	"github.com/clusterws/clusterws-go/bench/internal/hist"
 	"github.com/clusterws/clusterws-go/bench/internal/proto"
-	"github.com/clusterws/clusterws-go/bench/internal/wsc"
+	"github.com/clusterws/clusterws-go/internal/wsc"
 )
 
 // Result is one measured case of a workload, as the runner tabulates it.
@@ -502,30 +502,23 @@ func Hold(ctx context.Context, e *Env, first, n, channels, srcBase int) (*Fleet,
 	return f, cr
 }
 
-// ParseInts parses "1,100,1000".
-func ParseInts(s string) ([]int, error) {
-	var out []int
+// SplitList splits a comma-separated flag value into its trimmed,
+// non-empty items.
+func SplitList(s string) []string {
+	var out []string
 	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p == "" {
-			continue
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
 		}
-		var v int
-		if _, err := fmt.Sscan(p, &v); err != nil {
-			return nil, fmt.Errorf("bad number %q", p)
-		}
-		out = append(out, v)
 	}
-	return out, nil
+	return out
 }
 
-// ParseFloats parses "100,1000,5000".
-func ParseFloats(s string) ([]float64, error) {
-	var out []float64
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p == "" {
-			continue
-		}
-		var v float64
+// ParseList parses a comma-separated list of numbers: "1,100,1000".
+func ParseList[T int | float64](s string) ([]T, error) {
+	var out []T
+	for _, p := range SplitList(s) {
+		var v T
 		if _, err := fmt.Sscan(p, &v); err != nil {
 			return nil, fmt.Errorf("bad number %q", p)
 		}

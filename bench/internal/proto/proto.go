@@ -14,7 +14,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/clusterws/clusterws-go/bench/internal/wsc"
+	"github.com/clusterws/clusterws-go/internal/wsc"
 )
 
 // Kind of a message from the server.
@@ -95,13 +95,7 @@ func (ClusterWS) AppendSubscribe(dst []byte, channel string, _ uint32) []byte {
 }
 
 func (ClusterWS) AppendPublish(dst []byte, channel string, data []byte, _ uint32) []byte {
-	return text(dst, func(b []byte) []byte {
-		b = append(b, `{"#":["p",`...)
-		b = strconv.AppendQuote(b, channel)
-		b = append(b, ',')
-		b = append(b, data...)
-		return append(b, "]}"...)
-	})
+	return cws(dst, 'p', channel, data)
 }
 
 func (ClusterWS) AppendRelay(dst []byte, channel string, data []byte, _ uint32) []byte {
@@ -115,12 +109,15 @@ func (ClusterWS) AppendRelay(dst []byte, channel string, data []byte, _ uint32) 
 }
 
 func (ClusterWS) AppendCall(dst []byte, method string, data []byte, _ uint32) []byte {
-	if data == nil {
-		data = []byte("null")
-	}
+	return cws(dst, 'e', method, orNull(data))
+}
+
+// cws frames {"#":[kind,name,data]}.
+func cws(dst []byte, kind byte, name string, data []byte) []byte {
 	return text(dst, func(b []byte) []byte {
-		b = append(b, `{"#":["e",`...)
-		b = strconv.AppendQuote(b, method)
+		b = append(b, `{"#":["`...)
+		b = append(b, kind, '"', ',')
+		b = strconv.AppendQuote(b, name)
 		b = append(b, ',')
 		b = append(b, data...)
 		return append(b, "]}"...)
@@ -179,25 +176,11 @@ func (Centrifuge) Hello() ([]byte, uint32) {
 func (Centrifuge) ReplyID(id uint32) uint32 { return id }
 
 func (Centrifuge) AppendSubscribe(dst []byte, channel string, id uint32) []byte {
-	return text(dst, func(b []byte) []byte {
-		b = append(b, `{"id":`...)
-		b = strconv.AppendUint(b, uint64(id), 10)
-		b = append(b, `,"subscribe":{"channel":`...)
-		b = strconv.AppendQuote(b, channel)
-		return append(b, "}}"...)
-	})
+	return command(dst, id, "subscribe", "channel", channel, nil)
 }
 
-func (c Centrifuge) AppendPublish(dst []byte, channel string, data []byte, id uint32) []byte {
-	return text(dst, func(b []byte) []byte {
-		b = append(b, `{"id":`...)
-		b = strconv.AppendUint(b, uint64(id), 10)
-		b = append(b, `,"publish":{"channel":`...)
-		b = strconv.AppendQuote(b, channel)
-		b = append(b, `,"data":`...)
-		b = append(b, data...)
-		return append(b, "}}"...)
-	})
+func (Centrifuge) AppendPublish(dst []byte, channel string, data []byte, id uint32) []byte {
+	return command(dst, id, "publish", "channel", channel, data)
 }
 
 func (c Centrifuge) AppendRelay(dst []byte, channel string, data []byte, id uint32) []byte {
@@ -205,18 +188,35 @@ func (c Centrifuge) AppendRelay(dst []byte, channel string, data []byte, id uint
 }
 
 func (Centrifuge) AppendCall(dst []byte, method string, data []byte, id uint32) []byte {
-	if data == nil {
-		data = []byte("null")
-	}
+	return command(dst, id, "rpc", "method", method, orNull(data))
+}
+
+// command frames {"id":id,"cmd":{"key":value,"data":data}}, without
+// "data" when data is nil.
+func command(dst []byte, id uint32, cmd, key, value string, data []byte) []byte {
 	return text(dst, func(b []byte) []byte {
 		b = append(b, `{"id":`...)
 		b = strconv.AppendUint(b, uint64(id), 10)
-		b = append(b, `,"rpc":{"method":`...)
-		b = strconv.AppendQuote(b, method)
-		b = append(b, `,"data":`...)
-		b = append(b, data...)
+		b = append(b, `,"`...)
+		b = append(b, cmd...)
+		b = append(b, `":{"`...)
+		b = append(b, key...)
+		b = append(b, `":`...)
+		b = strconv.AppendQuote(b, value)
+		if data != nil {
+			b = append(b, `,"data":`...)
+			b = append(b, data...)
+		}
 		return append(b, "}}"...)
 	})
+}
+
+// orNull returns data, or the JSON null for nil.
+func orNull(data []byte) []byte {
+	if data == nil {
+		return []byte("null")
+	}
+	return data
 }
 
 var cfPong = wsc.AppendFrame(nil, wsc.OpText, []byte("{}"))

@@ -3,7 +3,7 @@ package proto
 import (
 	"testing"
 
-	"github.com/clusterws/clusterws-go/bench/internal/wsc"
+	"github.com/clusterws/clusterws-go/internal/wsc"
 )
 
 func TestPayload(t *testing.T) {
@@ -54,5 +54,44 @@ func TestParse(t *testing.T) {
 	}
 	if !got[3].Err || got[3].ID != 4 {
 		t.Fatalf("error reply: %+v", got[3])
+	}
+}
+
+// unframe returns the payload of one masked client text frame.
+func unframe(t *testing.T, f []byte) string {
+	t.Helper()
+	if len(f) < 6 || f[0] != 0x80|wsc.OpText || f[1]&0x7f > 125 {
+		t.Fatalf("not one short text frame: %q", f)
+	}
+	key, p := f[2:6], []byte(string(f[6:]))
+	for i := range p {
+		p[i] ^= key[i%4]
+	}
+	return string(p)
+}
+
+func TestAppend(t *testing.T) {
+	data := []byte(`{"x":1}`)
+	for _, tc := range []struct {
+		frame []byte
+		want  string
+	}{
+		{ClusterWS{}.AppendSubscribe(nil, "ch1", 5), `{"#":["s","s","ch1"]}`},
+		{ClusterWS{}.AppendPublish(nil, "ch1", data, 5), `{"#":["p","ch1",{"x":1}]}`},
+		{ClusterWS{}.AppendRelay(nil, "ch1", data, 5), `{"#":["e","pub",{"c":"ch1","d":{"x":1}}]}`},
+		{ClusterWS{}.AppendCall(nil, "echo", data, 5), `{"#":["e","echo",{"x":1}]}`},
+		{ClusterWS{}.AppendCall(nil, "whoami", nil, 5), `{"#":["e","whoami",null]}`},
+		{Centrifuge{}.AppendSubscribe(nil, "ch1", 5), `{"id":5,"subscribe":{"channel":"ch1"}}`},
+		{Centrifuge{}.AppendPublish(nil, "ch1", data, 5), `{"id":5,"publish":{"channel":"ch1","data":{"x":1}}}`},
+		{Centrifuge{}.AppendRelay(nil, "ch1", data, 5), `{"id":5,"publish":{"channel":"ch1","data":{"x":1}}}`},
+		{Centrifuge{}.AppendCall(nil, "echo", data, 5), `{"id":5,"rpc":{"method":"echo","data":{"x":1}}}`},
+		{Centrifuge{}.AppendCall(nil, "whoami", nil, 5), `{"id":5,"rpc":{"method":"whoami","data":null}}`},
+	} {
+		if got := unframe(t, tc.frame); got != tc.want {
+			t.Errorf("frame %s, want %s", got, tc.want)
+		}
+	}
+	if f, _ := (Centrifuge{}).Hello(); unframe(t, f) != `{"id":1,"connect":{}}` {
+		t.Errorf("hello %s", unframe(t, f))
 	}
 }

@@ -20,7 +20,7 @@ import (
 
 	"github.com/clusterws/clusterws-go/bench/internal/procstat"
 	"github.com/clusterws/clusterws-go/bench/internal/proto"
-	"github.com/clusterws/clusterws-go/bench/internal/wsc"
+	"github.com/clusterws/clusterws-go/internal/wsc"
 )
 
 // Names of the systems, in the order the runner interleaves them.

@@ -1,8 +1,3 @@
-// Package wsc is a minimal WebSocket client for load generation: a
-// hand-written HTTP/1.1 upgrade, masked client frames written in one
-// syscall per batch, and a frame reader that hands out payloads without
-// copying when they fit the read buffer. It does just enough of RFC 6455 to
-// talk to the servers under test; it is not a general-purpose client.
 package wsc
 
 import (
@@ -15,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -53,40 +47,25 @@ type Conn struct {
 	wbuf []byte
 }
 
-// ipBindAddressNoPort lets the kernel pick the source port at connect time,
-// so that a bound source address does not limit ports per destination.
-const ipBindAddressNoPort = 24
-
 // Dial connects to addr (host:port) from source address src (nil: any),
-// performs the upgrade for path, and returns the connection.
+// performs the upgrade for path, and returns the connection. The deadline
+// of the handshake (ctx's, or 30s) stays set on the connection; clear it
+// with SetDeadline when the caller's own handshake is done.
 func Dial(ctx context.Context, addr, path string, src net.IP) (*Conn, error) {
 	return DialRcvBuf(ctx, addr, path, src, 0)
 }
 
 // DialRcvBuf is Dial with the socket's receive buffer set to rcvbuf bytes
 // before connecting (0: the kernel's default, autotuned), which keeps the
-// kernel from absorbing much of what a slow reader leaves unread.
+// kernel from absorbing much of what a slow reader leaves unread. A source
+// address or a receive buffer needs Linux.
 func DialRcvBuf(ctx context.Context, addr, path string, src net.IP, rcvbuf int) (*Conn, error) {
 	d := net.Dialer{Timeout: 30 * time.Second}
 	if src != nil {
 		d.LocalAddr = &net.TCPAddr{IP: src}
 	}
 	if src != nil || rcvbuf > 0 {
-		d.Control = func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				if src != nil {
-					serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
-				}
-				if serr == nil && rcvbuf > 0 {
-					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
-				}
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		}
+		d.Control = control(src != nil, rcvbuf)
 	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -116,6 +95,11 @@ func DialRcvBuf(ctx context.Context, addr, path string, src net.IP, rcvbuf int) 
 	}
 	return &Conn{nc: nc, br: br}, nil
 }
+
+// NetConn returns the TCP connection and the reader that buffers what the
+// server sent after its handshake response, for a caller that parses
+// frames itself; it must not call ReadMessage then.
+func (c *Conn) NetConn() (net.Conn, *bufio.Reader) { return c.nc, c.br }
 
 // SetDeadline sets the connection's read and write deadline.
 func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
