@@ -5,21 +5,24 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/internal/option"
+	"github.com/clusterws/clusterws-go/internal/ratelog"
 )
 
 // Server is a WebSocket endpoint speaking the ClusterWS protocol, usable as
 // an http.Handler or as middleware. Create it with New. All methods are safe
 // for concurrent use.
 type Server struct {
-	cfg    config
-	hub    *hub.Hub
-	accept hub.UpgradeOptions
+	cfg     config
+	hub     *hub.Hub
+	accept  hub.UpgradeOptions
+	refusal *ratelog.Logger // refused verifications, which a flood could repeat
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -71,7 +74,16 @@ func New(opts ...Option) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("clusterws: %w", err)
 	}
-	return &Server{cfg: cfg, hub: h, accept: hub.UpgradeOptions{OriginPatterns: cfg.originPatterns}}, nil
+	log := cfg.hub.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		cfg:     cfg,
+		hub:     h,
+		accept:  hub.UpgradeOptions{OriginPatterns: cfg.originPatterns},
+		refusal: ratelog.New(log.With("component", "clusterws"), time.Second, 10),
+	}, nil
 }
 
 // Hub returns the Server's hub.
@@ -99,12 +111,13 @@ func (s *Server) Middleware(next http.Handler) http.Handler {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.verify != nil {
 		if err := s.cfg.verify(r); err != nil {
+			status, text := http.StatusForbidden, http.StatusText(http.StatusForbidden)
 			var he *HTTPError
 			if errors.As(err, &he) {
-				http.Error(w, he.text(), he.Status)
-			} else {
-				http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
+				status, text = he.Status, he.text()
 			}
+			s.refusal.Log(slog.LevelInfo, "refused a connection", "remote", r.RemoteAddr, "status", status, "err", err)
+			http.Error(w, text, status)
 			return
 		}
 	}

@@ -57,13 +57,16 @@ func WithVerifyConnection(fn func(r *http.Request) error) Option {
 }
 
 // WithOnSubscribe sets a hook asked before every subscription; an error
-// refuses it (the client is not told, as in ClusterWS).
+// refuses it. A client of the protocol extension (the Go client, the
+// browser client served at <path>/clusterws.js) is answered with code 403
+// and the error's text as the reason; a 3.x client is not told.
 func WithOnSubscribe(fn func(s *hub.Socket, channel string) error) Option {
 	return func(c *config) { c.hub.OnSubscribe = fn }
 }
 
 // WithOnPublish sets a hook asked before every client publish; an error
-// drops the publish.
+// drops the publish and, for a client of the protocol extension, is
+// answered like a refused subscription.
 func WithOnPublish(fn func(s *hub.Socket, channel string, data json.RawMessage) error) Option {
 	return func(c *config) { c.hub.OnPublish = fn }
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -687,5 +688,45 @@ func TestOrderAcrossInlineAndPooledWrites(t *testing.T) {
 			t.Fatalf("message %d: %s", i, f.Data)
 		}
 		i++
+	}
+}
+
+// Refused upgrades are logged with the remote address, once each, and a
+// flood of them is cut down to a few lines a second.
+func TestRefusalsAreLogged(t *testing.T) {
+	var logs testutil.SyncBuffer
+	s := testutil.StartServer(t, nil,
+		clusterws.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))),
+		clusterws.WithVerifyConnection(func(r *http.Request) error {
+			if r.URL.Query().Get("token") == "bad" {
+				return &clusterws.HTTPError{Status: http.StatusUnauthorized}
+			}
+			return nil
+		}))
+	dialStatus := func(url string, h http.Header) int {
+		c, resp, err := websocket.Dial(context.Background(), url, &websocket.DialOptions{HTTPHeader: h})
+		if err == nil {
+			_ = c.CloseNow()
+			return http.StatusSwitchingProtocols
+		}
+		return resp.StatusCode
+	}
+	if st := dialStatus(s.URL, http.Header{"Origin": {"https://evil.test"}}); st != http.StatusForbidden {
+		t.Fatalf("cross-origin upgrade: status %d", st)
+	}
+	if st := dialStatus(s.URL+"?token=bad", nil); st != http.StatusUnauthorized {
+		t.Fatalf("refused verification: status %d", st)
+	}
+	out := logs.String()
+	for _, want := range []string{`msg="refused an upgrade"`, `origin=https://evil.test`, `msg="refused a connection"`, "status=401", "remote=127.0.0.1:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s:\n%s", want, out)
+		}
+	}
+	for range 50 {
+		dialStatus(s.URL+"?token=bad", nil)
+	}
+	if n := strings.Count(logs.String(), `msg="refused a connection"`); n > 20 {
+		t.Fatalf("a flood of 51 refusals logged %d lines", n)
 	}
 }

@@ -313,9 +313,9 @@ func buildExample(t *testing.T, repo, dir string) string {
 type example struct {
 	bin, url string
 	cmd      *exec.Cmd
-	exited   chan struct{} // closed when the master has exited
-	logDone  chan struct{} // closed when every holder of the log pipe is gone
-	log      syncBuffer    // the master's and the workers' stdout and stderr
+	exited   chan struct{}       // closed when the master has exited
+	logDone  chan struct{}       // closed when every holder of the log pipe is gone
+	log      testutil.SyncBuffer // the master's and the workers' stdout and stderr
 
 	mu   sync.Mutex  // protects pids
 	pids map[int]int // worker ID → PID, from the master's log
@@ -499,7 +499,7 @@ type script struct {
 	stdin   io.WriteCloser
 	lines   chan string   // stdout, a line at a time; closed at its end
 	stop    chan struct{} // closed at cleanup: stop reading stdout
-	stderr  syncBuffer
+	stderr  testutil.SyncBuffer
 	exited  chan struct{}
 	waitErr error
 }
@@ -785,22 +785,4 @@ func tail(s string, n int) string {
 		lines = append([]string{fmt.Sprintf("[… %d lines]", len(lines)-n)}, lines[len(lines)-n:]...)
 	}
 	return strings.Join(lines, "\n")
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers and readers.
-type syncBuffer struct {
-	mu sync.Mutex // protects b
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

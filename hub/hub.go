@@ -33,7 +33,7 @@ type Hub struct {
 	pingBin  bool
 	idPrefix string
 	log      *slog.Logger
-	warn     *ratelog.Logger // refusals and slow consumers, which a flood could repeat
+	limited  *ratelog.Logger // refusals and slow consumers, which a flood could repeat
 
 	onConnection atomic.Pointer[func(*Socket)]
 
@@ -106,7 +106,7 @@ func New(opts Options) (*Hub, error) {
 		enc:      protocol.Encoder{ASCII: o.Binary, Legacy: o.Legacy},
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 		log:      o.Logger,
-		warn:     ratelog.New(o.Logger, time.Second, 10),
+		limited:  ratelog.New(o.Logger, time.Second, 10),
 		seed:     maphash.MakeSeed(),
 		channels: make(map[string]*subscribers),
 		sockets:  make(map[*Socket]struct{}),
@@ -147,15 +147,21 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 		return ErrClosed
 	}
 	ws, nc, err := wsconn.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:    []string{protocol.Subprotocol},
 		OriginPatterns:  opts.OriginPatterns,
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
+		// A cross-origin browser, a plain GET, a bad handshake: the
+		// response is written; the log says why.
+		h.limited.Log(slog.LevelInfo, "refused an upgrade", "remote", r.RemoteAddr,
+			"origin", r.Header.Get("Origin"), "err", err)
 		return err
 	}
 	ws.SetReadLimit(h.opts.ReadLimit)
 	nc.SetTimeout(h.opts.WriteTimeout)
 	s := newSocket(h, ws, nc, r)
+	s.ext = !h.opts.Legacy && ws.Subprotocol() == protocol.Subprotocol
 
 	h.mu.Lock()
 	if h.closed {

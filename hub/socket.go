@@ -33,6 +33,7 @@ type Socket struct {
 	cancel context.CancelFunc
 
 	pingSent atomic.Int64 // UnixNano of the unanswered ping; 0 when answered
+	ext      bool         // the client speaks the protocol extension
 
 	mu           sync.Mutex // protects the fields below
 	handlers     map[string]func(json.RawMessage)
@@ -138,7 +139,7 @@ func (s *Socket) sendFrame(f wsconn.Frame, inline bool) bool {
 	res, queued := s.w.send(f, inline)
 	if res == overflow {
 		s.hub.counters.slowConsumers.Add(1)
-		s.hub.warn.Log(slog.LevelWarn, "closing a slow consumer", "socket", s.id, "queued_bytes", queued,
+		s.hub.limited.Log(slog.LevelWarn, "closing a slow consumer", "socket", s.id, "queued_bytes", queued,
 			"remote", s.remote)
 	}
 	return res == sent
@@ -247,50 +248,82 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 			s.safely("event handler "+m.Name, func() { fn(m.Data) })
 		}
 	case protocol.KindPublish:
-		s.publish(m.Name, m.Data)
+		s.done(0, m.Name, s.publish(m.Name, m.Data))
 	case protocol.KindSystem:
-		ch, ok := protocol.DecodeString(m.Data)
-		if !ok {
+		req, err := protocol.DecodeRequest(m.Data, s.ext)
+		if err != nil {
 			s.ignore(ErrMalformedMessage, m.Name)
 			return
 		}
 		switch m.Name {
 		case protocol.SystemSubscribe:
-			s.subscribe(ch)
+			err = s.subscribe(req.Channel)
 		case protocol.SystemUnsubscribe:
-			s.unsubscribe(ch)
+			s.unsubscribe(req.Channel)
+		case protocol.SystemPublish:
+			if req.Data == nil {
+				req.Data = json.RawMessage("null")
+			}
+			err = s.publish(req.Channel, req.Data)
 		default:
 			s.ignore(ErrUnknownKind, m.Name)
+			return
 		}
+		s.done(req.ID, req.Channel, err)
 	}
 }
 
-func (s *Socket) subscribe(ch string) {
+// done reports how a request on channel ended: refusals are counted,
+// logged at debug and passed to OnError; with an id (the protocol
+// extension) the client gets an answer.
+func (s *Socket) done(id uint64, channel string, err error) {
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrNotSubscribed):
+			s.hub.counters.ignored.Add(1)
+		case errors.Is(err, ErrBrokerUnavailable), errors.Is(err, ErrInternal):
+			// Counted as broker errors and panics where they happened.
+		default:
+			s.hub.counters.refused.Add(1)
+		}
+		s.hub.log.Debug("refused a request", "socket", s.id, "channel", channel, "err", err)
+		s.reportError(fmt.Errorf("channel %q: %w", channel, err))
+	}
+	if id == 0 {
+		return
+	}
+	if err == nil {
+		s.send(s.hub.enc.Answer(id, 0, ""), true)
+		return
+	}
+	r := replyOf(err)
+	s.send(s.hub.enc.Answer(id, r.Code, r.Reason), true)
+}
+
+// subscribe adds the socket to channel, unless a limit or OnSubscribe
+// refuses it. It returns once the Broker routes the channel here.
+func (s *Socket) subscribe(ch string) error {
 	h := s.hub
 	if len(ch) > h.opts.MaxChannelLength {
-		s.refuse(ErrChannelTooLong, ch)
-		return
+		return ErrChannelTooLong
 	}
 	s.mu.Lock()
 	_, dup := s.channels[ch]
 	full := len(s.channels) >= h.opts.MaxSubscriptions
 	s.mu.Unlock()
 	if dup {
-		return
+		return nil
 	}
 	if full {
-		s.refuse(ErrTooManyChannels, ch)
-		return
+		return ErrTooManyChannels
 	}
-	if hook := h.opts.OnSubscribe; hook != nil {
-		var err error
-		if !s.safely("OnSubscribe", func() { err = hook(s, ch) }) {
-			return
+	if err := s.hook("OnSubscribe", func() error {
+		if h.opts.OnSubscribe == nil {
+			return nil
 		}
-		if err != nil {
-			s.refuse(err, ch)
-			return
-		}
+		return h.opts.OnSubscribe(s, ch)
+	}); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	if s.channels == nil {
@@ -299,6 +332,7 @@ func (s *Socket) subscribe(ch string) {
 	s.channels[ch] = struct{}{}
 	s.mu.Unlock()
 	h.addSubscriber(ch, s)
+	return nil
 }
 
 func (s *Socket) unsubscribe(ch string) {
@@ -313,30 +347,41 @@ func (s *Socket) unsubscribe(ch string) {
 
 // publish relays a client publish: only to a channel the socket is
 // subscribed to, and only if OnPublish allows it.
-func (s *Socket) publish(ch string, data json.RawMessage) {
+func (s *Socket) publish(ch string, data json.RawMessage) error {
 	h := s.hub
 	s.mu.Lock()
 	_, ok := s.channels[ch]
 	s.mu.Unlock()
 	if !ok {
-		s.ignore(ErrNotSubscribed, ch)
-		return
+		return ErrNotSubscribed
 	}
-	if hook := h.opts.OnPublish; hook != nil {
-		var err error
-		if !s.safely("OnPublish", func() { err = hook(s, ch, data) }) {
-			return
+	if err := s.hook("OnPublish", func() error {
+		if h.opts.OnPublish == nil {
+			return nil
 		}
-		if err != nil {
-			s.refuse(err, ch)
-			return
-		}
+		return h.opts.OnPublish(s, ch, data)
+	}); err != nil {
+		return err
 	}
 	frame := h.enc.AppendFrame(make([]byte, 0, len(data)+len(ch)+16), protocol.KindPublish, ch, data)
 	// Brokers' Publish does not block (see Broker), so no timeout is set.
 	if err := h.publish(s.ctx, ch, frame, data); err != nil {
-		s.reportError(fmt.Errorf("publish to %q: %w", ch, err))
+		return fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
 	}
+	return nil
+}
+
+// hook runs an application hook: its error is a refusal, its panic an
+// internal error (and the socket is closed, see safely).
+func (s *Socket) hook(name string, fn func() error) error {
+	var err error
+	if !s.safely(name, func() { err = fn() }) {
+		return ErrInternal
+	}
+	if err != nil {
+		return refused(err)
+	}
+	return nil
 }
 
 // publicDecodeError turns a codec error into one of this package's.
@@ -351,12 +396,6 @@ func (s *Socket) ignore(err error, name string) {
 	s.hub.counters.ignored.Add(1)
 	s.hub.log.Debug("ignored client frame", "socket", s.id, "name", name, "err", err)
 	s.reportError(err)
-}
-
-func (s *Socket) refuse(err error, ch string) {
-	s.hub.counters.refused.Add(1)
-	s.hub.log.Debug("refused", "socket", s.id, "channel", ch, "err", err)
-	s.reportError(fmt.Errorf("channel %q: %w", ch, err))
 }
 
 func (s *Socket) reportError(err error) {

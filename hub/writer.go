@@ -96,7 +96,7 @@ type sendResult uint8
 
 const (
 	sent     sendResult = iota // written or queued
-	refused                    // the socket is closing or closed
+	rejected                   // the socket is closing or closed
 	overflow                   // the queue was full: the socket is being closed as a slow consumer
 )
 
@@ -124,7 +124,7 @@ func (w *writer) send(f wsconn.Frame, inline bool) (sendResult, int) {
 	w.mu.Lock()
 	if w.closed || w.state == stateDone {
 		w.mu.Unlock()
-		return refused, 0
+		return rejected, 0
 	}
 	hot := t-w.last < hotGap
 	w.last = t

@@ -350,7 +350,7 @@ func TestWriterWriteTimeout(t *testing.T) {
 	w.send(text("b"), false)
 	l.gate <- errors.New("i/o timeout")
 	wg.Wait()
-	if res, _ := w.send(text("c"), true); res != refused {
+	if res, _ := w.send(text("c"), true); res != rejected {
 		t.Fatalf("send after a failed write: %v", res)
 	}
 	out, closes, dropped := l.snapshot()
@@ -375,7 +375,7 @@ func TestWriterCloseDuringFlush(t *testing.T) {
 			w.send(text("queued"), false)
 			w.close(CloseError{Code: 4321, Reason: "bye"}, drain)
 			w.close(CloseError{Code: 4000, Reason: "second"}, true) // only the first counts
-			if res, _ := w.send(text("late"), true); res != refused {
+			if res, _ := w.send(text("late"), true); res != rejected {
 				t.Fatalf("send after close: %v", res)
 			}
 			if !w.closing() {
@@ -419,7 +419,7 @@ func TestWriterOverflow(t *testing.T) {
 	if n != 3 || queued != 80 {
 		t.Fatalf("overflow at frame %d with %d bytes queued; want frame 3 with 80", n, queued)
 	}
-	if res, _ := w.send(text("x"), false); res != refused {
+	if res, _ := w.send(text("x"), false); res != rejected {
 		t.Fatalf("send after overflow: %v", res)
 	}
 	drainPool(pool) // the pool finds the close due and hands it on
@@ -437,7 +437,7 @@ func TestWriterDropWhileWriting(t *testing.T) {
 	w.drop(closeErr(CloseGoingAway))
 	l.gate <- errors.New("use of closed connection") // what a dropped connection's write returns
 	wg.Wait()
-	if res, _ := w.send(text("b"), true); res != refused {
+	if res, _ := w.send(text("b"), true); res != rejected {
 		t.Fatalf("send after drop: %v", res)
 	}
 	if e, ok := w.end(); !ok || e.Code != CloseGoingAway {

@@ -89,7 +89,7 @@ func startHost(t *testing.T, bin, redisAddr string) string {
 	cmd.Dir = ".."
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second // workers share the output pipes; never wait on them forever
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

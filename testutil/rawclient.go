@@ -45,9 +45,26 @@ func (f Frame) Decoded(t testing.TB) (kind, name string, data json.RawMessage) {
 // DialRaw connects to url and closes the connection when the test ends.
 func DialRaw(t testing.TB, url string, header http.Header) *RawClient {
 	t.Helper()
+	return dialRaw(t, url, &websocket.DialOptions{HTTPHeader: header})
+}
+
+// DialRawExt connects like DialRaw, offering the protocol extension
+// (subprotocol clusterws.v2), and fails the test unless the server
+// accepts it.
+func DialRawExt(t testing.TB, url string) *RawClient {
+	t.Helper()
+	c := dialRaw(t, url, &websocket.DialOptions{Subprotocols: []string{"clusterws.v2"}})
+	if p := c.Conn.Subprotocol(); p != "clusterws.v2" {
+		t.Fatalf("server chose subprotocol %q", p)
+	}
+	return c
+}
+
+func dialRaw(t testing.TB, url string, opts *websocket.DialOptions) *RawClient {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header})
+	c, _, err := websocket.Dial(ctx, url, opts)
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
 	}

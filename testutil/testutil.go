@@ -4,11 +4,13 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,4 +102,25 @@ func trimStacks(s string) string {
 		return s[:20000] + "\n..."
 	}
 	return strings.TrimSpace(s)
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and readers:
+// a log destination or a child process's output that a test reads while
+// it is written.
+type SyncBuffer struct {
+	mu sync.Mutex // protects b
+	b  bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns what was written so far.
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
