@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/clusterws/clusterws-go/internal/backoff"
 )
 
 // The connection socket: the master hands each connection it accepts to a
@@ -39,6 +41,10 @@ const (
 	// holdRetry is how often the queue is offered to the workers again.
 	holdRetry = 5 * time.Millisecond
 )
+
+// acceptBackoff spaces the retries of a failing accept (out of
+// descriptors and the like), as net/http does.
+var acceptBackoff = backoff.Policy{Min: 5 * time.Millisecond, Max: time.Second}
 
 // listenerFile returns a duplicate of ln's socket, close-on-exec, to
 // accept from with syscall.RawConn.Read, which a net.Listener's RawConn
@@ -256,14 +262,14 @@ func (d *dispatcher) close() {
 // close.
 func (d *dispatcher) acceptLoop() {
 	defer d.wg.Done()
-	var delay time.Duration
+	failures := 0
 	for {
 		d.mu.Lock()
 		full := len(d.held) >= holdMax
 		d.mu.Unlock()
 		if full {
 			// Leave the next ones in the kernel's backlog for now.
-			if !d.sleep(holdRetry) {
+			if !backoff.Sleep(d.quit, holdRetry) {
 				return
 			}
 			continue
@@ -275,15 +281,15 @@ func (d *dispatcher) acceptLoop() {
 				return
 			default:
 			}
-			// Out of descriptors and the like: wait, as net/http does.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			failures++
+			delay := acceptBackoff.Delay(failures)
 			d.log.Warn("accept failed; retrying", "err", err, "in", delay)
-			if !d.sleep(delay) {
+			if !backoff.Sleep(d.quit, delay) {
 				return
 			}
 			continue
 		}
-		delay = 0
+		failures = 0
 		d.mu.Lock()
 		switch {
 		case d.closed:
@@ -298,18 +304,6 @@ func (d *dispatcher) acceptLoop() {
 			}
 		}
 		d.mu.Unlock()
-	}
-}
-
-// sleep waits for dur, and reports false if the dispatcher closes first.
-func (d *dispatcher) sleep(dur time.Duration) bool {
-	t := time.NewTimer(dur)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-d.quit:
-		return false
 	}
 }
 
@@ -357,7 +351,7 @@ func (d *dispatcher) holdLoop() {
 			}
 			continue
 		}
-		if !d.sleep(wait) {
+		if !backoff.Sleep(d.quit, wait) {
 			return
 		}
 		d.mu.Lock()

@@ -130,9 +130,10 @@
 //
 // A worker that exits without being asked to (a crash, a panic, kill -9,
 // or one not ready within a minute of its start, which is killed) is, with
-// RestartOnFail, started again with the same ID after a backoff of 100ms,
-// doubled for each further such exit up to 5s; the backoff starts over
-// after a worker that ran for 30s. A worker that exits 5 times within 30s
+// RestartOnFail, started again with the same ID after a backoff of 100 ms
+// doubling to 5 s, jittered (each wait is between half and all of that),
+// so that workers that crashed together do not restart together; the
+// backoff starts over after a worker that ran for 30s. A worker that exits 5 times within 30s
 // is crash-looping: the master logs an error and leaves that ID down (a
 // rolling restart tries it again). Without RestartOnFail a dead worker is
 // logged and not replaced. When no worker is left running, starting or

@@ -19,17 +19,20 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clusterws/clusterws-go/internal/backoff"
 	"github.com/clusterws/clusterws-go/localbroker"
 )
 
 // The restart policy, as documented in the package documentation.
 const (
-	restartBackoffMin = 100 * time.Millisecond
-	restartBackoffMax = 5 * time.Second
-	crashLoopLimit    = 5
-	crashLoopWindow   = 30 * time.Second
-	readyTimeout      = time.Minute
+	crashLoopLimit  = 5
+	crashLoopWindow = 30 * time.Second
+	readyTimeout    = time.Minute
 )
+
+// restartBackoff is the wait before the restart after the n-th
+// consecutive unexpected exit.
+var restartBackoff = backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 
 // master supervises the workers. Apart from the fields set up before the
 // loop starts, its state is owned by the goroutine that runs loop, the
@@ -349,15 +352,9 @@ func (m *master) crashed(s *slot, ran time.Duration) {
 		s.consecutive = 0
 	}
 	s.consecutive++
-	d := restartBackoff(s.consecutive)
+	d := restartBackoff.Delay(s.consecutive)
 	s.restartAt = now.Add(d)
 	m.log.Info("restarting worker", "worker", s.id, "in", d)
-}
-
-// restartBackoff is the wait before the restart after the n-th
-// consecutive unexpected exit: 100ms, doubled each time, at most 5s.
-func restartBackoff(n int) time.Duration {
-	return min(restartBackoffMin<<min(n-1, 16), restartBackoffMax)
 }
 
 // checkAlive stops the master when no worker is running, starting or due
