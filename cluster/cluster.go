@@ -35,7 +35,8 @@ type Config struct {
 	Host string
 
 	// BrokerPort is the loopback port of the built-in TCP broker, which
-	// runs inside the master process. Unused when Broker is set.
+	// runs inside the master process. Unused when Broker is set. Two
+	// clusters on one machine need two of them, as they need two Ports.
 	// default: 9346, as in ClusterWS
 	BrokerPort int
 
@@ -102,6 +103,10 @@ var (
 	// ErrInvalidOption is wrapped by the error Run returns for a Config
 	// that cannot be used; the error names each field at fault.
 	ErrInvalidOption = errors.New("cluster: invalid option")
+	// ErrPortInUse is wrapped by the error Run returns in the master when
+	// Config.Port or Config.BrokerPort is taken, typically by another
+	// instance; the error names the field.
+	ErrPortInUse = errors.New("cluster: port in use")
 	// ErrNoWorkers is returned by Run in the master when the last worker
 	// is gone and none will be started again: each one crash-looped, or
 	// died without RestartOnFail.
@@ -133,7 +138,8 @@ func IsWorker() bool { return os.Getenv(envWorkerID) != "" }
 // In the master, Run binds the port, starts the TCP broker and the
 // workers, supervises them, and returns nil after a graceful shutdown on
 // SIGINT or SIGTERM, or an error: an invalid Config (ErrInvalidOption), a
-// port that cannot be bound, or ErrNoWorkers. SIGHUP restarts the workers one at a time.
+// port that cannot be bound (ErrPortInUse when another process has it), or
+// ErrNoWorkers. SIGHUP restarts the workers one at a time.
 //
 // In a worker, Run builds the Server and calls cfg.Worker, serves until
 // the master asks it to stop (SIGTERM) or is gone, and returns nil after a

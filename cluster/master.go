@@ -105,7 +105,7 @@ func runMaster(ctx context.Context, cfg Config) error {
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("cluster: listen: %w", err)
+		return listenError("Port", addr, err)
 	}
 	m.ln = ln
 	if m.disp, err = newDispatcher(ln, cfg.Logger); err != nil {
@@ -115,13 +115,10 @@ func runMaster(ctx context.Context, cfg Config) error {
 
 	if cfg.Broker == nil {
 		m.secret = rand.Text()
-		m.broker, err = localbroker.Listen(localbroker.ServerOptions{
-			Addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.BrokerPort)),
-			Secret: m.secret,
-			Logger: cfg.Logger,
-		})
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.BrokerPort))
+		m.broker, err = localbroker.Listen(localbroker.ServerOptions{Addr: addr, Secret: m.secret, Logger: cfg.Logger})
 		if err != nil {
-			return fmt.Errorf("cluster: start the broker: %w", err)
+			return listenError("BrokerPort", addr, err)
 		}
 		defer m.broker.Close()
 		m.brokerAddr = m.broker.Addr().String()
@@ -153,6 +150,17 @@ func runMaster(ctx context.Context, cfg Config) error {
 	m.wg.Wait()
 	m.log.Info("master stopped", "pid", m.pid)
 	return err
+}
+
+// listenError explains why addr, the port of Config field, cannot be
+// bound. A port in use is most often a second instance of the program on
+// the same machine, which dies there with no other hint.
+func listenError(field, addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w: %s (another instance may be running: stop it, or set cluster.Config.%s to a free port): %w",
+			ErrPortInUse, addr, field, err)
+	}
+	return fmt.Errorf("cluster: listen on %s (cluster.Config.%s): %w", addr, field, err)
 }
 
 // loop handles events, signals and deadlines until the shutdown is over
