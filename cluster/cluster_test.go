@@ -57,12 +57,13 @@ func TestMain(m *testing.M) {
 
 // record is one JSON log line of the test program.
 type record struct {
-	Msg    string `json:"msg"`
-	Level  string `json:"level"`
-	Worker int    `json:"worker"`
-	PID    int    `json:"pid"`
-	OldPID int    `json:"old_pid"`
-	Status string `json:"status"`
+	Msg       string `json:"msg"`
+	Level     string `json:"level"`
+	Component string `json:"component"`
+	Worker    int    `json:"worker"`
+	PID       int    `json:"pid"`
+	OldPID    int    `json:"old_pid"`
+	Status    string `json:"status"`
 }
 
 // app is a running test program: the master, and through its log, its
@@ -261,6 +262,11 @@ func (a *app) waitStarted(workers int) map[int]int {
 	}
 	if rs := a.find(msgIs("broker is running")); len(rs) != 1 || rs[0].PID != a.cmd.Process.Pid {
 		a.t.Fatalf("broker startup line %+v, want one with the master's PID %d", rs, a.cmd.Process.Pid)
+	}
+	for _, r := range a.find(func(r record) bool { return strings.HasSuffix(r.Msg, " is running") }) {
+		if r.Component != "cluster" {
+			a.t.Errorf("startup line %+v lacks component=cluster", r)
+		}
 	}
 	return pids
 }
@@ -706,6 +712,16 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if n := len(a.find(msgIs("worker stopped"))); n != 2 {
 		t.Errorf("%d workers stopped, want 2", n)
+	}
+	// Each worker logs why it stops.
+	stopping := a.find(func(r record) bool { return strings.HasPrefix(r.Msg, "stopping") })
+	if len(stopping) != 2 {
+		t.Errorf("%d workers logged that they stop, want 2: %+v", len(stopping), stopping)
+	}
+	for _, r := range stopping {
+		if r.Component != "cluster" || r.Worker == 0 {
+			t.Errorf("a worker's line %+v lacks component=cluster or worker=ID", r)
+		}
 	}
 }
 

@@ -154,8 +154,10 @@
 // Unlike the rest of the module, the cluster logs by default (to stderr,
 // with slog's text handler at level Info), because its startup lines are
 // how an operator learns where things run, as in ClusterWS. Set
-// Config.Logger to change or silence it. Workers log with a "worker"
-// attribute; their stdout and stderr are the master's.
+// Config.Logger to change or silence it. The cluster's lines carry the
+// attribute component=cluster, and a worker's also worker=ID; their
+// messages are plain lower-case sentences, the rest is in attributes.
+// Workers' stdout and stderr are the master's.
 //
 // # Concurrency
 //

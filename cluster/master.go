@@ -97,7 +97,7 @@ type event struct {
 func runMaster(ctx context.Context, cfg Config) error {
 	m := &master{
 		cfg:    cfg,
-		log:    cfg.Logger,
+		log:    cfg.Logger.With("component", "cluster"),
 		pid:    os.Getpid(),
 		events: make(chan event),
 		procs:  make(map[*proc]struct{}),
@@ -108,7 +108,7 @@ func runMaster(ctx context.Context, cfg Config) error {
 		return listenError("Port", addr, err)
 	}
 	m.ln = ln
-	if m.disp, err = newDispatcher(ln, cfg.Logger); err != nil {
+	if m.disp, err = newDispatcher(ln, m.log); err != nil {
 		return err
 	}
 	defer m.disp.close()

@@ -35,7 +35,7 @@ const (
 
 // runWorker is Run in a worker process.
 func runWorker(ctx context.Context, cfg Config, id int, brokerAddr, listenAddr string) error {
-	log := cfg.Logger.With("worker", id)
+	log := cfg.Logger.With("component", "cluster", "worker", id)
 
 	// First of all, so that a SIGTERM from the master is never fatal.
 	sigs := make(chan os.Signal, 1)
@@ -74,7 +74,7 @@ func runWorker(ctx context.Context, cfg Config, id int, brokerAddr, listenAddr s
 	}
 	defer ln.Close()
 
-	b, err := newBroker(cfg, brokerAddr, secret, log)
+	b, err := newBroker(cfg, brokerAddr, secret, cfg.Logger.With("worker", id))
 	if err != nil {
 		return fmt.Errorf("cluster: worker %d: broker: %w", id, err)
 	}
