@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -933,15 +931,7 @@ func TestNoWorkerLeft(t *testing.T) {
 // open, makes it shut down gracefully.
 func TestLifeline(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := newDispatcher(ln, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.close()
+	d, addr := newTestDispatcher(t, defaultHold)
 	const secret = "lifeline-test-secret"
 	broker, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: secret})
 	if err != nil {
@@ -970,7 +960,7 @@ func TestLifeline(t *testing.T) {
 		id:         7,
 		brokerAddr: broker.Addr().String(),
 		secret:     secret,
-		listenAddr: ln.Addr().String(),
+		listenAddr: addr,
 		attr:       &syscall.SysProcAttr{Setpgid: true},
 	})
 	if err != nil {
@@ -1001,7 +991,7 @@ func TestLifeline(t *testing.T) {
 		t.Fatal("the worker is not ready")
 	}
 	d.add(w.conns)
-	c := mustDial(t, "ws://"+ln.Addr().String()+"/ws", false)
+	c := mustDial(t, "ws://"+addr+"/ws", false)
 	defer c.c.Close()
 	if id := c.ask(t); id.ID != 7 || id.PID != w.cmd.Process.Pid {
 		t.Fatalf("whoami answered %+v, want worker 7 with PID %d", id, w.cmd.Process.Pid)

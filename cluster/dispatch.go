@@ -30,17 +30,22 @@ const (
 	msgEnd = 'e'
 )
 
-// The hold queue: connections that no worker could take.
-const (
-	// holdMax bounds the queue. While it is full the master stops
+// holdLimits bound the hold queue: connections that no worker could take.
+type holdLimits struct {
+	// max bounds the queue. While it is full the master stops
 	// accepting, and new connections wait in the kernel's backlog.
-	holdMax = 256
-	// holdMaxAge bounds how long a connection waits in the queue; older
-	// ones are closed.
-	holdMaxAge = 10 * time.Second
-	// holdRetry is how often the queue is offered to the workers again.
-	holdRetry = 5 * time.Millisecond
-)
+	max int
+	// maxAge bounds how long a connection waits in the queue; older ones
+	// are closed.
+	maxAge time.Duration
+}
+
+// defaultHold is the master's hold queue, as the package documentation
+// says; tests use smaller limits.
+var defaultHold = holdLimits{max: 256, maxAge: 10 * time.Second}
+
+// holdRetry is how often the hold queue is offered to the workers again.
+const holdRetry = 5 * time.Millisecond
 
 // acceptBackoff spaces the retries of a failing accept (out of
 // descriptors and the like), as net/http does.
@@ -155,10 +160,11 @@ func (l *link) close() error { return l.c.Close() }
 // more than the sending. Another goroutine, holdLoop, offers the held
 // connections again while there are some. Both stop on close.
 type dispatcher struct {
-	ln  net.Listener
-	lnf *os.File        // a duplicate of ln's socket, to accept from
-	rc  syscall.RawConn // lnf's
-	log *slog.Logger
+	ln   net.Listener
+	lnf  *os.File        // a duplicate of ln's socket, to accept from
+	rc   syscall.RawConn // lnf's
+	log  *slog.Logger
+	hold holdLimits
 
 	quit      chan struct{} // closed by close
 	held1     chan struct{} // receives a value when the hold queue gets its first
@@ -182,8 +188,8 @@ type heldConn struct {
 }
 
 // newDispatcher starts dispatching the connections of ln, which it owns
-// from now on.
-func newDispatcher(ln net.Listener, log *slog.Logger) (*dispatcher, error) {
+// from now on, holding those no worker takes within hold.
+func newDispatcher(ln net.Listener, log *slog.Logger, hold holdLimits) (*dispatcher, error) {
 	lnf, err := listenerFile(ln)
 	if err != nil {
 		ln.Close()
@@ -200,6 +206,7 @@ func newDispatcher(ln net.Listener, log *slog.Logger) (*dispatcher, error) {
 		lnf:   lnf,
 		rc:    rc,
 		log:   log,
+		hold:  hold,
 		quit:  make(chan struct{}),
 		held1: make(chan struct{}, 1),
 	}
@@ -265,7 +272,7 @@ func (d *dispatcher) acceptLoop() {
 	failures := 0
 	for {
 		d.mu.Lock()
-		full := len(d.held) >= holdMax
+		full := len(d.held) >= d.hold.max
 		d.mu.Unlock()
 		if full {
 			// Leave the next ones in the kernel's backlog for now.
@@ -338,7 +345,7 @@ func (d *dispatcher) holdLoop() {
 		case len(d.held) == 0:
 			wait = -1
 		case len(d.links) == 0: // nothing to do before add but the expiry
-			wait = time.Until(d.held[0].since.Add(holdMaxAge)) + time.Millisecond
+			wait = time.Until(d.held[0].since.Add(d.hold.maxAge)) + time.Millisecond
 		default:
 			wait = holdRetry
 		}
@@ -406,7 +413,7 @@ func (d *dispatcher) flushLocked() {
 		return
 	}
 	old := 0
-	for old < len(d.held) && time.Since(d.held[old].since) > holdMaxAge {
+	for old < len(d.held) && time.Since(d.held[old].since) > d.hold.maxAge {
 		old++
 	}
 	d.dropLocked(old, "no worker took it in time")

@@ -108,7 +108,7 @@ func runMaster(ctx context.Context, cfg Config) error {
 		return listenError("Port", addr, err)
 	}
 	m.ln = ln
-	if m.disp, err = newDispatcher(ln, m.log); err != nil {
+	if m.disp, err = newDispatcher(ln, m.log, defaultHold); err != nil {
 		return err
 	}
 	defer m.disp.close()
