@@ -446,6 +446,16 @@ func (tc *tclient) closeCodes() []hub.CloseCode {
 	return slices.Clone(tc.codes)
 }
 
+// expectGoingAway waits until tc's connection is closed, and checks that
+// it was with 1001, as by a graceful shutdown.
+func (tc *tclient) expectGoingAway(t *testing.T) {
+	t.Helper()
+	testutil.Eventually(t, wait, func() bool { return len(tc.closeCodes()) > 0 }, "client not closed")
+	if codes := tc.closeCodes(); codes[0] != hub.CloseGoingAway {
+		t.Errorf("client closed with %v, want 1001", codes)
+	}
+}
+
 // dialSpread connects clients until there are at least n and every one of
 // the workers has some, and asks each which worker it is on.
 func dialSpread(t *testing.T, a *app, workers, n int, reconnect bool) []*tclient {
@@ -697,11 +707,8 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("master exit code %d, want 0", code)
 	}
 	waitGone(t, pids[1], pids[2])
-	for i, c := range clients {
-		testutil.Eventually(t, wait, func() bool { return len(c.closeCodes()) > 0 }, "client %d not closed", i)
-		if codes := c.closeCodes(); codes[0] != 1001 {
-			t.Errorf("client %d closed with %v, want 1001", i, codes)
-		}
+	for _, c := range clients {
+		c.expectGoingAway(t)
 	}
 	for _, r := range a.find(msgIs("worker stopped")) {
 		if r.Status != "exit status 0" {
@@ -844,13 +851,9 @@ func TestWorkerTerminated(t *testing.T) {
 	if took > 2*timeout { // its budget is 90% of timeout; the rest is for a loaded machine
 		t.Errorf("worker 1 took %v to stop, its budget is %v", took, timeout*9/10)
 	}
-	for i, c := range clients {
-		if c.me.ID != 1 {
-			continue
-		}
-		testutil.Eventually(t, wait, func() bool { return len(c.closeCodes()) > 0 }, "client %d not closed", i)
-		if codes := c.closeCodes(); codes[0] != 1001 {
-			t.Errorf("client %d closed with %v, want 1001", i, codes)
+	for _, c := range clients {
+		if c.me.ID == 1 {
+			c.expectGoingAway(t)
 		}
 	}
 	a.waitFor("worker 1 restarted", workerMsg("worker restarted", 1))
@@ -869,10 +872,7 @@ func TestMasterKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, pids[1], pids[2])
-	testutil.Eventually(t, wait, func() bool { return len(c.closeCodes()) > 0 }, "client not closed")
-	if codes := c.closeCodes(); codes[0] != 1001 {
-		t.Errorf("client closed with %v, want 1001 from a graceful shutdown", codes)
-	}
+	c.expectGoingAway(t)
 }
 
 // TestCrashLoop starts a cluster whose worker 2 exits at once: the crash
@@ -1007,8 +1007,5 @@ func TestLifeline(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("the worker did not exit after its lifeline closed")
 	}
-	testutil.Eventually(t, wait, func() bool { return len(c.closeCodes()) > 0 }, "client not closed")
-	if codes := c.closeCodes(); codes[0] != 1001 {
-		t.Errorf("client closed with %v, want 1001", codes)
-	}
+	c.expectGoingAway(t)
 }
