@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -442,9 +443,11 @@ func (d *dispatcher) dropLocked(n int, reason string) {
 // reports the listener closed after the end marker, at the end of the
 // stream (the master is gone) or after Close.
 type connListener struct {
-	c    *net.UnixConn
-	addr net.Addr // the cluster's listening address
-	log  *slog.Logger
+	c      *net.UnixConn
+	rc     syscall.RawConn // c's
+	addr   net.Addr        // the cluster's listening address
+	log    *slog.Logger
+	noWait atomic.Bool // set by stopWaiting
 
 	closeOnce sync.Once
 	closeErr  error
@@ -459,7 +462,12 @@ func newConnListener(f *os.File, addr net.Addr, log *slog.Logger) (*connListener
 	if err != nil {
 		return nil, err
 	}
-	return &connListener{c: c, addr: addr, log: log}, nil
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &connListener{c: c, rc: rc, addr: addr, log: log}, nil
 }
 
 // Accept returns the next connection from the master. Its RemoteAddr is
@@ -469,7 +477,7 @@ func (l *connListener) Accept() (net.Conn, error) {
 	var b [1]byte
 	oob := make([]byte, syscall.CmsgSpace(4))
 	for {
-		n, oobn, flags, _, err := l.c.ReadMsgUnix(b[:], oob)
+		n, oobn, flags, err := l.read(b[:], oob)
 		fds := parseRights(oob[:oobn])
 		switch {
 		case errors.Is(err, net.ErrClosed):
@@ -498,6 +506,41 @@ func (l *connListener) Accept() (net.Conn, error) {
 		}
 		return c, nil
 	}
+}
+
+// read reads the next message from the master, waiting for it until
+// stopWaiting; after that it reports io.EOF when none is queued.
+func (l *connListener) read(b, oob []byte) (n, oobn, flags int, err error) {
+	if !l.noWait.Load() {
+		n, oobn, flags, _, err = l.c.ReadMsgUnix(b, oob)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, oobn, flags, err
+		}
+	}
+	// Past the deadline that stopWaiting set, the poller reads nothing:
+	// read the socket directly.
+	cerr := l.rc.Control(func(fd uintptr) {
+		n, oobn, flags, _, err = syscall.Recvmsg(int(fd), b, oob, syscall.MSG_DONTWAIT)
+	})
+	switch {
+	case cerr != nil:
+		return 0, 0, 0, cerr
+	case errors.Is(err, syscall.EAGAIN):
+		return 0, 0, 0, io.EOF
+	case err != nil:
+		return 0, 0, 0, os.NewSyscallError("recvmsg", err)
+	}
+	return n, oobn, flags, nil
+}
+
+// stopWaiting makes Accept return the connections already queued, without
+// waiting for more, then report the listener closed. It is for when the
+// master is gone, so that neither a connection nor the end marker can
+// come, and the socket may not say so (it does not on systems other than
+// Linux, nor while another process holds the master's end).
+func (l *connListener) stopWaiting() {
+	l.noWait.Store(true)
+	l.c.SetReadDeadline(time.Unix(1, 0)) // wakes a pending read
 }
 
 func (l *connListener) closedErr() error {

@@ -4,12 +4,14 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -340,6 +342,57 @@ func TestDispatchSkipFull(t *testing.T) {
 	expectClosed(t, full.ln)
 }
 
+// waitIOWait waits until a goroutine running fn is blocked in the Go
+// poller, waiting for I/O.
+func waitIOWait(t *testing.T, fn string) {
+	t.Helper()
+	testutil.Eventually(t, wait, func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for g := range strings.SplitSeq(string(buf), "\n\n") {
+			if strings.Contains(g, "[IO wait") && strings.Contains(g, fn) {
+				return true
+			}
+		}
+		return false
+	}, "no goroutine in %s waits for I/O", fn)
+}
+
+// TestConnListenerStopWaiting checks that after stopWaiting, for when the
+// master is gone without a word, the worker's listener returns the
+// connections queued and then reports itself closed, without waiting for
+// an end of stream that cannot come, also from a pending Accept.
+func TestConnListenerStopWaiting(t *testing.T) {
+	for _, queued := range []int{0, 2} {
+		t.Run(fmt.Sprintf("queued=%d", queued), func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			p := newPair(t) // the link stays open, as if the master's end were held elsewhere
+			clients := handOver(t, p.link, queued)
+			var pending <-chan accepted
+			if queued == 0 {
+				pending = acceptAsync(p.ln)
+				waitIOWait(t, "(*connListener).Accept")
+			}
+			p.ln.stopWaiting()
+			for _, c := range clients {
+				checkSame(t, c, acceptOne(t, p.ln))
+			}
+			if pending != nil {
+				select {
+				case a := <-pending:
+					if !errors.Is(a.err, net.ErrClosed) {
+						t.Fatalf("pending accept returned %v, %v; want net.ErrClosed", a.c, a.err)
+					}
+				case <-time.After(wait):
+					p.ln.Close()
+					t.Fatal("stopWaiting did not end a pending Accept")
+				}
+			}
+			expectClosed(t, p.ln)
+		})
+	}
+}
+
 // TestConnListenerClose checks that Close ends a pending Accept, also for
 // a socket that was handed to a child process: exec switches a descriptor
 // it passes to blocking mode, which would keep Accept outside the Go
@@ -363,7 +416,7 @@ func TestConnListenerClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := acceptAsync(ln)
-	time.Sleep(10 * time.Millisecond) // let Accept block
+	waitIOWait(t, "(*connListener).Accept")
 	ln.Close()
 	select {
 	case a := <-res:

@@ -107,7 +107,9 @@
 //     queued frames (Server.Shutdown, since http.Server does not track
 //     hijacked connections), closes its broker link, and exits 0, all
 //     within 90% of ShutdownTimeout. A worker does the same when its
-//     master is gone. It does not rely on http.Server.Shutdown alone,
+//     master is gone, without waiting for an end of stream that cannot
+//     come: it serves the connections already sent, then stops. It does
+//     not rely on http.Server.Shutdown alone,
 //     which drops a request whose reading ends after the shutdown has
 //     begun. A SIGTERM that did not come from the master, which still
 //     sends connections, is followed by no end of stream: the worker
