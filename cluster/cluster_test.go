@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -67,9 +68,10 @@ type record struct {
 // app is a running test program: the master, and through its log, its
 // workers.
 type app struct {
-	t   *testing.T
-	cmd *exec.Cmd
-	url string // ws://127.0.0.1:port/ws
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string // 127.0.0.1:port
+	url  string // ws://127.0.0.1:port/ws
 
 	exited     chan struct{} // closed when the master has been reaped
 	out        *os.File      // read end of the master's and workers' output
@@ -134,6 +136,7 @@ func launchApp(t *testing.T, workers int, args, env []string) *app {
 	a := &app{
 		t:          t,
 		cmd:        cmd,
+		addr:       fmt.Sprintf("127.0.0.1:%d", port),
 		url:        fmt.Sprintf("ws://127.0.0.1:%d/ws", port),
 		exited:     make(chan struct{}),
 		out:        r,
@@ -594,20 +597,15 @@ func TestBalance(t *testing.T) {
 			t.Parallel()
 			a := startApp(t, workers, nil)
 			pids := a.waitStarted(workers)
-			url := strings.Replace(strings.TrimSuffix(a.url, "/ws"), "ws://", "http://", 1) + "/whoami"
-			hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: wait}
-			defer hc.CloseIdleConnections()
 			got := make(map[int]int)
 			for range clients {
-				resp, err := hc.Get(url)
+				body, err := get(a.addr, "/whoami")
 				if err != nil {
 					t.Fatal(err)
 				}
-				body, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				var id, pid int
-				if _, serr := fmt.Sscan(string(body), &id, &pid); err != nil || serr != nil || pids[id] != pid {
-					t.Fatalf("whoami answered %q (%v, %v); workers %v", body, err, serr, pids)
+				id, err := checkWhoami(body, pids)
+				if err != nil {
+					t.Fatal(err)
 				}
 				got[id]++
 			}
@@ -806,6 +804,122 @@ func TestRollingRestart(t *testing.T) {
 	c := mustDial(t, a.url, false)
 	if id := c.ask(t); id.PID == pids[id.ID] {
 		t.Errorf("worker %d still answers from its old PID %d", id.ID, id.PID)
+	}
+}
+
+// get makes a GET request for path on a new connection to addr, by hand,
+// so that what happened to the connection shows in the error: refused
+// (ECONNREFUSED), closed unserved (ECONNRESET, EPIPE, io.EOF,
+// io.ErrUnexpectedEOF) or left hanging (os.ErrDeadlineExceeded).
+func get(addr, path string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, wait)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(wait))
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return string(body), err
+}
+
+// checkWhoami parses the test program's answer to GET /whoami, "ID PID",
+// and returns the ID, checking that the PID is that worker's in pids.
+func checkWhoami(body string, pids map[int]int) (int, error) {
+	var id, pid int
+	if _, err := fmt.Sscan(body, &id, &pid); err != nil || pids[id] != pid {
+		return 0, fmt.Errorf("whoami answered %q (%v); workers %v", body, err, pids)
+	}
+	return id, nil
+}
+
+// TestRefusedAfterShutdown sends SIGTERM to the master while clients
+// make requests, each on a new connection, and while a worker has a
+// request under way that keeps it from stopping: new connections are
+// refused from the start of the shutdown, not held for the stopping
+// workers, and none is left hanging in between: each request is served,
+// or its connection refused or closed.
+func TestRefusedAfterShutdown(t *testing.T) {
+	t.Parallel()
+	a := startApp(t, 2, []string{"-shutdown-timeout", "60s"})
+	pids := a.waitStarted(2)
+
+	// The worker waits for this request, half its time at most, 27s.
+	hold, err := net.DialTimeout("tcp", a.addr, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	if _, err := io.WriteString(hold, "GET /hold HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	hold.SetReadDeadline(time.Now().Add(wait))
+	holdResp := bufio.NewReader(hold)
+	if line, err := holdResp.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("/hold answered %q, %v", line, err)
+	}
+	holdDone := make(chan struct{})
+	go func() {
+		defer close(holdDone)
+		_, _ = io.Copy(io.Discard, holdResp) // until the worker closes it
+	}()
+
+	var served, closed atomic.Int64
+	errs := make(chan error, 4)
+	for range cap(errs) {
+		go func() {
+			for {
+				body, err := get(a.addr, "/whoami")
+				switch {
+				case err == nil:
+					if _, err := checkWhoami(body, pids); err != nil {
+						errs <- err
+						return
+					}
+					served.Add(1)
+				case errors.Is(err, syscall.ECONNREFUSED):
+					errs <- nil
+					return
+				case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+					errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+					closed.Add(1) // accepted by the master as the shutdown began
+				default: // a timeout: the connection was left hanging
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	testutil.Eventually(t, wait, func() bool { return served.Load() >= 20 }, "the requests do not get going")
+	a.signal(syscall.SIGTERM)
+	for range cap(errs) { // each ends by wait
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	select {
+	case <-holdDone:
+		t.Error("connections were refused only once the workers had stopped")
+	default:
+	}
+	t.Logf("%d requests served, %d connections closed unserved", served.Load(), closed.Load())
+	hold.Close() // the worker can stop now
+	if code := a.waitExit(); code != 0 {
+		t.Errorf("master exit code %d, want 0", code)
+	}
+	<-holdDone
+	if _, err := get(a.addr, "/whoami"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("after the master exited: %v, want connection refused", err)
 	}
 }
 
