@@ -164,15 +164,33 @@
 // # Concurrency
 //
 // In the master one goroutine, the caller of Run, owns all supervisor
-// state; each worker process has a goroutine that waits for it and one
-// that reads its readiness pipe, both ending when the process has exited,
-// which the master guarantees, and one for the time it takes to end its
-// stream and signal it. The dispatcher has a goroutine that accepts and
-// hands the connections over and one that offers the waiting ones again;
-// the supervisor adds a worker to the rotation and removes it, and closes
-// the dispatcher at shutdown, which stops both. In a worker, Run owns the
-// http.Server, the Server and a goroutine watching the lifeline, and
-// waits for all of them before it returns.
+// state. Every other goroutine has an owner that stops it and waits for
+// it before Run returns:
+//
+//   - the spawner starts every worker process from one locked OS thread
+//     (see No orphans), until Run returns;
+//   - each worker process has a goroutine that waits for it and one that
+//     reads its readiness pipe, both ending when the process has exited,
+//     which the supervisor guarantees by killing it if need be, and, while
+//     it is being stopped, one that ends its stream and signals it,
+//     within a quarter of ShutdownTimeout;
+//   - the dispatcher has a goroutine that accepts and hands the
+//     connections over and one that offers the held ones again; the
+//     supervisor adds a worker to the rotation and removes it, and closes
+//     the dispatcher as a shutdown begins, which stops both.
+//
+// In a worker, Run owns the http.Server and the goroutine serving it,
+// which ends with the connection stream (the end marker, the master gone,
+// or after a quarter of the worker's time), the Server, and a goroutine
+// watching the lifeline, which ends at its end of file or when Run closes
+// it; Run waits for all of them before it returns.
+//
+// Locks: the package has two mutexes, the dispatcher's in the master,
+// which guards the rotation and the hold queue and is held across the
+// sends, which never wait, and the connection tracker's in a worker. Each
+// is taken while holding no other lock of the package, so there is no
+// order between them to keep; under the dispatcher's, only the logger's
+// handler may take a lock of its own.
 //
 // Run needs Unix (descriptor passing, to child processes and between
 // processes); elsewhere it returns ErrUnsupported. The connection socket
