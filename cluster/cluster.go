@@ -73,10 +73,10 @@ type Config struct {
 	// Logger receives the startup lines and the supervisor's events, in
 	// the master and in the workers, with the attribute component=cluster
 	// (and worker=ID in a worker). It is also, as given, the TCP broker's
-	// logger. Unlike the rest of the module, the
-	// cluster is not silent by default: like ClusterWS it announces the
-	// master, the broker and every worker at startup. Pass
-	// slog.New(slog.DiscardHandler) to silence it.
+	// logger. Unlike the rest of the module, the cluster is not silent by
+	// default: like ClusterWS it announces the master, the broker and
+	// every worker at startup. Pass slog.New(slog.DiscardHandler) to
+	// silence it.
 	// default: a slog.TextHandler writing to os.Stderr at level Info
 	Logger *slog.Logger
 }
