@@ -95,32 +95,32 @@ type link struct {
 // newLink wraps the master's end of a socket pair; it takes fd.
 func newLink(fd int) (*link, error) {
 	f := os.NewFile(uintptr(fd), "clusterws-conns")
-	c, err := unixConn(f)
+	c, rc, err := unixConn(f)
 	f.Close()
 	if err != nil {
-		return nil, err
-	}
-	rc, err := c.SyscallConn()
-	if err != nil {
-		c.Close()
 		return nil, err
 	}
 	return &link{c: c, rc: rc}, nil
 }
 
 // unixConn returns a UnixConn, in non-blocking mode, on a duplicate of f,
-// which the caller closes.
-func unixConn(f *os.File) (*net.UnixConn, error) {
+// which the caller closes, and its RawConn.
+func unixConn(f *os.File) (*net.UnixConn, syscall.RawConn, error) {
 	c, err := net.FileConn(f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		c.Close()
-		return nil, fmt.Errorf("%s is a %T, not a Unix socket", f.Name(), c)
+		return nil, nil, fmt.Errorf("%s is a %T, not a Unix socket", f.Name(), c)
 	}
-	return uc, nil
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		uc.Close()
+		return nil, nil, err
+	}
+	return uc, rc, nil
 }
 
 // offer sends fd, an accepted connection, to the worker without waiting:
@@ -458,13 +458,8 @@ var _ net.Listener = (*connListener)(nil)
 // newConnListener wraps f, the worker's end of its connection socket,
 // which it duplicates: the caller closes f. addr is what Addr returns.
 func newConnListener(f *os.File, addr net.Addr, log *slog.Logger) (*connListener, error) {
-	c, err := unixConn(f)
+	c, rc, err := unixConn(f)
 	if err != nil {
-		return nil, err
-	}
-	rc, err := c.SyscallConn()
-	if err != nil {
-		c.Close()
 		return nil, err
 	}
 	return &connListener{c: c, rc: rc, addr: addr, log: log}, nil
