@@ -13,6 +13,7 @@ import (
 
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/option"
 )
 
 // Config describes a cluster. The zero value of every field but Worker
@@ -34,7 +35,8 @@ type Config struct {
 	Host string
 
 	// BrokerPort is the loopback port of the built-in TCP broker, which
-	// runs inside the master process. Unused when Broker is set.
+	// runs inside the master process. Unused when Broker is set. Two
+	// clusters on one machine need two of them, as they need two Ports.
 	// default: 9346, as in ClusterWS
 	BrokerPort int
 
@@ -69,11 +71,12 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	// Logger receives the startup lines and the supervisor's events, in
-	// the master and in the workers (with a "worker" attribute there). It
-	// is also the TCP broker's logger. Unlike the rest of the module, the
-	// cluster is not silent by default: like ClusterWS it announces the
-	// master, the broker and every worker at startup. Pass
-	// slog.New(slog.DiscardHandler) to silence it.
+	// the master and in the workers, with the attribute component=cluster
+	// (and worker=ID in a worker). It is also, as given, the TCP broker's
+	// logger. Unlike the rest of the module, the cluster is not silent by
+	// default: like ClusterWS it announces the master, the broker and
+	// every worker at startup. Pass slog.New(slog.DiscardHandler) to
+	// silence it.
 	// default: a slog.TextHandler writing to os.Stderr at level Info
 	Logger *slog.Logger
 }
@@ -98,9 +101,13 @@ const (
 
 // Errors.
 var (
-	// ErrInvalidConfig is wrapped by the error Run returns for a Config
-	// that cannot be used.
-	ErrInvalidConfig = errors.New("cluster: invalid config")
+	// ErrInvalidOption is wrapped by the error Run returns for a Config
+	// that cannot be used; the error names each field at fault.
+	ErrInvalidOption = errors.New("cluster: invalid option")
+	// ErrPortInUse is wrapped by the error Run returns in the master when
+	// Config.Port or Config.BrokerPort is taken, typically by another
+	// instance; the error names the field.
+	ErrPortInUse = errors.New("cluster: port in use")
 	// ErrNoWorkers is returned by Run in the master when the last worker
 	// is gone and none will be started again: each one crash-looped, or
 	// died without RestartOnFail.
@@ -131,8 +138,9 @@ func IsWorker() bool { return os.Getenv(envWorkerID) != "" }
 //
 // In the master, Run binds the port, starts the TCP broker and the
 // workers, supervises them, and returns nil after a graceful shutdown on
-// SIGINT or SIGTERM, or an error: an invalid Config, a port that cannot be
-// bound, or ErrNoWorkers. SIGHUP restarts the workers one at a time.
+// SIGINT or SIGTERM, or an error: an invalid Config (ErrInvalidOption), a
+// port that cannot be bound (ErrPortInUse when another process has it), or
+// ErrNoWorkers. SIGHUP restarts the workers one at a time.
 //
 // In a worker, Run builds the Server and calls cfg.Worker, serves until
 // the master asks it to stop (SIGTERM) or is gone, and returns nil after a
@@ -163,40 +171,37 @@ func RunContext(ctx context.Context, cfg Config) error {
 }
 
 // withDefaults returns a validated copy of c with every default filled in.
+// Errors name the field and wrap ErrInvalidOption.
 func (c Config) withDefaults() (Config, error) {
-	invalid := func(format string, args ...any) (Config, error) {
-		return Config{}, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	ch := option.NewCheck(ErrInvalidOption)
+	if c.Worker == nil {
+		ch.Failf("Worker", "is required")
 	}
-	switch {
-	case c.Worker == nil:
-		return invalid("Worker is required")
-	case c.Workers < 0:
-		return invalid("Workers %d is negative", c.Workers)
-	case c.Port < 0 || c.Port > 65535:
-		return invalid("Port %d is out of range", c.Port)
-	case c.BrokerPort < 0 || c.BrokerPort > 65535:
-		return invalid("BrokerPort %d is out of range", c.BrokerPort)
-	case c.ShutdownTimeout < 0:
-		return invalid("ShutdownTimeout %v is negative", c.ShutdownTimeout)
+	option.NotNegative(ch, "Workers", c.Workers)
+	port(ch, "Port", c.Port)
+	port(ch, "BrokerPort", c.BrokerPort)
+	option.NotNegative(ch, "ShutdownTimeout", c.ShutdownTimeout)
+	if err := ch.Err(); err != nil {
+		return Config{}, err
 	}
-	if c.Workers == 0 {
-		c.Workers = DefaultWorkers
-	}
-	if c.Port == 0 {
-		c.Port = DefaultPort
-	}
-	if c.BrokerPort == 0 {
-		c.BrokerPort = DefaultBrokerPort
-	}
+	c.Workers = option.Default(c.Workers, DefaultWorkers)
+	c.Port = option.Default(c.Port, DefaultPort)
+	c.BrokerPort = option.Default(c.BrokerPort, DefaultBrokerPort)
 	if c.Broker == nil && c.BrokerPort == c.Port {
-		return invalid("Port and BrokerPort are both %d", c.Port)
+		ch.Failf("BrokerPort", "must differ from Port (both are %d)", c.Port)
+		return Config{}, ch.Err()
 	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
+	c.ShutdownTimeout = option.Default(c.ShutdownTimeout, DefaultShutdownTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	c.Options = slices.Clone(c.Options)
 	return c, nil
+}
+
+// port records field as invalid unless v is a TCP port or 0, the default.
+func port(c *option.Check, field string, v int) {
+	if v < 0 || v > 65535 {
+		c.Failf(field, "must be a TCP port, from 1 to 65535, or 0 for the default (got %d)", v)
+	}
 }

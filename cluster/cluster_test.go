@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -57,20 +56,22 @@ func TestMain(m *testing.M) {
 
 // record is one JSON log line of the test program.
 type record struct {
-	Msg    string `json:"msg"`
-	Level  string `json:"level"`
-	Worker int    `json:"worker"`
-	PID    int    `json:"pid"`
-	OldPID int    `json:"old_pid"`
-	Status string `json:"status"`
+	Msg       string `json:"msg"`
+	Level     string `json:"level"`
+	Component string `json:"component"`
+	Worker    int    `json:"worker"`
+	PID       int    `json:"pid"`
+	OldPID    int    `json:"old_pid"`
+	Status    string `json:"status"`
 }
 
 // app is a running test program: the master, and through its log, its
 // workers.
 type app struct {
-	t   *testing.T
-	cmd *exec.Cmd
-	url string // ws://127.0.0.1:port/ws
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string // 127.0.0.1:port
+	url  string // ws://127.0.0.1:port/ws
 
 	exited     chan struct{} // closed when the master has been reaped
 	out        *os.File      // read end of the master's and workers' output
@@ -135,6 +136,7 @@ func launchApp(t *testing.T, workers int, args, env []string) *app {
 	a := &app{
 		t:          t,
 		cmd:        cmd,
+		addr:       fmt.Sprintf("127.0.0.1:%d", port),
 		url:        fmt.Sprintf("ws://127.0.0.1:%d/ws", port),
 		exited:     make(chan struct{}),
 		out:        r,
@@ -261,6 +263,11 @@ func (a *app) waitStarted(workers int) map[int]int {
 	}
 	if rs := a.find(msgIs("broker is running")); len(rs) != 1 || rs[0].PID != a.cmd.Process.Pid {
 		a.t.Fatalf("broker startup line %+v, want one with the master's PID %d", rs, a.cmd.Process.Pid)
+	}
+	for _, r := range a.find(func(r record) bool { return strings.HasSuffix(r.Msg, " is running") }) {
+		if r.Component != "cluster" {
+			a.t.Errorf("startup line %+v lacks component=cluster", r)
+		}
 	}
 	return pids
 }
@@ -442,6 +449,16 @@ func (tc *tclient) closeCodes() []hub.CloseCode {
 	return slices.Clone(tc.codes)
 }
 
+// expectGoingAway waits until tc's connection is closed, and checks that
+// it was with 1001, as by a graceful shutdown.
+func (tc *tclient) expectGoingAway(t *testing.T) {
+	t.Helper()
+	testutil.Eventually(t, wait, func() bool { return len(tc.closeCodes()) > 0 }, "client not closed")
+	if codes := tc.closeCodes(); codes[0] != hub.CloseGoingAway {
+		t.Errorf("client closed with %v, want 1001", codes)
+	}
+}
+
 // dialSpread connects clients until there are at least n and every one of
 // the workers has some, and asks each which worker it is on.
 func dialSpread(t *testing.T, a *app, workers, n int, reconnect bool) []*tclient {
@@ -580,20 +597,15 @@ func TestBalance(t *testing.T) {
 			t.Parallel()
 			a := startApp(t, workers, nil)
 			pids := a.waitStarted(workers)
-			url := strings.Replace(strings.TrimSuffix(a.url, "/ws"), "ws://", "http://", 1) + "/whoami"
-			hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: wait}
-			defer hc.CloseIdleConnections()
 			got := make(map[int]int)
 			for range clients {
-				resp, err := hc.Get(url)
+				body, err := get(a.addr, "/whoami")
 				if err != nil {
 					t.Fatal(err)
 				}
-				body, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				var id, pid int
-				if _, serr := fmt.Sscan(string(body), &id, &pid); err != nil || serr != nil || pids[id] != pid {
-					t.Fatalf("whoami answered %q (%v, %v); workers %v", body, err, serr, pids)
+				id, err := checkWhoami(body, pids)
+				if err != nil {
+					t.Fatal(err)
 				}
 				got[id]++
 			}
@@ -693,11 +705,8 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("master exit code %d, want 0", code)
 	}
 	waitGone(t, pids[1], pids[2])
-	for i, c := range clients {
-		testutil.Eventually(t, wait, func() bool { return len(c.closeCodes()) > 0 }, "client %d not closed", i)
-		if codes := c.closeCodes(); codes[0] != 1001 {
-			t.Errorf("client %d closed with %v, want 1001", i, codes)
-		}
+	for _, c := range clients {
+		c.expectGoingAway(t)
 	}
 	for _, r := range a.find(msgIs("worker stopped")) {
 		if r.Status != "exit status 0" {
@@ -706,6 +715,16 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if n := len(a.find(msgIs("worker stopped"))); n != 2 {
 		t.Errorf("%d workers stopped, want 2", n)
+	}
+	// Each worker logs why it stops.
+	stopping := a.find(func(r record) bool { return strings.HasPrefix(r.Msg, "stopping") })
+	if len(stopping) != 2 {
+		t.Errorf("%d workers logged that they stop, want 2: %+v", len(stopping), stopping)
+	}
+	for _, r := range stopping {
+		if r.Component != "cluster" || r.Worker == 0 {
+			t.Errorf("a worker's line %+v lacks component=cluster or worker=ID", r)
+		}
 	}
 }
 
@@ -788,6 +807,122 @@ func TestRollingRestart(t *testing.T) {
 	}
 }
 
+// get makes a GET request for path on a new connection to addr, by hand,
+// so that what happened to the connection shows in the error: refused
+// (ECONNREFUSED), closed unserved (ECONNRESET, EPIPE, io.EOF,
+// io.ErrUnexpectedEOF) or left hanging (os.ErrDeadlineExceeded).
+func get(addr, path string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, wait)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(wait))
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return string(body), err
+}
+
+// checkWhoami parses the test program's answer to GET /whoami, "ID PID",
+// and returns the ID, checking that the PID is that worker's in pids.
+func checkWhoami(body string, pids map[int]int) (int, error) {
+	var id, pid int
+	if _, err := fmt.Sscan(body, &id, &pid); err != nil || pids[id] != pid {
+		return 0, fmt.Errorf("whoami answered %q (%v); workers %v", body, err, pids)
+	}
+	return id, nil
+}
+
+// TestRefusedAfterShutdown sends SIGTERM to the master while clients
+// make requests, each on a new connection, and while a worker has a
+// request under way that keeps it from stopping: new connections are
+// refused from the start of the shutdown, not held for the stopping
+// workers, and none is left hanging in between: each request is served,
+// or its connection refused or closed.
+func TestRefusedAfterShutdown(t *testing.T) {
+	t.Parallel()
+	a := startApp(t, 2, []string{"-shutdown-timeout", "60s"})
+	pids := a.waitStarted(2)
+
+	// The worker waits for this request, half its time at most, 27s.
+	hold, err := net.DialTimeout("tcp", a.addr, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	if _, err := io.WriteString(hold, "GET /hold HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	hold.SetReadDeadline(time.Now().Add(wait))
+	holdResp := bufio.NewReader(hold)
+	if line, err := holdResp.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("/hold answered %q, %v", line, err)
+	}
+	holdDone := make(chan struct{})
+	go func() {
+		defer close(holdDone)
+		_, _ = io.Copy(io.Discard, holdResp) // until the worker closes it
+	}()
+
+	var served, closed atomic.Int64
+	errs := make(chan error, 4)
+	for range cap(errs) {
+		go func() {
+			for {
+				body, err := get(a.addr, "/whoami")
+				switch {
+				case err == nil:
+					if _, err := checkWhoami(body, pids); err != nil {
+						errs <- err
+						return
+					}
+					served.Add(1)
+				case errors.Is(err, syscall.ECONNREFUSED):
+					errs <- nil
+					return
+				case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+					errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+					closed.Add(1) // accepted by the master as the shutdown began
+				default: // a timeout: the connection was left hanging
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	testutil.Eventually(t, wait, func() bool { return served.Load() >= 20 }, "the requests do not get going")
+	a.signal(syscall.SIGTERM)
+	for range cap(errs) { // each ends by wait
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	select {
+	case <-holdDone:
+		t.Error("connections were refused only once the workers had stopped")
+	default:
+	}
+	t.Logf("%d requests served, %d connections closed unserved", served.Load(), closed.Load())
+	hold.Close() // the worker can stop now
+	if code := a.waitExit(); code != 0 {
+		t.Errorf("master exit code %d, want 0", code)
+	}
+	<-holdDone
+	if _, err := get(a.addr, "/whoami"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("after the master exited: %v, want connection refused", err)
+	}
+}
+
 // TestHeldWhileRestarting kills the only worker: a connection made while
 // none runs waits in the master and is served by the restarted worker.
 func TestHeldWhileRestarting(t *testing.T) {
@@ -830,13 +965,9 @@ func TestWorkerTerminated(t *testing.T) {
 	if took > 2*timeout { // its budget is 90% of timeout; the rest is for a loaded machine
 		t.Errorf("worker 1 took %v to stop, its budget is %v", took, timeout*9/10)
 	}
-	for i, c := range clients {
-		if c.me.ID != 1 {
-			continue
-		}
-		testutil.Eventually(t, wait, func() bool { return len(c.closeCodes()) > 0 }, "client %d not closed", i)
-		if codes := c.closeCodes(); codes[0] != 1001 {
-			t.Errorf("client %d closed with %v, want 1001", i, codes)
+	for _, c := range clients {
+		if c.me.ID == 1 {
+			c.expectGoingAway(t)
 		}
 	}
 	a.waitFor("worker 1 restarted", workerMsg("worker restarted", 1))
@@ -855,10 +986,7 @@ func TestMasterKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, pids[1], pids[2])
-	testutil.Eventually(t, wait, func() bool { return len(c.closeCodes()) > 0 }, "client not closed")
-	if codes := c.closeCodes(); codes[0] != 1001 {
-		t.Errorf("client closed with %v, want 1001 from a graceful shutdown", codes)
-	}
+	c.expectGoingAway(t)
 }
 
 // TestCrashLoop starts a cluster whose worker 2 exits at once: the crash
@@ -917,15 +1045,7 @@ func TestNoWorkerLeft(t *testing.T) {
 // open, makes it shut down gracefully.
 func TestLifeline(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := newDispatcher(ln, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.close()
+	d, addr := newTestDispatcher(t, defaultHold)
 	const secret = "lifeline-test-secret"
 	broker, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: secret})
 	if err != nil {
@@ -948,13 +1068,14 @@ func TestLifeline(t *testing.T) {
 	w, err := startWorker(workerSpec{
 		output: output,
 		path:   appPath,
-		// It waits for the end of its connection stream, which does not
-		// come here, for a quarter of 90% of this.
-		args:       []string{"-shutdown-timeout", "4s"},
+		// A quarter of 90% of this, the wait for an end of stream that
+		// did not come, is far beyond the test's: the worker must not
+		// wait for an end once its master is gone.
+		args:       []string{"-shutdown-timeout", "10m"},
 		id:         7,
 		brokerAddr: broker.Addr().String(),
 		secret:     secret,
-		listenAddr: ln.Addr().String(),
+		listenAddr: addr,
 		attr:       &syscall.SysProcAttr{Setpgid: true},
 	})
 	if err != nil {
@@ -985,7 +1106,7 @@ func TestLifeline(t *testing.T) {
 		t.Fatal("the worker is not ready")
 	}
 	d.add(w.conns)
-	c := mustDial(t, "ws://"+ln.Addr().String()+"/ws", false)
+	c := mustDial(t, "ws://"+addr+"/ws", false)
 	defer c.c.Close()
 	if id := c.ask(t); id.ID != 7 || id.PID != w.cmd.Process.Pid {
 		t.Fatalf("whoami answered %+v, want worker 7 with PID %d", id, w.cmd.Process.Pid)
@@ -1001,8 +1122,5 @@ func TestLifeline(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("the worker did not exit after its lifeline closed")
 	}
-	testutil.Eventually(t, wait, func() bool { return len(c.closeCodes()) > 0 }, "client not closed")
-	if codes := c.closeCodes(); codes[0] != 1001 {
-		t.Errorf("client closed with %v, want 1001", codes)
-	}
+	c.expectGoingAway(t)
 }

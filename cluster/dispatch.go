@@ -11,8 +11,11 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/clusterws/clusterws-go/internal/backoff"
 )
 
 // The connection socket: the master hands each connection it accepts to a
@@ -28,17 +31,26 @@ const (
 	msgEnd = 'e'
 )
 
-// The hold queue: connections that no worker could take.
-const (
-	// holdMax bounds the queue. While it is full the master stops
+// holdLimits bound the hold queue: connections that no worker could take.
+type holdLimits struct {
+	// max bounds the queue. While it is full the master stops
 	// accepting, and new connections wait in the kernel's backlog.
-	holdMax = 256
-	// holdMaxAge bounds how long a connection waits in the queue; older
-	// ones are closed.
-	holdMaxAge = 10 * time.Second
-	// holdRetry is how often the queue is offered to the workers again.
-	holdRetry = 5 * time.Millisecond
-)
+	max int
+	// maxAge bounds how long a connection waits in the queue; older ones
+	// are closed.
+	maxAge time.Duration
+}
+
+// defaultHold is the master's hold queue, as the package documentation
+// says; tests use smaller limits.
+var defaultHold = holdLimits{max: 256, maxAge: 10 * time.Second}
+
+// holdRetry is how often the hold queue is offered to the workers again.
+const holdRetry = 5 * time.Millisecond
+
+// acceptBackoff spaces the retries of a failing accept (out of
+// descriptors and the like), as net/http does.
+var acceptBackoff = backoff.Policy{Min: 5 * time.Millisecond, Max: time.Second}
 
 // listenerFile returns a duplicate of ln's socket, close-on-exec, to
 // accept from with syscall.RawConn.Read, which a net.Listener's RawConn
@@ -83,32 +95,32 @@ type link struct {
 // newLink wraps the master's end of a socket pair; it takes fd.
 func newLink(fd int) (*link, error) {
 	f := os.NewFile(uintptr(fd), "clusterws-conns")
-	c, err := unixConn(f)
+	c, rc, err := unixConn(f)
 	f.Close()
 	if err != nil {
-		return nil, err
-	}
-	rc, err := c.SyscallConn()
-	if err != nil {
-		c.Close()
 		return nil, err
 	}
 	return &link{c: c, rc: rc}, nil
 }
 
 // unixConn returns a UnixConn, in non-blocking mode, on a duplicate of f,
-// which the caller closes.
-func unixConn(f *os.File) (*net.UnixConn, error) {
+// which the caller closes, and its RawConn.
+func unixConn(f *os.File) (*net.UnixConn, syscall.RawConn, error) {
 	c, err := net.FileConn(f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		c.Close()
-		return nil, fmt.Errorf("%s is a %T, not a Unix socket", f.Name(), c)
+		return nil, nil, fmt.Errorf("%s is a %T, not a Unix socket", f.Name(), c)
 	}
-	return uc, nil
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		uc.Close()
+		return nil, nil, err
+	}
+	return uc, rc, nil
 }
 
 // offer sends fd, an accepted connection, to the worker without waiting:
@@ -149,10 +161,11 @@ func (l *link) close() error { return l.c.Close() }
 // more than the sending. Another goroutine, holdLoop, offers the held
 // connections again while there are some. Both stop on close.
 type dispatcher struct {
-	ln  net.Listener
-	lnf *os.File        // a duplicate of ln's socket, to accept from
-	rc  syscall.RawConn // lnf's
-	log *slog.Logger
+	ln   net.Listener
+	lnf  *os.File        // a duplicate of ln's socket, to accept from
+	rc   syscall.RawConn // lnf's
+	log  *slog.Logger
+	hold holdLimits
 
 	quit      chan struct{} // closed by close
 	held1     chan struct{} // receives a value when the hold queue gets its first
@@ -176,8 +189,8 @@ type heldConn struct {
 }
 
 // newDispatcher starts dispatching the connections of ln, which it owns
-// from now on.
-func newDispatcher(ln net.Listener, log *slog.Logger) (*dispatcher, error) {
+// from now on, holding those no worker takes within hold.
+func newDispatcher(ln net.Listener, log *slog.Logger, hold holdLimits) (*dispatcher, error) {
 	lnf, err := listenerFile(ln)
 	if err != nil {
 		ln.Close()
@@ -194,6 +207,7 @@ func newDispatcher(ln net.Listener, log *slog.Logger) (*dispatcher, error) {
 		lnf:   lnf,
 		rc:    rc,
 		log:   log,
+		hold:  hold,
 		quit:  make(chan struct{}),
 		held1: make(chan struct{}, 1),
 	}
@@ -256,14 +270,14 @@ func (d *dispatcher) close() {
 // close.
 func (d *dispatcher) acceptLoop() {
 	defer d.wg.Done()
-	var delay time.Duration
+	failures := 0
 	for {
 		d.mu.Lock()
-		full := len(d.held) >= holdMax
+		full := len(d.held) >= d.hold.max
 		d.mu.Unlock()
 		if full {
 			// Leave the next ones in the kernel's backlog for now.
-			if !d.sleep(holdRetry) {
+			if !backoff.Sleep(d.quit, holdRetry) {
 				return
 			}
 			continue
@@ -275,15 +289,15 @@ func (d *dispatcher) acceptLoop() {
 				return
 			default:
 			}
-			// Out of descriptors and the like: wait, as net/http does.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			failures++
+			delay := acceptBackoff.Delay(failures)
 			d.log.Warn("accept failed; retrying", "err", err, "in", delay)
-			if !d.sleep(delay) {
+			if !backoff.Sleep(d.quit, delay) {
 				return
 			}
 			continue
 		}
-		delay = 0
+		failures = 0
 		d.mu.Lock()
 		switch {
 		case d.closed:
@@ -298,18 +312,6 @@ func (d *dispatcher) acceptLoop() {
 			}
 		}
 		d.mu.Unlock()
-	}
-}
-
-// sleep waits for dur, and reports false if the dispatcher closes first.
-func (d *dispatcher) sleep(dur time.Duration) bool {
-	t := time.NewTimer(dur)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-d.quit:
-		return false
 	}
 }
 
@@ -344,7 +346,7 @@ func (d *dispatcher) holdLoop() {
 		case len(d.held) == 0:
 			wait = -1
 		case len(d.links) == 0: // nothing to do before add but the expiry
-			wait = time.Until(d.held[0].since.Add(holdMaxAge)) + time.Millisecond
+			wait = time.Until(d.held[0].since.Add(d.hold.maxAge)) + time.Millisecond
 		default:
 			wait = holdRetry
 		}
@@ -357,7 +359,7 @@ func (d *dispatcher) holdLoop() {
 			}
 			continue
 		}
-		if !d.sleep(wait) {
+		if !backoff.Sleep(d.quit, wait) {
 			return
 		}
 		d.mu.Lock()
@@ -412,7 +414,7 @@ func (d *dispatcher) flushLocked() {
 		return
 	}
 	old := 0
-	for old < len(d.held) && time.Since(d.held[old].since) > holdMaxAge {
+	for old < len(d.held) && time.Since(d.held[old].since) > d.hold.maxAge {
 		old++
 	}
 	d.dropLocked(old, "no worker took it in time")
@@ -441,9 +443,11 @@ func (d *dispatcher) dropLocked(n int, reason string) {
 // reports the listener closed after the end marker, at the end of the
 // stream (the master is gone) or after Close.
 type connListener struct {
-	c    *net.UnixConn
-	addr net.Addr // the cluster's listening address
-	log  *slog.Logger
+	c      *net.UnixConn
+	rc     syscall.RawConn // c's
+	addr   net.Addr        // the cluster's listening address
+	log    *slog.Logger
+	noWait atomic.Bool // set by stopWaiting
 
 	closeOnce sync.Once
 	closeErr  error
@@ -454,11 +458,11 @@ var _ net.Listener = (*connListener)(nil)
 // newConnListener wraps f, the worker's end of its connection socket,
 // which it duplicates: the caller closes f. addr is what Addr returns.
 func newConnListener(f *os.File, addr net.Addr, log *slog.Logger) (*connListener, error) {
-	c, err := unixConn(f)
+	c, rc, err := unixConn(f)
 	if err != nil {
 		return nil, err
 	}
-	return &connListener{c: c, addr: addr, log: log}, nil
+	return &connListener{c: c, rc: rc, addr: addr, log: log}, nil
 }
 
 // Accept returns the next connection from the master. Its RemoteAddr is
@@ -468,7 +472,7 @@ func (l *connListener) Accept() (net.Conn, error) {
 	var b [1]byte
 	oob := make([]byte, syscall.CmsgSpace(4))
 	for {
-		n, oobn, flags, _, err := l.c.ReadMsgUnix(b[:], oob)
+		n, oobn, flags, err := l.read(b[:], oob)
 		fds := parseRights(oob[:oobn])
 		switch {
 		case errors.Is(err, net.ErrClosed):
@@ -497,6 +501,41 @@ func (l *connListener) Accept() (net.Conn, error) {
 		}
 		return c, nil
 	}
+}
+
+// read reads the next message from the master, waiting for it until
+// stopWaiting; after that it reports io.EOF when none is queued.
+func (l *connListener) read(b, oob []byte) (n, oobn, flags int, err error) {
+	if !l.noWait.Load() {
+		n, oobn, flags, _, err = l.c.ReadMsgUnix(b, oob)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, oobn, flags, err
+		}
+	}
+	// Past the deadline that stopWaiting set, the poller reads nothing:
+	// read the socket directly.
+	cerr := l.rc.Control(func(fd uintptr) {
+		n, oobn, flags, _, err = syscall.Recvmsg(int(fd), b, oob, syscall.MSG_DONTWAIT)
+	})
+	switch {
+	case cerr != nil:
+		return 0, 0, 0, cerr
+	case errors.Is(err, syscall.EAGAIN):
+		return 0, 0, 0, io.EOF
+	case err != nil:
+		return 0, 0, 0, os.NewSyscallError("recvmsg", err)
+	}
+	return n, oobn, flags, nil
+}
+
+// stopWaiting makes Accept return the connections already queued, without
+// waiting for more, then report the listener closed. It is for when the
+// master is gone, so that neither a connection nor the end marker can
+// come, and the socket may not say so (it does not on systems other than
+// Linux, nor while another process holds the master's end).
+func (l *connListener) stopWaiting() {
+	l.noWait.Store(true)
+	l.c.SetReadDeadline(time.Unix(1, 0)) // wakes a pending read
 }
 
 func (l *connListener) closedErr() error {

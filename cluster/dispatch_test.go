@@ -4,12 +4,14 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -48,18 +50,27 @@ func newPair(t testing.TB) pair {
 	return pair{link: l, ln: ln}
 }
 
-func newTestDispatcher(t testing.TB) (*dispatcher, string) {
+// newTestDispatcher starts a dispatcher on a loopback port, closed when
+// the test ends, and returns it with its address.
+func newTestDispatcher(t testing.TB, hold holdLimits) (*dispatcher, string) {
 	t.Helper()
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := newDispatcher(tcp, slog.New(slog.DiscardHandler))
+	d, err := newDispatcher(tcp, slog.New(slog.DiscardHandler), hold)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.close)
 	return d, tcp.Addr().String()
+}
+
+// heldCount returns how many connections d holds.
+func heldCount(d *dispatcher) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.held)
 }
 
 // accepted is what an Accept returned.
@@ -140,7 +151,7 @@ func checkSame(t *testing.T, client, server net.Conn) {
 // gone is skipped.
 func TestDispatchRoundRobin(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	d, addr := newTestDispatcher(t)
+	d, addr := newTestDispatcher(t, defaultHold)
 	gone := newPair(t)
 	gone.ln.Close()
 	pairs := []pair{newPair(t), gone, newPair(t), newPair(t)}
@@ -157,34 +168,61 @@ func TestDispatchRoundRobin(t *testing.T) {
 	}
 }
 
-// handOver accepts n connections on a listener of its own and offers each
-// to l, as the master does, returning the clients' ends.
-func handOver(t *testing.T, l *link, n int) []net.Conn {
+// tcpPair returns the ends of a new loopback TCP connection: the
+// client's, and the server's as a descriptor, as the master accepts it.
+// Both are closed when the test ends.
+func tcpPair(t *testing.T) (net.Conn, int) {
 	t.Helper()
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tcp.Close()
+	c := dialTCP(t, tcp.Addr().String())
+	s, err := tcp.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.(*net.TCPConn).File()
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return c, int(f.Fd())
+}
+
+// handOver offers n new connections to l, as the master does, and returns
+// the clients' ends.
+func handOver(t *testing.T, l *link, n int) []net.Conn {
+	t.Helper()
 	var clients []net.Conn
 	for range n {
-		clients = append(clients, dialTCP(t, tcp.Addr().String()))
-		s, err := tcp.Accept()
-		if err != nil {
+		c, fd := tcpPair(t)
+		if err := l.offer(fd); err != nil {
 			t.Fatal(err)
 		}
-		f, err := s.(*net.TCPConn).File()
-		s.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = l.offer(int(f.Fd()))
-		f.Close()
-		if err != nil {
+		clients = append(clients, c)
+	}
+	return clients
+}
+
+// fill offers one connection to l again and again until l's queue is
+// full, and returns how many it took.
+func fill(t *testing.T, l *link) int {
+	t.Helper()
+	_, fd := tcpPair(t)
+	for n := range 100000 {
+		err := l.offer(fd)
+		switch {
+		case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOBUFS):
+			return n
+		case err != nil:
 			t.Fatal(err)
 		}
 	}
-	return clients
+	t.Fatal("the queue does not fill")
+	return 0
 }
 
 // TestConnListenerEnd checks that the worker's listener returns every
@@ -224,7 +262,7 @@ func TestConnListenerMasterGone(t *testing.T) {
 // TestDispatchRemove checks that a removed link gets no connection.
 func TestDispatchRemove(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	d, addr := newTestDispatcher(t)
+	d, addr := newTestDispatcher(t, defaultHold)
 	a, b := newPair(t), newPair(t)
 	d.add(a.link)
 	d.add(b.link)
@@ -243,20 +281,115 @@ func TestDispatchRemove(t *testing.T) {
 // take them wait, in order, until one can.
 func TestDispatchHold(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	d, addr := newTestDispatcher(t)
+	d, addr := newTestDispatcher(t, defaultHold)
 	var clients []net.Conn
 	for range 3 {
 		clients = append(clients, dialTCP(t, addr))
 	}
-	testutil.Eventually(t, 5*time.Second, func() bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		return len(d.held) == len(clients)
-	}, "connections not held")
+	testutil.Eventually(t, wait, func() bool { return heldCount(d) == len(clients) }, "connections not held")
 	p := newPair(t)
 	d.add(p.link)
 	for _, c := range clients {
 		checkSame(t, c, acceptOne(t, p.ln))
+	}
+}
+
+// TestDispatchHoldMaxAge checks that a connection that no worker takes
+// within the hold queue's age limit is closed, not before, and counted.
+func TestDispatchHoldMaxAge(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	const maxAge = 100 * time.Millisecond
+	d, addr := newTestDispatcher(t, holdLimits{max: 10, maxAge: maxAge})
+	start := time.Now()
+	clients := []net.Conn{dialTCP(t, addr), dialTCP(t, addr)}
+	for i, c := range clients {
+		c.SetReadDeadline(time.Now().Add(wait))
+		var b [1]byte
+		if _, err := c.Read(b[:]); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("client %d: read returned %v, want the connection closed", i, err)
+		}
+	}
+	if took := time.Since(start); took < maxAge {
+		t.Errorf("closed after %v, before the limit %v", took, maxAge)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.held) != 0 || d.dropped != len(clients) {
+		t.Errorf("%d held and %d dropped, want 0 and %d", len(d.held), d.dropped, len(clients))
+	}
+}
+
+// TestDispatchSkipFull checks that a worker whose queue is full is
+// skipped: the next one gets the connection, which is not held.
+func TestDispatchSkipFull(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	d, addr := newTestDispatcher(t, defaultHold)
+	full, free := newPair(t), newPair(t)
+	fillers := fill(t, full.link)
+	d.add(full.link) // the first to try
+	d.add(free.link)
+	for range 3 {
+		c := dialTCP(t, addr)
+		checkSame(t, c, acceptOne(t, free.ln))
+	}
+	// The full worker got nothing but the fillers.
+	for range fillers {
+		acceptOne(t, full.ln)
+	}
+	if err := full.link.end(time.Now().Add(wait)); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, full.ln)
+}
+
+// waitIOWait waits until a goroutine running fn is blocked in the Go
+// poller, waiting for I/O.
+func waitIOWait(t *testing.T, fn string) {
+	t.Helper()
+	testutil.Eventually(t, wait, func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for g := range strings.SplitSeq(string(buf), "\n\n") {
+			if strings.Contains(g, "[IO wait") && strings.Contains(g, fn) {
+				return true
+			}
+		}
+		return false
+	}, "no goroutine in %s waits for I/O", fn)
+}
+
+// TestConnListenerStopWaiting checks that after stopWaiting, for when the
+// master is gone without a word, the worker's listener returns the
+// connections queued and then reports itself closed, without waiting for
+// an end of stream that cannot come, also from a pending Accept.
+func TestConnListenerStopWaiting(t *testing.T) {
+	for _, queued := range []int{0, 2} {
+		t.Run(fmt.Sprintf("queued=%d", queued), func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			p := newPair(t) // the link stays open, as if the master's end were held elsewhere
+			clients := handOver(t, p.link, queued)
+			var pending <-chan accepted
+			if queued == 0 {
+				pending = acceptAsync(p.ln)
+				waitIOWait(t, "(*connListener).Accept")
+			}
+			p.ln.stopWaiting()
+			for _, c := range clients {
+				checkSame(t, c, acceptOne(t, p.ln))
+			}
+			if pending != nil {
+				select {
+				case a := <-pending:
+					if !errors.Is(a.err, net.ErrClosed) {
+						t.Fatalf("pending accept returned %v, %v; want net.ErrClosed", a.c, a.err)
+					}
+				case <-time.After(wait):
+					p.ln.Close()
+					t.Fatal("stopWaiting did not end a pending Accept")
+				}
+			}
+			expectClosed(t, p.ln)
+		})
 	}
 }
 
@@ -283,7 +416,7 @@ func TestConnListenerClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := acceptAsync(ln)
-	time.Sleep(10 * time.Millisecond) // let Accept block
+	waitIOWait(t, "(*connListener).Accept")
 	ln.Close()
 	select {
 	case a := <-res:
@@ -327,7 +460,7 @@ func BenchmarkDispatch(b *testing.B) {
 				go serve(tcp)
 				defer tcp.Close()
 			} else {
-				d, err := newDispatcher(tcp, slog.New(slog.DiscardHandler))
+				d, err := newDispatcher(tcp, slog.New(slog.DiscardHandler), defaultHold)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -437,18 +570,11 @@ func BenchmarkOffer(b *testing.B) {
 // pending accept at once instead of waiting for the next connection.
 func TestListenerStaysNonBlocking(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := newDispatcher(tcp, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, addr := newTestDispatcher(t, defaultHold)
 	p := newPair(t)
 	d.add(p.link)
-	checkSame(t, dialTCP(t, tcp.Addr().String()), acceptOne(t, p.ln)) // accepting
-	rc, err := tcp.(*net.TCPListener).SyscallConn()
+	checkSame(t, dialTCP(t, addr), acceptOne(t, p.ln)) // accepting
+	rc, err := d.ln.(*net.TCPListener).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +596,7 @@ func TestListenerStaysNonBlocking(t *testing.T) {
 	select {
 	case <-closed:
 	case <-time.After(wait):
-		dialTCP(t, tcp.Addr().String()) // ends a blocking accept
+		dialTCP(t, addr) // ends a blocking accept
 		<-closed
 		t.Fatal("close did not end the pending accept")
 	}

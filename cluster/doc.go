@@ -107,7 +107,9 @@
 //     queued frames (Server.Shutdown, since http.Server does not track
 //     hijacked connections), closes its broker link, and exits 0, all
 //     within 90% of ShutdownTimeout. A worker does the same when its
-//     master is gone. It does not rely on http.Server.Shutdown alone,
+//     master is gone, without waiting for an end of stream that cannot
+//     come: it serves the connections already sent, then stops. It does
+//     not rely on http.Server.Shutdown alone,
 //     which drops a request whose reading ends after the shutdown has
 //     begun. A SIGTERM that did not come from the master, which still
 //     sends connections, is followed by no end of stream: the worker
@@ -130,9 +132,10 @@
 //
 // A worker that exits without being asked to (a crash, a panic, kill -9,
 // or one not ready within a minute of its start, which is killed) is, with
-// RestartOnFail, started again with the same ID after a backoff of 100ms,
-// doubled for each further such exit up to 5s; the backoff starts over
-// after a worker that ran for 30s. A worker that exits 5 times within 30s
+// RestartOnFail, started again with the same ID after a backoff of 100 ms
+// doubling to 5 s, jittered (each wait is between half and all of that),
+// so that workers that crashed together do not restart together; the
+// backoff starts over after a worker that ran for 30s. A worker that exits 5 times within 30s
 // is crash-looping: the master logs an error and leaves that ID down (a
 // rolling restart tries it again). Without RestartOnFail a dead worker is
 // logged and not replaced. When no worker is left running, starting or
@@ -153,21 +156,41 @@
 // Unlike the rest of the module, the cluster logs by default (to stderr,
 // with slog's text handler at level Info), because its startup lines are
 // how an operator learns where things run, as in ClusterWS. Set
-// Config.Logger to change or silence it. Workers log with a "worker"
-// attribute; their stdout and stderr are the master's.
+// Config.Logger to change or silence it. The cluster's lines carry the
+// attribute component=cluster, and a worker's also worker=ID; their
+// messages are plain lower-case sentences, the rest is in attributes.
+// Workers' stdout and stderr are the master's.
 //
 // # Concurrency
 //
 // In the master one goroutine, the caller of Run, owns all supervisor
-// state; each worker process has a goroutine that waits for it and one
-// that reads its readiness pipe, both ending when the process has exited,
-// which the master guarantees, and one for the time it takes to end its
-// stream and signal it. The dispatcher has a goroutine that accepts and
-// hands the connections over and one that offers the waiting ones again;
-// the supervisor adds a worker to the rotation and removes it, and closes
-// the dispatcher at shutdown, which stops both. In a worker, Run owns the
-// http.Server, the Server and a goroutine watching the lifeline, and
-// waits for all of them before it returns.
+// state. Every other goroutine has an owner that stops it and waits for
+// it before Run returns:
+//
+//   - the spawner starts every worker process from one locked OS thread
+//     (see No orphans), until Run returns;
+//   - each worker process has a goroutine that waits for it and one that
+//     reads its readiness pipe, both ending when the process has exited,
+//     which the supervisor guarantees by killing it if need be, and, while
+//     it is being stopped, one that ends its stream and signals it,
+//     within a quarter of ShutdownTimeout;
+//   - the dispatcher has a goroutine that accepts and hands the
+//     connections over and one that offers the held ones again; the
+//     supervisor adds a worker to the rotation and removes it, and closes
+//     the dispatcher as a shutdown begins, which stops both.
+//
+// In a worker, Run owns the http.Server and the goroutine serving it,
+// which ends with the connection stream (the end marker, the master gone,
+// or after a quarter of the worker's time), the Server, and a goroutine
+// watching the lifeline, which ends at its end of file or when Run closes
+// it; Run waits for all of them before it returns.
+//
+// Locks: the package has two mutexes, the dispatcher's in the master,
+// which guards the rotation and the hold queue and is held across the
+// sends, which never wait, and the connection tracker's in a worker. Each
+// is taken while holding no other lock of the package, so there is no
+// order between them to keep; under the dispatcher's, only the logger's
+// handler may take a lock of its own.
 //
 // Run needs Unix (descriptor passing, to child processes and between
 // processes); elsewhere it returns ErrUnsupported. The connection socket

@@ -19,17 +19,20 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clusterws/clusterws-go/internal/backoff"
 	"github.com/clusterws/clusterws-go/localbroker"
 )
 
 // The restart policy, as documented in the package documentation.
 const (
-	restartBackoffMin = 100 * time.Millisecond
-	restartBackoffMax = 5 * time.Second
-	crashLoopLimit    = 5
-	crashLoopWindow   = 30 * time.Second
-	readyTimeout      = time.Minute
+	crashLoopLimit  = 5
+	crashLoopWindow = 30 * time.Second
+	readyTimeout    = time.Minute
 )
+
+// restartBackoff is the wait before the restart after the n-th
+// consecutive unexpected exit.
+var restartBackoff = backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 
 // master supervises the workers. Apart from the fields set up before the
 // loop starts, its state is owned by the goroutine that runs loop, the
@@ -94,7 +97,7 @@ type event struct {
 func runMaster(ctx context.Context, cfg Config) error {
 	m := &master{
 		cfg:    cfg,
-		log:    cfg.Logger,
+		log:    cfg.Logger.With("component", "cluster"),
 		pid:    os.Getpid(),
 		events: make(chan event),
 		procs:  make(map[*proc]struct{}),
@@ -102,23 +105,20 @@ func runMaster(ctx context.Context, cfg Config) error {
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("cluster: listen: %w", err)
+		return listenError("Port", addr, err)
 	}
 	m.ln = ln
-	if m.disp, err = newDispatcher(ln, cfg.Logger); err != nil {
+	if m.disp, err = newDispatcher(ln, m.log, defaultHold); err != nil {
 		return err
 	}
 	defer m.disp.close()
 
 	if cfg.Broker == nil {
 		m.secret = rand.Text()
-		m.broker, err = localbroker.Listen(localbroker.ServerOptions{
-			Addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.BrokerPort)),
-			Secret: m.secret,
-			Logger: cfg.Logger,
-		})
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.BrokerPort))
+		m.broker, err = localbroker.Listen(localbroker.ServerOptions{Addr: addr, Secret: m.secret, Logger: cfg.Logger})
 		if err != nil {
-			return fmt.Errorf("cluster: start the broker: %w", err)
+			return listenError("BrokerPort", addr, err)
 		}
 		defer m.broker.Close()
 		m.brokerAddr = m.broker.Addr().String()
@@ -150,6 +150,17 @@ func runMaster(ctx context.Context, cfg Config) error {
 	m.wg.Wait()
 	m.log.Info("master stopped", "pid", m.pid)
 	return err
+}
+
+// listenError explains why addr, the port of Config field, cannot be
+// bound. A port in use is most often a second instance of the program on
+// the same machine, which dies there with no other hint.
+func listenError(field, addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w: %s (another instance may be running: stop it, or set cluster.Config.%s to a free port): %w",
+			ErrPortInUse, addr, field, err)
+	}
+	return fmt.Errorf("cluster: listen on %s (cluster.Config.%s): %w", addr, field, err)
 }
 
 // loop handles events, signals and deadlines until the shutdown is over
@@ -349,15 +360,9 @@ func (m *master) crashed(s *slot, ran time.Duration) {
 		s.consecutive = 0
 	}
 	s.consecutive++
-	d := restartBackoff(s.consecutive)
+	d := restartBackoff.Delay(s.consecutive)
 	s.restartAt = now.Add(d)
 	m.log.Info("restarting worker", "worker", s.id, "in", d)
-}
-
-// restartBackoff is the wait before the restart after the n-th
-// consecutive unexpected exit: 100ms, doubled each time, at most 5s.
-func restartBackoff(n int) time.Duration {
-	return min(restartBackoffMin<<min(n-1, 16), restartBackoffMax)
 }
 
 // checkAlive stops the master when no worker is running, starting or due

@@ -35,7 +35,7 @@ const (
 
 // runWorker is Run in a worker process.
 func runWorker(ctx context.Context, cfg Config, id int, brokerAddr, listenAddr string) error {
-	log := cfg.Logger.With("worker", id)
+	log := cfg.Logger.With("component", "cluster", "worker", id)
 
 	// First of all, so that a SIGTERM from the master is never fatal.
 	sigs := make(chan os.Signal, 1)
@@ -74,7 +74,7 @@ func runWorker(ctx context.Context, cfg Config, id int, brokerAddr, listenAddr s
 	}
 	defer ln.Close()
 
-	b, err := newBroker(cfg, brokerAddr, secret, log)
+	b, err := newBroker(cfg, brokerAddr, secret, cfg.Logger.With("worker", id))
 	if err != nil {
 		return fmt.Errorf("cluster: worker %d: broker: %w", id, err)
 	}
@@ -144,12 +144,17 @@ func runWorker(ctx context.Context, cfg Config, id int, brokerAddr, listenAddr s
 		// Serve every connection the master sent: it stops sending, then
 		// ends the stream, before it signals, so Serve returns once it
 		// has taken them all, and with them all reported to conns. The
-		// end does not come when someone else asked this worker to stop;
-		// it then closes the listener after a quarter of its time, and
-		// the connections the master sends after that are lost.
+		// end does not come when the master is gone: the listener then
+		// returns what is queued and closes, without waiting. Nor does it
+		// come when someone else asked this worker to stop; it then
+		// closes the listener after a quarter of its time, and the
+		// connections the master sends after that are lost.
 		wait := time.NewTimer(budget / 4)
 		select {
 		case <-served:
+		case <-masterGone:
+			ln.stopWaiting()
+			<-served
 		case <-wait.C:
 			log.Warn("the master did not end the connection stream; closing it", "waited", budget/4)
 			ln.Close()

@@ -67,6 +67,13 @@ func main() {
 			mux.HandleFunc("/whoami", func(rw http.ResponseWriter, _ *http.Request) {
 				fmt.Fprintf(rw, "%d %d\n", w.ID, os.Getpid())
 			})
+			// A response that starts at once and lasts until the client
+			// goes: a request a stopping worker must wait for.
+			mux.HandleFunc("/hold", func(rw http.ResponseWriter, r *http.Request) {
+				rw.WriteHeader(http.StatusOK)
+				rw.(http.Flusher).Flush()
+				<-r.Context().Done()
+			})
 			return w.Server.Middleware(mux)
 		},
 	})
