@@ -7,12 +7,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/backoff"
 )
 
 // Broker is a worker's link to the broker Server. It implements hub.Broker:
@@ -20,8 +20,8 @@ import (
 // it again after every reconnect, and delivers publishes from other workers
 // to the hub.
 type Broker struct {
-	opts Options
-	log  *slog.Logger
+	cfg config
+	log *slog.Logger
 
 	mu       sync.Mutex // protects the fields below
 	interest map[string]struct{}
@@ -44,15 +44,17 @@ type clientLink struct {
 }
 
 // New returns a Broker that will connect to the broker Server at opts.Addr
-// once the hub starts it. It does not dial yet.
+// once the hub starts it. It does not dial yet. Invalid options give an
+// error wrapping ErrInvalidOption that names the field (ErrNoSecret
+// without a Secret).
 func New(opts Options) (*Broker, error) {
-	o, err := opts.withDefaults()
+	cfg, err := opts.config()
 	if err != nil {
 		return nil, err
 	}
 	return &Broker{
-		opts:     o,
-		log:      o.Logger,
+		cfg:      cfg,
+		log:      cfg.log,
 		interest: make(map[string]struct{}),
 		acks:     make(map[uint32]chan error),
 		stop:     make(chan struct{}),
@@ -182,44 +184,25 @@ func (b *Broker) run() {
 	for {
 		conn, br, err := b.dial()
 		if err != nil {
-			if failures == 0 || errors.Is(err, ErrRefused) {
-				b.log.Warn("localbroker: cannot reach the broker; retrying", "addr", b.opts.Addr, "err", err)
-			}
 			failures++
-			if !b.sleep(b.backoff(failures)) {
+			d := b.cfg.retry.Delay(failures)
+			if failures == 1 || errors.Is(err, ErrRefused) {
+				b.log.Warn("cannot reach the broker; retrying", "addr", b.cfg.addr, "err", err, "in", d)
+			}
+			if !backoff.Sleep(b.stop, d) {
 				return
 			}
 			continue
 		}
-		if failures > 0 {
-			b.log.Info("localbroker: connected to the broker", "addr", b.opts.Addr)
-		}
+		b.log.Info("connected to the broker", "addr", b.cfg.addr)
 		failures = 0
 		b.serve(conn, br)
 		select {
 		case <-b.stop:
 			return
 		default:
-			b.log.Warn("localbroker: lost the broker; reconnecting", "addr", b.opts.Addr)
+			b.log.Warn("lost the broker; reconnecting", "addr", b.cfg.addr)
 		}
-	}
-}
-
-func (b *Broker) backoff(failures int) time.Duration {
-	d := b.opts.ReconnectMin << min(failures-1, 16)
-	d = min(d, b.opts.ReconnectMax)
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits d, or returns false when the Broker is closed first.
-func (b *Broker) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-b.stop:
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
@@ -234,13 +217,13 @@ func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
 		case <-ctx.Done():
 		}
 	}()
-	conn, err := d.DialContext(ctx, "tcp", b.opts.Addr)
+	conn, err := d.DialContext(ctx, "tcp", b.cfg.addr)
 	if err != nil {
 		return nil, nil, err
 	}
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	hello := appendHeader(nil, typeHello, 1+len(b.opts.Secret))
-	hello = append(append(hello, version), b.opts.Secret...)
+	hello := appendHeader(nil, typeHello, 1+len(b.cfg.secret))
+	hello = append(append(hello, version), b.cfg.secret...)
 	br := bufio.NewReaderSize(conn, 64<<10)
 	if _, err := conn.Write(hello); err != nil {
 		conn.Close()
@@ -261,7 +244,7 @@ func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
 // serve runs one connected link: it announces the interest, then reads
 // until the link breaks, while a writer and a pinger run beside it.
 func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
-	l := &clientLink{conn: conn, q: newSendQueue(b.opts.MaxPending, 3*b.opts.PingInterval)}
+	l := &clientLink{conn: conn, q: newSendQueue(b.cfg.maxPending, 3*b.cfg.pingInterval)}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -278,13 +261,13 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 	go func() {
 		defer wg.Done()
 		if err := l.q.writeLoop(conn); err != nil {
-			b.log.Debug("localbroker: write failed", "err", err)
+			b.log.Debug("write failed", "err", err)
 		}
 		_ = conn.Close()
 	}()
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(b.opts.PingInterval)
+		t := time.NewTicker(b.cfg.pingInterval)
 		defer t.Stop()
 		for {
 			select {
@@ -297,7 +280,7 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 	}()
 
 	err := b.readLoop(l, br)
-	b.log.Debug("localbroker: link closed", "err", err)
+	b.log.Debug("link closed", "err", err)
 
 	b.mu.Lock()
 	b.link = nil
@@ -336,7 +319,7 @@ func (b *Broker) announceLocked(l *clientLink) {
 }
 
 func (b *Broker) readLoop(l *clientLink, br *bufio.Reader) error {
-	dl := deadline{conn: l.conn, silence: 3 * b.opts.PingInterval}
+	dl := deadline{conn: l.conn, silence: 3 * b.cfg.pingInterval}
 	for {
 		if br.Buffered() == 0 { // about to read from the socket: a frame-rate clock read would cost more than the frame
 			dl.extend()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -159,10 +160,10 @@ func TestWrongSecretBrokerIsRefused(t *testing.T) {
 }
 
 func TestNoSecret(t *testing.T) {
-	if _, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0"}); err != localbroker.ErrNoSecret {
+	if _, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0"}); !errors.Is(err, localbroker.ErrNoSecret) {
 		t.Fatalf("Listen without secret: %v", err)
 	}
-	if _, err := localbroker.New(localbroker.Options{}); err != localbroker.ErrNoSecret {
+	if _, err := localbroker.New(localbroker.Options{}); !errors.Is(err, localbroker.ErrNoSecret) {
 		t.Fatalf("New without secret: %v", err)
 	}
 }

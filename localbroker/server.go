@@ -15,9 +15,9 @@ import (
 // channels each worker has subscribers for, and forwards every publish to
 // the other workers interested in its channel.
 type Server struct {
-	opts ServerOptions
-	ln   net.Listener
-	log  *slog.Logger
+	cfg config
+	ln  net.Listener
+	log *slog.Logger
 
 	mu       sync.Mutex // protects the fields below
 	channels map[string]map[*link]struct{}
@@ -34,20 +34,22 @@ type link struct {
 	channels map[string]struct{} // only the link's reader goroutine touches it
 }
 
-// Listen starts a broker Server on opts.Addr.
+// Listen starts a broker Server on opts.Addr. Invalid options give an
+// error wrapping ErrInvalidOption that names the field (ErrNoSecret
+// without a Secret).
 func Listen(opts ServerOptions) (*Server, error) {
-	o, err := opts.withDefaults()
+	cfg, err := opts.config()
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", o.Addr)
+	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		opts:     o,
+		cfg:      cfg,
 		ln:       ln,
-		log:      o.Logger,
+		log:      cfg.log,
 		channels: make(map[string]map[*link]struct{}),
 		links:    make(map[*link]struct{}),
 	}
@@ -87,7 +89,7 @@ func (s *Server) acceptLoop() {
 				return
 			}
 			// Out of file descriptors and the like: wait, don't spin.
-			s.log.Warn("localbroker: accept failed", "err", err)
+			s.log.Warn("accept failed", "err", err)
 			time.Sleep(backoff)
 			backoff = min(2*backoff, time.Second)
 			continue
@@ -107,7 +109,7 @@ func (s *Server) serve(c net.Conn) {
 	if !s.handshake(c, br) {
 		return
 	}
-	l := &link{conn: c, q: newSendQueue(s.opts.MaxPending, 3*s.opts.PingInterval), channels: make(map[string]struct{})}
+	l := &link{conn: c, q: newSendQueue(s.cfg.maxPending, 3*s.cfg.pingInterval), channels: make(map[string]struct{})}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -121,13 +123,13 @@ func (s *Server) serve(c net.Conn) {
 	go func() {
 		defer wg.Done()
 		if err := l.q.writeLoop(c); err != nil {
-			s.log.Warn("localbroker: write to worker failed", "remote", c.RemoteAddr().String(), "err", err)
+			s.log.Warn("write to worker failed", "remote", c.RemoteAddr().String(), "err", err)
 		}
 		_ = c.Close() // unblocks the reader
 	}()
 	err := s.readLoop(l, br)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-		s.log.Warn("localbroker: worker link closed", "remote", c.RemoteAddr().String(), "err", err)
+		s.log.Warn("worker link closed", "remote", c.RemoteAddr().String(), "err", err)
 	}
 	s.drop(l)
 	l.q.close()
@@ -140,9 +142,9 @@ func (s *Server) handshake(c net.Conn, br *bufio.Reader) bool {
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	typ, f, err := readFrame(br)
 	ok := err == nil && typ == typeHello && len(payload(f)) >= 1 && payload(f)[0] == version &&
-		subtle.ConstantTimeCompare(payload(f)[1:], []byte(s.opts.Secret)) == 1
+		subtle.ConstantTimeCompare(payload(f)[1:], []byte(s.cfg.secret)) == 1
 	if !ok {
-		s.log.Warn("localbroker: refused a peer without the cluster secret", "remote", c.RemoteAddr().String())
+		s.log.Warn("refused a peer without the cluster secret", "remote", c.RemoteAddr().String())
 		return false
 	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -154,7 +156,7 @@ func (s *Server) handshake(c net.Conn, br *bufio.Reader) bool {
 }
 
 func (s *Server) readLoop(l *link, br *bufio.Reader) error {
-	dl := deadline{conn: l.conn, silence: 3 * s.opts.PingInterval}
+	dl := deadline{conn: l.conn, silence: 3 * s.cfg.pingInterval}
 	for {
 		if br.Buffered() == 0 { // about to read from the socket: a frame-rate clock read would cost more than the frame
 			dl.extend()
@@ -206,7 +208,7 @@ func (s *Server) forward(from *link, channel string, frame []byte) {
 	}
 	s.mu.Unlock()
 	for _, l := range stuck {
-		s.log.Warn("localbroker: worker link too far behind; disconnecting it", "remote", l.conn.RemoteAddr().String())
+		s.log.Warn("worker link too far behind; disconnecting it", "remote", l.conn.RemoteAddr().String(), "max_pending", s.cfg.maxPending)
 		_ = l.conn.Close()
 	}
 }
