@@ -20,8 +20,10 @@ import (
 // it again after every reconnect, and delivers publishes from other workers
 // to the hub.
 type Broker struct {
-	cfg config
-	log *slog.Logger
+	cfg    config
+	log    *slog.Logger
+	ctx    context.Context // cancelled by Close: stops run, its dial and its backoff
+	cancel context.CancelFunc
 
 	mu       sync.Mutex // protects the fields below
 	interest map[string]struct{}
@@ -32,8 +34,7 @@ type Broker struct {
 	closed   bool
 	deliver  func(channel string, frame []byte)
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	wg sync.WaitGroup // run
 }
 
 var _ hub.Broker = (*Broker)(nil)
@@ -52,12 +53,14 @@ func New(opts Options) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Broker{
 		cfg:      cfg,
 		log:      cfg.log,
+		ctx:      ctx,
+		cancel:   cancel,
 		interest: make(map[string]struct{}),
 		acks:     make(map[uint32]chan error),
-		stop:     make(chan struct{}),
 	}, nil
 }
 
@@ -167,7 +170,7 @@ func (b *Broker) Close() error {
 	b.mu.Lock()
 	if !b.closed {
 		b.closed = true
-		close(b.stop)
+		b.cancel()
 		if b.link != nil {
 			_ = b.link.conn.Close()
 		}
@@ -184,12 +187,15 @@ func (b *Broker) run() {
 	for {
 		conn, br, err := b.dial()
 		if err != nil {
+			if b.ctx.Err() != nil {
+				return
+			}
 			failures++
 			d := b.cfg.retry.Delay(failures)
 			if failures == 1 || errors.Is(err, ErrRefused) {
 				b.log.Warn("cannot reach the broker; retrying", "addr", b.cfg.addr, "err", err, "in", d)
 			}
-			if !backoff.Sleep(b.stop, d) {
+			if !backoff.Sleep(b.ctx.Done(), d) {
 				return
 			}
 			continue
@@ -197,35 +203,24 @@ func (b *Broker) run() {
 		b.log.Info("connected to the broker", "addr", b.cfg.addr)
 		failures = 0
 		b.serve(conn, br)
-		select {
-		case <-b.stop:
+		if b.ctx.Err() != nil {
 			return
-		default:
-			b.log.Warn("lost the broker; reconnecting", "addr", b.cfg.addr)
 		}
+		b.log.Warn("lost the broker; reconnecting", "addr", b.cfg.addr)
 	}
 }
 
+// dial connects and runs the handshake; Close interrupts both.
 func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
-	d := net.Dialer{Timeout: 5 * time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-b.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	conn, err := d.DialContext(ctx, "tcp", b.cfg.addr)
+	d := net.Dialer{Timeout: b.cfg.handshake}
+	conn, err := d.DialContext(b.ctx, "tcp", b.cfg.addr)
 	if err != nil {
 		return nil, nil, err
 	}
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	hello := appendHeader(nil, typeHello, 1+len(b.cfg.secret))
-	hello = append(append(hello, version), b.cfg.secret...)
+	defer context.AfterFunc(b.ctx, func() { _ = conn.Close() })()
+	_ = conn.SetDeadline(time.Now().Add(b.cfg.handshake))
 	br := bufio.NewReaderSize(conn, 64<<10)
-	if _, err := conn.Write(hello); err != nil {
+	if _, err := conn.Write(helloFrame(b.cfg.secret)); err != nil {
 		conn.Close()
 		return nil, nil, err
 	}
@@ -233,7 +228,7 @@ func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
 	if err != nil || typ != typeWelcome {
 		conn.Close()
 		if err == nil || errors.Is(err, io.EOF) {
-			err = ErrRefused
+			err = ErrRefused // the server hangs up on a wrong secret
 		}
 		return nil, nil, err
 	}
@@ -244,7 +239,8 @@ func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
 // serve runs one connected link: it announces the interest, then reads
 // until the link breaks, while a writer and a pinger run beside it.
 func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
-	l := &clientLink{conn: conn, q: newSendQueue(b.cfg.maxPending, 3*b.cfg.pingInterval)}
+	silence := 3 * b.cfg.pingInterval
+	l := &clientLink{conn: conn, q: newSendQueue(b.cfg.maxPending, silence)}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -263,7 +259,7 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 		if err := l.q.writeLoop(conn); err != nil {
 			b.log.Debug("write failed", "err", err)
 		}
-		_ = conn.Close()
+		_ = conn.Close() // unblocks the reader
 	}()
 	go func() {
 		defer wg.Done()

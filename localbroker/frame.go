@@ -58,6 +58,12 @@ func pubFrame(channel string, frame []byte) []byte {
 	return append(b, frame...)
 }
 
+// helloFrame is the worker's first frame.
+func helloFrame(secret string) []byte {
+	f := appendHeader(nil, typeHello, 1+len(secret))
+	return append(append(f, version), secret...)
+}
+
 // cutName reads one length-prefixed name from p and returns the rest. For
 // a typePub payload that is the channel and the client frame.
 func cutName(p []byte) (string, []byte, error) {

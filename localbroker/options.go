@@ -92,14 +92,20 @@ type config struct {
 	addr, secret string
 	pingInterval time.Duration
 	maxPending   int
-	retry        backoff.Policy // between failed dials (worker)
+	retry        backoff.Policy // between failed dials (worker) or accepts (server)
+	handshake    time.Duration  // bounds a handshake
 	log          *slog.Logger
 }
+
+// acceptRetry spaces accept attempts after failures (out of file
+// descriptors and the like), as net/http does.
+var acceptRetry = backoff.Policy{Min: 5 * time.Millisecond, Max: time.Second}
 
 // config validates o and returns it with the defaults filled in.
 func (o ServerOptions) config() (config, error) {
 	c := option.NewCheck(ErrInvalidOption)
 	cfg := newConfig(c, o.Addr, o.Secret, o.PingInterval, o.MaxPending, o.Logger)
+	cfg.retry = acceptRetry
 	return cfg, cfg.err(c)
 }
 
@@ -137,6 +143,7 @@ func newConfig(c *option.Check, addr, secret string, ping time.Duration, maxPend
 		secret:       secret,
 		pingInterval: option.Default(ping, DefaultPingInterval),
 		maxPending:   option.Default(maxPending, DefaultMaxPending),
+		handshake:    5 * time.Second,
 		log:          option.Default(log, slog.New(slog.DiscardHandler)).With("component", "localbroker"),
 	}
 }

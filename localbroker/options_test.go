@@ -69,10 +69,10 @@ func TestOptionDefaults(t *testing.T) {
 		opts options
 		want config
 	}{
-		{"server zero", ServerOptions{Secret: "s"}, config{addr: DefaultAddr, pingInterval: DefaultPingInterval, maxPending: DefaultMaxPending}},
+		{"server zero", ServerOptions{Secret: "s"}, config{addr: DefaultAddr, pingInterval: DefaultPingInterval, maxPending: DefaultMaxPending, retry: acceptRetry}},
 		{"worker zero", Options{Secret: "s"}, config{addr: DefaultAddr, pingInterval: DefaultPingInterval, maxPending: DefaultMaxPending, retry: reconnect}},
 		{"server set", ServerOptions{Secret: "s", Addr: ":1", PingInterval: time.Second, MaxPending: 7, Logger: log},
-			config{addr: ":1", pingInterval: time.Second, maxPending: 7}},
+			config{addr: ":1", pingInterval: time.Second, maxPending: 7, retry: acceptRetry}},
 		{"worker set", Options{Secret: "s", Addr: ":1", PingInterval: time.Second, MaxPending: 7, ReconnectMin: time.Second, ReconnectMax: time.Minute, Logger: log},
 			config{addr: ":1", pingInterval: time.Second, maxPending: 7, retry: backoff.Policy{Min: time.Second, Max: time.Minute}}},
 		{"equal bounds", Options{Secret: "s", ReconnectMin: time.Second, ReconnectMax: time.Second},
@@ -88,10 +88,10 @@ func TestOptionDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.log == nil || got.secret != "s" {
-				t.Fatalf("config %+v lacks a logger or the secret", got)
+			if got.log == nil || got.handshake <= 0 || got.secret != "s" {
+				t.Fatalf("config %+v lacks a logger, a handshake timeout or the secret", got)
 			}
-			got.log, got.secret = nil, ""
+			got.log, got.handshake, got.secret = nil, 0, ""
 			if got != tc.want {
 				t.Errorf("config = %+v, want %+v", got, tc.want)
 			}

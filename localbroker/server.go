@@ -9,25 +9,28 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/clusterws/clusterws-go/internal/backoff"
 )
 
 // Server is the broker process's side: it accepts worker links, tracks the
 // channels each worker has subscribers for, and forwards every publish to
 // the other workers interested in its channel.
 type Server struct {
-	cfg config
-	ln  net.Listener
-	log *slog.Logger
+	cfg  config
+	ln   net.Listener
+	log  *slog.Logger
+	stop chan struct{} // closed by Close
 
 	mu       sync.Mutex // protects the fields below
 	channels map[string]map[*link]struct{}
-	links    map[*link]struct{}
+	conns    map[net.Conn]struct{} // every accepted connection, admitted or not
 	closed   bool
 
-	wg sync.WaitGroup
+	wg sync.WaitGroup // acceptLoop and one serve per connection
 }
 
-// link is one connected worker.
+// link is one admitted worker.
 type link struct {
 	conn     net.Conn
 	q        *sendQueue
@@ -46,16 +49,22 @@ func Listen(opts ServerOptions) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newServer(cfg, ln), nil
+}
+
+// newServer starts a Server on ln.
+func newServer(cfg config, ln net.Listener) *Server {
 	s := &Server{
 		cfg:      cfg,
 		ln:       ln,
 		log:      cfg.log,
+		stop:     make(chan struct{}),
 		channels: make(map[string]map[*link]struct{}),
-		links:    make(map[*link]struct{}),
+		conns:    make(map[net.Conn]struct{}),
 	}
 	s.wg.Add(1)
 	go s.acceptLoop()
-	return s, nil
+	return s
 }
 
 // Addr returns the address the server listens on.
@@ -70,8 +79,9 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	for l := range s.links {
-		_ = l.conn.Close()
+	close(s.stop)
+	for c := range s.conns {
+		_ = c.Close()
 	}
 	s.mu.Unlock()
 	err := s.ln.Close()
@@ -81,47 +91,54 @@ func (s *Server) Close() error {
 
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
-	backoff := 5 * time.Millisecond
+	failures := 0
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// Out of file descriptors and the like: wait, don't spin.
-			s.log.Warn("accept failed", "err", err)
-			time.Sleep(backoff)
-			backoff = min(2*backoff, time.Second)
+			failures++
+			d := s.cfg.retry.Delay(failures)
+			s.log.Warn("accept failed; retrying", "err", err, "in", d)
+			if !backoff.Sleep(s.stop, d) {
+				return
+			}
 			continue
 		}
-		backoff = 5 * time.Millisecond
+		failures = 0
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go s.serve(c)
 	}
 }
 
-// serve runs one link: handshake, then its reader here and its writer in a
-// second goroutine.
+// serve runs one connection: handshake, then its reader here and its
+// writer in a second goroutine.
 func (s *Server) serve(c net.Conn) {
 	defer s.wg.Done()
-	defer c.Close()
+	defer func() {
+		_ = c.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
 	br := bufio.NewReaderSize(c, 64<<10)
 	if !s.handshake(c, br) {
 		return
 	}
 	l := &link{conn: c, q: newSendQueue(s.cfg.maxPending, 3*s.cfg.pingInterval), channels: make(map[string]struct{})}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.links[l] = struct{}{}
-	s.mu.Unlock()
 
-	var wg sync.WaitGroup
-	wg.Add(1)
+	writerDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(writerDone)
 		if err := l.q.writeLoop(c); err != nil {
 			s.log.Warn("write to worker failed", "remote", c.RemoteAddr().String(), "err", err)
 		}
@@ -134,12 +151,12 @@ func (s *Server) serve(c net.Conn) {
 	s.drop(l)
 	l.q.close()
 	_ = c.Close()
-	wg.Wait()
+	<-writerDone
 }
 
 // handshake admits the peer only if its first frame carries the secret.
 func (s *Server) handshake(c net.Conn, br *bufio.Reader) bool {
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(s.cfg.handshake))
 	typ, f, err := readFrame(br)
 	ok := err == nil && typ == typeHello && len(payload(f)) >= 1 && payload(f)[0] == version &&
 		subtle.ConstantTimeCompare(payload(f)[1:], []byte(s.cfg.secret)) == 1
@@ -147,7 +164,6 @@ func (s *Server) handshake(c net.Conn, br *bufio.Reader) bool {
 		s.log.Warn("refused a peer without the cluster secret", "remote", c.RemoteAddr().String())
 		return false
 	}
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Write(appendHeader(nil, typeWelcome, 0)); err != nil {
 		return false
 	}
@@ -246,13 +262,12 @@ func (s *Server) removeLocked(l *link, channel string) {
 	}
 }
 
-// drop forgets a link and its interest.
+// drop forgets a link's interest.
 func (s *Server) drop(l *link) {
 	s.mu.Lock()
 	for ch := range l.channels {
 		s.removeLocked(l, ch)
 	}
-	delete(s.links, l)
 	s.mu.Unlock()
 }
 
