@@ -127,6 +127,9 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 		return ErrUnavailable
 	}
 	b.nextAck++
+	if b.nextAck == 0 { // 0 is the announce's, which no one waits for
+		b.nextAck = 1
+	}
 	id, done := b.nextAck, make(chan error, 1)
 	b.acks[id] = done
 	f := appendHeader(nil, typeSub, 4+2+len(channel))
@@ -224,7 +227,7 @@ func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
 		conn.Close()
 		return nil, nil, err
 	}
-	typ, _, err := readFrame(br)
+	typ, _, err := readFrame(br, 1)
 	if err != nil || typ != typeWelcome {
 		conn.Close()
 		if err == nil || errors.Is(err, io.EOF) {
@@ -270,12 +273,12 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 			case <-done:
 				return
 			case <-t.C:
-				l.q.push(appendHeader(nil, typePing, 0))
+				l.q.push(pingFrame)
 			}
 		}
 	}()
 
-	err := b.readLoop(l, br)
+	err := readLoop(conn, br, maxFrame, l.q, silence, b.handle)
 	b.log.Debug("link closed", "err", err)
 
 	b.mu.Lock()
@@ -314,40 +317,29 @@ func (b *Broker) announceLocked(l *clientLink) {
 	flush()
 }
 
-func (b *Broker) readLoop(l *clientLink, br *bufio.Reader) error {
-	dl := deadline{conn: l.conn, silence: 3 * b.cfg.pingInterval}
-	for {
-		if br.Buffered() == 0 { // about to read from the socket: a frame-rate clock read would cost more than the frame
-			dl.extend()
-		}
-		typ, f, err := readFrame(br)
+// handle acts on one frame from the server other than a ping or pong.
+func (b *Broker) handle(typ byte, f []byte) error {
+	p := payload(f)
+	switch typ {
+	case typePub:
+		channel, frame, err := cutName(p)
 		if err != nil {
 			return err
 		}
-		p := payload(f)
-		switch typ {
-		case typePub:
-			channel, frame, err := cutName(p)
-			if err != nil {
-				return err
-			}
-			b.deliver(channel, frame)
-		case typeAck:
-			if len(p) != 4 {
-				return errBadFrame
-			}
-			id := binary.BigEndian.Uint32(p)
-			b.mu.Lock()
-			if ch, ok := b.acks[id]; ok {
-				ch <- nil
-				delete(b.acks, id)
-			}
-			b.mu.Unlock()
-		case typePing:
-			l.q.push(appendHeader(nil, typePong, 0))
-		case typePong:
-		default:
+		b.deliver(channel, frame)
+	case typeAck:
+		if len(p) != 4 {
 			return errBadFrame
 		}
+		id := binary.BigEndian.Uint32(p)
+		b.mu.Lock()
+		if ch, ok := b.acks[id]; ok {
+			ch <- nil
+			delete(b.acks, id)
+		}
+		b.mu.Unlock()
+	default:
+		return errBadFrame
 	}
+	return nil
 }

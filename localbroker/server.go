@@ -144,7 +144,7 @@ func (s *Server) serve(c net.Conn) {
 		}
 		_ = c.Close() // unblocks the reader
 	}()
-	err := s.readLoop(l, br)
+	err := readLoop(c, br, maxFrame, l.q, 3*s.cfg.pingInterval, func(typ byte, f []byte) error { return s.handle(l, typ, f) })
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		s.log.Warn("worker link closed", "remote", c.RemoteAddr().String(), "err", err)
 	}
@@ -157,7 +157,9 @@ func (s *Server) serve(c net.Conn) {
 // handshake admits the peer only if its first frame carries the secret.
 func (s *Server) handshake(c net.Conn, br *bufio.Reader) bool {
 	_ = c.SetDeadline(time.Now().Add(s.cfg.handshake))
-	typ, f, err := readFrame(br)
+	// A hello is at most as long as a right one: a peer cannot make the
+	// server allocate more before it is admitted.
+	typ, f, err := readFrame(br, uint32(2+len(s.cfg.secret)))
 	ok := err == nil && typ == typeHello && len(payload(f)) >= 1 && payload(f)[0] == version &&
 		subtle.ConstantTimeCompare(payload(f)[1:], []byte(s.cfg.secret)) == 1
 	if !ok {
@@ -171,45 +173,32 @@ func (s *Server) handshake(c net.Conn, br *bufio.Reader) bool {
 	return true
 }
 
-func (s *Server) readLoop(l *link, br *bufio.Reader) error {
-	dl := deadline{conn: l.conn, silence: 3 * s.cfg.pingInterval}
-	for {
-		if br.Buffered() == 0 { // about to read from the socket: a frame-rate clock read would cost more than the frame
-			dl.extend()
-		}
-		typ, f, err := readFrame(br)
+// handle acts on one frame from l other than a ping or pong.
+func (s *Server) handle(l *link, typ byte, f []byte) error {
+	p := payload(f)
+	switch typ {
+	case typePub:
+		channel, _, err := cutName(p)
 		if err != nil {
 			return err
 		}
-		p := payload(f)
-		switch typ {
-		case typePub:
-			channel, _, err := cutName(p)
-			if err != nil {
-				return err
-			}
-			s.forward(l, channel, f)
-		case typeSub:
-			if len(p) < 4 {
-				return errBadFrame
-			}
-			id := p[:4]
-			if err := parseNames(p[4:], func(ch string) { s.subscribe(l, ch) }); err != nil {
-				return err
-			}
-			ack := appendHeader(nil, typeAck, 4)
-			l.q.push(append(ack, id...))
-		case typeUnsub:
-			if err := parseNames(p, func(ch string) { s.unsubscribe(l, ch) }); err != nil {
-				return err
-			}
-		case typePing:
-			l.q.push(appendHeader(nil, typePong, 0))
-		case typePong:
-		default:
+		s.forward(l, channel, f)
+	case typeSub:
+		if len(p) < 4 {
 			return errBadFrame
 		}
+		id := p[:4]
+		if err := parseNames(p[4:], func(ch string) { s.subscribe(l, ch) }); err != nil {
+			return err
+		}
+		ack := appendHeader(nil, typeAck, 4)
+		l.q.push(append(ack, id...))
+	case typeUnsub:
+		return parseNames(p, func(ch string) { s.unsubscribe(l, ch) })
+	default:
+		return errBadFrame
 	}
+	return nil
 }
 
 // forward queues the publish frame, as received, to every other link
@@ -269,21 +258,4 @@ func (s *Server) drop(l *link) {
 		s.removeLocked(l, ch)
 	}
 	s.mu.Unlock()
-}
-
-// deadline keeps a read deadline of silence ahead, resetting it only when
-// a third of it has passed: a syscall per frame would cost more than the
-// frame.
-type deadline struct {
-	conn    net.Conn
-	silence time.Duration
-	set     time.Time
-}
-
-func (d *deadline) extend() {
-	now := time.Now()
-	if now.Sub(d.set) > d.silence/3 {
-		d.set = now
-		_ = d.conn.SetReadDeadline(now.Add(d.silence))
-	}
 }

@@ -1,8 +1,10 @@
 package localbroker
 
 import (
+	"context"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -101,6 +103,80 @@ func TestServerCloseDuringHandshake(t *testing.T) {
 	}, "the server to accept the silent peer")
 	returns(t, "Close with a peer in its handshake", func() { _ = s.Close() })
 	ExpectHangUp(t, c)
+}
+
+// TestServerRefuses sends what an intruder might to a server whose
+// handshake never times out: it must hang up at once on each (on a hello
+// longer than a right one without waiting for its bytes), log each with
+// the peer's address, and forward nothing that follows.
+func TestServerRefuses(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	const secret = "right"
+	opts := ServerOptions{Secret: secret}
+	var log *LogRecorder
+	opts.Logger, log = NewLogRecorder(t)
+	s := startServer(t, testConfig(t, opts))
+	var mu sync.Mutex
+	var got []string
+	good, _ := startBroker(t, Options{Addr: s.Addr().String(), Secret: secret}, func(_ string, frame []byte) {
+		mu.Lock()
+		got = append(got, string(frame))
+		mu.Unlock()
+	})
+	testutil.Eventually(t, WaitLong, good.Connected, "the link to the server")
+	if err := good.Subscribe(context.Background(), "ch"); err != nil {
+		t.Fatal(err)
+	}
+
+	intruders := []struct {
+		name  string
+		hello []byte
+	}{
+		{"wrong secret", helloFrame("wrong")},
+		{"secret prefix", helloFrame("righ")},
+		{"secret too long", helloFrame("right!")},
+		{"no secret", helloFrame("")},
+		{"wrong version", append(appendHeader(nil, typeHello, 1+len(secret)), append([]byte{version + 1}, secret...)...)},
+		{"no hello", pubFrame("ch", []byte("right"))},
+		{"empty frame", []byte{0, 0, 0, 0}},
+		{"oversize hello, header only", appendHeader(nil, typeHello, 64<<20)},
+	}
+	for _, tc := range intruders {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", s.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_, _ = c.Write(tc.hello)
+			_, _ = c.Write(pubFrame("ch", []byte("intruder")))
+			ExpectHangUp(t, c)
+		})
+	}
+	const refused = "refused a peer without the cluster secret"
+	testutil.Eventually(t, WaitLong, func() bool { return log.Count(refused) == len(intruders) }, "a logged refusal for each intruder")
+	for _, rec := range log.Records() {
+		if rec.Msg == refused && rec.Attr("remote") == "" {
+			t.Errorf("refusal logged without the remote address: %v", rec.Attrs)
+		}
+	}
+
+	// The good link still works and saw nothing from the intruders.
+	other, _ := startBroker(t, Options{Addr: s.Addr().String(), Secret: secret}, nil)
+	testutil.Eventually(t, WaitLong, other.Connected, "the second link to the server")
+	if err := other.Publish(context.Background(), "ch", []byte("legit")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, WaitLong, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) > 0
+	}, "the legit publish")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != "legit" {
+		t.Fatalf("delivered %q, want only the legit publish", got)
+	}
 }
 
 func TestBrokerCloseDuringHandshake(t *testing.T) {
