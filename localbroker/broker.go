@@ -88,9 +88,12 @@ func (b *Broker) Connected() bool {
 	return b.link != nil
 }
 
-// Publish queues frame for the broker. It returns ErrUnavailable while the
-// link is down and ErrBacklog when the link is too far behind; the frame is
-// then not delivered to other workers.
+// Publish queues frame for the broker and returns at once: it never
+// blocks, so it ignores ctx. It returns ErrUnavailable while the link is
+// down and ErrBacklog when the link is too far behind (Options.MaxPending);
+// the frame is then not delivered to other workers. Frames published while
+// the link is up may still be lost if it breaks before the broker forwards
+// them: delivery is at most once.
 func (b *Broker) Publish(_ context.Context, channel string, frame []byte) error {
 	if len(channel) > maxName {
 		return hub.ErrChannelTooLong
