@@ -7,12 +7,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/backoff"
 )
 
 // Broker is a worker's link to the broker Server. It implements hub.Broker:
@@ -20,8 +20,10 @@ import (
 // it again after every reconnect, and delivers publishes from other workers
 // to the hub.
 type Broker struct {
-	opts Options
-	log  *slog.Logger
+	cfg    config
+	log    *slog.Logger
+	ctx    context.Context // cancelled by Close: stops run, its dial and its backoff
+	cancel context.CancelFunc
 
 	mu       sync.Mutex // protects the fields below
 	interest map[string]struct{}
@@ -32,8 +34,7 @@ type Broker struct {
 	closed   bool
 	deliver  func(channel string, frame []byte)
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	wg sync.WaitGroup // run
 }
 
 var _ hub.Broker = (*Broker)(nil)
@@ -44,18 +45,22 @@ type clientLink struct {
 }
 
 // New returns a Broker that will connect to the broker Server at opts.Addr
-// once the hub starts it. It does not dial yet.
+// once the hub starts it. It does not dial yet. Invalid options give an
+// error wrapping ErrInvalidOption that names the field (ErrNoSecret
+// without a Secret).
 func New(opts Options) (*Broker, error) {
-	o, err := opts.withDefaults()
+	cfg, err := opts.config()
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Broker{
-		opts:     o,
-		log:      o.Logger,
+		cfg:      cfg,
+		log:      cfg.log,
+		ctx:      ctx,
+		cancel:   cancel,
 		interest: make(map[string]struct{}),
 		acks:     make(map[uint32]chan error),
-		stop:     make(chan struct{}),
 	}, nil
 }
 
@@ -83,9 +88,12 @@ func (b *Broker) Connected() bool {
 	return b.link != nil
 }
 
-// Publish queues frame for the broker. It returns ErrUnavailable while the
-// link is down and ErrBacklog when the link is too far behind; the frame is
-// then not delivered to other workers.
+// Publish queues frame for the broker and returns at once: it never
+// blocks, so it ignores ctx. It returns ErrUnavailable while the link is
+// down and ErrBacklog when the link is too far behind (Options.MaxPending);
+// the frame is then not delivered to other workers. Frames published while
+// the link is up may still be lost if it breaks before the broker forwards
+// them: delivery is at most once.
 func (b *Broker) Publish(_ context.Context, channel string, frame []byte) error {
 	if len(channel) > maxName {
 		return hub.ErrChannelTooLong
@@ -122,6 +130,9 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 		return ErrUnavailable
 	}
 	b.nextAck++
+	if b.nextAck == 0 { // 0 is the announce's, which no one waits for
+		b.nextAck = 1
+	}
 	id, done := b.nextAck, make(chan error, 1)
 	b.acks[id] = done
 	f := appendHeader(nil, typeSub, 4+2+len(channel))
@@ -165,7 +176,7 @@ func (b *Broker) Close() error {
 	b.mu.Lock()
 	if !b.closed {
 		b.closed = true
-		close(b.stop)
+		b.cancel()
 		if b.link != nil {
 			_ = b.link.conn.Close()
 		}
@@ -182,75 +193,48 @@ func (b *Broker) run() {
 	for {
 		conn, br, err := b.dial()
 		if err != nil {
-			if failures == 0 || errors.Is(err, ErrRefused) {
-				b.log.Warn("localbroker: cannot reach the broker; retrying", "addr", b.opts.Addr, "err", err)
+			if b.ctx.Err() != nil {
+				return
 			}
 			failures++
-			if !b.sleep(b.backoff(failures)) {
+			d := b.cfg.retry.Delay(failures)
+			if failures == 1 || errors.Is(err, ErrRefused) {
+				b.log.Warn("cannot reach the broker; retrying", "addr", b.cfg.addr, "err", err, "in", d)
+			}
+			if !backoff.Sleep(b.ctx.Done(), d) {
 				return
 			}
 			continue
 		}
-		if failures > 0 {
-			b.log.Info("localbroker: connected to the broker", "addr", b.opts.Addr)
-		}
+		b.log.Info("connected to the broker", "addr", b.cfg.addr)
 		failures = 0
 		b.serve(conn, br)
-		select {
-		case <-b.stop:
+		if b.ctx.Err() != nil {
 			return
-		default:
-			b.log.Warn("localbroker: lost the broker; reconnecting", "addr", b.opts.Addr)
 		}
+		b.log.Warn("lost the broker; reconnecting", "addr", b.cfg.addr)
 	}
 }
 
-func (b *Broker) backoff(failures int) time.Duration {
-	d := b.opts.ReconnectMin << min(failures-1, 16)
-	d = min(d, b.opts.ReconnectMax)
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits d, or returns false when the Broker is closed first.
-func (b *Broker) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-b.stop:
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
+// dial connects and runs the handshake; Close interrupts both.
 func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
-	d := net.Dialer{Timeout: 5 * time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-b.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	conn, err := d.DialContext(ctx, "tcp", b.opts.Addr)
+	d := net.Dialer{Timeout: b.cfg.handshake}
+	conn, err := d.DialContext(b.ctx, "tcp", b.cfg.addr)
 	if err != nil {
 		return nil, nil, err
 	}
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	hello := appendHeader(nil, typeHello, 1+len(b.opts.Secret))
-	hello = append(append(hello, version), b.opts.Secret...)
+	defer context.AfterFunc(b.ctx, func() { _ = conn.Close() })()
+	_ = conn.SetDeadline(time.Now().Add(b.cfg.handshake))
 	br := bufio.NewReaderSize(conn, 64<<10)
-	if _, err := conn.Write(hello); err != nil {
+	if _, err := conn.Write(helloFrame(b.cfg.secret)); err != nil {
 		conn.Close()
 		return nil, nil, err
 	}
-	typ, _, err := readFrame(br)
+	typ, _, err := readFrame(br, 1)
 	if err != nil || typ != typeWelcome {
 		conn.Close()
 		if err == nil || errors.Is(err, io.EOF) {
-			err = ErrRefused
+			err = ErrRefused // the server hangs up on a wrong secret
 		}
 		return nil, nil, err
 	}
@@ -261,7 +245,8 @@ func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
 // serve runs one connected link: it announces the interest, then reads
 // until the link breaks, while a writer and a pinger run beside it.
 func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
-	l := &clientLink{conn: conn, q: newSendQueue(b.opts.MaxPending, 3*b.opts.PingInterval)}
+	silence := 3 * b.cfg.pingInterval
+	l := &clientLink{conn: conn, q: newSendQueue(b.cfg.maxPending, silence)}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -278,26 +263,26 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 	go func() {
 		defer wg.Done()
 		if err := l.q.writeLoop(conn); err != nil {
-			b.log.Debug("localbroker: write failed", "err", err)
+			b.log.Debug("write failed", "err", err)
 		}
-		_ = conn.Close()
+		_ = conn.Close() // unblocks the reader
 	}()
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(b.opts.PingInterval)
+		t := time.NewTicker(b.cfg.pingInterval)
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
-				l.q.push(appendHeader(nil, typePing, 0))
+				l.q.push(pingFrame)
 			}
 		}
 	}()
 
-	err := b.readLoop(l, br)
-	b.log.Debug("localbroker: link closed", "err", err)
+	err := readLoop(conn, br, maxFrame, l.q, silence, b.handle)
+	b.log.Debug("link closed", "err", err)
 
 	b.mu.Lock()
 	b.link = nil
@@ -335,40 +320,29 @@ func (b *Broker) announceLocked(l *clientLink) {
 	flush()
 }
 
-func (b *Broker) readLoop(l *clientLink, br *bufio.Reader) error {
-	dl := deadline{conn: l.conn, silence: 3 * b.opts.PingInterval}
-	for {
-		if br.Buffered() == 0 { // about to read from the socket: a frame-rate clock read would cost more than the frame
-			dl.extend()
-		}
-		typ, f, err := readFrame(br)
+// handle acts on one frame from the server other than a ping or pong.
+func (b *Broker) handle(typ byte, f []byte) error {
+	p := payload(f)
+	switch typ {
+	case typePub:
+		channel, frame, err := cutName(p)
 		if err != nil {
 			return err
 		}
-		p := payload(f)
-		switch typ {
-		case typePub:
-			channel, frame, err := cutName(p)
-			if err != nil {
-				return err
-			}
-			b.deliver(channel, frame)
-		case typeAck:
-			if len(p) != 4 {
-				return errBadFrame
-			}
-			id := binary.BigEndian.Uint32(p)
-			b.mu.Lock()
-			if ch, ok := b.acks[id]; ok {
-				ch <- nil
-				delete(b.acks, id)
-			}
-			b.mu.Unlock()
-		case typePing:
-			l.q.push(appendHeader(nil, typePong, 0))
-		case typePong:
-		default:
+		b.deliver(channel, frame)
+	case typeAck:
+		if len(p) != 4 {
 			return errBadFrame
 		}
+		id := binary.BigEndian.Uint32(p)
+		b.mu.Lock()
+		if ch, ok := b.acks[id]; ok {
+			ch <- nil
+			delete(b.acks, id)
+		}
+		b.mu.Unlock()
+	default:
+		return errBadFrame
 	}
+	return nil
 }

@@ -24,7 +24,10 @@ func Example() {
 	defer broker.Close()
 
 	newWorker := func() *clusterws.Server {
-		b, _ := localbroker.New(localbroker.Options{Addr: broker.Addr().String(), Secret: "s3cret"})
+		b, err := localbroker.New(localbroker.Options{Addr: broker.Addr().String(), Secret: "s3cret"})
+		if err != nil {
+			panic(err)
+		}
 		srv, err := clusterws.New(clusterws.WithBroker(b))
 		if err != nil {
 			panic(err)
@@ -52,7 +55,7 @@ func Example() {
 	// Until worker b's link is up and has announced "news", the broker
 	// routes nothing to b (and a's Publish reports the missing link), so
 	// retry briefly.
-	for {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		_ = a.Publish(ctx, "news", "from worker a")
 		select {
 		case msg := <-got:
@@ -61,5 +64,6 @@ func Example() {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	fmt.Println("no delivery within 10s")
 	// Output: "from worker a"
 }

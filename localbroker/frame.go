@@ -6,13 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"sync"
-	"time"
 )
 
 // Link frames: a 4-byte big-endian length of what follows, a type byte, and
-// the payload.
+// the payload. The package doc describes each type.
 const (
 	typeHello   = 'H' // worker→server: version byte, then the secret
 	typeWelcome = 'W' // server→worker: the secret was accepted
@@ -26,7 +23,7 @@ const (
 	version = 1
 
 	headerLen = 5
-	// maxFrame bounds one link frame; a larger length is a protocol error.
+	// maxFrame bounds one link frame: a 64 MiB publish and its channel.
 	maxFrame = 64<<20 + 1<<16
 	// maxName is the longest channel name a link frame can carry.
 	maxName = 1<<16 - 1
@@ -35,6 +32,13 @@ const (
 var (
 	errFrameTooBig = errors.New("localbroker: link frame too big")
 	errBadFrame    = errors.New("localbroker: malformed link frame")
+)
+
+// pingFrame and pongFrame are shared by every link: queued frames are
+// only read.
+var (
+	pingFrame = appendHeader(nil, typePing, 0)
+	pongFrame = appendHeader(nil, typePong, 0)
 )
 
 // appendHeader starts a frame of type typ whose payload is n bytes long.
@@ -56,6 +60,12 @@ func pubFrame(channel string, frame []byte) []byte {
 	b = appendHeader(b, typePub, n)
 	b = appendName(b, channel)
 	return append(b, frame...)
+}
+
+// helloFrame is the worker's first frame.
+func helloFrame(secret string) []byte {
+	f := appendHeader(nil, typeHello, 1+len(secret))
+	return append(append(f, version), secret...)
 }
 
 // cutName reads one length-prefixed name from p and returns the rest. For
@@ -84,18 +94,27 @@ func parseNames(p []byte, fn func(string)) error {
 	return nil
 }
 
-// readFrame reads one frame. The returned buffer holds the whole frame,
-// header included, so it can be forwarded as is; it is freshly allocated.
-func readFrame(r *bufio.Reader) (typ byte, frame []byte, err error) {
-	hdr, err := r.Peek(headerLen)
+// readFrame reads one frame whose length (type byte and payload) is at
+// most limit. The returned buffer holds the whole frame, header included,
+// so it can be forwarded as is; it is freshly allocated. A stream that
+// ends between frames gives io.EOF, one that ends inside a frame
+// io.ErrUnexpectedEOF.
+func readFrame(r *bufio.Reader, limit uint32) (typ byte, frame []byte, err error) {
+	size, err := r.Peek(4)
 	if err != nil {
+		if err == io.EOF && len(size) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, nil, err
 	}
-	n := binary.BigEndian.Uint32(hdr)
-	if n < 1 || n > maxFrame {
+	switch n := binary.BigEndian.Uint32(size); {
+	case n == 0: // not even a type
+		return 0, nil, errBadFrame
+	case n > limit:
 		return 0, nil, fmt.Errorf("%w: %d bytes", errFrameTooBig, n)
+	default:
+		frame = make([]byte, 4+int(n))
 	}
-	frame = make([]byte, headerLen-1+int(n))
 	if _, err := io.ReadFull(r, frame); err != nil {
 		return 0, nil, err
 	}
@@ -104,79 +123,3 @@ func readFrame(r *bufio.Reader) (typ byte, frame []byte, err error) {
 
 // payload returns the bytes after the header.
 func payload(frame []byte) []byte { return frame[headerLen:] }
-
-// sendQueue is a link's bounded outgoing queue, drained by one writer
-// goroutine with vectored writes: many frames per system call.
-type sendQueue struct {
-	mu      sync.Mutex // protects the fields below
-	frames  net.Buffers
-	bytes   int
-	closed  bool
-	max     int
-	notify  chan struct{} // capacity 1: "the queue has frames"
-	timeout time.Duration
-}
-
-func newSendQueue(max int, writeTimeout time.Duration) *sendQueue {
-	return &sendQueue{max: max, notify: make(chan struct{}, 1), timeout: writeTimeout}
-}
-
-// push queues frame. It never blocks; it reports false when the queue is
-// closed or would exceed its bound.
-func (q *sendQueue) push(frame []byte) bool {
-	q.mu.Lock()
-	if q.closed || q.bytes > 0 && q.bytes+len(frame) > q.max {
-		q.mu.Unlock()
-		return false
-	}
-	q.frames = append(q.frames, frame)
-	q.bytes += len(frame)
-	q.mu.Unlock()
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
-	return true
-}
-
-// close makes further pushes fail and wakes the writer.
-func (q *sendQueue) close() {
-	q.mu.Lock()
-	q.closed = true
-	q.mu.Unlock()
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
-}
-
-// writeLoop writes queued frames to c until the queue is closed and
-// drained, or a write fails.
-func (q *sendQueue) writeLoop(c net.Conn) error {
-	var spare net.Buffers
-	for range q.notify {
-		for {
-			q.mu.Lock()
-			batch, closed := q.frames, q.closed
-			if len(batch) == 0 {
-				q.mu.Unlock()
-				if closed {
-					return nil
-				}
-				break
-			}
-			q.frames, q.bytes, spare = spare[:0], 0, nil
-			q.mu.Unlock()
-			keep := batch
-			if err := c.SetWriteDeadline(time.Now().Add(q.timeout)); err != nil {
-				return err
-			}
-			if _, err := batch.WriteTo(c); err != nil {
-				return err
-			}
-			clear(keep)
-			spare = keep[:0]
-		}
-	}
-	return nil
-}

@@ -1,12 +1,11 @@
 package localbroker_test
 
 import (
-	"bufio"
+	"bytes"
 	"context"
-	"encoding/binary"
-	"log/slog"
-	"net"
-	"os"
+	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,20 +15,30 @@ import (
 	"github.com/clusterws/clusterws-go/testutil"
 )
 
-const secret = "test-secret"
+const (
+	secret   = "test-secret"
+	waitLong = localbroker.WaitLong
+)
 
 // fixture is a broker Server on a free loopback port that can be restarted
 // on the same address.
 type fixture struct {
 	t    *testing.T
-	addr string
+	opts localbroker.ServerOptions
 	srv  *localbroker.Server
+	log  *localbroker.LogRecorder // the server's, across restarts
 }
 
-func newFixture(t *testing.T) *fixture {
-	f := &fixture{t: t, addr: "127.0.0.1:0"}
+func newFixture(t *testing.T, opts localbroker.ServerOptions) *fixture {
+	t.Helper()
+	f := &fixture{t: t, opts: opts}
+	f.opts.Secret = secret
+	f.opts.Logger, f.log = localbroker.NewLogRecorder(t)
+	if f.opts.Addr == "" {
+		f.opts.Addr = "127.0.0.1:0"
+	}
 	f.start()
-	f.addr = f.srv.Addr().String()
+	f.opts.Addr = f.srv.Addr().String()
 	t.Cleanup(func() { _ = f.srv.Close() })
 	return f
 }
@@ -37,27 +46,43 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) start() {
 	f.t.Helper()
 	var err error
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		f.srv, err = localbroker.Listen(localbroker.ServerOptions{Addr: f.addr, Secret: secret, Logger: testLogger, PingInterval: pingInterval})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond) // the port may linger briefly
+	// The port may linger briefly after a Close.
+	testutil.Eventually(f.t, waitLong, func() bool {
+		f.srv, err = localbroker.Listen(f.opts)
+		return err == nil
+	}, "listening on %s", f.opts.Addr)
+}
+
+func (f *fixture) addr() string { return f.opts.Addr }
+
+// newBroker returns an unstarted Broker for the server at addr with opts'
+// other fields, and what it logs.
+func newBroker(t *testing.T, addr string, opts localbroker.Options) (*localbroker.Broker, *localbroker.LogRecorder) {
+	t.Helper()
+	var log *localbroker.LogRecorder
+	opts.Logger, log = localbroker.NewLogRecorder(t)
+	opts.Addr = addr
+	if opts.Secret == "" {
+		opts.Secret = secret
 	}
+	b, err := localbroker.New(opts)
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
+	return b, log
+}
+
+// process starts a Broker that is connected when it returns, closed when
+// t ends.
+func (f *fixture) process(t *testing.T) *brokertest.Process {
+	return brokertest.Start(t, f.harness())
 }
 
 func (f *fixture) harness() brokertest.Harness {
 	return brokertest.Harness{
 		NewBroker: func(t *testing.T) hub.Broker {
-			b, err := localbroker.New(localbroker.Options{Addr: f.addr, Secret: secret, Logger: testLogger, PingInterval: pingInterval})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
+			b, _ := newBroker(t, f.addr(), localbroker.Options{})
+			return connected{b, t}
 		},
 		Restart: func(t *testing.T) {
 			if err := f.srv.Close(); err != nil {
@@ -68,109 +93,154 @@ func (f *fixture) harness() brokertest.Harness {
 	}
 }
 
-func TestConformance(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	f := newFixture(t)
-	h := f.harness()
-	// Every broker connects before the suite's first subscribe.
-	newBroker := h.NewBroker
-	h.NewBroker = func(t *testing.T) hub.Broker {
-		b := newBroker(t).(*localbroker.Broker)
-		t.Cleanup(func() {})
-		return connected{b}
-	}
-	brokertest.Run(t, h)
+// connected is a Broker whose Start returns once the link is up, so that
+// a first Subscribe does not race the dial.
+type connected struct {
+	*localbroker.Broker
+	t *testing.T
 }
-
-// connected waits for the link in Start, so the suite's first Subscribe
-// does not race the dial.
-type connected struct{ *localbroker.Broker }
 
 func (c connected) Start(deliver func(string, []byte)) error {
 	if err := c.Broker.Start(deliver); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !c.Connected() && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(c.t, waitLong, c.Connected, "the link to the broker")
 	return nil
 }
 
-func TestRefusesPeerWithoutSecret(t *testing.T) {
-	f := newFixture(t)
-	h := f.harness()
-	good := brokertest.Start(t, brokertest.Harness{NewBroker: func(t *testing.T) hub.Broker {
-		return connected{h.NewBroker(t).(*localbroker.Broker)}
-	}})
-	if err := good.Subscribe(context.Background(), "secret-channel"); err != nil {
-		t.Fatal(err)
-	}
-
-	for _, hello := range [][]byte{
-		frame('H', append([]byte{1}, "wrong"...)),
-		frame('H', []byte{1}),
-		frame('S', append([]byte{0, 0, 0, 1, 0, 14}, "secret-channel"...)), // no hello at all
-		frame('P', append([]byte{0, 14}, "secret-channel{\"#\":[\"p\",\"x\",1]}"...)),
-	} {
-		c, err := net.Dial("tcp", f.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = c.Write(hello)
-		// Whatever follows must not reach anyone.
-		_, _ = c.Write(frame('P', append([]byte{0, 14}, "secret-channel"+"intruder"...)))
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := bufio.NewReader(c).ReadByte(); err == nil {
-			t.Errorf("peer without the secret got an answer")
-		}
-		c.Close()
-	}
-	// The good link still works and saw nothing from the intruders.
-	other := brokertest.Start(t, brokertest.Harness{NewBroker: func(t *testing.T) hub.Broker {
-		return connected{h.NewBroker(t).(*localbroker.Broker)}
-	}})
-	if err := other.Publish(context.Background(), "secret-channel", []byte("legit")); err != nil {
-		t.Fatal(err)
-	}
-	testutil.Eventually(t, 5*time.Second, func() bool { return good.Count("") == 1 }, "legit publish")
-	if m := good.Messages(); string(m[0].Frame) != "legit" {
-		t.Fatalf("got %q", m[0].Frame)
-	}
+func TestConformance(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	brokertest.Run(t, newFixture(t, localbroker.ServerOptions{}).harness())
 }
 
 func TestWrongSecretBrokerIsRefused(t *testing.T) {
-	f := newFixture(t)
-	b, err := localbroker.New(localbroker.Options{Addr: f.addr, Secret: "nope", ReconnectMax: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	testutil.CheckGoroutines(t)
+	f := newFixture(t, localbroker.ServerOptions{})
+	b, log := newBroker(t, f.addr(), localbroker.Options{Secret: "nope", ReconnectMax: 50 * time.Millisecond})
 	if err := b.Start(func(string, []byte) {}); err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	time.Sleep(200 * time.Millisecond) // several dial attempts; none may succeed
-	if b.Connected() {
+	// Each attempt is refused by the server and reported by the worker.
+	refusals := func() int {
+		n := 0
+		for _, rec := range log.Records() {
+			if rec.Msg == "cannot reach the broker; retrying" && rec.Attr("err") == localbroker.ErrRefused.Error() {
+				n++
+			}
+		}
+		return n
+	}
+	testutil.Eventually(t, waitLong, func() bool {
+		return refusals() >= 3 && f.log.Count("refused a peer without the cluster secret") >= 3
+	}, "three refused attempts, logged on both sides")
+	if b.Connected() || log.Count("connected to the broker") > 0 {
 		t.Fatal("a broker with the wrong secret connected")
 	}
-	if err := b.Publish(context.Background(), "x", []byte("y")); err != localbroker.ErrUnavailable {
+	if err := b.Publish(context.Background(), "x", []byte("y")); !errors.Is(err, localbroker.ErrUnavailable) {
 		t.Fatalf("Publish = %v, want ErrUnavailable", err)
 	}
 }
 
-func TestNoSecret(t *testing.T) {
-	if _, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0"}); err != localbroker.ErrNoSecret {
-		t.Fatalf("Listen without secret: %v", err)
+// TestUnavailableWhileDown checks what a worker sees without a broker,
+// and that the interest it recorded meanwhile is announced once one
+// starts.
+func TestUnavailableWhileDown(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	addr := localbroker.FreeAddr(t) // nothing listens there until the fixture starts
+	b, log := newBroker(t, addr, localbroker.Options{ReconnectMax: 20 * time.Millisecond})
+	ctx := context.Background()
+	if err := b.Publish(ctx, "news", []byte("x")); !errors.Is(err, localbroker.ErrUnavailable) {
+		t.Fatalf("Publish before Start = %v, want ErrUnavailable", err)
 	}
-	if _, err := localbroker.New(localbroker.Options{}); err != localbroker.ErrNoSecret {
-		t.Fatalf("New without secret: %v", err)
+	p := brokertest.Start(t, brokertest.Harness{NewBroker: func(*testing.T) hub.Broker { return b }})
+	testutil.Eventually(t, waitLong, func() bool { return log.Count("cannot reach the broker; retrying") > 0 }, "a failed dial")
+	if err := p.Publish(ctx, "news", []byte("x")); !errors.Is(err, localbroker.ErrUnavailable) {
+		t.Fatalf("Publish while down = %v, want ErrUnavailable", err)
+	}
+	if err := p.Subscribe(ctx, "news"); !errors.Is(err, localbroker.ErrUnavailable) {
+		t.Fatalf("Subscribe while down = %v, want ErrUnavailable", err)
+	}
+
+	f := newFixture(t, localbroker.ServerOptions{Addr: addr})
+	testutil.Eventually(t, waitLong, b.Connected, "the link once the broker is up")
+	// The interest in news was announced without another Subscribe.
+	pub := f.process(t)
+	testutil.Eventually(t, waitLong, func() bool {
+		_ = pub.Publish(ctx, "news", []byte("x"))
+		return p.Count("news") > 0
+	}, "a delivery on news")
+
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, "news", []byte("x")); !errors.Is(err, localbroker.ErrClosed) {
+		t.Fatalf("Publish after Close = %v, want ErrClosed", err)
+	}
+	if err := b.Subscribe(ctx, "news"); !errors.Is(err, localbroker.ErrClosed) {
+		t.Fatalf("Subscribe after Close = %v, want ErrClosed", err)
 	}
 }
 
-func frame(typ byte, payload []byte) []byte {
-	b := binary.BigEndian.AppendUint32(nil, uint32(len(payload)+1))
-	return append(append(b, typ), payload...)
-}
+// TestSlowLinkIsDisconnected stalls a worker until the server's queue for
+// it overflows MaxPending: the server drops that link, and the worker
+// reconnects and announces its interest again by itself.
+func TestSlowLinkIsDisconnected(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	f := newFixture(t, localbroker.ServerOptions{MaxPending: 64 << 10})
+	pub := f.process(t)
 
-var testLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-var pingInterval time.Duration // the default: tolerant of a loaded machine
+	// The slow worker's reader (deliveries run on it) stalls on "stall"
+	// until released.
+	stalled, released := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(released) })
+	var after atomic.Int64
+	b, log := newBroker(t, f.addr(), localbroker.Options{})
+	deliver := func(_ string, frame []byte) {
+		switch string(frame) {
+		case "stall":
+			close(stalled)
+			<-released
+		case "after":
+			after.Add(1)
+		}
+	}
+	if err := (connected{b, t}).Start(deliver); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	defer release() // before Close, which waits for the reader
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	if err := b.Subscribe(ctx, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctx, "slow", []byte("stall")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stalled:
+	case <-time.After(waitLong):
+		t.Fatal("no delivery to the slow worker")
+	}
+
+	// Fill the kernel's buffers, then the server's queue.
+	filler := bytes.Repeat([]byte("x"), 32<<10)
+	const dropped = "worker link too far behind; disconnecting it"
+	testutil.Eventually(t, waitLong, func() bool {
+		for range 8 {
+			_ = pub.Publish(ctx, "slow", filler)
+		}
+		return f.log.Count(dropped) > 0
+	}, "the server to drop the stalled link")
+	release()
+
+	testutil.Eventually(t, waitLong, func() bool {
+		return log.Count("lost the broker; reconnecting") > 0 && log.Count("connected to the broker") > 1 && b.Connected()
+	}, "the slow worker to reconnect")
+	// No Subscribe since: the interest was announced again.
+	testutil.Eventually(t, waitLong, func() bool {
+		_ = pub.Publish(ctx, "slow", []byte("after"))
+		return after.Load() > 0
+	}, "a delivery on the slow worker's new link")
+}

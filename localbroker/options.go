@@ -2,8 +2,12 @@ package localbroker
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/clusterws/clusterws-go/internal/backoff"
+	"github.com/clusterws/clusterws-go/internal/option"
 )
 
 // DefaultAddr is where the broker listens by default: loopback only, on
@@ -11,25 +15,28 @@ import (
 const DefaultAddr = "127.0.0.1:9346"
 
 // ServerOptions configures a broker Server. The zero value is invalid: a
-// Secret is required.
+// Secret is required. Listen validates a copy; the caller's struct is
+// never modified.
 type ServerOptions struct {
 	// Addr is the TCP address to listen on. default: "127.0.0.1:9346"
 	Addr string
 	// Secret is the shared secret every worker must present. required
 	Secret string
-	// PingInterval is how often the server expects traffic from a worker;
-	// a link silent for three intervals is dropped. default: 5s
+	// PingInterval is the workers' heartbeat period (keep it equal to
+	// theirs); a link silent for three intervals is dropped. default: 5s
 	PingInterval time.Duration
 	// MaxPending bounds the bytes queued for one worker link; a link that
 	// falls further behind is disconnected (the worker reconnects).
 	// default: 64 MiB
 	MaxPending int
-	// Logger receives refused peers and dropped links. default: discard
+	// Logger receives refused peers and dropped links, with the attribute
+	// component=localbroker. default: discard
 	Logger *slog.Logger
 }
 
 // Options configures a Broker, the worker side. The zero value is invalid:
-// a Secret is required.
+// a Secret is required. New validates a copy; the caller's struct is never
+// modified.
 type Options struct {
 	// Addr is the broker server's address. default: "127.0.0.1:9346"
 	Addr string
@@ -42,9 +49,12 @@ type Options struct {
 	// returns ErrBacklog beyond it. default: 64 MiB
 	MaxPending int
 	// ReconnectMin and ReconnectMax bound the jittered exponential backoff
-	// between dial attempts. default: 50ms and 2s
+	// between dial attempts; ReconnectMax below ReconnectMin is an error.
+	// default: 50ms (or ReconnectMax if smaller) and 2s (or ReconnectMin
+	// if larger)
 	ReconnectMin, ReconnectMax time.Duration
-	// Logger receives connection changes. default: discard
+	// Logger receives connection changes, with the attribute
+	// component=localbroker. default: discard
 	Logger *slog.Logger
 }
 
@@ -58,56 +68,91 @@ const (
 
 // Errors.
 var (
-	ErrNoSecret    = errors.New("localbroker: a secret is required")
+	// ErrInvalidOption is wrapped by every error Listen and New return for
+	// invalid options; each names the field.
+	ErrInvalidOption = errors.New("localbroker: invalid option")
+	// ErrNoSecret: the options have no Secret. It wraps ErrInvalidOption.
+	ErrNoSecret = fmt.Errorf("%w: Secret is required", ErrInvalidOption)
+	// ErrUnavailable: the link to the broker is down; the publish was not
+	// sent.
 	ErrUnavailable = errors.New("localbroker: not connected to the broker")
-	ErrBacklog     = errors.New("localbroker: too many publishes queued for the broker")
-	ErrClosed      = errors.New("localbroker: closed")
-	ErrRefused     = errors.New("localbroker: refused by the broker (wrong secret)")
+	// ErrBacklog: the link is too far behind (Options.MaxPending); the
+	// publish was not sent.
+	ErrBacklog = errors.New("localbroker: too many publishes queued for the broker")
+	// ErrClosed: the Broker was closed.
+	ErrClosed = errors.New("localbroker: closed")
+	// ErrRefused: the broker Server did not accept the Secret (or this
+	// version of the link).
+	ErrRefused = errors.New("localbroker: refused by the broker (wrong secret)")
 )
 
-func (o ServerOptions) withDefaults() (ServerOptions, error) {
-	if o.Secret == "" {
-		return o, ErrNoSecret
-	}
-	if o.Addr == "" {
-		o.Addr = DefaultAddr
-	}
-	if o.PingInterval <= 0 {
-		o.PingInterval = DefaultPingInterval
-	}
-	if o.MaxPending <= 0 {
-		o.MaxPending = DefaultMaxPending
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	return o, nil
+// config is what ServerOptions and Options become once validated, with
+// the defaults filled in.
+type config struct {
+	addr, secret string
+	pingInterval time.Duration
+	maxPending   int
+	retry        backoff.Policy // between failed dials (worker) or accepts (server)
+	handshake    time.Duration  // bounds a handshake
+	log          *slog.Logger
 }
 
-func (o Options) withDefaults() (Options, error) {
-	if o.Secret == "" {
-		return o, ErrNoSecret
+// acceptRetry spaces accept attempts after failures (out of file
+// descriptors and the like), as net/http does.
+var acceptRetry = backoff.Policy{Min: 5 * time.Millisecond, Max: time.Second}
+
+// config validates o and returns it with the defaults filled in.
+func (o ServerOptions) config() (config, error) {
+	c := option.NewCheck(ErrInvalidOption)
+	cfg := newConfig(c, o.Addr, o.Secret, o.PingInterval, o.MaxPending, o.Logger)
+	cfg.retry = acceptRetry
+	return cfg, cfg.err(c)
+}
+
+// config validates o and returns it with the defaults filled in.
+func (o Options) config() (config, error) {
+	c := option.NewCheck(ErrInvalidOption)
+	cfg := newConfig(c, o.Addr, o.Secret, o.PingInterval, o.MaxPending, o.Logger)
+	option.NotNegative(c, "ReconnectMin", o.ReconnectMin)
+	option.NotNegative(c, "ReconnectMax", o.ReconnectMax)
+	if o.ReconnectMin > 0 && o.ReconnectMax > 0 && o.ReconnectMax < o.ReconnectMin {
+		c.Failf("ReconnectMax", "must not be below ReconnectMin %v (got %v)", o.ReconnectMin, o.ReconnectMax)
 	}
-	if o.Addr == "" {
-		o.Addr = DefaultAddr
+	// A default gives way to the bound the user set: ReconnectMax 10ms
+	// alone means 10ms to 10ms, ReconnectMin 5s alone 5s to 5s.
+	lo, hi := o.ReconnectMin, o.ReconnectMax
+	if lo == 0 {
+		lo = DefaultReconnectMin
+		if hi > 0 {
+			lo = min(lo, hi)
+		}
 	}
-	if o.PingInterval <= 0 {
-		o.PingInterval = DefaultPingInterval
+	if hi == 0 {
+		hi = max(DefaultReconnectMax, lo)
 	}
-	if o.MaxPending <= 0 {
-		o.MaxPending = DefaultMaxPending
+	cfg.retry = backoff.Policy{Min: lo, Max: hi}
+	return cfg, cfg.err(c)
+}
+
+// newConfig checks the fields both sides share, recording problems in c.
+func newConfig(c *option.Check, addr, secret string, ping time.Duration, maxPending int, log *slog.Logger) config {
+	option.NotNegative(c, "PingInterval", ping)
+	option.NotNegative(c, "MaxPending", maxPending)
+	return config{
+		addr:         option.Default(addr, DefaultAddr),
+		secret:       secret,
+		pingInterval: option.Default(ping, DefaultPingInterval),
+		maxPending:   option.Default(maxPending, DefaultMaxPending),
+		handshake:    5 * time.Second,
+		log:          option.Default(log, slog.New(slog.DiscardHandler)).With("component", "localbroker"),
 	}
-	if o.ReconnectMin <= 0 {
-		o.ReconnectMin = DefaultReconnectMin
+}
+
+// err returns the problems of the options cfg came from: c's and a
+// missing secret, which wraps ErrNoSecret too.
+func (cfg config) err(c *option.Check) error {
+	if cfg.secret == "" {
+		return errors.Join(ErrNoSecret, c.Err())
 	}
-	if o.ReconnectMax <= 0 {
-		o.ReconnectMax = DefaultReconnectMax
-	}
-	if o.ReconnectMax < o.ReconnectMin {
-		o.ReconnectMax = o.ReconnectMin
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	return o, nil
+	return c.Err()
 }

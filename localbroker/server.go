@@ -9,51 +9,62 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/clusterws/clusterws-go/internal/backoff"
 )
 
 // Server is the broker process's side: it accepts worker links, tracks the
 // channels each worker has subscribers for, and forwards every publish to
 // the other workers interested in its channel.
 type Server struct {
-	opts ServerOptions
+	cfg  config
 	ln   net.Listener
 	log  *slog.Logger
+	stop chan struct{} // closed by Close
 
 	mu       sync.Mutex // protects the fields below
 	channels map[string]map[*link]struct{}
-	links    map[*link]struct{}
+	conns    map[net.Conn]struct{} // every accepted connection, admitted or not
 	closed   bool
 
-	wg sync.WaitGroup
+	wg sync.WaitGroup // acceptLoop and one serve per connection
 }
 
-// link is one connected worker.
+// link is one admitted worker.
 type link struct {
 	conn     net.Conn
 	q        *sendQueue
 	channels map[string]struct{} // only the link's reader goroutine touches it
 }
 
-// Listen starts a broker Server on opts.Addr.
+// Listen starts a broker Server on opts.Addr. Invalid options give an
+// error wrapping ErrInvalidOption that names the field (ErrNoSecret
+// without a Secret).
 func Listen(opts ServerOptions) (*Server, error) {
-	o, err := opts.withDefaults()
+	cfg, err := opts.config()
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", o.Addr)
+	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return nil, err
 	}
+	return newServer(cfg, ln), nil
+}
+
+// newServer starts a Server on ln.
+func newServer(cfg config, ln net.Listener) *Server {
 	s := &Server{
-		opts:     o,
+		cfg:      cfg,
 		ln:       ln,
-		log:      o.Logger,
+		log:      cfg.log,
+		stop:     make(chan struct{}),
 		channels: make(map[string]map[*link]struct{}),
-		links:    make(map[*link]struct{}),
+		conns:    make(map[net.Conn]struct{}),
 	}
 	s.wg.Add(1)
 	go s.acceptLoop()
-	return s, nil
+	return s
 }
 
 // Addr returns the address the server listens on.
@@ -68,8 +79,9 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	for l := range s.links {
-		_ = l.conn.Close()
+	close(s.stop)
+	for c := range s.conns {
+		_ = c.Close()
 	}
 	s.mu.Unlock()
 	err := s.ln.Close()
@@ -79,73 +91,81 @@ func (s *Server) Close() error {
 
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
-	backoff := 5 * time.Millisecond
+	failures := 0
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// Out of file descriptors and the like: wait, don't spin.
-			s.log.Warn("localbroker: accept failed", "err", err)
-			time.Sleep(backoff)
-			backoff = min(2*backoff, time.Second)
+			failures++
+			d := s.cfg.retry.Delay(failures)
+			s.log.Warn("accept failed; retrying", "err", err, "in", d)
+			if !backoff.Sleep(s.stop, d) {
+				return
+			}
 			continue
 		}
-		backoff = 5 * time.Millisecond
+		failures = 0
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go s.serve(c)
 	}
 }
 
-// serve runs one link: handshake, then its reader here and its writer in a
-// second goroutine.
+// serve runs one connection: handshake, then its reader here and its
+// writer in a second goroutine.
 func (s *Server) serve(c net.Conn) {
 	defer s.wg.Done()
-	defer c.Close()
+	defer func() {
+		_ = c.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
 	br := bufio.NewReaderSize(c, 64<<10)
 	if !s.handshake(c, br) {
 		return
 	}
-	l := &link{conn: c, q: newSendQueue(s.opts.MaxPending, 3*s.opts.PingInterval), channels: make(map[string]struct{})}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.links[l] = struct{}{}
-	s.mu.Unlock()
+	l := &link{conn: c, q: newSendQueue(s.cfg.maxPending, 3*s.cfg.pingInterval), channels: make(map[string]struct{})}
 
-	var wg sync.WaitGroup
-	wg.Add(1)
+	writerDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(writerDone)
 		if err := l.q.writeLoop(c); err != nil {
-			s.log.Warn("localbroker: write to worker failed", "remote", c.RemoteAddr().String(), "err", err)
+			s.log.Warn("write to worker failed", "remote", c.RemoteAddr().String(), "err", err)
 		}
 		_ = c.Close() // unblocks the reader
 	}()
-	err := s.readLoop(l, br)
+	err := readLoop(c, br, maxFrame, l.q, 3*s.cfg.pingInterval, func(typ byte, f []byte) error { return s.handle(l, typ, f) })
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-		s.log.Warn("localbroker: worker link closed", "remote", c.RemoteAddr().String(), "err", err)
+		s.log.Warn("worker link closed", "remote", c.RemoteAddr().String(), "err", err)
 	}
 	s.drop(l)
 	l.q.close()
 	_ = c.Close()
-	wg.Wait()
+	<-writerDone
 }
 
 // handshake admits the peer only if its first frame carries the secret.
 func (s *Server) handshake(c net.Conn, br *bufio.Reader) bool {
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	typ, f, err := readFrame(br)
+	_ = c.SetDeadline(time.Now().Add(s.cfg.handshake))
+	// A hello is at most as long as a right one: a peer cannot make the
+	// server allocate more before it is admitted.
+	typ, f, err := readFrame(br, uint32(2+len(s.cfg.secret)))
 	ok := err == nil && typ == typeHello && len(payload(f)) >= 1 && payload(f)[0] == version &&
-		subtle.ConstantTimeCompare(payload(f)[1:], []byte(s.opts.Secret)) == 1
+		subtle.ConstantTimeCompare(payload(f)[1:], []byte(s.cfg.secret)) == 1
 	if !ok {
-		s.log.Warn("localbroker: refused a peer without the cluster secret", "remote", c.RemoteAddr().String())
+		s.log.Warn("refused a peer without the cluster secret", "remote", c.RemoteAddr().String())
 		return false
 	}
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Write(appendHeader(nil, typeWelcome, 0)); err != nil {
 		return false
 	}
@@ -153,45 +173,32 @@ func (s *Server) handshake(c net.Conn, br *bufio.Reader) bool {
 	return true
 }
 
-func (s *Server) readLoop(l *link, br *bufio.Reader) error {
-	dl := deadline{conn: l.conn, silence: 3 * s.opts.PingInterval}
-	for {
-		if br.Buffered() == 0 { // about to read from the socket: a frame-rate clock read would cost more than the frame
-			dl.extend()
-		}
-		typ, f, err := readFrame(br)
+// handle acts on one frame from l other than a ping or pong.
+func (s *Server) handle(l *link, typ byte, f []byte) error {
+	p := payload(f)
+	switch typ {
+	case typePub:
+		channel, _, err := cutName(p)
 		if err != nil {
 			return err
 		}
-		p := payload(f)
-		switch typ {
-		case typePub:
-			channel, _, err := cutName(p)
-			if err != nil {
-				return err
-			}
-			s.forward(l, channel, f)
-		case typeSub:
-			if len(p) < 4 {
-				return errBadFrame
-			}
-			id := p[:4]
-			if err := parseNames(p[4:], func(ch string) { s.subscribe(l, ch) }); err != nil {
-				return err
-			}
-			ack := appendHeader(nil, typeAck, 4)
-			l.q.push(append(ack, id...))
-		case typeUnsub:
-			if err := parseNames(p, func(ch string) { s.unsubscribe(l, ch) }); err != nil {
-				return err
-			}
-		case typePing:
-			l.q.push(appendHeader(nil, typePong, 0))
-		case typePong:
-		default:
+		s.forward(l, channel, f)
+	case typeSub:
+		if len(p) < 4 {
 			return errBadFrame
 		}
+		id := p[:4]
+		if err := parseNames(p[4:], func(ch string) { s.subscribe(l, ch) }); err != nil {
+			return err
+		}
+		ack := appendHeader(nil, typeAck, 4)
+		l.q.push(append(ack, id...))
+	case typeUnsub:
+		return parseNames(p, func(ch string) { s.unsubscribe(l, ch) })
+	default:
+		return errBadFrame
 	}
+	return nil
 }
 
 // forward queues the publish frame, as received, to every other link
@@ -206,7 +213,7 @@ func (s *Server) forward(from *link, channel string, frame []byte) {
 	}
 	s.mu.Unlock()
 	for _, l := range stuck {
-		s.log.Warn("localbroker: worker link too far behind; disconnecting it", "remote", l.conn.RemoteAddr().String())
+		s.log.Warn("worker link too far behind; disconnecting it", "remote", l.conn.RemoteAddr().String(), "max_pending", s.cfg.maxPending)
 		_ = l.conn.Close()
 	}
 }
@@ -244,29 +251,11 @@ func (s *Server) removeLocked(l *link, channel string) {
 	}
 }
 
-// drop forgets a link and its interest.
+// drop forgets a link's interest.
 func (s *Server) drop(l *link) {
 	s.mu.Lock()
 	for ch := range l.channels {
 		s.removeLocked(l, ch)
 	}
-	delete(s.links, l)
 	s.mu.Unlock()
-}
-
-// deadline keeps a read deadline of silence ahead, resetting it only when
-// a third of it has passed: a syscall per frame would cost more than the
-// frame.
-type deadline struct {
-	conn    net.Conn
-	silence time.Duration
-	set     time.Time
-}
-
-func (d *deadline) extend() {
-	now := time.Now()
-	if now.Sub(d.set) > d.silence/3 {
-		d.set = now
-		_ = d.conn.SetReadDeadline(now.Add(d.silence))
-	}
 }

@@ -1,0 +1,158 @@
+package localbroker
+
+// Helpers shared by the package's internal and external tests; the
+// external ones use the exported names.
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clusterws/clusterws-go/testutil"
+)
+
+// WaitLong bounds every wait: generous for a busy 2-core machine.
+const WaitLong = 10 * time.Second
+
+// forever is a handshake timeout or backoff no test outlives: a Close
+// that waited for one would fail the test instead of returning late.
+const forever = time.Hour
+
+// FreeAddr returns a loopback address nothing listens on.
+func FreeAddr(t testing.TB) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t)))
+}
+
+// ExpectHangUp fails unless the peer of c closes it without a byte.
+func ExpectHangUp(t testing.TB, c net.Conn) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(WaitLong))
+	n, err := c.Read(make([]byte, 1))
+	if n > 0 || !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read %d bytes, %v; want the peer to hang up", n, err)
+	}
+}
+
+// returns fails the test unless fn returns within WaitLong.
+func returns(t *testing.T, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+	case <-time.After(WaitLong):
+		t.Fatalf("%s did not return within %v", what, WaitLong)
+	}
+}
+
+// LogRecorder keeps every record logged through the logger
+// NewLogRecorder returns. It is exported for the package's external tests.
+type LogRecorder struct {
+	mu      sync.Mutex // protects the field below
+	records []LogRecord
+}
+
+// LogRecord is one record, with the attributes of its logger first.
+type LogRecord struct {
+	Level slog.Level
+	Msg   string
+	Attrs []slog.Attr
+}
+
+// Attr returns the value of the first attribute named key, or "".
+func (r LogRecord) Attr(key string) string {
+	for _, a := range r.Attrs {
+		if a.Key == key {
+			return a.Value.String()
+		}
+	}
+	return ""
+}
+
+// NewLogRecorder returns a logger that records into a new LogRecorder. The
+// records are printed when t fails, and checked against the package's
+// logging convention when t ends.
+func NewLogRecorder(t testing.TB) (*slog.Logger, *LogRecorder) {
+	r := &LogRecorder{}
+	t.Cleanup(func() {
+		for _, rec := range r.Records() {
+			if t.Failed() {
+				t.Logf("log: %v %q %v", rec.Level, rec.Msg, rec.Attrs)
+			}
+			checkConvention(t, rec)
+		}
+	})
+	return slog.New(recordHandler{r: r}), r
+}
+
+// checkConvention checks that rec has the component attribute exactly
+// once and a message without a hand-made prefix.
+func checkConvention(t testing.TB, rec LogRecord) {
+	t.Helper()
+	n := 0
+	for _, a := range rec.Attrs {
+		if a.Key == "component" {
+			n++
+		}
+	}
+	if n != 1 || rec.Attr("component") != "localbroker" {
+		t.Errorf("record %q has %d component attributes, want component=localbroker once: %v", rec.Msg, n, rec.Attrs)
+	}
+	if strings.Contains(rec.Msg, ":") || rec.Msg != strings.ToLower(rec.Msg) {
+		t.Errorf("record %q: want a lower-case message without a prefix", rec.Msg)
+	}
+}
+
+// Records returns a copy of the records so far.
+func (r *LogRecorder) Records() []LogRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]LogRecord(nil), r.records...)
+}
+
+// Count returns how many records have the message msg.
+func (r *LogRecorder) Count(msg string) int {
+	n := 0
+	for _, rec := range r.Records() {
+		if rec.Msg == msg {
+			n++
+		}
+	}
+	return n
+}
+
+type recordHandler struct {
+	r     *LogRecorder
+	attrs []slog.Attr
+}
+
+func (recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h recordHandler) Handle(_ context.Context, rec slog.Record) error {
+	attrs := append([]slog.Attr(nil), h.attrs...)
+	rec.Attrs(func(a slog.Attr) bool {
+		attrs = append(attrs, a)
+		return true
+	})
+	h.r.mu.Lock()
+	h.r.records = append(h.r.records, LogRecord{Level: rec.Level, Msg: rec.Message, Attrs: attrs})
+	h.r.mu.Unlock()
+	return nil
+}
+
+func (h recordHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return recordHandler{r: h.r, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
+}
+
+func (h recordHandler) WithGroup(string) slog.Handler { return h } // the package uses no groups

@@ -1,0 +1,130 @@
+package localbroker
+
+import (
+	"bufio"
+	"net"
+	"sync"
+	"time"
+)
+
+// readLoop reads frames of up to limit bytes from one end of a link until
+// a read fails or handle returns an error. It answers pings and drops
+// pongs itself and hands every other frame to handle. It keeps c's read
+// deadline silence ahead, so a peer that stops sending (even heartbeats)
+// ends the loop.
+func readLoop(c net.Conn, br *bufio.Reader, limit uint32, q *sendQueue, silence time.Duration, handle func(typ byte, frame []byte) error) error {
+	dl := deadline{conn: c, silence: silence}
+	for {
+		if br.Buffered() == 0 { // about to read from the socket: a frame-rate clock read would cost more than the frame
+			dl.extend()
+		}
+		typ, f, err := readFrame(br, limit)
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case typePing:
+			q.push(pongFrame)
+		case typePong:
+		default:
+			if err := handle(typ, f); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// deadline keeps a read deadline of silence ahead, resetting it only when
+// a third of it has passed: a syscall per frame would cost more than the
+// frame.
+type deadline struct {
+	conn    net.Conn
+	silence time.Duration
+	set     time.Time
+}
+
+func (d *deadline) extend() {
+	now := time.Now()
+	if now.Sub(d.set) > d.silence/3 {
+		d.set = now
+		_ = d.conn.SetReadDeadline(now.Add(d.silence))
+	}
+}
+
+// sendQueue is a link's bounded outgoing queue, drained by one writer
+// goroutine with vectored writes: many frames per system call.
+type sendQueue struct {
+	mu      sync.Mutex // protects the fields below
+	frames  net.Buffers
+	bytes   int
+	closed  bool
+	max     int
+	notify  chan struct{} // capacity 1: "the queue has frames"
+	timeout time.Duration
+}
+
+func newSendQueue(max int, writeTimeout time.Duration) *sendQueue {
+	return &sendQueue{max: max, notify: make(chan struct{}, 1), timeout: writeTimeout}
+}
+
+// push queues frame, which must not be modified afterwards. It never
+// blocks; it reports false when the queue is closed or would exceed its
+// bound. A frame that finds the queue empty is always taken, whatever its
+// size.
+func (q *sendQueue) push(frame []byte) bool {
+	q.mu.Lock()
+	if q.closed || q.bytes > 0 && q.bytes+len(frame) > q.max {
+		q.mu.Unlock()
+		return false
+	}
+	q.frames = append(q.frames, frame)
+	q.bytes += len(frame)
+	q.mu.Unlock()
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// close makes further pushes fail and wakes the writer.
+func (q *sendQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop writes queued frames to c until the queue is closed and
+// drained, or a write fails.
+func (q *sendQueue) writeLoop(c net.Conn) error {
+	var spare net.Buffers
+	for range q.notify {
+		for {
+			q.mu.Lock()
+			batch, closed := q.frames, q.closed
+			if len(batch) == 0 {
+				q.mu.Unlock()
+				if closed {
+					return nil
+				}
+				break
+			}
+			q.frames, q.bytes, spare = spare[:0], 0, nil
+			q.mu.Unlock()
+			keep := batch
+			if err := c.SetWriteDeadline(time.Now().Add(q.timeout)); err != nil {
+				return err
+			}
+			if _, err := batch.WriteTo(c); err != nil {
+				return err
+			}
+			clear(keep)
+			spare = keep[:0]
+		}
+	}
+	return nil
+}
