@@ -141,6 +141,36 @@ func (s *Server) Watch(channel string, fn func(data json.RawMessage)) (stop func
 	return s.hub.Watch(channel, fn)
 }
 
+// SendToUser sends the event to every socket whose Socket.SetUser is user,
+// in every process. A user with no socket is not an error; see
+// hub.Hub.SendToUser.
+func (s *Server) SendToUser(ctx context.Context, user, event string, data any) error {
+	return s.hub.SendToUser(ctx, user, event, data)
+}
+
+// SendToSocket sends the event to one socket, whichever process holds it;
+// see hub.Hub.SendToSocket for the errors.
+func (s *Server) SendToSocket(ctx context.Context, socketID, event string, data any) error {
+	return s.hub.SendToSocket(ctx, socketID, event, data)
+}
+
+// DisconnectUser closes every socket of user, in every process, with code
+// and reason.
+func (s *Server) DisconnectUser(ctx context.Context, user string, code hub.CloseCode, reason string) error {
+	return s.hub.DisconnectUser(ctx, user, code, reason)
+}
+
+// Presence returns the members of channel in every process; the channel
+// must be enabled by WithPresence. See hub.Hub.Presence.
+func (s *Server) Presence(ctx context.Context, channel string) ([]hub.Member, error) {
+	return s.hub.Presence(ctx, channel)
+}
+
+// PresenceStats counts the sockets and distinct users in channel.
+func (s *Server) PresenceStats(ctx context.Context, channel string) (hub.PresenceStats, error) {
+	return s.hub.PresenceStats(ctx, channel)
+}
+
 // Shutdown refuses new connections, closes every socket with 1001 after its
 // queued frames are written, waits for the server's goroutines and closes
 // the broker. If ctx ends first, remaining connections are dropped.

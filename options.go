@@ -101,6 +101,19 @@ func WithHandshakeTimeout(d time.Duration) Option {
 	return func(c *config) { c.handshakeTimeout = d }
 }
 
+// WithPresence sets which channels track presence: who is in them, in
+// every process (Server.Presence), with joins and leaves published on the
+// channel's companion "<channel>/presence" (hub.PresenceSuffix), which any
+// client can subscribe to and server code can Watch. Under cluster.Run and
+// with redisbroker the brokers keep it for all processes. default: none
+func WithPresence(enabled func(channel string) bool) Option {
+	return func(c *config) { c.hub.Presence = enabled }
+}
+
+// WithMaxUserLength bounds user IDs (Socket.SetUser, SendToUser) in
+// bytes. default: 256
+func WithMaxUserLength(n int) Option { return func(c *config) { c.hub.MaxUserLength = n } }
+
 // WithLogger sets the logger for connection errors, refused input and
 // slow-consumer closes. default: discard
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.hub.Logger = l } }

@@ -32,3 +32,44 @@ type Broker interface {
 	// Close stops the broker and waits for its goroutines. It is idempotent.
 	Close() error
 }
+
+// PresenceBroker is a Broker that also keeps the presence of every
+// process: which sockets are in which channels. The Hub needs one to track
+// presence (Options.Presence) across processes; without a Broker it keeps
+// presence itself.
+//
+// The Hub sends the joins and leaves of its own sockets, in order and in
+// batches. A PresenceBroker records them even when a call returns an
+// error, records them all again after it reconnects or finds that the
+// backend forgot them (a restart without persistence), and makes the
+// backend forget a process's members within a bound when the process is
+// gone (the TCP broker: when its link drops; Redis: when its lease
+// expires). Both implementations pass the presence part of the
+// conformance suite in hub/brokertest.
+type PresenceBroker interface {
+	Broker
+	// UpdatePresence records changes of this process's members, in order.
+	UpdatePresence(ctx context.Context, changes []PresenceChange) error
+	// Presence returns the members of channel in every process, in no
+	// particular order.
+	Presence(ctx context.Context, channel string) ([]Member, error)
+}
+
+// Member is one socket present in a channel.
+type Member struct {
+	SocketID string `json:"socket"`
+	User     string `json:"user,omitempty"` // Socket.User; "" for an anonymous socket
+}
+
+// PresenceChange is a join or a leave of a member of channel.
+type PresenceChange struct {
+	Channel string
+	Member  Member
+	Leave   bool
+}
+
+// PresenceStats counts the members of a channel.
+type PresenceStats struct {
+	Sockets int `json:"sockets"`
+	Users   int `json:"users"` // distinct non-empty users
+}

@@ -45,7 +45,8 @@ type Hub struct {
 
 	mu       sync.RWMutex // protects the fields below
 	channels map[string]*subscribers
-	sockets  map[*Socket]struct{}
+	internal int // entries of channels that are internal (users, the node)
+	sockets  map[string]*Socket // by ID
 	closed   bool
 
 	nextID   atomic.Uint64
@@ -56,6 +57,8 @@ type Hub struct {
 	stopOnce sync.Once
 	brokerMu sync.Mutex  // serialises Broker.Close
 	pool     *writerPool // stopped after wg's goroutines
+	presence presence
+	requests requests
 }
 
 // subscribers of one channel. The slice makes fan-out a plain loop; index
@@ -64,13 +67,14 @@ type subscribers struct {
 	sockets  []*Socket
 	index    map[*Socket]int
 	watchers []*watcher
+	pinned   bool // interest of the hub itself (its node channel)
 }
 
 type watcher struct {
 	fn func(json.RawMessage)
 }
 
-func (s *subscribers) empty() bool { return len(s.sockets) == 0 && len(s.watchers) == 0 }
+func (s *subscribers) empty() bool { return len(s.sockets) == 0 && len(s.watchers) == 0 && !s.pinned }
 
 type counters struct {
 	accepted, closed, published, delivered, brokerErrors, ignored,
@@ -99,7 +103,7 @@ func New(opts Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	var prefix [6]byte
+	var prefix [8]byte
 	_, _ = rand.Read(prefix[:])
 	h := &Hub{
 		opts:     o,
@@ -109,7 +113,7 @@ func New(opts Options) (*Hub, error) {
 		limited:  ratelog.New(o.Logger, time.Second, 10),
 		seed:     maphash.MakeSeed(),
 		channels: make(map[string]*subscribers),
-		sockets:  make(map[*Socket]struct{}),
+		sockets:  make(map[string]*Socket),
 		stop:     make(chan struct{}),
 	}
 	h.config = h.enc.Config(o.PingInterval.Milliseconds(), o.Binary)
@@ -118,6 +122,18 @@ func New(opts Options) (*Hub, error) {
 		if err := o.Broker.Start(h.deliver); err != nil {
 			return nil, err
 		}
+	}
+	h.presence.init(h)
+	if o.Broker != nil {
+		// The node channel carries SendToSocket requests and their
+		// replies. The Broker records the interest even while it cannot
+		// reach its backend yet, and announces it on connecting.
+		node := nodeChannel(h.idPrefix)
+		h.channels[node] = &subscribers{index: make(map[*Socket]int), pinned: true}
+		h.internal++
+		ctx, cancel := context.WithTimeout(context.Background(), o.BrokerTimeout)
+		_ = o.Broker.Subscribe(ctx, node)
+		cancel()
 	}
 	h.pool = newWriterPool()
 	h.wg.Add(1)
@@ -169,7 +185,7 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 		_ = ws.Close(websocket.StatusCode(ClosePolicy), ClosePolicy.Reason())
 		return ErrClosed
 	}
-	h.sockets[s] = struct{}{}
+	h.sockets[s.id] = s
 	h.wg.Add(1) // the reader
 	h.mu.Unlock()
 	h.counters.accepted.Add(1)
@@ -217,7 +233,12 @@ func (h *Hub) publish(ctx context.Context, channel string, frame, data []byte) e
 	if h.isClosed() {
 		return ErrClosed
 	}
-	h.fanOut(channel, frame, data)
+	return h.send(ctx, channel, frame, data)
+}
+
+// send is publish without the check for a closed hub.
+func (h *Hub) send(ctx context.Context, channel string, frame, data []byte) error {
+	h.local(channel, frame, data)
 	if h.opts.Broker == nil {
 		return nil
 	}
@@ -229,7 +250,17 @@ func (h *Hub) publish(ctx context.Context, channel string, frame, data []byte) e
 }
 
 // deliver is how the Broker hands over a publish from another process.
-func (h *Hub) deliver(channel string, frame []byte) { h.fanOut(channel, frame, nil) }
+func (h *Hub) deliver(channel string, frame []byte) { h.local(channel, frame, nil) }
+
+// local delivers frame here: a control frame (internal channels) is
+// carried out, any other is fanned out.
+func (h *Hub) local(channel string, frame, data []byte) {
+	if len(frame) > 0 && frame[0] < ' ' {
+		h.control(channel, frame)
+		return
+	}
+	h.fanOut(channel, frame, data)
+}
 
 // snapshots recycles the subscriber lists of fanOut.
 var snapshots = sync.Pool{New: func() any { return new([]*Socket) }}
@@ -333,8 +364,14 @@ func (h *Hub) changeInterest(channel string, change func(*subscribers)) {
 	switch {
 	case after && !before:
 		h.channels[channel] = subs
+		if isInternal(channel) {
+			h.internal++
+		}
 	case !after && before:
 		delete(h.channels, channel)
+		if isInternal(channel) {
+			h.internal--
+		}
 	}
 	h.mu.Unlock()
 
@@ -397,7 +434,7 @@ func (h *Hub) heartbeat() {
 		}
 		batch = batch[:0]
 		h.mu.RLock()
-		for s := range h.sockets {
+		for _, s := range h.sockets {
 			batch = append(batch, s)
 		}
 		h.mu.RUnlock()
@@ -424,7 +461,7 @@ func (h *Hub) heartbeat() {
 
 func (h *Hub) removeSocket(s *Socket) {
 	h.mu.Lock()
-	delete(h.sockets, s)
+	delete(h.sockets, s.id)
 	h.mu.Unlock()
 	h.counters.closed.Add(1)
 }
@@ -432,7 +469,7 @@ func (h *Hub) removeSocket(s *Socket) {
 // Stats returns the current gauges and counters.
 func (h *Hub) Stats() Stats {
 	h.mu.RLock()
-	st := Stats{Connections: len(h.sockets), Channels: len(h.channels)}
+	st := Stats{Connections: len(h.sockets), Channels: len(h.channels) - h.internal}
 	h.mu.RUnlock()
 	c := &h.counters
 	st.Accepted, st.Closed = c.accepted.Load(), c.closed.Load()
@@ -447,7 +484,7 @@ func (h *Hub) beginClose() []*Socket {
 	h.mu.Lock()
 	h.closed = true
 	sockets := make([]*Socket, 0, len(h.sockets))
-	for s := range h.sockets {
+	for _, s := range h.sockets {
 		sockets = append(sockets, s)
 	}
 	h.mu.Unlock()
@@ -473,6 +510,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.dropAll()
 		<-done
 	}
+	h.presence.stop()
 	h.pool.close()
 	return errors.Join(err, h.closeBroker())
 }
@@ -483,6 +521,7 @@ func (h *Hub) Close() error {
 	h.beginClose()
 	h.dropAll()
 	h.wg.Wait()
+	h.presence.stop()
 	h.pool.close()
 	return h.closeBroker()
 }
@@ -490,7 +529,7 @@ func (h *Hub) Close() error {
 func (h *Hub) dropAll() {
 	h.mu.RLock()
 	sockets := make([]*Socket, 0, len(h.sockets))
-	for s := range h.sockets {
+	for _, s := range h.sockets {
 		sockets = append(sockets, s)
 	}
 	h.mu.RUnlock()

@@ -47,8 +47,19 @@ type Options struct {
 	// WriteTimeout bounds one write to a socket; a socket that takes longer
 	// is closed. default: 10s
 	WriteTimeout time.Duration
-	// BrokerTimeout bounds each call to the Broker. default: 5s
+	// BrokerTimeout bounds each call to the Broker that waits for an answer
+	// (Subscribe, Unsubscribe, presence, SendToSocket's reply).
+	// default: 5s
 	BrokerTimeout time.Duration
+	// MaxUserLength bounds user IDs (Socket.SetUser, SendToUser) in bytes.
+	// default: 256
+	MaxUserLength int
+	// Presence, when set, says which channels track presence: who is in
+	// them, in every process (Hub.Presence), with joins and leaves
+	// published on the channel's companion (PresenceSuffix). Across
+	// processes it needs a Broker that implements PresenceBroker.
+	// default: nil, no presence
+	Presence func(channel string) bool
 	// Logger receives connection errors, refused input and slow-consumer
 	// closes. default: discard
 	Logger *slog.Logger
@@ -63,6 +74,7 @@ const (
 	DefaultMaxSubscriptions = 1024
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultBrokerTimeout    = 5 * time.Second
+	DefaultMaxUserLength    = 256
 )
 
 // withDefaults validates o and returns a copy with defaults filled in.
@@ -76,6 +88,10 @@ func (o Options) withDefaults() (Options, error) {
 	option.NotNegative(c, "MaxSubscriptions", o.MaxSubscriptions)
 	option.NotNegative(c, "WriteTimeout", o.WriteTimeout)
 	option.NotNegative(c, "BrokerTimeout", o.BrokerTimeout)
+	option.NotNegative(c, "MaxUserLength", o.MaxUserLength)
+	if _, ok := o.Broker.(PresenceBroker); o.Presence != nil && o.Broker != nil && !ok {
+		c.Failf("Presence", "needs a Broker that implements hub.PresenceBroker (got %T)", o.Broker)
+	}
 	if err := c.Err(); err != nil {
 		return o, err
 	}
@@ -86,6 +102,7 @@ func (o Options) withDefaults() (Options, error) {
 	o.MaxSubscriptions = option.Default(o.MaxSubscriptions, DefaultMaxSubscriptions)
 	o.WriteTimeout = option.Default(o.WriteTimeout, DefaultWriteTimeout)
 	o.BrokerTimeout = option.Default(o.BrokerTimeout, DefaultBrokerTimeout)
+	o.MaxUserLength = option.Default(o.MaxUserLength, DefaultMaxUserLength)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -35,7 +35,11 @@ type Socket struct {
 	pingSent atomic.Int64 // UnixNano of the unanswered ping; 0 when answered
 	ext      bool         // the client speaks the protocol extension
 
+	userMu sync.Mutex // serialises SetUser with the end of the socket; taken before the hub's locks
+
 	mu           sync.Mutex // protects the fields below
+	user         string
+	ended        bool // the reader has finished: SetUser may not add the socket anywhere
 	handlers     map[string]func(json.RawMessage)
 	onDisconnect func(code CloseCode, reason string)
 	onError      func(error)
@@ -186,8 +190,11 @@ func (s *Socket) finish(err error) {
 		ce = e
 	}
 
+	s.leaveUser()
+	user := s.User()
 	for _, ch := range s.Channels() {
 		s.hub.removeSubscriber(ch, s)
+		s.hub.presence.leave(s, ch, user)
 	}
 	s.mu.Lock()
 	s.channels = nil
@@ -307,6 +314,9 @@ func (s *Socket) subscribe(ch string) error {
 	if len(ch) > h.opts.MaxChannelLength {
 		return ErrChannelTooLong
 	}
+	if isInternal(ch) {
+		return refused(errReservedChannel)
+	}
 	s.mu.Lock()
 	_, dup := s.channels[ch]
 	full := len(s.channels) >= h.opts.MaxSubscriptions
@@ -332,6 +342,7 @@ func (s *Socket) subscribe(ch string) error {
 	s.channels[ch] = struct{}{}
 	s.mu.Unlock()
 	h.addSubscriber(ch, s)
+	h.presence.join(s, ch)
 	return nil
 }
 
@@ -342,6 +353,7 @@ func (s *Socket) unsubscribe(ch string) {
 	s.mu.Unlock()
 	if ok {
 		s.hub.removeSubscriber(ch, s)
+		s.hub.presence.leave(s, ch, s.User())
 	}
 }
 
