@@ -45,7 +45,7 @@ type Hub struct {
 
 	mu       sync.RWMutex // protects the fields below
 	channels map[string]*subscribers
-	internal int // entries of channels that are internal (users, the node)
+	internal int                // entries of channels that are internal (users, the node)
 	sockets  map[string]*Socket // by ID
 	closed   bool
 
