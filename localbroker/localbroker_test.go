@@ -113,6 +113,11 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, newFixture(t, localbroker.ServerOptions{}).harness())
 }
 
+func TestAddressing(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	brokertest.RunAddressing(t, newFixture(t, localbroker.ServerOptions{}).harness())
+}
+
 func TestWrongSecretBrokerIsRefused(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	f := newFixture(t, localbroker.ServerOptions{})

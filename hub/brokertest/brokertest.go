@@ -1,11 +1,16 @@
 // Package brokertest is the conformance suite every hub.Broker must pass.
 //
-// Each Broker a Harness makes stands for one process. The suite checks
+// Each Broker a Harness makes stands for one process. Run checks
 // interest-based routing, exactly-once delivery to each interested process
 // and none to the publisher, per-publisher order, unsubscribe, 1 MiB
 // payloads, 100,000 channels, concurrent publishers, odd channel names, and,
 // when the harness can restart its backend, that deliveries resume by
-// themselves after a restart.
+// themselves after a restart. RunAddressing checks users and addressing
+// (SendToUser, SendToSocket, DisconnectUser) between two hubs over the
+// Broker. RunPresence checks a hub.PresenceBroker: the union of every
+// process's members, leaves, order within a batch, 10,000 members in one
+// batch, concurrent processes, members going with a closed or killed
+// process, and members recorded again after a backend restart.
 package brokertest
 
 import (
@@ -34,16 +39,32 @@ type Harness struct {
 	Channels int
 	// Timeout bounds every wait. default: 10s
 	Timeout time.Duration
+	// Kill, when set, stops a Broker the way a killed process would: no
+	// goodbye to the backend (RunPresence checks that its members go
+	// within PresenceBound).
+	Kill func(t *testing.T, b hub.Broker)
+	// PresenceBound is how long the backend may take to agree on a
+	// change of presence, incl. forgetting a killed process's members.
+	// default: Timeout
+	PresenceBound time.Duration
 }
 
-// Run runs the whole suite.
-func Run(t *testing.T, h Harness) {
+func (h Harness) withDefaults() Harness {
 	if h.Channels == 0 {
 		h.Channels = 100_000
 	}
 	if h.Timeout == 0 {
 		h.Timeout = 10 * time.Second
 	}
+	if h.PresenceBound == 0 {
+		h.PresenceBound = h.Timeout
+	}
+	return h
+}
+
+// Run runs the whole suite.
+func Run(t *testing.T, h Harness) {
+	h = h.withDefaults()
 	tests := []struct {
 		name string
 		fn   func(*testing.T, Harness)
