@@ -322,7 +322,7 @@ type example struct {
 }
 
 // The master's log lines that tell a worker's PID (package cluster).
-var workerLine = regexp.MustCompile(`msg="worker (?:is running|restarted|replaced)" worker=(\d+) pid=(\d+)`)
+var workerLine = regexp.MustCompile(`msg="worker (?:is running|restarted|replaced)" (?:component=\S+ )?worker=(\d+) pid=(\d+)`)
 
 // startExample starts bin with workers workers on free ports and waits
 // until it is ready: every worker announced and /api/health answering. A
