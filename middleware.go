@@ -171,6 +171,14 @@ func (s *Server) PresenceStats(ctx context.Context, channel string) (hub.Presenc
 	return s.hub.PresenceStats(ctx, channel)
 }
 
+// History returns channel's publications after since, oldest first, at
+// most limit (0: all kept), and the channel's current position; a zero
+// since asks for the newest limit. The channel must be enabled by
+// WithHistory. See hub.Hub.History for the errors.
+func (s *Server) History(ctx context.Context, channel string, since hub.Position, limit int) ([]hub.Publication, hub.Position, error) {
+	return s.hub.History(ctx, channel, since, limit)
+}
+
 // Shutdown refuses new connections, closes every socket with 1001 after its
 // queued frames are written, waits for the server's goroutines and closes
 // the broker. If ctx ends first, remaining connections are dropped.

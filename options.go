@@ -110,6 +110,17 @@ func WithPresence(enabled func(channel string) bool) Option {
 	return func(c *config) { c.hub.Presence = enabled }
 }
 
+// WithHistory sets which channels keep their recent publications: size of
+// them, each for ttl (0 for none). Their publications get positions
+// (offset and epoch), clients of the protocol extension (the Go client
+// with Recover, the browser client served at <path>/clusterws.js) recover
+// what they missed after a reconnect, and Server.History reads them. Under
+// cluster.Run and with redisbroker the brokers keep it for all processes.
+// default: none
+func WithHistory(fn func(channel string) (size int, ttl time.Duration)) Option {
+	return func(c *config) { c.hub.History = fn }
+}
+
 // WithMaxUserLength bounds user IDs (Socket.SetUser, SendToUser) in
 // bytes. default: 256
 func WithMaxUserLength(n int) Option { return func(c *config) { c.hub.MaxUserLength = n } }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/clusterws/clusterws-go/internal/history"
 	"github.com/clusterws/clusterws-go/internal/protocol"
 	"github.com/clusterws/clusterws-go/internal/ratelog"
 	"github.com/clusterws/clusterws-go/internal/wsconn"
@@ -59,6 +60,7 @@ type Hub struct {
 	pool     *writerPool // stopped after wg's goroutines
 	presence presence
 	requests requests
+	history  *history.Store // channels' history when there is no Broker
 }
 
 // subscribers of one channel. The slice makes fan-out a plain loop; index
@@ -68,13 +70,18 @@ type subscribers struct {
 	index    map[*Socket]int
 	watchers []*watcher
 	pinned   bool // interest of the hub itself (its node channel)
+	// recovering are sockets reading the channel's history; fan-outs hold
+	// their frames back (see Socket.subscribeAt).
+	recovering map[*Socket]*recovery
 }
 
 type watcher struct {
 	fn func(json.RawMessage)
 }
 
-func (s *subscribers) empty() bool { return len(s.sockets) == 0 && len(s.watchers) == 0 && !s.pinned }
+func (s *subscribers) empty() bool {
+	return len(s.sockets) == 0 && len(s.watchers) == 0 && len(s.recovering) == 0 && !s.pinned
+}
 
 type counters struct {
 	accepted, closed, published, delivered, brokerErrors, ignored,
@@ -124,6 +131,9 @@ func New(opts Options) (*Hub, error) {
 		}
 	}
 	h.presence.init(h)
+	if o.Broker == nil {
+		h.history = history.New()
+	}
 	if o.Broker != nil {
 		// The node channel carries SendToSocket requests and their
 		// replies. The Broker records the interest even while it cannot
@@ -238,6 +248,9 @@ func (h *Hub) publish(ctx context.Context, channel string, frame, data []byte) e
 
 // send is publish without the check for a closed hub.
 func (h *Hub) send(ctx context.Context, channel string, frame, data []byte) error {
+	if opts, ok := h.historyOf(channel); ok {
+		return h.publishHistory(ctx, channel, frame, data, opts)
+	}
 	h.local(channel, frame, data)
 	if h.opts.Broker == nil {
 		return nil
@@ -259,7 +272,7 @@ func (h *Hub) local(channel string, frame, data []byte) {
 		h.control(channel, frame)
 		return
 	}
-	h.fanOut(channel, frame, data)
+	h.fanOut(channel, frame, data, true)
 }
 
 // snapshots recycles the subscriber lists of fanOut.
@@ -269,7 +282,7 @@ var snapshots = sync.Pool{New: func() any { return new([]*Socket) }}
 // data to the channel's watchers (decoded from frame when data is nil). The
 // subscribers are copied under the read lock and offered after it, so no
 // lock is held while sockets are written.
-func (h *Hub) fanOut(channel string, frame, data []byte) {
+func (h *Hub) fanOut(channel string, frame, data []byte, inline bool) {
 	h.mu.RLock()
 	subs := h.channels[channel]
 	if subs == nil {
@@ -282,11 +295,14 @@ func (h *Hub) fanOut(channel string, frame, data []byte) {
 	if len(subs.watchers) > 0 {
 		watchers = append(watchers, subs.watchers...)
 	}
+	for _, r := range subs.recovering {
+		r.add(frame) // sent after the socket's missed publications
+	}
 	h.mu.RUnlock()
 
 	n := len(sockets)
 	for _, s := range sockets {
-		s.send(frame, n <= inlineFanout)
+		s.send(frame, inline && n <= inlineFanout)
 	}
 	clear(sockets)
 	*sp = sockets[:0]

@@ -60,6 +60,13 @@ type Options struct {
 	// processes it needs a Broker that implements PresenceBroker.
 	// default: nil, no presence
 	Presence func(channel string) bool
+	// History, when set, says which channels keep their recent
+	// publications (size of them, each for ttl; 0 for none): their
+	// publications get positions, clients of the protocol extension
+	// recover what they missed, and Hub.History reads them. Across
+	// processes it needs a Broker that implements HistoryBroker.
+	// default: nil, no history
+	History func(channel string) (size int, ttl time.Duration)
 	// Logger receives connection errors, refused input and slow-consumer
 	// closes. default: discard
 	Logger *slog.Logger
@@ -91,6 +98,9 @@ func (o Options) withDefaults() (Options, error) {
 	option.NotNegative(c, "MaxUserLength", o.MaxUserLength)
 	if _, ok := o.Broker.(PresenceBroker); o.Presence != nil && o.Broker != nil && !ok {
 		c.Failf("Presence", "needs a Broker that implements hub.PresenceBroker (got %T)", o.Broker)
+	}
+	if _, ok := o.Broker.(HistoryBroker); o.History != nil && o.Broker != nil && !ok {
+		c.Failf("History", "needs a Broker that implements hub.HistoryBroker (got %T)", o.Broker)
 	}
 	if err := c.Err(); err != nil {
 		return o, err

@@ -255,16 +255,17 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 			s.safely("event handler "+m.Name, func() { fn(m.Data) })
 		}
 	case protocol.KindPublish:
-		s.done(0, m.Name, s.publish(m.Name, m.Data))
+		s.done(0, m.Name, s.publish(m.Name, m.Data), nil)
 	case protocol.KindSystem:
 		req, err := protocol.DecodeRequest(m.Data, s.ext)
 		if err != nil {
 			s.ignore(ErrMalformedMessage, m.Name)
 			return
 		}
+		var extra []byte // more members of the answer
 		switch m.Name {
 		case protocol.SystemSubscribe:
-			err = s.subscribe(req.Channel)
+			extra, err = s.subscribe(req)
 		case protocol.SystemUnsubscribe:
 			s.unsubscribe(req.Channel)
 		case protocol.SystemPublish:
@@ -276,14 +277,14 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 			s.ignore(ErrUnknownKind, m.Name)
 			return
 		}
-		s.done(req.ID, req.Channel, err)
+		s.done(req.ID, req.Channel, err, extra)
 	}
 }
 
 // done reports how a request on channel ended: refusals are counted,
 // logged at debug and passed to OnError; with an id (the protocol
 // extension) the client gets an answer.
-func (s *Socket) done(id uint64, channel string, err error) {
+func (s *Socket) done(id uint64, channel string, err error, extra []byte) {
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrNotSubscribed):
@@ -300,32 +301,36 @@ func (s *Socket) done(id uint64, channel string, err error) {
 		return
 	}
 	if err == nil {
-		s.send(s.hub.enc.Answer(id, 0, ""), true)
+		s.send(s.hub.enc.Answer(id, 0, "", extra), true)
 		return
 	}
 	r := replyOf(err)
-	s.send(s.hub.enc.Answer(id, r.Code, r.Reason), true)
+	s.send(s.hub.enc.Answer(id, r.Code, r.Reason, nil), true)
 }
 
-// subscribe adds the socket to channel, unless a limit or OnSubscribe
-// refuses it. It returns once the Broker routes the channel here.
-func (s *Socket) subscribe(ch string) error {
+// subscribe adds the socket to the request's channel, unless a limit or
+// OnSubscribe refuses it. It returns once the Broker routes the channel
+// here. On a channel with history, a request that wants an answer learns
+// its position (extra), after the publications it missed since
+// req.Since.
+func (s *Socket) subscribe(req protocol.Request) (extra []byte, err error) {
 	h := s.hub
+	ch := req.Channel
 	if len(ch) > h.opts.MaxChannelLength {
-		return ErrChannelTooLong
+		return nil, ErrChannelTooLong
 	}
 	if isInternal(ch) {
-		return refused(errReservedChannel)
+		return nil, refused(errReservedChannel)
 	}
 	s.mu.Lock()
 	_, dup := s.channels[ch]
 	full := len(s.channels) >= h.opts.MaxSubscriptions
 	s.mu.Unlock()
 	if dup {
-		return nil
+		return nil, nil
 	}
 	if full {
-		return ErrTooManyChannels
+		return nil, ErrTooManyChannels
 	}
 	if err := s.hook("OnSubscribe", func() error {
 		if h.opts.OnSubscribe == nil {
@@ -333,7 +338,7 @@ func (s *Socket) subscribe(ch string) error {
 		}
 		return h.opts.OnSubscribe(s, ch)
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	s.mu.Lock()
 	if s.channels == nil {
@@ -341,9 +346,18 @@ func (s *Socket) subscribe(ch string) error {
 	}
 	s.channels[ch] = struct{}{}
 	s.mu.Unlock()
-	h.addSubscriber(ch, s)
+	if opts, ok := h.historyOf(ch); ok && req.ID != 0 {
+		var since Position
+		if req.Since != nil {
+			since = Position(*req.Since)
+		}
+		pos, recovered := s.subscribeAt(ch, since, opts)
+		extra = appendPosition(extra, pos, req.Since != nil, recovered)
+	} else {
+		h.addSubscriber(ch, s)
+	}
 	h.presence.join(s, ch)
-	return nil
+	return extra, nil
 }
 
 func (s *Socket) unsubscribe(ch string) {

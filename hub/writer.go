@@ -147,6 +147,20 @@ func (w *writer) send(f wsconn.Frame, inline bool) (sendResult, int) {
 	return sent, 0
 }
 
+// replay queues f, a publication the socket missed, whatever the queue's
+// size: a recovery is bounded by the channel's history, and never partial.
+func (w *writer) replay(f wsconn.Frame) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.state == stateDone {
+		return
+	}
+	w.q.push(f)
+	if w.state == stateIdle {
+		w.scheduleLocked()
+	}
+}
+
 // writeInline writes f on the calling goroutine; the writer is inline.
 func (w *writer) writeInline(f wsconn.Frame) {
 	bp := bufPool.Get().(*[]byte)

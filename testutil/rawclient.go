@@ -27,13 +27,14 @@ type Frame struct {
 }
 
 // Decoded returns kind, name and data of a JSON frame, failing the test if
-// it is not {"#":[kind,name,data]}.
+// it is not {"#":[kind,name,data]} (or, a publish on a channel with
+// history, {"#":["p",channel,data,position]}).
 func (f Frame) Decoded(t testing.TB) (kind, name string, data json.RawMessage) {
 	t.Helper()
 	var env struct {
 		Hash []json.RawMessage `json:"#"`
 	}
-	if err := json.Unmarshal(f.Data, &env); err != nil || len(env.Hash) != 3 {
+	if err := json.Unmarshal(f.Data, &env); err != nil || len(env.Hash) < 3 || len(env.Hash) > 4 {
 		t.Fatalf("not a ClusterWS frame: %q (%v)", f.Data, err)
 	}
 	if json.Unmarshal(env.Hash[0], &kind) != nil || json.Unmarshal(env.Hash[1], &name) != nil {

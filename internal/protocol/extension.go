@@ -22,6 +22,9 @@ type Request struct {
 	ID      uint64          `json:"id"`
 	Channel string          `json:"channel"`
 	Data    json.RawMessage `json:"data"`
+	// Since asks a subscribe to a channel with history to recover the
+	// publications after this position first.
+	Since *Position `json:"since"`
 }
 
 // DecodeRequest reads the data of a system frame: a channel name (3.x),
@@ -39,13 +42,18 @@ func DecodeRequest(data []byte, ext bool) (Request, error) {
 	if err := d.Decode(&r); err != nil || d.More() {
 		return Request{}, ErrShape
 	}
+	if r.Since != nil && (!ValidEpoch(r.Since.Epoch) || r.Since.Offset == 0) {
+		return Request{}, ErrShape
+	}
 	return r, nil
 }
 
-// Answer returns the answer to request id: ok when code is 0, else an
-// error with code and reason.
-func (e Encoder) Answer(id uint64, code int, reason string) []byte {
+// Answer returns the answer to request id: ok when code is 0, with the
+// JSON members in extra (",\"k\":v..." or nothing), else an error with code
+// and reason.
+func (e Encoder) Answer(id uint64, code int, reason string, extra []byte) []byte {
 	data := strconv.AppendUint([]byte(`{"id":`), id, 10)
+	data = append(data, extra...)
 	if code != 0 {
 		data = append(data, `,"error":{"code":`...)
 		data = strconv.AppendInt(data, int64(code), 10)

@@ -47,10 +47,10 @@ func TestAnswer(t *testing.T) {
 		{Encoder{}, 4, 403, `not "you"`, `{"#":["s","a",{"id":4,"error":{"code":403,"reason":"not \"you\""}}]}`},
 		{Encoder{ASCII: true}, 5, 414, "é", `{"#":["s","a",{"id":5,"error":{"code":414,"reason":"\u00e9"}}]}`},
 	} {
-		if got := string(tc.enc.Answer(tc.id, tc.code, tc.reason)); got != tc.want {
+		if got := string(tc.enc.Answer(tc.id, tc.code, tc.reason, nil)); got != tc.want {
 			t.Errorf("Answer(%d, %d, %q) = %s, want %s", tc.id, tc.code, tc.reason, got, tc.want)
 		}
-		if _, err := Decode(tc.enc.Answer(tc.id, tc.code, tc.reason), false); err != nil {
+		if _, err := Decode(tc.enc.Answer(tc.id, tc.code, tc.reason, nil), false); err != nil {
 			t.Errorf("answer does not decode: %v", err)
 		}
 	}
@@ -75,7 +75,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatalf("DecodeRequest(%q): data %q is not JSON", b, r.Data)
 		}
 		for _, enc := range []Encoder{{}, {ASCII: true}} {
-			if _, err := Decode(enc.Answer(r.ID, 403, r.Channel), false); err != nil {
+			if _, err := Decode(enc.Answer(r.ID, 403, r.Channel, nil), false); err != nil {
 				t.Fatalf("answer with reason %q does not decode: %v", r.Channel, err)
 			}
 		}

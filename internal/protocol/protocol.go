@@ -48,6 +48,10 @@ type Message struct {
 	Name string // event, channel, or system name
 	// Data is the raw JSON value of the third element; it aliases the input.
 	Data json.RawMessage
+	// Position is the fourth element of a publish on a channel with
+	// history (HasPosition).
+	Position    Position
+	HasPosition bool
 }
 
 // Decode parses one client frame. legacy selects the seed-era "m" key.
@@ -114,7 +118,13 @@ func Decode(b []byte, legacy bool) (Message, error) {
 		}
 		data := bytes.TrimSpace(b[p.i:end])
 		if !json.Valid(data) {
-			return m, p.fail()
+			// A publish of a channel with history carries its position
+			// as a fourth element.
+			rest, pos, ok := cutPosition(data)
+			if !ok || !json.Valid(rest) {
+				return m, p.fail()
+			}
+			data, m.Position, m.HasPosition = rest, pos, true
 		}
 		m.Data = data
 	}

@@ -1,0 +1,225 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/clusterws/clusterws-go/internal/history"
+	"github.com/clusterws/clusterws-go/internal/protocol"
+	"github.com/clusterws/clusterws-go/internal/wsconn"
+)
+
+// Position is a place in a channel's history: the offset of a publication
+// and the epoch the offsets count in. Offsets grow by one per publication
+// within an epoch; a new epoch means the history was lost (a backend
+// restart without persistence, a channel forgotten), so a reader can tell
+// "nothing missed" from "gap".
+type Position struct {
+	Offset uint64 `json:"offset"`
+	Epoch  string `json:"epoch"`
+}
+
+// Publication is one entry of a channel's history.
+type Publication struct {
+	Offset uint64          `json:"offset"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// HistoryOptions are a channel's history settings (Options.History).
+type HistoryOptions struct {
+	Size int           // publications kept
+	TTL  time.Duration // how long each is kept
+}
+
+// HistoryBroker is a Broker that also keeps channels' history and gives
+// their publications positions. The Hub needs one for history
+// (Options.History) across processes; without a Broker it keeps history
+// itself. Both implementations pass the history part of the conformance
+// suite in hub/brokertest.
+type HistoryBroker interface {
+	Broker
+	// PublishHistory gives frame, a publish frame of channel, the
+	// channel's next offset, keeps it (at most opts.Size publications,
+	// each for opts.TTL), and delivers it with its position as the fourth
+	// element (protocol: {"#":["p",channel,data,{"offset":N,"epoch":"E"}]})
+	// to every process interested in channel, this one included, in
+	// offset order. A publish that returns an error got no position and
+	// was delivered nowhere.
+	PublishHistory(ctx context.Context, channel string, frame []byte, opts HistoryOptions) (Position, error)
+	// History returns channel's kept frames (as delivered, with their
+	// positions) after since, oldest first, at most limit of them (0: all
+	// kept), and the channel's current position. A zero since asks for the
+	// newest limit frames. A since in another epoch, or older than what
+	// is kept, returns ErrPositionLost with the current position. The
+	// channel's position exists from the first call on (a channel never
+	// published to is at offset 0 of a new epoch).
+	History(ctx context.Context, channel string, since Position, limit int, opts HistoryOptions) ([][]byte, Position, error)
+}
+
+// Errors of history.
+var (
+	ErrHistoryDisabled = errors.New("hub: history is not enabled for this channel")
+	// ErrPositionLost: the publications after a position are no longer
+	// all kept (another epoch, or older than the history's window).
+	ErrPositionLost = errors.New("hub: position lost: publications after it are no longer kept")
+)
+
+// historyOf returns channel's history settings; ok is false without
+// history.
+func (h *Hub) historyOf(channel string) (HistoryOptions, bool) {
+	if h.opts.History == nil || isInternal(channel) {
+		return HistoryOptions{}, false
+	}
+	size, ttl := h.opts.History(channel)
+	if size <= 0 || ttl <= 0 {
+		return HistoryOptions{}, false
+	}
+	return HistoryOptions{Size: size, TTL: ttl}, true
+}
+
+// publishHistory publishes frame on a channel with history: the broker
+// (or, alone, the hub) gives it a position, and it is delivered to every
+// subscriber, here too, in offset order.
+func (h *Hub) publishHistory(ctx context.Context, channel string, frame, data []byte, opts HistoryOptions) error {
+	if hb, ok := h.opts.Broker.(HistoryBroker); ok {
+		if _, err := hb.PublishHistory(ctx, channel, frame, opts); err != nil {
+			h.counters.brokerErrors.Add(1)
+			return err
+		}
+		return nil // delivered here through deliver, in the broker's order
+	}
+	// Offsets are given and fanned out under the channel's stripe lock, so
+	// local subscribers get them in order; fanOut only queues then.
+	st := h.stripe(channel)
+	st.Lock()
+	defer st.Unlock()
+	pf, _ := h.history.Append(channel, frame, opts.Size, opts.TTL)
+	h.fanOut(channel, pf, data, false)
+	return nil
+}
+
+// readHistory reads channel's history from the broker or the hub's store.
+func (h *Hub) readHistory(ctx context.Context, channel string, since Position, limit int, opts HistoryOptions) ([][]byte, Position, error) {
+	if hb, ok := h.opts.Broker.(HistoryBroker); ok {
+		return hb.History(ctx, channel, since, limit, opts)
+	}
+	frames, top, err := h.history.Read(channel, protocol.Position(since), limit, opts.Size)
+	if errors.Is(err, history.ErrLost) {
+		err = ErrPositionLost
+	}
+	return frames, Position(top), err
+}
+
+// History returns channel's publications after since, oldest first, at
+// most limit of them (0: all kept), and the channel's current position. A
+// zero since asks for the newest limit publications. A since in another
+// epoch or older than the history's window returns ErrPositionLost with
+// the current position: a reader never gets part of what it missed. It
+// returns ErrHistoryDisabled for a channel without history.
+func (h *Hub) History(ctx context.Context, channel string, since Position, limit int) ([]Publication, Position, error) {
+	opts, ok := h.historyOf(channel)
+	if !ok {
+		return nil, Position{}, ErrHistoryDisabled
+	}
+	frames, top, err := h.readHistory(ctx, channel, since, limit, opts)
+	if err != nil {
+		return nil, top, err
+	}
+	pubs := make([]Publication, 0, len(frames))
+	for _, f := range frames {
+		m, err := protocol.Decode(f, h.opts.Legacy)
+		if err != nil || !m.HasPosition {
+			return nil, top, errors.New("hub: the broker returned a frame without a position")
+		}
+		pubs = append(pubs, Publication{Offset: m.Position.Offset, Data: m.Data})
+	}
+	return pubs, top, nil
+}
+
+// appendPosition appends the answer's members for a subscribe to a
+// channel with history: where the socket is, and whether it recovered.
+func appendPosition(dst []byte, pos Position, asked, recovered bool) []byte {
+	dst = append(dst, `,"position":{"offset":`...)
+	dst = strconv.AppendUint(dst, pos.Offset, 10)
+	dst = append(dst, `,"epoch":"`...)
+	dst = append(dst, pos.Epoch...)
+	dst = append(dst, `"}`...)
+	if asked {
+		dst = strconv.AppendBool(append(dst, `,"recovered":`...), recovered)
+	}
+	return dst
+}
+
+// recovery buffers a socket's live frames of one channel while its
+// history is read, so that it gets the history first and then live frames
+// without a gap or a duplicate.
+type recovery struct {
+	mu     sync.Mutex // protects frames
+	frames [][]byte
+}
+
+func (r *recovery) add(frame []byte) {
+	r.mu.Lock()
+	r.frames = append(r.frames, frame)
+	r.mu.Unlock()
+}
+
+// subscribeAt adds s to channel, which has history: live frames are held
+// back while the history after since is read; then s gets the frames it
+// missed, if it can get them all, and the live ones after them. A zero
+// since only learns the position. It returns the position s is at and
+// whether it got everything after since.
+func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions) (Position, bool) {
+	h := s.hub
+	rec := &recovery{}
+	h.changeInterest(channel, func(subs *subscribers) {
+		if subs.recovering == nil {
+			subs.recovering = make(map[*Socket]*recovery)
+		}
+		subs.recovering[s] = rec
+	})
+	ctx, cancel := context.WithTimeout(s.ctx, h.opts.BrokerTimeout)
+	frames, top, err := h.readHistory(ctx, channel, since, 0, opts)
+	cancel()
+	recovered := err == nil
+	if since == (Position{}) {
+		frames, recovered = nil, false // nothing to recover: start at top
+	}
+	if err != nil && !errors.Is(err, ErrPositionLost) {
+		h.log.Warn("history not read; the socket gets live publications only", "channel", channel, "err", err)
+	}
+	after := top.Offset // skip live frames the socket has (or must not get)
+	if recovered {
+		after = since.Offset
+	}
+	filter := top.Epoch != "" // unless the history could not be read at all
+
+	// Switch to live under the registry lock, queueing the replay and the
+	// held-back frames: a fan-out either held its frame back for us or
+	// sees s among the subscribers, never both.
+	h.mu.Lock()
+	subs := h.channels[channel]
+	delete(subs.recovering, s)
+	subs.index[s] = len(subs.sockets)
+	subs.sockets = append(subs.sockets, s)
+	rec.mu.Lock()
+	held := rec.frames
+	rec.frames = nil
+	rec.mu.Unlock()
+	for _, f := range append(frames, held...) {
+		pos, ok := protocol.FramePosition(f)
+		if filter && (!ok || pos.Epoch != top.Epoch || pos.Offset <= after) {
+			continue
+		}
+		s.w.replay(wsconn.Frame{Data: f, Binary: h.opts.Binary})
+		if ok {
+			after, top.Epoch = pos.Offset, pos.Epoch
+		}
+	}
+	h.mu.Unlock()
+	return Position{Offset: after, Epoch: top.Epoch}, recovered
+}
