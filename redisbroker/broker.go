@@ -6,15 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/backoff"
 )
 
 // Broker carries a process's publishes to other processes through Redis
@@ -29,6 +28,7 @@ type Broker struct {
 	sharded    bool                 // SPUBLISH/SSUBSCRIBE instead of PUBLISH/SUBSCRIBE
 	bySlot     bool                 // one pub/sub connection per cluster master
 	publishCmd any                  // "publish" or "spublish", boxed once
+	retry      backoff.Policy       // between reconnects and health checks
 	id         originID
 
 	// mu protects the fields below, and the shards' fields marked as
@@ -93,6 +93,7 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 		interest: make(map[string]*shard),
 		shards:   make(map[string]*shard),
 		stop:     make(chan struct{}),
+		retry:    backoff.Policy{Min: o.ReconnectMin, Max: o.ReconnectMax},
 	}
 	b.cluster, _ = client.(*redis.ClusterClient)
 	b.sharded = o.Mode == ModeSharded || (o.Mode == ModeAuto && b.cluster != nil)
@@ -348,20 +349,8 @@ func countFrames(version byte, body string) int {
 	return n
 }
 
-func (b *Broker) backoff(failures int) time.Duration {
-	d := b.opts.ReconnectMin << min(max(failures-1, 0), 16)
-	d = min(d, b.opts.ReconnectMax)
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits d, or returns false when the Broker is closed first.
-func (b *Broker) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-b.stop:
-		return false
-	case <-t.C:
-		return true
-	}
+// pause waits before attempt n (from 1) of a reconnect or health check;
+// it returns false when the Broker is closed first.
+func (b *Broker) pause(n int) bool {
+	return backoff.Sleep(b.stop, b.retry.Delay(n))
 }

@@ -218,7 +218,7 @@ func (p *publisher) health() {
 		case <-p.downed:
 		}
 		for failures := 1; !p.up.Load(); failures++ {
-			if !b.sleep(b.backoff(failures)) {
+			if !b.pause(failures) {
 				return
 			}
 			if err := p.healthCheck(); err != nil {

@@ -102,7 +102,7 @@ func (s *shard) run() {
 			if err := s.reroute(); err != nil {
 				failures++
 				s.fail(err, failures)
-				if !b.sleep(b.backoff(failures)) {
+				if !b.pause(failures) {
 					return
 				}
 			} else {
@@ -115,7 +115,7 @@ func (s *shard) run() {
 			if err := s.reroute(); err != nil {
 				failures++
 				s.fail(err, failures)
-				if !b.sleep(b.backoff(failures)) {
+				if !b.pause(failures) {
 					return
 				}
 				continue
@@ -130,7 +130,7 @@ func (s *shard) run() {
 			}
 			failures++
 			s.fail(err, failures)
-			if !b.sleep(b.backoff(failures)) {
+			if !b.pause(failures) {
 				return
 			}
 			continue
@@ -159,7 +159,7 @@ func (s *shard) run() {
 		if b.cluster != nil {
 			b.cluster.ReloadState(context.Background())
 		}
-		if !b.sleep(b.backoff(failures)) {
+		if !b.pause(failures) {
 			return
 		}
 	}
