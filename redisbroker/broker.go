@@ -309,7 +309,7 @@ func (b *Broker) handle(redisChannel, payload string) {
 	origin, version, body, ok := decodePayload(payload)
 	if !ok {
 		b.counters.ignored.Add(1)
-		b.log.Debug("redisbroker: ignored a message not written by this package", "channel", redisChannel)
+		b.log.Debug("ignored a message not written by this package", "channel", redisChannel)
 		return
 	}
 	if origin == b.id {

@@ -222,11 +222,11 @@ func (p *publisher) health() {
 				return
 			}
 			if err := p.healthCheck(); err != nil {
-				b.log.Debug("redisbroker: health check failed", "attempt", failures, "err", err)
+				b.log.Debug("health check failed", "attempt", failures, "err", err)
 				continue
 			}
 			p.up.Store(true)
-			b.log.Info("redisbroker: redis is reachable again; publishing resumes", "checks", failures)
+			b.log.Info("redis is reachable again; publishing resumes", "checks", failures)
 		}
 	}
 }
@@ -415,7 +415,7 @@ func (l *lane) exec(items []*message) error {
 	if err != nil {
 		p.markDown()
 		b.counters.lost.Add(uint64(failed))
-		b.log.Warn("redisbroker: publish pipeline failed; publishing is down until redis answers", "lost", failed, "err", err)
+		b.log.Warn("publish pipeline failed; publishing is down until redis answers", "lost", failed, "err", err)
 		if b.cluster != nil {
 			b.cluster.ReloadState(ctx)
 		}
@@ -459,7 +459,7 @@ func (l *lane) lose(items []*message, err error) {
 		it.release()
 	}
 	l.p.b.counters.lost.Add(uint64(len(items)))
-	l.p.b.log.Warn("redisbroker: publishes dropped", "lost", len(items), "err", err)
+	l.p.b.log.Warn("publishes dropped", "lost", len(items), "err", err)
 	l.finish(len(items), bytes)
 }
 

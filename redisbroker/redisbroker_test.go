@@ -2,6 +2,7 @@ package redisbroker_test
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -567,35 +568,107 @@ func TestNoDeliveryAfterClose(t *testing.T) {
 	}
 }
 
+// Every invalid field is an error that names it and wraps
+// ErrInvalidOption; zero fields get their defaults; values given are kept
+// as they are, and the caller's struct is not touched.
 func TestOptions(t *testing.T) {
+	t.Parallel()
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer client.Close()
-	bad := []redisbroker.Options{
-		{Mode: redisbroker.Mode(7)},
-		{MaxQueue: -1},
-		{MaxBatch: -1},
-		{MaxQueueBytes: -1},
-		{Writers: -1},
-		{ReconnectMax: -time.Second},
-		{DrainTimeout: -time.Second},
-		{PingInterval: -time.Second},
-		{ReconnectMin: time.Second, ReconnectMax: time.Millisecond},
+	logger := slog.New(slog.DiscardHandler)
+	defaults := redisbroker.Options{
+		Prefix: redisbroker.DefaultPrefix, Mode: redisbroker.ModeAuto,
+		MaxQueue: redisbroker.DefaultMaxQueue, MaxQueueBytes: redisbroker.DefaultMaxQueueBytes,
+		MaxBatch: redisbroker.DefaultMaxBatch, Writers: redisbroker.DefaultWriters,
+		ReconnectMin: redisbroker.DefaultReconnectMin, ReconnectMax: redisbroker.DefaultReconnectMax,
+		PingInterval: redisbroker.DefaultPingInterval, DrainTimeout: redisbroker.DefaultDrainTimeout,
 	}
-	for _, o := range bad {
-		if _, err := redisbroker.New(client, o); err == nil {
-			t.Errorf("New(%+v) accepted invalid options", o)
-		}
+	tests := []struct {
+		name string
+		in   redisbroker.Options
+		want redisbroker.Options // when valid, Logger ignored
+		bad  []string            // the fields the error names, when invalid
+	}{
+		{name: "zero", want: defaults},
+		{name: "Prefix", in: redisbroker.Options{Prefix: "{app}:"}, want: with(defaults, func(o *redisbroker.Options) { o.Prefix = "{app}:" })},
+		{name: "Mode", in: redisbroker.Options{Mode: redisbroker.ModeClassic}, want: with(defaults, func(o *redisbroker.Options) { o.Mode = redisbroker.ModeClassic })},
+		{name: "Mode too large", in: redisbroker.Options{Mode: redisbroker.Mode(7)}, bad: []string{"Mode"}},
+		{name: "Mode negative", in: redisbroker.Options{Mode: redisbroker.Mode(-1)}, bad: []string{"Mode"}},
+		{name: "MaxQueue", in: redisbroker.Options{MaxQueue: 5}, want: with(defaults, func(o *redisbroker.Options) { o.MaxQueue = 5 })},
+		{name: "MaxQueue negative", in: redisbroker.Options{MaxQueue: -1}, bad: []string{"MaxQueue"}},
+		{name: "MaxQueueBytes", in: redisbroker.Options{MaxQueueBytes: 5}, want: with(defaults, func(o *redisbroker.Options) { o.MaxQueueBytes = 5 })},
+		{name: "MaxQueueBytes negative", in: redisbroker.Options{MaxQueueBytes: -1}, bad: []string{"MaxQueueBytes"}},
+		{name: "MaxBatch", in: redisbroker.Options{MaxBatch: 5}, want: with(defaults, func(o *redisbroker.Options) { o.MaxBatch = 5 })},
+		{name: "MaxBatch negative", in: redisbroker.Options{MaxBatch: -1}, bad: []string{"MaxBatch"}},
+		{name: "Writers", in: redisbroker.Options{Writers: 1}, want: with(defaults, func(o *redisbroker.Options) { o.Writers = 1 })},
+		{name: "Writers negative", in: redisbroker.Options{Writers: -1}, bad: []string{"Writers"}},
+		{name: "ReconnectMin", in: redisbroker.Options{ReconnectMin: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.ReconnectMin = time.Second })},
+		{name: "ReconnectMin above the default max", in: redisbroker.Options{ReconnectMin: time.Minute},
+			want: with(defaults, func(o *redisbroker.Options) { o.ReconnectMin, o.ReconnectMax = time.Minute, time.Minute })},
+		{name: "ReconnectMin negative", in: redisbroker.Options{ReconnectMin: -time.Second}, bad: []string{"ReconnectMin"}},
+		{name: "ReconnectMax", in: redisbroker.Options{ReconnectMax: time.Minute}, want: with(defaults, func(o *redisbroker.Options) { o.ReconnectMax = time.Minute })},
+		{name: "ReconnectMax negative", in: redisbroker.Options{ReconnectMax: -time.Second}, bad: []string{"ReconnectMax"}},
+		{name: "ReconnectMax below ReconnectMin", in: redisbroker.Options{ReconnectMin: time.Second, ReconnectMax: time.Millisecond}, bad: []string{"ReconnectMax"}},
+		{name: "ReconnectMax below the default min", in: redisbroker.Options{ReconnectMax: time.Millisecond},
+			want: with(defaults, func(o *redisbroker.Options) { o.ReconnectMin, o.ReconnectMax = time.Millisecond, time.Millisecond })},
+		{name: "PingInterval", in: redisbroker.Options{PingInterval: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.PingInterval = time.Second })},
+		{name: "PingInterval negative", in: redisbroker.Options{PingInterval: -time.Second}, bad: []string{"PingInterval"}},
+		{name: "DrainTimeout", in: redisbroker.Options{DrainTimeout: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.DrainTimeout = time.Second })},
+		{name: "DrainTimeout negative", in: redisbroker.Options{DrainTimeout: -time.Second}, bad: []string{"DrainTimeout"}},
+		{name: "Logger", in: redisbroker.Options{Logger: logger}, want: defaults},
+		{name: "every problem at once", in: redisbroker.Options{MaxQueue: -1, Writers: -1, DrainTimeout: -1},
+			bad: []string{"MaxQueue", "Writers", "DrainTimeout"}},
 	}
-	o := redisbroker.Options{}
-	if _, err := redisbroker.New(client, o); err != nil {
-		t.Fatal(err)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := tc.in
+			b, err := redisbroker.New(client, in)
+			if in != tc.in {
+				t.Errorf("New modified the caller's Options: %+v, was %+v", in, tc.in)
+			}
+			if tc.bad != nil {
+				if err == nil {
+					t.Fatalf("New(%+v) accepted invalid options", tc.in)
+				}
+				if !errors.Is(err, redisbroker.ErrInvalidOption) || !strings.HasPrefix(err.Error(), "redisbroker: invalid option: ") {
+					t.Errorf("New(%+v) = %q, want an error wrapping ErrInvalidOption", tc.in, err)
+				}
+				for _, field := range tc.bad {
+					if !strings.Contains(err.Error(), field+" ") {
+						t.Errorf("New(%+v) = %q, does not name %s", tc.in, err, field)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("New(%+v) = %v", tc.in, err)
+			}
+			got := redisbroker.OptionsOf(b)
+			if got.Logger == nil {
+				t.Error("no default Logger")
+			}
+			got.Logger = nil
+			if got != tc.want {
+				t.Errorf("New(%+v) runs with\n%+v, want\n%+v", tc.in, got, tc.want)
+			}
+		})
 	}
-	if _, err := redisbroker.New(nil, o); err != redisbroker.ErrNilClient {
+}
+
+func with(o redisbroker.Options, change func(*redisbroker.Options)) redisbroker.Options {
+	change(&o)
+	return o
+}
+
+// New refuses what it cannot route pub/sub through.
+func TestNewClients(t *testing.T) {
+	t.Parallel()
+	if _, err := redisbroker.New(nil, redisbroker.Options{}); err != redisbroker.ErrNilClient {
 		t.Fatalf("New(nil) = %v", err)
 	}
 	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
 	defer ring.Close()
-	if _, err := redisbroker.New(ring, o); err != redisbroker.ErrUnsupportedClient {
+	if _, err := redisbroker.New(ring, redisbroker.Options{}); err != redisbroker.ErrUnsupportedClient {
 		t.Fatalf("New(ring) = %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -26,6 +27,7 @@ var errLost = errors.New("redisbroker: pub/sub connection lost")
 type shard struct {
 	b      *Broker
 	addr   string                // the node's address; "" for the single connection
+	log    *slog.Logger          // the Broker's, with the node's address on a cluster
 	client redis.UniversalClient // makes this shard's PubSubs; nil for Broker.unrouted
 	wake   chan struct{}         // capacity 1: there is work for run
 
@@ -53,9 +55,14 @@ type pending struct {
 }
 
 func newShard(b *Broker, addr string, client redis.UniversalClient) *shard {
+	log := b.log
+	if addr != "" {
+		log = log.With("node", addr)
+	}
 	return &shard{
 		b:        b,
 		addr:     addr,
+		log:      log,
 		client:   client,
 		wake:     make(chan struct{}, 1),
 		channels: make(map[string]struct{}),
@@ -139,7 +146,7 @@ func (s *shard) run() {
 			b.counters.reconnects.Add(1)
 		}
 		if failures > 0 || connectedOnce {
-			b.log.Info("redisbroker: pub/sub connected; subscribing again", "node", s.addr)
+			s.log.Info("pub/sub connected; subscribing again")
 		}
 		connectedOnce = true
 		upAt := time.Now()
@@ -174,9 +181,9 @@ func (s *shard) fail(err error, failures int) {
 	s.b.mu.Unlock()
 	release(waiters, ErrUnavailable)
 	if failures == 1 {
-		s.b.log.Warn("redisbroker: pub/sub connection down; reconnecting", "node", s.addr, "err", err)
+		s.log.Warn("pub/sub connection down; reconnecting", "err", err)
 	} else {
-		s.b.log.Debug("redisbroker: pub/sub reconnect failed", "node", s.addr, "attempt", failures, "err", err)
+		s.log.Debug("pub/sub reconnect failed", "attempt", failures, "err", err)
 	}
 }
 
@@ -393,7 +400,7 @@ func (s *shard) read(ps *redis.PubSub, done chan struct{}) {
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, silence)
 		if err != nil {
-			s.b.log.Debug("redisbroker: pub/sub read ended", "node", s.addr, "err", err)
+			s.log.Debug("pub/sub read ended", "err", err)
 			return
 		}
 		switch m := msg.(type) {
@@ -403,12 +410,12 @@ func (s *shard) read(ps *redis.PubSub, done chan struct{}) {
 			if !s.confirm(m.Kind) {
 				// Redis drops sharded subscriptions of a slot that moved to
 				// another node: reconnect, which routes them again.
-				s.b.log.Warn("redisbroker: unexpected pub/sub confirmation; reconnecting", "node", s.addr, "kind", m.Kind, "channel", m.Channel)
+				s.log.Warn("unexpected pub/sub confirmation; reconnecting", "kind", m.Kind, "channel", m.Channel)
 				return
 			}
 		case *redis.Pong:
 			if !s.confirm("ping") {
-				s.b.log.Warn("redisbroker: unexpected PONG; reconnecting", "node", s.addr)
+				s.log.Warn("unexpected PONG; reconnecting")
 				return
 			}
 		}
