@@ -35,12 +35,15 @@ type Broker struct {
 	// guarded by it. The readers take the read lock once per message. No
 	// other lock is taken and no I/O is done while it is held.
 	mu       sync.RWMutex
-	interest map[string]*shard
-	shards   map[string]*shard // by node address; "" for the single connection
-	unrouted *shard            // channels whose cluster node is not known yet (bySlot only)
-	deliver  func(channel string, frame []byte)
-	started  bool
-	closed   bool
+	interest map[string]*shard // channel -> the shard subscribing to it
+	// shards holds the shards with channels or Subscribe calls waiting, by
+	// master address: "" for the single connection, or on a cluster for
+	// the channels whose master is not known yet. A shard that has neither
+	// removes itself (shard.retireIfIdle).
+	shards  map[string]*shard
+	deliver func(channel string, frame []byte)
+	started bool
+	closed  bool
 
 	pub publisher
 
@@ -103,11 +106,6 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 		b.publishCmd = argSPublish
 	}
 	_, _ = crand.Read(b.id[:])
-	if b.bySlot {
-		b.unrouted = newShard(b, "", nil)
-	} else {
-		b.shards[""] = newShard(b, "", client)
-	}
 	b.pub.init(b)
 	return b, nil
 }
@@ -127,13 +125,9 @@ func (b *Broker) Start(deliver func(channel string, frame []byte)) error {
 	}
 	b.started, b.deliver = true, deliver
 	b.pub.start()
-	for _, s := range b.shards {
+	for _, s := range b.shards { // made by Subscribe calls before Start
 		b.wg.Add(1)
 		go s.run()
-	}
-	if b.unrouted != nil {
-		b.wg.Add(1)
-		go b.unrouted.run()
 	}
 	return nil
 }
@@ -172,22 +166,22 @@ func (b *Broker) Flush(ctx context.Context) error { return b.pub.flush(ctx) }
 // When ctx ends first it returns ctx's error, and the subscription still
 // goes ahead.
 func (b *Broker) Subscribe(ctx context.Context, channel string) error {
-	s, routeErr := b.route(ctx, channel)
+	addr, client, routeErr := b.route(ctx, channel)
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return ErrClosed
 	}
-	if routeErr != nil {
-		b.assignLocked(channel, b.unrouted)
-		b.mu.Unlock()
-		b.unrouted.poke()
-		return fmt.Errorf("%w: %w", ErrUnavailable, routeErr)
-	}
+	// The shard is found (or made) and joined in one critical section, so
+	// that it cannot retire in between.
+	s := b.shardLocked(addr, client)
 	b.assignLocked(channel, s)
-	if s.down {
+	if routeErr != nil || s.down {
 		b.mu.Unlock()
 		s.poke()
+		if routeErr != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, routeErr)
+		}
 		return ErrUnavailable
 	}
 	done := make(chan error, 1)
@@ -255,29 +249,28 @@ func (b *Broker) Stats() Stats {
 	}
 }
 
-// route returns the shard that subscribes to channel: the single one, or
-// for sharded pub/sub on a cluster the one of the master that owns the
-// channel's slot.
-func (b *Broker) route(ctx context.Context, channel string) (*shard, error) {
+// route returns the address and client of the connection that subscribes
+// to channel: the client itself, or for sharded pub/sub on a cluster the
+// master that owns the channel's slot. When that master is not known, it
+// returns "" and a nil client, the shard that finds masters, with the
+// error.
+func (b *Broker) route(ctx context.Context, channel string) (string, redis.UniversalClient, error) {
 	if !b.bySlot {
-		return b.shards[""], nil
+		return "", b.client, nil
 	}
 	node, err := b.cluster.MasterForKey(ctx, b.opts.Prefix+channel)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.shardLocked(node), nil
+	return node.Options().Addr, node, nil
 }
 
-// shardLocked returns the shard of a cluster node, creating and starting it
-// when needed.
-func (b *Broker) shardLocked(node *redis.Client) *shard {
-	addr := node.Options().Addr
+// shardLocked returns the shard of addr, making and starting one when
+// there is none.
+func (b *Broker) shardLocked(addr string, client redis.UniversalClient) *shard {
 	s := b.shards[addr]
 	if s == nil {
-		s = newShard(b, addr, node)
+		s = newShard(b, addr, client)
 		b.shards[addr] = s
 		if b.started && !b.closed {
 			b.wg.Add(1)

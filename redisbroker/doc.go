@@ -43,6 +43,12 @@
 // Broker sends all its publishes through one master so they keep their
 // order.
 //
+// A pub/sub connection exists only while it has channels: it is made by
+// the first Subscribe that needs it and closed, with its goroutines, once
+// its last channel is unsubscribed or has moved to another master. A
+// master that left the cluster (failed over, or back under a new address)
+// keeps nothing of the Broker's.
+//
 // Publishes travel on the client's ordinary connection pool, in pipelines.
 //
 // # Interest and batching

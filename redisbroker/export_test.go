@@ -1,8 +1,21 @@
 package redisbroker
 
+import (
+	"maps"
+	"slices"
+)
+
 // Slot exposes the hash slot function to the external tests, which check
 // it against a real cluster's CLUSTER KEYSLOT.
 var Slot = slot
 
 // OptionsOf returns the Options b runs with, defaults filled in.
 func OptionsOf(b *Broker) Options { return b.opts }
+
+// Shards returns the master addresses of b's shards, sorted; "" is the
+// single connection, or on a cluster the shard finding channels' masters.
+func Shards(b *Broker) []string {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return slices.Sorted(maps.Keys(b.shards))
+}

@@ -16,19 +16,25 @@ import (
 // maxPerCommand bounds the channels named in one SUBSCRIBE or UNSUBSCRIBE.
 const maxPerCommand = 1024
 
-var errLost = errors.New("redisbroker: pub/sub connection lost")
+var (
+	errLost    = errors.New("redisbroker: pub/sub connection lost")
+	errRetired = errors.New("redisbroker: shard retired")
+)
 
 // shard is one pub/sub connection and the channels it subscribes to: the
 // only one for a single Redis, one per master for sharded pub/sub on Redis
 // Cluster. Its run goroutine owns the connection: it connects, subscribes
 // in batches, pings, and reconnects with backoff. A reader goroutine per
 // connection delivers messages and matches Redis's confirmations, which
-// arrive in command order, against the commands sent.
+// arrive in command order, against the commands sent. A shard exists only
+// while it has work: once it has no channels, no Subscribe call waiting and
+// no reply pending, it leaves Broker.shards, closes its connection and run
+// returns; the next Subscribe for its master makes a new one.
 type shard struct {
 	b      *Broker
-	addr   string                // the node's address; "" for the single connection
-	log    *slog.Logger          // the Broker's, with the node's address on a cluster
-	client redis.UniversalClient // makes this shard's PubSubs; nil for Broker.unrouted
+	addr   string                // the master's address; "" for the single connection
+	client redis.UniversalClient // makes the PubSubs; nil: the shard finds channels' masters
+	log    *slog.Logger          // the Broker's, with the master's address on a cluster
 	wake   chan struct{}         // capacity 1: there is work for run
 
 	// Guarded by b.mu:
@@ -77,18 +83,27 @@ func (s *shard) poke() {
 	}
 }
 
-// busy reports whether the shard needs a connection: it has channels or
-// Subscribe calls waiting. A shard without work also forgets that it was
-// down, so that the next Subscribe waits for a fresh attempt instead of
-// failing on old news.
-func (s *shard) busy() bool {
-	s.b.mu.Lock()
-	defer s.b.mu.Unlock()
-	if len(s.channels) > 0 || len(s.waiters) > 0 {
-		return true
+// retireIfIdle removes the shard from Broker.shards when it has no
+// channels, no Subscribe call waiting and no reply pending, and reports
+// whether it did; run then returns. It decides under b.mu, the lock
+// Subscribe holds while it finds a shard and joins it, so a Subscribe
+// either keeps the shard busy or makes a new one.
+func (s *shard) retireIfIdle() bool {
+	// Only run, the caller, adds to fifo: once empty it stays empty.
+	s.fifoMu.Lock()
+	pending := len(s.fifo) > 0
+	s.fifoMu.Unlock()
+	if pending {
+		return false
 	}
-	s.down = false
-	return false
+	b := s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(s.channels) > 0 || len(s.waiters) > 0 {
+		return false
+	}
+	delete(b.shards, s.addr)
+	return true
 }
 
 func (s *shard) run() {
@@ -97,38 +112,26 @@ func (s *shard) run() {
 	failures := 0
 	connectedOnce := false
 	for {
-		if !s.busy() {
-			select {
-			case <-b.stop:
-				return
-			case <-s.wake:
-			}
-			continue
+		if s.retireIfIdle() {
+			return
 		}
-		if s.client == nil { // Broker.unrouted: find every channel's node
+		if s.client == nil || b.bySlot {
+			// Find every channel's master: the topology may have changed
+			// while the connection was down.
 			if err := s.reroute(); err != nil {
 				failures++
 				s.fail(err, failures)
 				if !b.pause(failures) {
 					return
 				}
-			} else {
+				continue
+			}
+			if s.client == nil { // every channel moved to its master's shard
 				failures = 0
-			}
-			continue
-		}
-		if b.bySlot {
-			// The topology may have changed while the connection was down.
-			if err := s.reroute(); err != nil {
-				failures++
-				s.fail(err, failures)
-				if !b.pause(failures) {
-					return
-				}
 				continue
 			}
-			if !s.busy() {
-				continue
+			if s.retireIfIdle() {
+				return
 			}
 		}
 		if err := s.connect(); err != nil {
@@ -152,10 +155,8 @@ func (s *shard) run() {
 		upAt := time.Now()
 		err := s.serve()
 		s.teardown()
-		select {
-		case <-b.stop:
+		if errors.Is(err, errRetired) || errors.Is(err, ErrClosed) {
 			return
-		default:
 		}
 		// A connection that keeps breaking right away backs off too.
 		if time.Since(upAt) > b.opts.ReconnectMax {
@@ -237,24 +238,24 @@ func (s *shard) connect() error {
 }
 
 // serve subscribes what the shard should and pings, until the connection
-// is lost or the Broker closes.
+// is lost, the shard retires or the Broker closes.
 func (s *shard) serve() error {
 	b := s.b
 	tick := time.NewTicker(b.opts.PingInterval)
 	defer tick.Stop()
-	if err := s.round(); err != nil {
-		return err
-	}
 	for {
+		if err := s.round(); err != nil {
+			return err
+		}
+		if s.retireIfIdle() {
+			return errRetired
+		}
 		select {
 		case <-b.stop:
 			return ErrClosed
 		case <-s.readerDone:
 			return errLost
 		case <-s.wake:
-			if err := s.round(); err != nil {
-				return err
-			}
 		case <-tick.C:
 			s.expect(pending{kind: "ping", n: 1})
 			if err := s.ps.Ping(context.Background()); err != nil {
@@ -271,6 +272,10 @@ func (s *shard) serve() error {
 func (s *shard) round() error {
 	b := s.b
 	b.mu.Lock()
+	if len(s.dirty) == 0 && len(s.waiters) == 0 {
+		b.mu.Unlock()
+		return nil
+	}
 	dirty := s.dirty
 	s.dirty = make(map[string]struct{})
 	waiters := s.waiters
@@ -380,13 +385,18 @@ func (s *shard) confirm(kind string) bool {
 	head := &s.fifo[0]
 	head.n--
 	var done []chan error
+	drained := false
 	if head.n == 0 {
 		done = head.waiters
 		s.fifo[0] = pending{}
 		s.fifo = s.fifo[1:]
+		drained = len(s.fifo) == 0
 	}
 	s.fifoMu.Unlock()
 	release(done, nil)
+	if drained {
+		s.poke() // the shard may retire now
+	}
 	return true
 }
 
@@ -463,7 +473,7 @@ func (s *shard) reroute() error {
 			}
 			bySlot[sl] = node
 		}
-		if node.Options().Addr != s.addr || s.client == nil {
+		if s.client == nil || node.Options().Addr != s.addr {
 			moves[node] = append(moves[node], ch)
 		}
 	}
@@ -477,7 +487,7 @@ func (s *shard) reroute() error {
 		return ErrClosed
 	}
 	for node, chs := range moves {
-		t := b.shardLocked(node)
+		t := b.shardLocked(node.Options().Addr, node)
 		for _, ch := range chs {
 			if b.interest[ch] == s {
 				b.assignLocked(ch, t)
