@@ -29,7 +29,14 @@ type Broker struct {
 	bySlot     bool                 // one pub/sub connection per cluster master
 	publishCmd any                  // "publish" or "spublish", boxed once
 	retry      backoff.Policy       // between reconnects and health checks
-	id         originID
+	// noRedial is the context of every call on a PubSub after the one that
+	// dials it. When a call fails, go-redis's PubSub redials and subscribes
+	// again to everything by itself, before the caller sees the error; the
+	// shard does both itself (routing channels to their masters again,
+	// subscribing in batches of one slot), so the context is canceled, and
+	// go-redis's attempt fails at once without touching the network.
+	noRedial context.Context
+	id       originID
 
 	// mu protects the fields below, and the shards' fields marked as
 	// guarded by it. The readers take the read lock once per message. No
@@ -98,6 +105,9 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 		stop:     make(chan struct{}),
 		retry:    backoff.Policy{Min: o.ReconnectMin, Max: o.ReconnectMax},
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.noRedial = ctx
 	b.cluster, _ = client.(*redis.ClusterClient)
 	b.sharded = o.Mode == ModeSharded || (o.Mode == ModeAuto && b.cluster != nil)
 	b.bySlot = b.sharded && b.cluster != nil

@@ -102,6 +102,8 @@
 // connection is down, but the interest is kept: every pub/sub connection
 // reconnects with jittered backoff and subscribes again to every channel
 // that still has local interest, and deliveries resume by themselves.
+// That happens once per outage, on one new connection: the Broker keeps
+// go-redis's PubSub from redialing and resubscribing on its own first.
 // A pub/sub connection silent for three Options.PingInterval is treated as
 // dead.
 //

@@ -47,6 +47,7 @@ type shard struct {
 	ps         *redis.PubSub
 	subscribed map[string]struct{} // channels subscribed on ps (command sent, no unsubscribe since)
 	readerDone chan struct{}
+	readErr    error // why the reader stopped: written by it, read after readerDone
 
 	fifoMu sync.Mutex // protects fifo
 	fifo   []pending  // replies expected from Redis, in order
@@ -204,7 +205,7 @@ func (s *shard) connect() error {
 	timeout := 3 * b.opts.PingInterval
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := s.ps.Ping(ctx); err != nil { // dials
+	if err := s.ps.Ping(ctx); err != nil { // dials; every later call passes b.noRedial
 		s.teardown()
 		return err
 	}
@@ -218,7 +219,7 @@ func (s *shard) connect() error {
 	select {
 	case err = <-ready:
 	case <-s.readerDone:
-		err = errLost
+		err = s.lost()
 	case <-t.C:
 		err = errors.New("redisbroker: no answer to PING")
 	case <-b.stop:
@@ -254,11 +255,11 @@ func (s *shard) serve() error {
 		case <-b.stop:
 			return ErrClosed
 		case <-s.readerDone:
-			return errLost
+			return s.lost()
 		case <-s.wake:
 		case <-tick.C:
 			s.expect(pending{kind: "ping", n: 1})
-			if err := s.ps.Ping(context.Background()); err != nil {
+			if err := s.ps.Ping(b.noRedial); err != nil {
 				return err
 			}
 		}
@@ -335,7 +336,7 @@ func (s *shard) send(kind string, channels []string) error {
 		}
 		groups = slices.Collect(maps.Values(bySlot))
 	}
-	ctx := context.Background()
+	ctx := s.b.noRedial
 	for _, g := range groups {
 		for len(g) > 0 {
 			chunk := g[:min(len(g), maxPerCommand)]
@@ -400,17 +401,17 @@ func (s *shard) confirm(kind string) bool {
 	return true
 }
 
-// read delivers messages and confirmations from ps until it fails; a
-// connection silent for three ping intervals counts as failed.
+// read delivers messages and confirmations from ps until it fails, and
+// leaves why in readErr; a connection silent for three ping intervals
+// counts as failed.
 func (s *shard) read(ps *redis.PubSub, done chan struct{}) {
 	defer s.b.wg.Done()
 	defer close(done)
-	ctx := context.Background()
 	silence := 3 * s.b.opts.PingInterval
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, silence)
+		msg, err := ps.ReceiveTimeout(s.b.noRedial, silence)
 		if err != nil {
-			s.log.Debug("pub/sub read ended", "err", err)
+			s.readErr = err
 			return
 		}
 		switch m := msg.(type) {
@@ -420,17 +421,20 @@ func (s *shard) read(ps *redis.PubSub, done chan struct{}) {
 			if !s.confirm(m.Kind) {
 				// Redis drops sharded subscriptions of a slot that moved to
 				// another node: reconnect, which routes them again.
-				s.log.Warn("unexpected pub/sub confirmation; reconnecting", "kind", m.Kind, "channel", m.Channel)
+				s.readErr = fmt.Errorf("unexpected %s of %q", m.Kind, m.Channel)
 				return
 			}
 		case *redis.Pong:
 			if !s.confirm("ping") {
-				s.log.Warn("unexpected PONG; reconnecting")
+				s.readErr = errors.New("unexpected PONG")
 				return
 			}
 		}
 	}
 }
+
+// lost returns why the reader stopped, once readerDone is closed.
+func (s *shard) lost() error { return fmt.Errorf("%w: %w", errLost, s.readErr) }
 
 // teardown closes the connection, waits for its reader and fails every
 // Subscribe call waiting on it.

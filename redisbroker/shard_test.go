@@ -203,3 +203,41 @@ func moveSlot(t *testing.T, c *testutil.RedisCluster, slot int, addr string) {
 		}
 	}
 }
+
+// When Redis drops the pub/sub connection, the channels are subscribed
+// again once, on one new connection: go-redis's PubSub does not redial
+// and resubscribe by itself before the Broker does the same.
+func TestResubscribeOnce(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	r := testutil.StartRedis(t)
+	admin := newClient(t, r.Addr())
+	a, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	b, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	ctx := context.Background()
+	channels := []string{"r1", "r2", "r3"}
+	for _, ch := range channels {
+		if err := b.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := 1; round <= 3; round++ {
+		if err := admin.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Result(); err != nil || n != 1 {
+			t.Fatalf("CLIENT KILL TYPE pubsub = %d, %v; want 1 connection killed", n, err)
+		}
+		testutil.Eventually(t, 10*time.Second, func() bool { return b.Stats().Reconnects == uint64(round) },
+			"reconnect %d", round)
+		for _, ch := range channels {
+			deliverOnce(t, a, pb, ch)
+		}
+		info, err := admin.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := commandCalls(info, "subscribe"); n != 1 {
+			t.Fatalf("outage %d: %d SUBSCRIBE commands, want 1 for the %d channels", round, n, len(channels))
+		}
+	}
+}
