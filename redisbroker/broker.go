@@ -83,18 +83,29 @@ type Stats struct {
 // redis.NewFailoverClient) or a *redis.ClusterClient. It does no I/O: the
 // connections are made once the hub starts the Broker.
 //
-// The Broker does not own client: Close leaves it open, and the caller
-// closes it after the Broker (for example after the Server's Shutdown).
+// The Broker owns client: Close closes it, and so does New when it fails,
+// so that a factory such as
+//
+//	func() (hub.Broker, error) { return redisbroker.New(redis.NewClient(o), opts) }
+//
+// leaks nothing. With Options.SharedClient the client stays open for the
+// caller, who closes it after the Broker.
 func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	if client == nil {
 		return nil, ErrNilClient
 	}
+	fail := func(err error) (*Broker, error) {
+		if !opts.SharedClient {
+			_ = client.Close()
+		}
+		return nil, err
+	}
 	if _, ok := client.(*redis.Ring); ok {
-		return nil, ErrUnsupportedClient
+		return fail(ErrUnsupportedClient)
 	}
 	o, err := opts.withDefaults()
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	b := &Broker{
 		opts:     o,
@@ -231,18 +242,23 @@ func (b *Broker) Unsubscribe(_ context.Context, channel string) error {
 }
 
 // Close stops the Broker: it sends what is still queued (for at most
-// Options.DrainTimeout), closes its pub/sub connections and waits for its
-// goroutines. No delivery happens after it returns. It does not close the
-// redis client. It is idempotent.
+// Options.DrainTimeout), closes its pub/sub connections, waits for its
+// goroutines and then closes the redis client, unless
+// Options.SharedClient. No delivery happens after it returns. It is
+// idempotent; the first call returns the client's Close error.
 func (b *Broker) Close() error {
 	b.mu.Lock()
-	if !b.closed {
+	first := !b.closed
+	if first {
 		b.closed = true
 		b.pub.closed.Store(true)
 		close(b.stop)
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
+	if first && !b.opts.SharedClient {
+		return b.client.Close()
+	}
 	return nil
 }
 

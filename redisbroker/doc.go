@@ -9,7 +9,8 @@
 // One option, on every server:
 //
 //	b, err := redisbroker.New(redis.NewClient(&redis.Options{Addr: "redis:6379"}), redisbroker.Options{})
-//	srv := clusterws.New(clusterws.WithBroker(b))
+//	...
+//	srv, err := clusterws.New(clusterws.WithBroker(b))
 //
 // Under cluster.Run, give every worker its own Broker:
 //
@@ -20,8 +21,11 @@
 //		...
 //	})
 //
-// The Broker does not own the redis client: Close (called by the Server's
-// Shutdown or Close) leaves it open for the caller to close afterwards.
+// The Broker owns the redis client it is given: its Close (called by the
+// Server's Shutdown or Close) closes the client too, and New closes it
+// when it fails, so the factory above leaks nothing. Options.SharedClient
+// leaves open a client that other code uses too; close it after the
+// Broker.
 //
 // # Connections and sharding
 //

@@ -92,6 +92,12 @@ type Options struct {
 	// still queued; those left are counted in Stats.Lost. default: 2s
 	DrainTimeout time.Duration
 
+	// SharedClient leaves the client given to New open when the Broker
+	// closes, for a client the caller uses for other work too and closes
+	// itself, after the Broker. default: false, the Broker owns the client
+	// and closes it
+	SharedClient bool
+
 	// Logger receives connection losses, reconnects and lost publishes,
 	// with the attribute component=redisbroker. default: discard
 	Logger *slog.Logger

@@ -57,26 +57,28 @@ func fast(o redisbroker.Options) redisbroker.Options {
 	return o
 }
 
-// newClient returns a client for addr, closed when the test ends (after
-// the Brokers made from it, whose cleanups are registered later).
+// newClient returns a client for addr, closed when the test ends, for the
+// test's own commands.
 func newClient(t testing.TB, addr string) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
-func newClusterClient(t testing.TB, addrs []string) *redis.ClusterClient {
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, DialTimeout: time.Second})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+// dial returns a client for a Broker, which owns it: a Client for one
+// address, a ClusterClient for several.
+func dial(addrs ...string) redis.UniversalClient {
+	return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs, DialTimeout: time.Second})
 }
 
+// newBroker returns a Broker that owns client, closed when the test ends.
 func newBroker(t testing.TB, client redis.UniversalClient, opts redisbroker.Options) *redisbroker.Broker {
 	t.Helper()
 	b, err := redisbroker.New(client, fast(opts))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = b.Close() })
 	return b
 }
 
@@ -89,12 +91,21 @@ func startBroker(t testing.TB, client redis.UniversalClient, opts redisbroker.Op
 	return b, p
 }
 
+// twoBrokers starts two Brokers with opts on the Redis at addrs, as two
+// processes would; pa and pb record their deliveries.
+func twoBrokers(t *testing.T, opts redisbroker.Options, addrs ...string) (a, b *redisbroker.Broker, pa, pb *brokertest.Process) {
+	t.Helper()
+	a, pa = startBroker(t, dial(addrs...), opts)
+	b, pb = startBroker(t, dial(addrs...), opts)
+	return a, b, pa, pb
+}
+
 func TestConformanceMiniredis(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	m := testutil.StartMiniredis(t)
 	brokertest.Run(t, brokertest.Harness{
 		NewBroker: func(t *testing.T) hub.Broker {
-			return newBroker(t, newClient(t, m.Addr()), redisbroker.Options{})
+			return newBroker(t, dial(m.Addr()), redisbroker.Options{})
 		},
 		// miniredis (v2.40.0, Subscriber.Publish) scans a subscriber's
 		// channels one by one on every PUBLISH, so 100,000 channels cost
@@ -116,7 +127,7 @@ func TestConformanceRedis(t *testing.T) {
 	r := testutil.StartRedis(t)
 	brokertest.Run(t, brokertest.Harness{
 		NewBroker: func(t *testing.T) hub.Broker {
-			return newBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+			return newBroker(t, dial(r.Addr()), redisbroker.Options{})
 		},
 		Restart: func(t *testing.T) { r.Restart(t) },
 	})
@@ -129,7 +140,7 @@ func TestConformanceCluster(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			brokertest.Run(t, brokertest.Harness{
 				NewBroker: func(t *testing.T) hub.Broker {
-					return newBroker(t, newClusterClient(t, c.Addrs()), redisbroker.Options{Mode: mode})
+					return newBroker(t, dial(c.Addrs()...), redisbroker.Options{Mode: mode})
 				},
 				Restart: func(t *testing.T) { c.Restart(t) },
 			})
@@ -150,7 +161,6 @@ func TestConformanceSentinel(t *testing.T) {
 				SentinelAddrs: []string{sentinel.Addr()},
 				DialTimeout:   time.Second,
 			})
-			t.Cleanup(func() { _ = c.Close() })
 			return newBroker(t, c, redisbroker.Options{})
 		},
 		Restart: func(t *testing.T) { master.Restart(t) },
@@ -191,8 +201,7 @@ func TestInterestRouting(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
 	admin := newClient(t, r.Addr())
-	a, pa := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{Prefix: "app1:"})
-	b, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{Prefix: "app1:"})
+	a, b, pa, pb := twoBrokers(t, redisbroker.Options{Prefix: "app1:"}, r.Addr())
 	ctx := context.Background()
 
 	if err := a.Subscribe(ctx, "only-a"); err != nil {
@@ -234,8 +243,7 @@ func TestInterestRouting(t *testing.T) {
 func TestInterestRoutingCluster(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	c := testutil.StartRedisCluster(t)
-	a, pa := startBroker(t, newClusterClient(t, c.Addrs()), redisbroker.Options{})
-	b, pb := startBroker(t, newClusterClient(t, c.Addrs()), redisbroker.Options{})
+	a, b, pa, pb := twoBrokers(t, redisbroker.Options{}, c.Addrs()...)
 	ctx := context.Background()
 
 	// Channels spread over all three masters.
@@ -318,7 +326,7 @@ func TestSubscribeBatching(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
 	admin := newClient(t, r.Addr())
-	b, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	b, _ := startBroker(t, dial(r.Addr()), redisbroker.Options{})
 	ctx := context.Background()
 	if err := b.Subscribe(ctx, "warm-up"); err != nil { // connects
 		t.Fatal(err)
@@ -377,8 +385,8 @@ func TestCoalescing(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
 	admin := newClient(t, r.Addr())
-	a, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{Writers: 2})
-	_, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	a, _ := startBroker(t, dial(r.Addr()), redisbroker.Options{Writers: 2})
+	_, pb := startBroker(t, dial(r.Addr()), redisbroker.Options{})
 	ctx := context.Background()
 	channels := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6"}
 	for _, ch := range channels {
@@ -431,8 +439,7 @@ func TestCoalescing(t *testing.T) {
 func TestNoEcho(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
-	a, pa := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
-	_, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	a, _, pa, pb := twoBrokers(t, redisbroker.Options{}, r.Addr())
 	ctx := context.Background()
 	for _, p := range []*brokertest.Process{pa, pb} {
 		if err := p.Subscribe(ctx, "both"); err != nil {
@@ -459,8 +466,7 @@ func TestRedisRestart(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
 	admin := newClient(t, r.Addr())
-	a, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
-	b, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	a, b, _, pb := twoBrokers(t, redisbroker.Options{}, r.Addr())
 	ctx := context.Background()
 	if err := b.Subscribe(ctx, "news"); err != nil {
 		t.Fatal(err)
@@ -526,8 +532,8 @@ func TestRedisRestart(t *testing.T) {
 func TestNoDeliveryAfterClose(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
-	a, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
-	b := newBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	a, _ := startBroker(t, dial(r.Addr()), redisbroker.Options{})
+	b := newBroker(t, dial(r.Addr()), redisbroker.Options{})
 	var closed, late, got atomic.Int64
 	if err := b.Start(func(string, []byte) {
 		got.Add(1)
@@ -573,8 +579,6 @@ func TestNoDeliveryAfterClose(t *testing.T) {
 // as they are, and the caller's struct is not touched.
 func TestOptions(t *testing.T) {
 	t.Parallel()
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	defer client.Close()
 	logger := slog.New(slog.DiscardHandler)
 	defaults := redisbroker.Options{
 		Prefix: redisbroker.DefaultPrefix, Mode: redisbroker.ModeAuto,
@@ -615,12 +619,15 @@ func TestOptions(t *testing.T) {
 		{name: "PingInterval negative", in: redisbroker.Options{PingInterval: -time.Second}, bad: []string{"PingInterval"}},
 		{name: "DrainTimeout", in: redisbroker.Options{DrainTimeout: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.DrainTimeout = time.Second })},
 		{name: "DrainTimeout negative", in: redisbroker.Options{DrainTimeout: -time.Second}, bad: []string{"DrainTimeout"}},
+		{name: "SharedClient", in: redisbroker.Options{SharedClient: true}, want: with(defaults, func(o *redisbroker.Options) { o.SharedClient = true })},
 		{name: "Logger", in: redisbroker.Options{Logger: logger}, want: defaults},
 		{name: "every problem at once", in: redisbroker.Options{MaxQueue: -1, Writers: -1, DrainTimeout: -1},
 			bad: []string{"MaxQueue", "Writers", "DrainTimeout"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			client := dial("127.0.0.1:1")
+			defer client.Close()
 			in := tc.in
 			b, err := redisbroker.New(client, in)
 			if in != tc.in {
@@ -643,6 +650,7 @@ func TestOptions(t *testing.T) {
 			if err != nil {
 				t.Fatalf("New(%+v) = %v", tc.in, err)
 			}
+			defer b.Close()
 			got := redisbroker.OptionsOf(b)
 			if got.Logger == nil {
 				t.Error("no default Logger")
@@ -658,6 +666,54 @@ func TestOptions(t *testing.T) {
 func with(o redisbroker.Options, change func(*redisbroker.Options)) redisbroker.Options {
 	change(&o)
 	return o
+}
+
+// The Broker owns its client and closes it, in Close or when New fails,
+// unless Options.SharedClient.
+func TestClientOwnership(t *testing.T) {
+	t.Parallel()
+	m := testutil.StartMiniredis(t)
+	ctx := context.Background()
+	tests := []struct {
+		name         string
+		shared, fail bool
+	}{
+		{name: "owned"},
+		{name: "shared", shared: true},
+		{name: "owned, New fails", fail: true},
+		{name: "shared, New fails", shared: true, fail: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			opts := redisbroker.Options{SharedClient: tc.shared}
+			if tc.fail {
+				opts.Writers = -1
+			}
+			b, err := redisbroker.New(client, opts)
+			if tc.fail != (err != nil) {
+				t.Fatalf("New = %v", err)
+			}
+			if b != nil {
+				if err := b.Start(func(string, []byte) {}); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Subscribe(ctx, "x"); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err = client.Ping(ctx).Err()
+			if closed := errors.Is(err, redis.ErrClosed); closed == tc.shared {
+				t.Fatalf("client closed: %v (Ping: %v), want %v", closed, err, !tc.shared)
+			}
+			if tc.shared {
+				_ = client.Close()
+			}
+		})
+	}
 }
 
 // New refuses what it cannot route pub/sub through.
@@ -676,7 +732,7 @@ func TestNewClients(t *testing.T) {
 func TestCloseIdempotent(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	m := testutil.StartMiniredis(t)
-	b := newBroker(t, newClient(t, m.Addr()), redisbroker.Options{})
+	b := newBroker(t, dial(m.Addr()), redisbroker.Options{})
 	if err := b.Start(func(string, []byte) {}); err != nil {
 		t.Fatal(err)
 	}
@@ -704,9 +760,8 @@ func TestCloseIdempotent(t *testing.T) {
 func TestBacklog(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	m := testutil.StartMiniredis(t)
-	b := newBroker(t, newClient(t, m.Addr()), redisbroker.Options{MaxQueue: 10})
+	b := newBroker(t, dial(m.Addr()), redisbroker.Options{MaxQueue: 10})
 	// Not started: nothing drains the queue.
-	defer b.Close()
 	ctx := context.Background()
 	for i := range 10 {
 		if err := b.Publish(ctx, "x", []byte{byte(i)}); err != nil {
@@ -716,8 +771,7 @@ func TestBacklog(t *testing.T) {
 	if err := b.Publish(ctx, "x", []byte("one too many")); err != redisbroker.ErrBacklog {
 		t.Fatalf("Publish beyond MaxQueue = %v, want ErrBacklog", err)
 	}
-	b2 := newBroker(t, newClient(t, m.Addr()), redisbroker.Options{MaxQueueBytes: 1000})
-	defer b2.Close()
+	b2 := newBroker(t, dial(m.Addr()), redisbroker.Options{MaxQueueBytes: 1000})
 	if err := b2.Publish(ctx, "x", []byte(strings.Repeat("x", 2000))); err != redisbroker.ErrBacklog {
 		t.Fatalf("Publish beyond MaxQueueBytes = %v, want ErrBacklog", err)
 	}

@@ -51,8 +51,7 @@ func waitShards(t *testing.T, b *redisbroker.Broker, addrs ...string) {
 func TestShardRetires(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	m := testutil.StartMiniredis(t)
-	a, _ := startBroker(t, newClient(t, m.Addr()), redisbroker.Options{})
-	b, pb := startBroker(t, newClient(t, m.Addr()), redisbroker.Options{})
+	a, b, _, pb := twoBrokers(t, redisbroker.Options{}, m.Addr())
 	ctx := context.Background()
 	waitShards(t, b)
 	for _, ch := range []string{"x", "y"} {
@@ -97,8 +96,7 @@ func deliverOnce(t *testing.T, a *redisbroker.Broker, p *brokertest.Process, cha
 func TestSubscribeRacesRetire(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	m := testutil.StartMiniredis(t)
-	a, _ := startBroker(t, newClient(t, m.Addr()), redisbroker.Options{})
-	b, pb := startBroker(t, newClient(t, m.Addr()), redisbroker.Options{})
+	a, b, _, pb := twoBrokers(t, redisbroker.Options{}, m.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	before := m.TotalConnectionCount()
@@ -140,8 +138,7 @@ func TestSubscribeRacesRetire(t *testing.T) {
 func TestShardRetiresCluster(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	c := testutil.StartRedisCluster(t)
-	a, _ := startBroker(t, newClusterClient(t, c.Addrs()), redisbroker.Options{})
-	b, pb := startBroker(t, newClusterClient(t, c.Addrs()), redisbroker.Options{})
+	a, b, _, pb := twoBrokers(t, redisbroker.Options{}, c.Addrs()...)
 	ctx := context.Background()
 
 	// One channel on each of two masters.
@@ -211,8 +208,7 @@ func TestResubscribeOnce(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
 	admin := newClient(t, r.Addr())
-	a, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
-	b, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	a, b, _, pb := twoBrokers(t, redisbroker.Options{}, r.Addr())
 	ctx := context.Background()
 	channels := []string{"r1", "r2", "r3"}
 	for _, ch := range channels {
