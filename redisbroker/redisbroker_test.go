@@ -100,71 +100,73 @@ func twoBrokers(t *testing.T, opts redisbroker.Options, addrs ...string) (a, b *
 	return a, b, pa, pb
 }
 
-func TestConformanceMiniredis(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	m := testutil.StartMiniredis(t)
-	brokertest.Run(t, brokertest.Harness{
-		NewBroker: func(t *testing.T) hub.Broker {
-			return newBroker(t, dial(m.Addr()), redisbroker.Options{})
+// Every deployment passes the shared conformance suite.
+func TestConformance(t *testing.T) {
+	redisServer := func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+		r := testutil.StartRedis(t)
+		return func() redis.UniversalClient { return dial(r.Addr()) }, r.Restart
+	}
+	cluster := func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+		c := testutil.StartRedisCluster(t)
+		return func() redis.UniversalClient { return dial(c.Addrs()...) }, c.Restart
+	}
+	tests := []struct {
+		name string
+		// start starts the backend; it returns a client for each Broker
+		// and how to restart the backend.
+		start    func(t *testing.T) (client func() redis.UniversalClient, restart func(testing.TB))
+		opts     redisbroker.Options
+		channels int
+	}{
+		{
+			name: "miniredis",
+			start: func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+				m := testutil.StartMiniredis(t)
+				return func() redis.UniversalClient { return dial(m.Addr()) }, func(t testing.TB) {
+					addr := m.Addr()
+					m.Close()
+					testutil.Eventually(t, 10*time.Second, func() bool { return m.Restart() == nil },
+						"miniredis to listen again on %s", addr)
+				}
+			},
+			// miniredis (v2.40.0, Subscriber.Publish) scans a subscriber's
+			// channels one by one on every PUBLISH, so 100,000 channels
+			// cost 10^10 comparisons: measured here under -race, a pipeline
+			// of 1024 publishes outlasted go-redis's 3s read timeout. The
+			// real redis-server runs the full 100,000.
+			channels: 10_000,
 		},
-		// miniredis (v2.40.0, Subscriber.Publish) scans a subscriber's
-		// channels one by one on every PUBLISH, so 100,000 channels cost
-		// 10^10 comparisons: measured here under -race, a pipeline of 1024
-		// publishes outlasted go-redis's 3s read timeout. The real
-		// redis-server below runs the full 100,000.
-		Channels: 10_000,
-		Restart: func(t *testing.T) {
-			addr := m.Addr()
-			m.Close()
-			testutil.Eventually(t, 10*time.Second, func() bool { return m.Restart() == nil },
-				"miniredis to listen again on %s", addr)
+		{name: "redis", start: redisServer},
+		{name: "cluster/sharded", start: cluster, opts: redisbroker.Options{Mode: redisbroker.ModeSharded}},
+		{name: "cluster/classic", start: cluster, opts: redisbroker.Options{Mode: redisbroker.ModeClassic}},
+		{
+			// A Sentinel failover client finds the master through
+			// Sentinel; the Broker uses it like any client.
+			name: "sentinel",
+			start: func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+				master := testutil.StartRedis(t)
+				sentinel := testutil.StartRedisSentinel(t, "mymaster", master)
+				return func() redis.UniversalClient {
+					return redis.NewFailoverClient(&redis.FailoverOptions{
+						MasterName:    "mymaster",
+						SentinelAddrs: []string{sentinel.Addr()},
+						DialTimeout:   time.Second,
+					})
+				}, master.Restart
+			},
 		},
-	})
-}
-
-func TestConformanceRedis(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	r := testutil.StartRedis(t)
-	brokertest.Run(t, brokertest.Harness{
-		NewBroker: func(t *testing.T) hub.Broker {
-			return newBroker(t, dial(r.Addr()), redisbroker.Options{})
-		},
-		Restart: func(t *testing.T) { r.Restart(t) },
-	})
-}
-
-func TestConformanceCluster(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	c := testutil.StartRedisCluster(t)
-	for _, mode := range []redisbroker.Mode{redisbroker.ModeSharded, redisbroker.ModeClassic} {
-		t.Run(mode.String(), func(t *testing.T) {
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			client, restart := tc.start(t)
 			brokertest.Run(t, brokertest.Harness{
-				NewBroker: func(t *testing.T) hub.Broker {
-					return newBroker(t, dial(c.Addrs()...), redisbroker.Options{Mode: mode})
-				},
-				Restart: func(t *testing.T) { c.Restart(t) },
+				NewBroker: func(t *testing.T) hub.Broker { return newBroker(t, client(), tc.opts) },
+				Restart:   func(t *testing.T) { restart(t) },
+				Channels:  tc.channels,
 			})
 		})
 	}
-}
-
-// A Sentinel failover client finds the master through Sentinel; the
-// Broker uses it like any client.
-func TestConformanceSentinel(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	master := testutil.StartRedis(t)
-	sentinel := testutil.StartRedisSentinel(t, "mymaster", master)
-	brokertest.Run(t, brokertest.Harness{
-		NewBroker: func(t *testing.T) hub.Broker {
-			c := redis.NewFailoverClient(&redis.FailoverOptions{
-				MasterName:    "mymaster",
-				SentinelAddrs: []string{sentinel.Addr()},
-				DialTimeout:   time.Second,
-			})
-			return newBroker(t, c, redisbroker.Options{})
-		},
-		Restart: func(t *testing.T) { master.Restart(t) },
-	})
 }
 
 // pubsubChannels lists the channels with subscribers on one server, sharded
