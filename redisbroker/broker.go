@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -22,13 +23,22 @@ import (
 // for concurrent use.
 type Broker struct {
 	opts       Options
-	log        *slog.Logger
+	log        *slog.Logger // with component=redisbroker and addr
+	addr       string       // what client connects to (addrOf)
 	client     redis.UniversalClient
 	cluster    *redis.ClusterClient // the client, when it is a Redis Cluster client
 	sharded    bool                 // SPUBLISH/SSUBSCRIBE instead of PUBLISH/SUBSCRIBE
 	bySlot     bool                 // one pub/sub connection per cluster master
 	publishCmd any                  // "publish" or "spublish", boxed once
 	retry      backoff.Policy       // between reconnects and health checks
+	id         originID
+
+	// The contexts of the Broker's calls into go-redis carry its logger
+	// (goRedisLog). ctx ends when Close begins, and with it every wait
+	// for Redis but the pipelines', which use pubCtx to drain.
+	ctx    context.Context
+	cancel context.CancelFunc
+	pubCtx context.Context
 	// noRedial is the context of every call on a PubSub after the one that
 	// dials it. When a call fails, go-redis's PubSub redials and subscribes
 	// again to everything by itself, before the caller sees the error; the
@@ -36,7 +46,7 @@ type Broker struct {
 	// subscribing in batches of one slot), so the context is canceled, and
 	// go-redis's attempt fails at once without touching the network.
 	noRedial context.Context
-	id       originID
+	stop     <-chan struct{} // ctx.Done(): closed when Close begins
 
 	// mu protects the fields below, and the shards' fields marked as
 	// guarded by it. The readers take the read lock once per message. No
@@ -54,7 +64,6 @@ type Broker struct {
 
 	pub publisher
 
-	stop     chan struct{} // closed by Close
 	wg       sync.WaitGroup
 	counters counters
 }
@@ -107,18 +116,22 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	if err != nil {
 		return fail(err)
 	}
+	routeGoRedisLog()
 	b := &Broker{
 		opts:     o,
-		log:      o.Logger,
+		addr:     addrOf(client),
 		client:   client,
 		interest: make(map[string]*shard),
 		shards:   make(map[string]*shard),
-		stop:     make(chan struct{}),
 		retry:    backoff.Policy{Min: o.ReconnectMin, Max: o.ReconnectMax},
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	b.log = o.Logger.With("addr", b.addr)
+	b.ctx, b.cancel = context.WithCancel(context.WithValue(context.Background(), loggerKey{}, b.log))
+	b.stop = b.ctx.Done()
+	b.pubCtx = context.WithoutCancel(b.ctx)
+	var cancel context.CancelFunc
+	b.noRedial, cancel = context.WithCancel(b.ctx)
 	cancel()
-	b.noRedial = ctx
 	b.cluster, _ = client.(*redis.ClusterClient)
 	b.sharded = o.Mode == ModeSharded || (o.Mode == ModeAuto && b.cluster != nil)
 	b.bySlot = b.sharded && b.cluster != nil
@@ -131,24 +144,71 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	return b, nil
 }
 
-// Start begins delivering messages from other processes to deliver and
-// starts the publish writer. It connects in the background.
+// Start checks that Redis answers a PING (every master of a cluster)
+// within Options.StartTimeout, then begins delivering messages from other
+// processes to deliver and starts the publish writers. When Redis does not
+// answer, Start closes the Broker and returns an error wrapping
+// ErrUnavailable that names the address it tried; with
+// Options.StartDisconnected it starts anyway and keeps trying in the
+// background.
 func (b *Broker) Start(deliver func(channel string, frame []byte)) error {
+	if deliver == nil {
+		return errors.New("redisbroker: nil deliver function")
+	}
+	if err := b.startable(); err != nil {
+		return err
+	}
+	if !b.opts.StartDisconnected {
+		if err := b.check(); err != nil {
+			_ = b.Close()
+			return err
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	switch {
-	case b.closed:
-		return ErrClosed
-	case b.started:
-		return errors.New("redisbroker: Start called twice")
-	case deliver == nil:
-		return errors.New("redisbroker: nil deliver function")
+	if err := b.startableLocked(); err != nil {
+		return err
 	}
 	b.started, b.deliver = true, deliver
 	b.pub.start()
 	for _, s := range b.shards { // made by Subscribe calls before Start
 		b.wg.Add(1)
 		go s.run()
+	}
+	return nil
+}
+
+// check returns why Redis does not answer a PING within
+// Options.StartTimeout, if it does not.
+func (b *Broker) check() error {
+	start := time.Now()
+	err := b.pub.ping(b.opts.StartTimeout)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		// go-redis's retries outlast the timeout (Sentinel's most of all),
+		// and the cause is in what it logged meanwhile.
+		err = fmt.Errorf("no answer within %v (Options.StartTimeout): %w", b.opts.StartTimeout, err)
+		if line := droppedSince(start); line != "" {
+			err = fmt.Errorf("%w; go-redis said: %s", err, line)
+		}
+	}
+	return fmt.Errorf("%w: PING %s: %w", ErrUnavailable, b.addr, err)
+}
+
+func (b *Broker) startable() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.startableLocked()
+}
+
+func (b *Broker) startableLocked() error {
+	switch {
+	case b.closed:
+		return ErrClosed
+	case b.started:
+		return errors.New("redisbroker: Start called twice")
 	}
 	return nil
 }
@@ -252,7 +312,7 @@ func (b *Broker) Close() error {
 	if first {
 		b.closed = true
 		b.pub.closed.Store(true)
-		close(b.stop)
+		b.cancel()
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
@@ -367,6 +427,9 @@ func countFrames(version byte, body string) int {
 	}
 	return n
 }
+
+// stopping reports whether Close has begun.
+func (b *Broker) stopping() bool { return b.ctx.Err() != nil }
 
 // pause waits before attempt n (from 1) of a reconnect or health check;
 // it returns false when the Broker is closed first.

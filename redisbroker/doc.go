@@ -27,6 +27,18 @@
 // leaves open a client that other code uses too; close it after the
 // Broker.
 //
+// # Starting
+//
+// Start, which clusterws.New calls, checks that Redis answers a PING
+// (every master of a cluster) within Options.StartTimeout. When it does
+// not, Start closes the Broker and fails with an error wrapping
+// ErrUnavailable that names the address it tried and says why (when
+// go-redis only timed out, with what go-redis last complained about), so
+// clusterws.New fails and a worker under cluster.Run exits saying so.
+// Options.StartDisconnected starts anyway: the Broker warns, Publish
+// returns ErrUnavailable and Subscribe keeps the interest until Redis
+// answers, and then all resumes by itself.
+//
 // # Connections and sharding
 //
 // Subscriptions use one pub/sub connection per process for a single Redis,
@@ -129,6 +141,17 @@
 // the reading goroutines, one per pub/sub connection, so messages of one
 // channel arrive in order.
 //
-// go-redis reports some connection errors through its own global logger
-// (redis.SetLogger); the Broker's own reports go to Options.Logger.
+// # Logging
+//
+// The Broker logs through Options.Logger (silent by default), every record
+// with component=redisbroker and addr: the client's address, a cluster's
+// seed addresses, or "FailoverClient" for Sentinel; a cluster master's
+// connection adds node=. go-redis has one process-wide logger
+// (redis.SetLogger) that prints unstructured lines to stderr. The first
+// New replaces it, once per process, whatever the number of Brokers:
+// go-redis's lines about a Broker's own calls go to that Broker's Logger
+// at Debug level, with from=go-redis; the lines go-redis makes on its own
+// goroutines (connection pool dials, Sentinel discovery), which no Broker
+// can claim, are dropped, since the Brokers' warnings carry the same
+// errors. An application that wants them calls redis.SetLogger after New.
 package redisbroker

@@ -1,6 +1,7 @@
 package redisbroker
 
 import (
+	"context"
 	"maps"
 	"slices"
 )
@@ -19,3 +20,12 @@ func Shards(b *Broker) []string {
 	defer b.mu.RUnlock()
 	return slices.Sorted(maps.Keys(b.shards))
 }
+
+// GoRedisLine logs line through go-redis's logger as a call of b would,
+// and then as go-redis's own goroutines do.
+func GoRedisLine(b *Broker, line string) {
+	goRedisLog{}.Printf(b.ctx, "redis: %s", line)
+	goRedisLog{}.Printf(context.Background(), "redis: %s", line+" (dropped)")
+}
+
+var DroppedSince = droppedSince

@@ -92,6 +92,16 @@ type Options struct {
 	// still queued; those left are counted in Stats.Lost. default: 2s
 	DrainTimeout time.Duration
 
+	// StartTimeout bounds the check Start makes that Redis answers.
+	// default: 5s
+	StartTimeout time.Duration
+
+	// StartDisconnected makes Start succeed when Redis does not answer:
+	// the Broker logs a warning, Publish returns ErrUnavailable and
+	// Subscribe keeps the interest, until Redis answers. default: false,
+	// Start fails with ErrUnavailable
+	StartDisconnected bool
+
 	// SharedClient leaves the client given to New open when the Broker
 	// closes, for a client the caller uses for other work too and closes
 	// itself, after the Broker. default: false, the Broker owns the client
@@ -99,7 +109,9 @@ type Options struct {
 	SharedClient bool
 
 	// Logger receives connection losses, reconnects and lost publishes,
-	// with the attribute component=redisbroker. default: discard
+	// with the attributes component=redisbroker and addr (the client's
+	// address, or a cluster's seed addresses), and go-redis's own lines
+	// about the Broker's calls at Debug level. default: discard
 	Logger *slog.Logger
 }
 
@@ -114,6 +126,7 @@ const (
 	DefaultReconnectMax  = 2 * time.Second
 	DefaultPingInterval  = 5 * time.Second
 	DefaultDrainTimeout  = 2 * time.Second
+	DefaultStartTimeout  = 5 * time.Second
 )
 
 // Errors.
@@ -155,6 +168,7 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	option.NotNegative(c, "PingInterval", o.PingInterval)
 	option.NotNegative(c, "DrainTimeout", o.DrainTimeout)
+	option.NotNegative(c, "StartTimeout", o.StartTimeout)
 	if err := c.Err(); err != nil {
 		return o, err
 	}
@@ -170,6 +184,7 @@ func (o Options) withDefaults() (Options, error) {
 	o.ReconnectMax = option.Default(o.ReconnectMax, max(DefaultReconnectMax, o.ReconnectMin))
 	o.PingInterval = option.Default(o.PingInterval, DefaultPingInterval)
 	o.DrainTimeout = option.Default(o.DrainTimeout, DefaultDrainTimeout)
+	o.StartTimeout = option.Default(o.StartTimeout, DefaultStartTimeout)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

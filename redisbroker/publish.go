@@ -207,10 +207,17 @@ func (p *publisher) markDown() {
 }
 
 // health waits for publishing to go down, then PINGs Redis with jittered
-// backoff until it answers.
+// backoff until it answers. With Options.StartDisconnected it first checks
+// that Redis answers, which Start did not.
 func (p *publisher) health() {
 	b := p.b
 	defer b.wg.Done()
+	if b.opts.StartDisconnected {
+		if err := p.ping(b.opts.StartTimeout); err != nil && !b.stopping() {
+			b.log.Warn("redis does not answer; publishing waits for it", "err", err)
+			p.markDown()
+		}
+	}
 	for {
 		select {
 		case <-b.stop:
@@ -221,7 +228,7 @@ func (p *publisher) health() {
 			if !b.pause(failures) {
 				return
 			}
-			if err := p.healthCheck(); err != nil {
+			if err := p.ping(3 * b.opts.PingInterval); err != nil {
 				b.log.Debug("health check failed", "attempt", failures, "err", err)
 				continue
 			}
@@ -375,7 +382,7 @@ func (l *lane) coalesce(items []*message) (sends []*message, counts []int) {
 func (l *lane) exec(items []*message) error {
 	p := l.p
 	b := p.b
-	ctx := context.Background()
+	ctx := b.pubCtx
 	target, err := p.targetClient(ctx)
 	if err != nil {
 		p.markDown()
@@ -476,10 +483,11 @@ func (l *lane) drain() {
 	l.lose(rest, ErrClosed)
 }
 
-// healthCheck pings Redis: every master of a cluster.
-func (p *publisher) healthCheck() error {
+// ping checks that Redis answers within timeout: the master publishes go
+// to, or every master of a cluster with sharded pub/sub.
+func (p *publisher) ping(timeout time.Duration) error {
 	b := p.b
-	ctx, cancel := context.WithTimeout(context.Background(), 3*b.opts.PingInterval)
+	ctx, cancel := context.WithTimeout(b.ctx, timeout)
 	defer cancel()
 	if b.cluster == nil {
 		return b.client.Ping(ctx).Err()

@@ -3,7 +3,6 @@ package redisbroker_test
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,20 +22,6 @@ import (
 	"github.com/clusterws/clusterws-go/redisbroker"
 	"github.com/clusterws/clusterws-go/testutil"
 )
-
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if !testing.Verbose() {
-		// go-redis logs dial failures through a global logger; the outage
-		// tests cause plenty of them on purpose.
-		redis.SetLogger(quiet{})
-	}
-	os.Exit(m.Run())
-}
-
-type quiet struct{}
-
-func (quiet) Printf(context.Context, string, ...any) {}
 
 // testLogger shows the Broker's warnings when a test runs with -v.
 func testLogger() *slog.Logger {
@@ -588,6 +573,7 @@ func TestOptions(t *testing.T) {
 		MaxBatch: redisbroker.DefaultMaxBatch, Writers: redisbroker.DefaultWriters,
 		ReconnectMin: redisbroker.DefaultReconnectMin, ReconnectMax: redisbroker.DefaultReconnectMax,
 		PingInterval: redisbroker.DefaultPingInterval, DrainTimeout: redisbroker.DefaultDrainTimeout,
+		StartTimeout: redisbroker.DefaultStartTimeout,
 	}
 	tests := []struct {
 		name string
@@ -621,6 +607,9 @@ func TestOptions(t *testing.T) {
 		{name: "PingInterval negative", in: redisbroker.Options{PingInterval: -time.Second}, bad: []string{"PingInterval"}},
 		{name: "DrainTimeout", in: redisbroker.Options{DrainTimeout: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.DrainTimeout = time.Second })},
 		{name: "DrainTimeout negative", in: redisbroker.Options{DrainTimeout: -time.Second}, bad: []string{"DrainTimeout"}},
+		{name: "StartTimeout", in: redisbroker.Options{StartTimeout: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.StartTimeout = time.Second })},
+		{name: "StartTimeout negative", in: redisbroker.Options{StartTimeout: -time.Second}, bad: []string{"StartTimeout"}},
+		{name: "StartDisconnected", in: redisbroker.Options{StartDisconnected: true}, want: with(defaults, func(o *redisbroker.Options) { o.StartDisconnected = true })},
 		{name: "SharedClient", in: redisbroker.Options{SharedClient: true}, want: with(defaults, func(o *redisbroker.Options) { o.SharedClient = true })},
 		{name: "Logger", in: redisbroker.Options{Logger: logger}, want: defaults},
 		{name: "every problem at once", in: redisbroker.Options{MaxQueue: -1, Writers: -1, DrainTimeout: -1},

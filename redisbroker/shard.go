@@ -111,6 +111,16 @@ func (s *shard) run() {
 	b := s.b
 	defer b.wg.Done()
 	failures := 0
+	// failed reports err and waits before the next attempt; it returns
+	// false when the Broker is closing.
+	failed := func(err error) bool {
+		if b.stopping() {
+			return false
+		}
+		failures++
+		s.fail(err, failures)
+		return b.pause(failures)
+	}
 	connectedOnce := false
 	for {
 		if s.retireIfIdle() {
@@ -120,9 +130,7 @@ func (s *shard) run() {
 			// Find every channel's master: the topology may have changed
 			// while the connection was down.
 			if err := s.reroute(); err != nil {
-				failures++
-				s.fail(err, failures)
-				if !b.pause(failures) {
+				if !failed(err) {
 					return
 				}
 				continue
@@ -136,12 +144,7 @@ func (s *shard) run() {
 			}
 		}
 		if err := s.connect(); err != nil {
-			if errors.Is(err, ErrClosed) {
-				return
-			}
-			failures++
-			s.fail(err, failures)
-			if !b.pause(failures) {
+			if !failed(err) {
 				return
 			}
 			continue
@@ -156,19 +159,17 @@ func (s *shard) run() {
 		upAt := time.Now()
 		err := s.serve()
 		s.teardown()
-		if errors.Is(err, errRetired) || errors.Is(err, ErrClosed) {
+		if errors.Is(err, errRetired) {
 			return
 		}
 		// A connection that keeps breaking right away backs off too.
 		if time.Since(upAt) > b.opts.ReconnectMax {
 			failures = 0
 		}
-		failures++
-		s.fail(err, failures)
 		if b.cluster != nil {
-			b.cluster.ReloadState(context.Background())
+			b.cluster.ReloadState(b.ctx)
 		}
-		if !b.pause(failures) {
+		if !failed(err) {
 			return
 		}
 	}
@@ -194,16 +195,16 @@ func (s *shard) fail(err error, failures int) {
 func (s *shard) connect() error {
 	b := s.b
 	if b.sharded {
-		s.ps = s.client.SSubscribe(context.Background())
+		s.ps = s.client.SSubscribe(b.noRedial)
 	} else {
-		s.ps = s.client.Subscribe(context.Background())
+		s.ps = s.client.Subscribe(b.noRedial)
 	}
 	s.subscribed = make(map[string]struct{})
 	ready := make(chan error, 1)
 	s.expect(pending{kind: "ping", n: 1, waiters: []chan error{ready}})
 
 	timeout := 3 * b.opts.PingInterval
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(b.ctx, timeout)
 	defer cancel()
 	if err := s.ps.Ping(ctx); err != nil { // dials; every later call passes b.noRedial
 		s.teardown()
@@ -462,7 +463,7 @@ func (s *shard) reroute() error {
 	b.mu.RLock()
 	channels := slices.Collect(maps.Keys(s.channels))
 	b.mu.RUnlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*b.opts.PingInterval)
+	ctx, cancel := context.WithTimeout(b.ctx, 3*b.opts.PingInterval)
 	defer cancel()
 	moves := make(map[*redis.Client][]string)
 	bySlot := make(map[uint16]*redis.Client)
