@@ -141,6 +141,12 @@
 // the reading goroutines, one per pub/sub connection, so messages of one
 // channel arrive in order.
 //
+// Lock order: there is none to keep. Broker.mu (interest, shards and their
+// channel state), shard.fifoMu (the replies a connection expects),
+// lane.mu (a writer's queue) and publisher.targetMu (where classic
+// publishes go on a cluster) are never held together, nor across I/O or a
+// call into go-redis, which has locks of its own.
+//
 // # Logging
 //
 // The Broker logs through Options.Logger (silent by default), every record

@@ -426,9 +426,7 @@ func (l *lane) exec(items []*message) error {
 		if b.cluster != nil {
 			b.cluster.ReloadState(ctx)
 		}
-		p.targetMu.Lock()
-		p.target = nil
-		p.targetMu.Unlock()
+		p.forgetTarget()
 	}
 	l.finish(n, bytes)
 	return err
@@ -444,15 +442,28 @@ func (p *publisher) targetClient(ctx context.Context) (redis.UniversalClient, er
 		return b.client, nil
 	}
 	p.targetMu.Lock()
+	target := p.target
+	p.targetMu.Unlock()
+	if target != nil {
+		return target, nil
+	}
+	node, err := b.cluster.MasterForKey(ctx, b.opts.Prefix) // may ask the cluster: not under the lock
+	if err != nil {
+		return nil, err
+	}
+	p.targetMu.Lock()
 	defer p.targetMu.Unlock()
 	if p.target == nil {
-		node, err := b.cluster.MasterForKey(ctx, b.opts.Prefix)
-		if err != nil {
-			return nil, err
-		}
 		p.target = node
 	}
 	return p.target, nil
+}
+
+// forgetTarget makes the next pipeline ask the cluster where to go.
+func (p *publisher) forgetTarget() {
+	p.targetMu.Lock()
+	p.target = nil
+	p.targetMu.Unlock()
 }
 
 // lose counts items as lost.
@@ -494,9 +505,7 @@ func (p *publisher) ping(timeout time.Duration) error {
 	}
 	b.cluster.ReloadState(ctx)
 	if !b.sharded {
-		p.targetMu.Lock()
-		p.target = nil
-		p.targetMu.Unlock()
+		p.forgetTarget()
 		target, err := p.targetClient(ctx)
 		if err != nil {
 			return err
