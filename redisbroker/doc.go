@@ -27,6 +27,11 @@
 // leaves open a client that other code uses too; close it after the
 // Broker.
 //
+// The zero Options are the defaults, each written on its field. New
+// checks the Options it is given and never replaces a value: an invalid
+// one (a negative limit, ReconnectMax below ReconnectMin, an unknown Mode)
+// is an error that names the field and wraps ErrInvalidOption.
+//
 // # Starting
 //
 // Start, which clusterws.New calls, checks that Redis answers a PING
