@@ -85,6 +85,18 @@ func twoBrokers(t *testing.T, opts redisbroker.Options, addrs ...string) (a, b *
 	return a, b, pa, pb
 }
 
+// deliverOnce publishes on channel from a until p gets a delivery on it.
+func deliverOnce(t *testing.T, a *redisbroker.Broker, p *brokertest.Process, channel string) {
+	t.Helper()
+	ctx := context.Background()
+	before := p.Count(channel)
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		_ = a.Publish(ctx, channel, []byte("ping"))
+		_ = a.Flush(ctx)
+		return p.Count(channel) > before
+	}, "a delivery on %s", channel)
+}
+
 // Every deployment passes the shared conformance suite.
 func TestConformance(t *testing.T) {
 	redisServer := func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
@@ -494,12 +506,7 @@ func TestRedisRestart(t *testing.T) {
 	r.Start(t)
 	waitChannels(t, admin, false, "clusterws:later", "clusterws:news")
 	for _, ch := range []string{"news", "later"} {
-		before := pb.Count(ch)
-		testutil.Eventually(t, 10*time.Second, func() bool {
-			_ = a.Publish(ctx, ch, []byte("after"))
-			_ = a.Flush(ctx)
-			return pb.Count(ch) > before
-		}, "delivery on %s after the restart", ch)
+		deliverOnce(t, a, pb, ch)
 	}
 	if st := a.Stats(); !st.Up || st.Lost == 0 {
 		t.Errorf("a: want up and the outage's publishes counted lost: %+v", st)

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clusterws/clusterws-go/hub/brokertest"
 	"github.com/clusterws/clusterws-go/redisbroker"
 	"github.com/clusterws/clusterws-go/testutil"
 )
@@ -74,18 +73,6 @@ func TestShardRetires(t *testing.T) {
 	}
 	waitShards(t, b, "")
 	deliverOnce(t, a, pb, "x")
-}
-
-// deliverOnce publishes on channel from a until p gets a delivery on it.
-func deliverOnce(t *testing.T, a *redisbroker.Broker, p *brokertest.Process, channel string) {
-	t.Helper()
-	ctx := context.Background()
-	before := p.Count(channel)
-	testutil.Eventually(t, 10*time.Second, func() bool {
-		_ = a.Publish(ctx, channel, []byte("ping"))
-		_ = a.Flush(ctx)
-		return p.Count(channel) > before
-	}, "a delivery on %s", channel)
 }
 
 // Subscribe calls racing with the shard retiring all succeed: a Subscribe
