@@ -70,11 +70,10 @@ func BenchmarkPublish(b *testing.B) {
 			channels[i] = "bench-" + strconv.Itoa(i)
 		}
 		b.Run("acked/channels="+strconv.Itoa(nch), func(b *testing.B) {
-			pub := newBroker(b, newClient(b, r.Addr()), redisbroker.Options{})
+			pub := newBroker(b, dial(r.Addr()), redisbroker.Options{})
 			if err := pub.Start(func(string, []byte) {}); err != nil {
 				b.Fatal(err)
 			}
-			defer pub.Close()
 			publishAll(b, pub, channels, 1000)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(benchFrame)))
@@ -90,8 +89,8 @@ func BenchmarkPublish(b *testing.B) {
 	}
 
 	b.Run("delivered", func(b *testing.B) {
-		pub := newBroker(b, newClient(b, r.Addr()), redisbroker.Options{})
-		sub := newBroker(b, newClient(b, r.Addr()), redisbroker.Options{})
+		pub := newBroker(b, dial(r.Addr()), redisbroker.Options{})
+		sub := newBroker(b, dial(r.Addr()), redisbroker.Options{})
 		got := make(chan struct{}, 1)
 		var received int
 		if err := sub.Start(func(string, []byte) {
@@ -102,11 +101,9 @@ func BenchmarkPublish(b *testing.B) {
 		}); err != nil {
 			b.Fatal(err)
 		}
-		defer sub.Close()
 		if err := pub.Start(func(string, []byte) {}); err != nil {
 			b.Fatal(err)
 		}
-		defer pub.Close()
 		if err := sub.Subscribe(context.Background(), "bench"); err != nil {
 			b.Fatal(err)
 		}
@@ -219,11 +216,10 @@ func TestRedisBenchmarkRatio(t *testing.T) {
 		for i := range nch {
 			v.channels = append(v.channels, "bench-"+strconv.Itoa(i))
 		}
-		v.pub = newBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+		v.pub = newBroker(t, dial(r.Addr()), redisbroker.Options{})
 		if err := v.pub.Start(func(string, []byte) {}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = v.pub.Close() })
 		_, _ = measure(v.pub, v.channels) // warm up
 		variants = append(variants, v)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/backoff"
 )
 
 // Broker carries a process's publishes to other processes through Redis
@@ -23,28 +23,47 @@ import (
 // for concurrent use.
 type Broker struct {
 	opts       Options
-	log        *slog.Logger
+	log        *slog.Logger // with component=redisbroker and addr
+	addr       string       // what client connects to (addrOf)
 	client     redis.UniversalClient
 	cluster    *redis.ClusterClient // the client, when it is a Redis Cluster client
 	sharded    bool                 // SPUBLISH/SSUBSCRIBE instead of PUBLISH/SUBSCRIBE
 	bySlot     bool                 // one pub/sub connection per cluster master
 	publishCmd any                  // "publish" or "spublish", boxed once
+	retry      backoff.Policy       // between reconnects and health checks
 	id         originID
+
+	// The contexts of the Broker's calls into go-redis carry its logger
+	// (goRedisLog). ctx ends when Close begins, and with it every wait
+	// for Redis but the pipelines', which use pubCtx to drain.
+	ctx    context.Context
+	cancel context.CancelFunc
+	pubCtx context.Context
+	// noRedial is the context of every call on a PubSub after the one that
+	// dials it. When a call fails, go-redis's PubSub redials and subscribes
+	// again to everything by itself, before the caller sees the error; the
+	// shard does both itself (routing channels to their masters again,
+	// subscribing in batches of one slot), so the context is canceled, and
+	// go-redis's attempt fails at once without touching the network.
+	noRedial context.Context
+	stop     <-chan struct{} // ctx.Done(): closed when Close begins
 
 	// mu protects the fields below, and the shards' fields marked as
 	// guarded by it. The readers take the read lock once per message. No
 	// other lock is taken and no I/O is done while it is held.
 	mu       sync.RWMutex
-	interest map[string]*shard
-	shards   map[string]*shard // by node address; "" for the single connection
-	unrouted *shard            // channels whose cluster node is not known yet (bySlot only)
-	deliver  func(channel string, frame []byte)
-	started  bool
-	closed   bool
+	interest map[string]*shard // channel -> the shard subscribing to it
+	// shards holds the shards with channels or Subscribe calls waiting, by
+	// master address: "" for the single connection, or on a cluster for
+	// the channels whose master is not known yet. A shard that has neither
+	// removes itself (shard.retireIfIdle).
+	shards  map[string]*shard
+	deliver func(channel string, frame []byte)
+	started bool
+	closed  bool
 
 	pub publisher
 
-	stop     chan struct{} // closed by Close
 	wg       sync.WaitGroup
 	counters counters
 }
@@ -73,27 +92,46 @@ type Stats struct {
 // redis.NewFailoverClient) or a *redis.ClusterClient. It does no I/O: the
 // connections are made once the hub starts the Broker.
 //
-// The Broker does not own client: Close leaves it open, and the caller
-// closes it after the Broker (for example after the Server's Shutdown).
+// The Broker owns client: Close closes it, and so does New when it fails,
+// so that a factory such as
+//
+//	func() (hub.Broker, error) { return redisbroker.New(redis.NewClient(o), opts) }
+//
+// leaks nothing. With Options.SharedClient the client stays open for the
+// caller, who closes it after the Broker.
 func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	if client == nil {
 		return nil, ErrNilClient
 	}
+	fail := func(err error) (*Broker, error) {
+		if !opts.SharedClient {
+			_ = client.Close()
+		}
+		return nil, err
+	}
 	if _, ok := client.(*redis.Ring); ok {
-		return nil, ErrUnsupportedClient
+		return fail(ErrUnsupportedClient)
 	}
 	o, err := opts.withDefaults()
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
+	routeGoRedisLog()
 	b := &Broker{
 		opts:     o,
-		log:      o.Logger,
+		addr:     addrOf(client),
 		client:   client,
 		interest: make(map[string]*shard),
 		shards:   make(map[string]*shard),
-		stop:     make(chan struct{}),
+		retry:    backoff.Policy{Min: o.ReconnectMin, Max: o.ReconnectMax},
 	}
+	b.log = o.Logger.With("addr", b.addr)
+	b.ctx, b.cancel = context.WithCancel(context.WithValue(context.Background(), loggerKey{}, b.log))
+	b.stop = b.ctx.Done()
+	b.pubCtx = context.WithoutCancel(b.ctx)
+	var cancel context.CancelFunc
+	b.noRedial, cancel = context.WithCancel(b.ctx)
+	cancel()
 	b.cluster, _ = client.(*redis.ClusterClient)
 	b.sharded = o.Mode == ModeSharded || (o.Mode == ModeAuto && b.cluster != nil)
 	b.bySlot = b.sharded && b.cluster != nil
@@ -102,37 +140,75 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 		b.publishCmd = argSPublish
 	}
 	_, _ = crand.Read(b.id[:])
-	if b.bySlot {
-		b.unrouted = newShard(b, "", nil)
-	} else {
-		b.shards[""] = newShard(b, "", client)
-	}
 	b.pub.init(b)
 	return b, nil
 }
 
-// Start begins delivering messages from other processes to deliver and
-// starts the publish writer. It connects in the background.
+// Start checks that Redis answers a PING (every master of a cluster)
+// within Options.StartTimeout, then begins delivering messages from other
+// processes to deliver and starts the publish writers. When Redis does not
+// answer, Start closes the Broker and returns an error wrapping
+// ErrUnavailable that names the address it tried; with
+// Options.StartDisconnected it starts anyway and keeps trying in the
+// background.
 func (b *Broker) Start(deliver func(channel string, frame []byte)) error {
+	if deliver == nil {
+		return errors.New("redisbroker: nil deliver function")
+	}
+	if err := b.startable(); err != nil {
+		return err
+	}
+	if !b.opts.StartDisconnected {
+		if err := b.check(); err != nil {
+			_ = b.Close()
+			return err
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if err := b.startableLocked(); err != nil {
+		return err
+	}
+	b.started, b.deliver = true, deliver
+	b.pub.start()
+	for _, s := range b.shards { // made by Subscribe calls before Start
+		b.wg.Add(1)
+		go s.run()
+	}
+	return nil
+}
+
+// check returns why Redis does not answer a PING within
+// Options.StartTimeout, if it does not.
+func (b *Broker) check() error {
+	start := time.Now()
+	err := b.pub.ping(b.opts.StartTimeout)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		// go-redis's retries outlast the timeout (Sentinel's most of all),
+		// and the cause is in what it logged meanwhile.
+		err = fmt.Errorf("no answer within %v (Options.StartTimeout): %w", b.opts.StartTimeout, err)
+		if line := droppedSince(start); line != "" {
+			err = fmt.Errorf("%w; go-redis said: %s", err, line)
+		}
+	}
+	return fmt.Errorf("%w: PING %s: %w", ErrUnavailable, b.addr, err)
+}
+
+func (b *Broker) startable() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.startableLocked()
+}
+
+func (b *Broker) startableLocked() error {
 	switch {
 	case b.closed:
 		return ErrClosed
 	case b.started:
 		return errors.New("redisbroker: Start called twice")
-	case deliver == nil:
-		return errors.New("redisbroker: nil deliver function")
-	}
-	b.started, b.deliver = true, deliver
-	b.pub.start()
-	for _, s := range b.shards {
-		b.wg.Add(1)
-		go s.run()
-	}
-	if b.unrouted != nil {
-		b.wg.Add(1)
-		go b.unrouted.run()
 	}
 	return nil
 }
@@ -171,22 +247,22 @@ func (b *Broker) Flush(ctx context.Context) error { return b.pub.flush(ctx) }
 // When ctx ends first it returns ctx's error, and the subscription still
 // goes ahead.
 func (b *Broker) Subscribe(ctx context.Context, channel string) error {
-	s, routeErr := b.route(ctx, channel)
+	addr, client, routeErr := b.route(ctx, channel)
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return ErrClosed
 	}
-	if routeErr != nil {
-		b.assignLocked(channel, b.unrouted)
-		b.mu.Unlock()
-		b.unrouted.poke()
-		return fmt.Errorf("%w: %w", ErrUnavailable, routeErr)
-	}
+	// The shard is found (or made) and joined in one critical section, so
+	// that it cannot retire in between.
+	s := b.shardLocked(addr, client)
 	b.assignLocked(channel, s)
-	if s.down {
+	if routeErr != nil || s.down {
 		b.mu.Unlock()
 		s.poke()
+		if routeErr != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, routeErr)
+		}
 		return ErrUnavailable
 	}
 	done := make(chan error, 1)
@@ -226,18 +302,23 @@ func (b *Broker) Unsubscribe(_ context.Context, channel string) error {
 }
 
 // Close stops the Broker: it sends what is still queued (for at most
-// Options.DrainTimeout), closes its pub/sub connections and waits for its
-// goroutines. No delivery happens after it returns. It does not close the
-// redis client. It is idempotent.
+// Options.DrainTimeout), closes its pub/sub connections, waits for its
+// goroutines and then closes the redis client, unless
+// Options.SharedClient. No delivery happens after it returns. It is
+// idempotent; the first call returns the client's Close error.
 func (b *Broker) Close() error {
 	b.mu.Lock()
-	if !b.closed {
+	first := !b.closed
+	if first {
 		b.closed = true
 		b.pub.closed.Store(true)
-		close(b.stop)
+		b.cancel()
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
+	if first && !b.opts.SharedClient {
+		return b.client.Close()
+	}
 	return nil
 }
 
@@ -254,29 +335,28 @@ func (b *Broker) Stats() Stats {
 	}
 }
 
-// route returns the shard that subscribes to channel: the single one, or
-// for sharded pub/sub on a cluster the one of the master that owns the
-// channel's slot.
-func (b *Broker) route(ctx context.Context, channel string) (*shard, error) {
+// route returns the address and client of the connection that subscribes
+// to channel: the client itself, or for sharded pub/sub on a cluster the
+// master that owns the channel's slot. When that master is not known, it
+// returns "" and a nil client, the shard that finds masters, with the
+// error.
+func (b *Broker) route(ctx context.Context, channel string) (string, redis.UniversalClient, error) {
 	if !b.bySlot {
-		return b.shards[""], nil
+		return "", b.client, nil
 	}
 	node, err := b.cluster.MasterForKey(ctx, b.opts.Prefix+channel)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.shardLocked(node), nil
+	return node.Options().Addr, node, nil
 }
 
-// shardLocked returns the shard of a cluster node, creating and starting it
-// when needed.
-func (b *Broker) shardLocked(node *redis.Client) *shard {
-	addr := node.Options().Addr
+// shardLocked returns the shard of addr, making and starting one when
+// there is none.
+func (b *Broker) shardLocked(addr string, client redis.UniversalClient) *shard {
 	s := b.shards[addr]
 	if s == nil {
-		s = newShard(b, addr, node)
+		s = newShard(b, addr, client)
 		b.shards[addr] = s
 		if b.started && !b.closed {
 			b.wg.Add(1)
@@ -308,7 +388,7 @@ func (b *Broker) handle(redisChannel, payload string) {
 	origin, version, body, ok := decodePayload(payload)
 	if !ok {
 		b.counters.ignored.Add(1)
-		b.log.Debug("redisbroker: ignored a message not written by this package", "channel", redisChannel)
+		b.log.Debug("ignored a message not written by this package", "channel", redisChannel)
 		return
 	}
 	if origin == b.id {
@@ -348,20 +428,11 @@ func countFrames(version byte, body string) int {
 	return n
 }
 
-func (b *Broker) backoff(failures int) time.Duration {
-	d := b.opts.ReconnectMin << min(max(failures-1, 0), 16)
-	d = min(d, b.opts.ReconnectMax)
-	return d/2 + rand.N(d/2+1)
-}
+// stopping reports whether Close has begun.
+func (b *Broker) stopping() bool { return b.ctx.Err() != nil }
 
-// sleep waits d, or returns false when the Broker is closed first.
-func (b *Broker) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-b.stop:
-		return false
-	case <-t.C:
-		return true
-	}
+// pause waits before attempt n (from 1) of a reconnect or health check;
+// it returns false when the Broker is closed first.
+func (b *Broker) pause(n int) bool {
+	return backoff.Sleep(b.stop, b.retry.Delay(n))
 }

@@ -9,7 +9,8 @@
 // One option, on every server:
 //
 //	b, err := redisbroker.New(redis.NewClient(&redis.Options{Addr: "redis:6379"}), redisbroker.Options{})
-//	srv := clusterws.New(clusterws.WithBroker(b))
+//	...
+//	srv, err := clusterws.New(clusterws.WithBroker(b))
 //
 // Under cluster.Run, give every worker its own Broker:
 //
@@ -20,8 +21,28 @@
 //		...
 //	})
 //
-// The Broker does not own the redis client: Close (called by the Server's
-// Shutdown or Close) leaves it open for the caller to close afterwards.
+// The Broker owns the redis client it is given: its Close (called by the
+// Server's Shutdown or Close) closes the client too, and New closes it
+// when it fails, so the factory above leaks nothing. Options.SharedClient
+// leaves open a client that other code uses too; close it after the
+// Broker.
+//
+// The zero Options are the defaults, each written on its field. New
+// checks the Options it is given and never replaces a value: an invalid
+// one (a negative limit, ReconnectMax below ReconnectMin, an unknown Mode)
+// is an error that names the field and wraps ErrInvalidOption.
+//
+// # Starting
+//
+// Start, which clusterws.New calls, checks that Redis answers a PING
+// (every master of a cluster) within Options.StartTimeout. When it does
+// not, Start closes the Broker and fails with an error wrapping
+// ErrUnavailable that names the address it tried and says why (when
+// go-redis only timed out, with what go-redis last complained about), so
+// clusterws.New fails and a worker under cluster.Run exits saying so.
+// Options.StartDisconnected starts anyway: the Broker warns, Publish
+// returns ErrUnavailable and Subscribe keeps the interest until Redis
+// answers, and then all resumes by itself.
 //
 // # Connections and sharding
 //
@@ -42,6 +63,12 @@
 // pub/sub); every classic publish is then broadcast to every node, and the
 // Broker sends all its publishes through one master so they keep their
 // order.
+//
+// A pub/sub connection exists only while it has channels: it is made by
+// the first Subscribe that needs it and closed, with its goroutines, once
+// its last channel is unsubscribed or has moved to another master. A
+// master that left the cluster (failed over, or back under a new address)
+// keeps nothing of the Broker's.
 //
 // Publishes travel on the client's ordinary connection pool, in pipelines.
 //
@@ -96,6 +123,8 @@
 // connection is down, but the interest is kept: every pub/sub connection
 // reconnects with jittered backoff and subscribes again to every channel
 // that still has local interest, and deliveries resume by themselves.
+// That happens once per outage, on one new connection: the Broker keeps
+// go-redis's PubSub from redialing and resubscribing on its own first.
 // A pub/sub connection silent for three Options.PingInterval is treated as
 // dead.
 //
@@ -117,6 +146,23 @@
 // the reading goroutines, one per pub/sub connection, so messages of one
 // channel arrive in order.
 //
-// go-redis reports some connection errors through its own global logger
-// (redis.SetLogger); the Broker's own reports go to Options.Logger.
+// Lock order: there is none to keep. Broker.mu (interest, shards and their
+// channel state), shard.fifoMu (the replies a connection expects),
+// lane.mu (a writer's queue) and publisher.targetMu (where classic
+// publishes go on a cluster) are never held together, nor across I/O or a
+// call into go-redis, which has locks of its own.
+//
+// # Logging
+//
+// The Broker logs through Options.Logger (silent by default), every record
+// with component=redisbroker and addr: the client's address, a cluster's
+// seed addresses, or "FailoverClient" for Sentinel; a cluster master's
+// connection adds node=. go-redis has one process-wide logger
+// (redis.SetLogger) that prints unstructured lines to stderr. The first
+// New replaces it, once per process, whatever the number of Brokers:
+// go-redis's lines about a Broker's own calls go to that Broker's Logger
+// at Debug level, with from=go-redis; the lines go-redis makes on its own
+// goroutines (connection pool dials, Sentinel discovery), which no Broker
+// can claim, are dropped, since the Brokers' warnings carry the same
+// errors. An application that wants them calls redis.SetLogger after New.
 package redisbroker

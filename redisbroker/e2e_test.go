@@ -21,14 +21,14 @@ func TestEndToEnd(t *testing.T) {
 	r := testutil.StartRedis(t)
 	admin := newClient(t, r.Addr())
 	newServer := func() *testutil.Server {
-		b := newBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+		b := newBroker(t, dial(r.Addr()), redisbroker.Options{})
 		return testutil.StartServer(t, nil, clusterws.WithBroker(b))
 	}
 	srvA, srvB := newServer(), newServer()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	dial := func(s *testutil.Server) *client.Client {
+	connect := func(s *testutil.Server) *client.Client {
 		c, err := client.Dial(ctx, s.URL, client.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -36,7 +36,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Cleanup(func() { _ = c.Close() })
 		return c
 	}
-	publisher, subscriber := dial(srvA), dial(srvB)
+	publisher, subscriber := connect(srvA), connect(srvB)
 
 	var mu sync.Mutex
 	var got []int

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"time"
 
@@ -27,24 +29,20 @@ func Example() {
 	}
 	defer mr.Close()
 
-	newHost := func() (*clusterws.Server, *redis.Client) {
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-		b, err := redisbroker.New(rdb, redisbroker.Options{Prefix: "chat-app:"})
+	newHost := func() *clusterws.Server {
+		// The Broker owns the client; the Server owns the Broker.
+		b, err := redisbroker.New(redis.NewClient(&redis.Options{Addr: mr.Addr()}), redisbroker.Options{Prefix: "chat-app:"})
 		if err != nil {
 			panic(err)
 		}
-		srv, err := clusterws.New(clusterws.WithBroker(b))
+		srv, err := clusterws.New(clusterws.WithBroker(b)) // fails if Redis does not answer
 		if err != nil {
 			panic(err)
 		}
-		return srv, rdb
+		return srv
 	}
-	a, rdbA := newHost()
-	b, rdbB := newHost()
-	// The Server's Close closes its Broker; the redis clients are the
-	// caller's, closed after it.
-	defer rdbA.Close()
-	defer rdbB.Close()
+	a, b := newHost(), newHost()
+	// Closing a Server closes its Broker, and that its redis client.
 	defer a.Close()
 	defer b.Close()
 	hostB := httptest.NewServer(b)
@@ -82,49 +80,59 @@ func Example() {
 	// Output: "from host a"
 }
 
-// A Redis Cluster client gets sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7
-// or later) by default: one pub/sub connection per master, each channel on
-// the master that owns its slot.
-func ExampleNew_cluster() {
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{
-		Addrs: []string{"10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"},
-	})
+// New takes the client of the deployment: a single Redis, Sentinel (the
+// failover client follows the master), or Redis Cluster, which gets
+// sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7 or later) by default: one
+// pub/sub connection per master, each channel on the master that owns its
+// slot.
+func ExampleNew_deployments() {
+	var rdb redis.UniversalClient
+	switch os.Getenv("REDIS_DEPLOYMENT") {
+	case "sentinel":
+		rdb = redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:    "mymaster",
+			SentinelAddrs: []string{"10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379"},
+		})
+	case "cluster":
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: []string{"10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"},
+		})
+	default:
+		rdb = redis.NewClient(&redis.Options{Addr: "10.0.0.1:6379"})
+	}
 	b, err := redisbroker.New(rdb, redisbroker.Options{
-		// Mode: redisbroker.ModeClassic, // for Redis 6 or proxies without sharded pub/sub
+		// Mode: redisbroker.ModeClassic, // for a cluster of Redis 6, or proxies without sharded pub/sub
 	})
 	if err != nil {
-		panic(err)
+		log.Fatal(err)
 	}
 	srv, err := clusterws.New(clusterws.WithBroker(b))
 	if err != nil {
-		panic(err)
+		log.Fatal(err) // redisbroker: redis is unavailable: ...
 	}
-	_ = srv
-}
-
-// With Sentinel, the failover client follows the master; the Broker needs
-// nothing else.
-func ExampleNew_sentinel() {
-	rdb := redis.NewFailoverClient(&redis.FailoverOptions{
-		MasterName:    "mymaster",
-		SentinelAddrs: []string{"10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379"},
-	})
-	b, err := redisbroker.New(rdb, redisbroker.Options{})
-	if err != nil {
-		panic(err)
-	}
-	srv, err := clusterws.New(clusterws.WithBroker(b))
-	if err != nil {
-		panic(err)
-	}
-	_ = srv
+	defer srv.Close() // closes b, and b closes rdb
 }
 
 // Under cluster.Run every worker process builds its own Broker from the
-// factory in cluster.Config.Broker.
+// factory in cluster.Config.Broker. The Broker owns the client it is
+// given, so the factory leaks nothing, whether New fails or the worker
+// stops.
 func ExampleNew_workers() {
 	factory := func() (hub.Broker, error) {
 		return redisbroker.New(redis.NewClient(&redis.Options{Addr: "localhost:6379"}), redisbroker.Options{})
 	}
 	_ = factory // cluster.Config{Broker: factory, ...}
+}
+
+// A client the application also uses for its own work stays open when the
+// Broker closes; the application closes it after the Broker.
+func ExampleOptions_sharedClient() {
+	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+	defer rdb.Close() // deferred first, so it runs after b.Close
+	b, err := redisbroker.New(rdb, redisbroker.Options{SharedClient: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close() // usually the Server's Close does this
+	_ = rdb.Incr(context.Background(), "visits").Err()
 }

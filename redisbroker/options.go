@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/clusterws/clusterws-go/internal/option"
 )
 
 // Mode chooses between classic and sharded Redis pub/sub.
@@ -24,6 +26,7 @@ const (
 	ModeClassic
 )
 
+// String returns the mode's name: "auto", "sharded" or "classic".
 func (m Mode) String() string {
 	switch m {
 	case ModeAuto:
@@ -36,8 +39,10 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
-// Options configures a Broker. The zero value means "all defaults". New
-// validates a copy; the caller's struct is never modified.
+// Options configures a Broker. The zero value means "all defaults"; each
+// default is written on its field. New validates a copy: a value it
+// cannot use is an error naming the field, never replaced, and the
+// caller's struct is never modified.
 type Options struct {
 	// Prefix is prepended to every channel name in Redis, so several
 	// applications can share one Redis. A prefix with a hash tag, such as
@@ -72,8 +77,10 @@ type Options struct {
 
 	// ReconnectMin and ReconnectMax bound the jittered exponential backoff
 	// between attempts to reconnect a pub/sub connection and between
-	// health checks (PING) while publishing is down.
-	// default: 50ms and 2s
+	// health checks (PING) while publishing is down. ReconnectMax must not
+	// be below ReconnectMin. default: 50ms and 2s, except that a default
+	// never contradicts the other bound given (ReconnectMin: 5s alone gives
+	// ReconnectMax 5s)
 	ReconnectMin, ReconnectMax time.Duration
 
 	// PingInterval is how often every pub/sub connection is pinged; one
@@ -85,8 +92,26 @@ type Options struct {
 	// still queued; those left are counted in Stats.Lost. default: 2s
 	DrainTimeout time.Duration
 
-	// Logger receives connection losses, reconnects and lost publishes.
-	// default: discard
+	// StartTimeout bounds the check Start makes that Redis answers.
+	// default: 5s
+	StartTimeout time.Duration
+
+	// StartDisconnected makes Start succeed when Redis does not answer:
+	// the Broker logs a warning, Publish returns ErrUnavailable and
+	// Subscribe keeps the interest, until Redis answers. default: false,
+	// Start fails with ErrUnavailable
+	StartDisconnected bool
+
+	// SharedClient leaves the client given to New open when the Broker
+	// closes, for a client the caller uses for other work too and closes
+	// itself, after the Broker. default: false, the Broker owns the client
+	// and closes it
+	SharedClient bool
+
+	// Logger receives connection losses, reconnects and lost publishes,
+	// with the attributes component=redisbroker and addr (the client's
+	// address, or a cluster's seed addresses), and go-redis's own lines
+	// about the Broker's calls at Debug level. default: discard
 	Logger *slog.Logger
 }
 
@@ -101,10 +126,14 @@ const (
 	DefaultReconnectMax  = 2 * time.Second
 	DefaultPingInterval  = 5 * time.Second
 	DefaultDrainTimeout  = 2 * time.Second
+	DefaultStartTimeout  = 5 * time.Second
 )
 
 // Errors.
 var (
+	// ErrInvalidOption is wrapped by the error New returns for invalid
+	// Options; the error names the field.
+	ErrInvalidOption = errors.New("redisbroker: invalid option")
 	// ErrUnavailable: Redis is known to be unreachable. A Publish that gets
 	// it was not sent; a Subscribe that gets it is kept and made in Redis
 	// once the connection is back.
@@ -121,47 +150,44 @@ var (
 	ErrUnsupportedClient = errors.New("redisbroker: *redis.Ring is not supported; use a Client, a failover Client or a ClusterClient")
 )
 
+// withDefaults validates o and returns a copy with defaults filled in.
+// Errors name the field and wrap ErrInvalidOption.
 func (o Options) withDefaults() (Options, error) {
-	switch {
-	case o.Mode < ModeAuto || o.Mode > ModeClassic:
-		return o, fmt.Errorf("redisbroker: unknown Mode %d", int(o.Mode))
-	case o.MaxQueue < 0, o.MaxQueueBytes < 0, o.MaxBatch < 0, o.Writers < 0:
-		return o, errors.New("redisbroker: MaxQueue, MaxQueueBytes, MaxBatch and Writers must not be negative")
-	case o.ReconnectMin < 0, o.ReconnectMax < 0, o.PingInterval < 0, o.DrainTimeout < 0:
-		return o, errors.New("redisbroker: durations must not be negative")
+	c := option.NewCheck(ErrInvalidOption)
+	if o.Mode < ModeAuto || o.Mode > ModeClassic {
+		c.Failf("Mode", "must be ModeAuto, ModeSharded or ModeClassic (got %d)", int(o.Mode))
 	}
-	if o.Prefix == "" {
-		o.Prefix = DefaultPrefix
+	option.NotNegative(c, "MaxQueue", o.MaxQueue)
+	option.NotNegative(c, "MaxQueueBytes", o.MaxQueueBytes)
+	option.NotNegative(c, "MaxBatch", o.MaxBatch)
+	option.NotNegative(c, "Writers", o.Writers)
+	option.NotNegative(c, "ReconnectMin", o.ReconnectMin)
+	option.NotNegative(c, "ReconnectMax", o.ReconnectMax)
+	if o.ReconnectMax > 0 && o.ReconnectMax < o.ReconnectMin {
+		c.Failf("ReconnectMax", "must not be below ReconnectMin %v (got %v)", o.ReconnectMin, o.ReconnectMax)
 	}
-	if o.MaxQueue == 0 {
-		o.MaxQueue = DefaultMaxQueue
+	option.NotNegative(c, "PingInterval", o.PingInterval)
+	option.NotNegative(c, "DrainTimeout", o.DrainTimeout)
+	option.NotNegative(c, "StartTimeout", o.StartTimeout)
+	if err := c.Err(); err != nil {
+		return o, err
 	}
-	if o.MaxQueueBytes == 0 {
-		o.MaxQueueBytes = DefaultMaxQueueBytes
-	}
-	if o.MaxBatch == 0 {
-		o.MaxBatch = DefaultMaxBatch
-	}
-	if o.Writers == 0 {
-		o.Writers = DefaultWriters
-	}
+	o.Prefix = option.Default(o.Prefix, DefaultPrefix)
+	o.MaxQueue = option.Default(o.MaxQueue, DefaultMaxQueue)
+	o.MaxQueueBytes = option.Default(o.MaxQueueBytes, DefaultMaxQueueBytes)
+	o.MaxBatch = option.Default(o.MaxBatch, DefaultMaxBatch)
+	o.Writers = option.Default(o.Writers, DefaultWriters)
+	// A default never contradicts the other bound given.
 	if o.ReconnectMin == 0 {
-		o.ReconnectMin = DefaultReconnectMin
+		o.ReconnectMin = min(DefaultReconnectMin, option.Default(o.ReconnectMax, DefaultReconnectMin))
 	}
-	if o.ReconnectMax == 0 {
-		o.ReconnectMax = max(DefaultReconnectMax, o.ReconnectMin)
-	}
-	if o.ReconnectMax < o.ReconnectMin {
-		return o, fmt.Errorf("redisbroker: ReconnectMax %v is below ReconnectMin %v", o.ReconnectMax, o.ReconnectMin)
-	}
-	if o.PingInterval == 0 {
-		o.PingInterval = DefaultPingInterval
-	}
-	if o.DrainTimeout == 0 {
-		o.DrainTimeout = DefaultDrainTimeout
-	}
+	o.ReconnectMax = option.Default(o.ReconnectMax, max(DefaultReconnectMax, o.ReconnectMin))
+	o.PingInterval = option.Default(o.PingInterval, DefaultPingInterval)
+	o.DrainTimeout = option.Default(o.DrainTimeout, DefaultDrainTimeout)
+	o.StartTimeout = option.Default(o.StartTimeout, DefaultStartTimeout)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	o.Logger = o.Logger.With("component", "redisbroker")
 	return o, nil
 }

@@ -207,10 +207,17 @@ func (p *publisher) markDown() {
 }
 
 // health waits for publishing to go down, then PINGs Redis with jittered
-// backoff until it answers.
+// backoff until it answers. With Options.StartDisconnected it first checks
+// that Redis answers, which Start did not.
 func (p *publisher) health() {
 	b := p.b
 	defer b.wg.Done()
+	if b.opts.StartDisconnected {
+		if err := p.ping(b.opts.StartTimeout); err != nil && !b.stopping() {
+			b.log.Warn("redis does not answer; publishing waits for it", "err", err)
+			p.markDown()
+		}
+	}
 	for {
 		select {
 		case <-b.stop:
@@ -218,15 +225,15 @@ func (p *publisher) health() {
 		case <-p.downed:
 		}
 		for failures := 1; !p.up.Load(); failures++ {
-			if !b.sleep(b.backoff(failures)) {
+			if !b.pause(failures) {
 				return
 			}
-			if err := p.healthCheck(); err != nil {
-				b.log.Debug("redisbroker: health check failed", "attempt", failures, "err", err)
+			if err := p.ping(3 * b.opts.PingInterval); err != nil {
+				b.log.Debug("health check failed", "attempt", failures, "err", err)
 				continue
 			}
 			p.up.Store(true)
-			b.log.Info("redisbroker: redis is reachable again; publishing resumes", "checks", failures)
+			b.log.Info("redis is reachable again; publishing resumes", "checks", failures)
 		}
 	}
 }
@@ -375,7 +382,7 @@ func (l *lane) coalesce(items []*message) (sends []*message, counts []int) {
 func (l *lane) exec(items []*message) error {
 	p := l.p
 	b := p.b
-	ctx := context.Background()
+	ctx := b.pubCtx
 	target, err := p.targetClient(ctx)
 	if err != nil {
 		p.markDown()
@@ -415,13 +422,11 @@ func (l *lane) exec(items []*message) error {
 	if err != nil {
 		p.markDown()
 		b.counters.lost.Add(uint64(failed))
-		b.log.Warn("redisbroker: publish pipeline failed; publishing is down until redis answers", "lost", failed, "err", err)
+		b.log.Warn("publish pipeline failed; publishing is down until redis answers", "lost", failed, "err", err)
 		if b.cluster != nil {
 			b.cluster.ReloadState(ctx)
 		}
-		p.targetMu.Lock()
-		p.target = nil
-		p.targetMu.Unlock()
+		p.forgetTarget()
 	}
 	l.finish(n, bytes)
 	return err
@@ -437,15 +442,28 @@ func (p *publisher) targetClient(ctx context.Context) (redis.UniversalClient, er
 		return b.client, nil
 	}
 	p.targetMu.Lock()
+	target := p.target
+	p.targetMu.Unlock()
+	if target != nil {
+		return target, nil
+	}
+	node, err := b.cluster.MasterForKey(ctx, b.opts.Prefix) // may ask the cluster: not under the lock
+	if err != nil {
+		return nil, err
+	}
+	p.targetMu.Lock()
 	defer p.targetMu.Unlock()
 	if p.target == nil {
-		node, err := b.cluster.MasterForKey(ctx, b.opts.Prefix)
-		if err != nil {
-			return nil, err
-		}
 		p.target = node
 	}
 	return p.target, nil
+}
+
+// forgetTarget makes the next pipeline ask the cluster where to go.
+func (p *publisher) forgetTarget() {
+	p.targetMu.Lock()
+	p.target = nil
+	p.targetMu.Unlock()
 }
 
 // lose counts items as lost.
@@ -459,7 +477,7 @@ func (l *lane) lose(items []*message, err error) {
 		it.release()
 	}
 	l.p.b.counters.lost.Add(uint64(len(items)))
-	l.p.b.log.Warn("redisbroker: publishes dropped", "lost", len(items), "err", err)
+	l.p.b.log.Warn("publishes dropped", "lost", len(items), "err", err)
 	l.finish(len(items), bytes)
 }
 
@@ -476,19 +494,18 @@ func (l *lane) drain() {
 	l.lose(rest, ErrClosed)
 }
 
-// healthCheck pings Redis: every master of a cluster.
-func (p *publisher) healthCheck() error {
+// ping checks that Redis answers within timeout: the master publishes go
+// to, or every master of a cluster with sharded pub/sub.
+func (p *publisher) ping(timeout time.Duration) error {
 	b := p.b
-	ctx, cancel := context.WithTimeout(context.Background(), 3*b.opts.PingInterval)
+	ctx, cancel := context.WithTimeout(b.ctx, timeout)
 	defer cancel()
 	if b.cluster == nil {
 		return b.client.Ping(ctx).Err()
 	}
 	b.cluster.ReloadState(ctx)
 	if !b.sharded {
-		p.targetMu.Lock()
-		p.target = nil
-		p.targetMu.Unlock()
+		p.forgetTarget()
 		target, err := p.targetClient(ctx)
 		if err != nil {
 			return err

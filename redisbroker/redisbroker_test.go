@@ -2,7 +2,7 @@ package redisbroker_test
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,20 +23,6 @@ import (
 	"github.com/clusterws/clusterws-go/testutil"
 )
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if !testing.Verbose() {
-		// go-redis logs dial failures through a global logger; the outage
-		// tests cause plenty of them on purpose.
-		redis.SetLogger(quiet{})
-	}
-	os.Exit(m.Run())
-}
-
-type quiet struct{}
-
-func (quiet) Printf(context.Context, string, ...any) {}
-
 // testLogger shows the Broker's warnings when a test runs with -v.
 func testLogger() *slog.Logger {
 	if testing.Verbose() {
@@ -56,26 +42,28 @@ func fast(o redisbroker.Options) redisbroker.Options {
 	return o
 }
 
-// newClient returns a client for addr, closed when the test ends (after
-// the Brokers made from it, whose cleanups are registered later).
+// newClient returns a client for addr, closed when the test ends, for the
+// test's own commands.
 func newClient(t testing.TB, addr string) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
-func newClusterClient(t testing.TB, addrs []string) *redis.ClusterClient {
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, DialTimeout: time.Second})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+// dial returns a client for a Broker, which owns it: a Client for one
+// address, a ClusterClient for several.
+func dial(addrs ...string) redis.UniversalClient {
+	return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs, DialTimeout: time.Second})
 }
 
+// newBroker returns a Broker that owns client, closed when the test ends.
 func newBroker(t testing.TB, client redis.UniversalClient, opts redisbroker.Options) *redisbroker.Broker {
 	t.Helper()
 	b, err := redisbroker.New(client, fast(opts))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = b.Close() })
 	return b
 }
 
@@ -88,72 +76,94 @@ func startBroker(t testing.TB, client redis.UniversalClient, opts redisbroker.Op
 	return b, p
 }
 
-func TestConformanceMiniredis(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	m := testutil.StartMiniredis(t)
-	brokertest.Run(t, brokertest.Harness{
-		NewBroker: func(t *testing.T) hub.Broker {
-			return newBroker(t, newClient(t, m.Addr()), redisbroker.Options{})
-		},
-		// miniredis (v2.40.0, Subscriber.Publish) scans a subscriber's
-		// channels one by one on every PUBLISH, so 100,000 channels cost
-		// 10^10 comparisons: measured here under -race, a pipeline of 1024
-		// publishes outlasted go-redis's 3s read timeout. The real
-		// redis-server below runs the full 100,000.
-		Channels: 10_000,
-		Restart: func(t *testing.T) {
-			addr := m.Addr()
-			m.Close()
-			testutil.Eventually(t, 10*time.Second, func() bool { return m.Restart() == nil },
-				"miniredis to listen again on %s", addr)
-		},
-	})
+// twoBrokers starts two Brokers with opts on the Redis at addrs, as two
+// processes would; pa and pb record their deliveries.
+func twoBrokers(t *testing.T, opts redisbroker.Options, addrs ...string) (a, b *redisbroker.Broker, pa, pb *brokertest.Process) {
+	t.Helper()
+	a, pa = startBroker(t, dial(addrs...), opts)
+	b, pb = startBroker(t, dial(addrs...), opts)
+	return a, b, pa, pb
 }
 
-func TestConformanceRedis(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	r := testutil.StartRedis(t)
-	brokertest.Run(t, brokertest.Harness{
-		NewBroker: func(t *testing.T) hub.Broker {
-			return newBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
-		},
-		Restart: func(t *testing.T) { r.Restart(t) },
-	})
+// deliverOnce publishes on channel from a until p gets a delivery on it.
+func deliverOnce(t *testing.T, a *redisbroker.Broker, p *brokertest.Process, channel string) {
+	t.Helper()
+	ctx := context.Background()
+	before := p.Count(channel)
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		_ = a.Publish(ctx, channel, []byte("ping"))
+		_ = a.Flush(ctx)
+		return p.Count(channel) > before
+	}, "a delivery on %s", channel)
 }
 
-func TestConformanceCluster(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	c := testutil.StartRedisCluster(t)
-	for _, mode := range []redisbroker.Mode{redisbroker.ModeSharded, redisbroker.ModeClassic} {
-		t.Run(mode.String(), func(t *testing.T) {
+// Every deployment passes the shared conformance suite.
+func TestConformance(t *testing.T) {
+	redisServer := func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+		r := testutil.StartRedis(t)
+		return func() redis.UniversalClient { return dial(r.Addr()) }, r.Restart
+	}
+	cluster := func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+		c := testutil.StartRedisCluster(t)
+		return func() redis.UniversalClient { return dial(c.Addrs()...) }, c.Restart
+	}
+	tests := []struct {
+		name string
+		// start starts the backend; it returns a client for each Broker
+		// and how to restart the backend.
+		start    func(t *testing.T) (client func() redis.UniversalClient, restart func(testing.TB))
+		opts     redisbroker.Options
+		channels int
+	}{
+		{
+			name: "miniredis",
+			start: func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+				m := testutil.StartMiniredis(t)
+				return func() redis.UniversalClient { return dial(m.Addr()) }, func(t testing.TB) {
+					addr := m.Addr()
+					m.Close()
+					testutil.Eventually(t, 10*time.Second, func() bool { return m.Restart() == nil },
+						"miniredis to listen again on %s", addr)
+				}
+			},
+			// miniredis (v2.40.0, Subscriber.Publish) scans a subscriber's
+			// channels one by one on every PUBLISH, so 100,000 channels
+			// cost 10^10 comparisons: measured here under -race, a pipeline
+			// of 1024 publishes outlasted go-redis's 3s read timeout. The
+			// real redis-server runs the full 100,000.
+			channels: 10_000,
+		},
+		{name: "redis", start: redisServer},
+		{name: "cluster/sharded", start: cluster, opts: redisbroker.Options{Mode: redisbroker.ModeSharded}},
+		{name: "cluster/classic", start: cluster, opts: redisbroker.Options{Mode: redisbroker.ModeClassic}},
+		{
+			// A Sentinel failover client finds the master through
+			// Sentinel; the Broker uses it like any client.
+			name: "sentinel",
+			start: func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+				master := testutil.StartRedis(t)
+				sentinel := testutil.StartRedisSentinel(t, "mymaster", master)
+				return func() redis.UniversalClient {
+					return redis.NewFailoverClient(&redis.FailoverOptions{
+						MasterName:    "mymaster",
+						SentinelAddrs: []string{sentinel.Addr()},
+						DialTimeout:   time.Second,
+					})
+				}, master.Restart
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			client, restart := tc.start(t)
 			brokertest.Run(t, brokertest.Harness{
-				NewBroker: func(t *testing.T) hub.Broker {
-					return newBroker(t, newClusterClient(t, c.Addrs()), redisbroker.Options{Mode: mode})
-				},
-				Restart: func(t *testing.T) { c.Restart(t) },
+				NewBroker: func(t *testing.T) hub.Broker { return newBroker(t, client(), tc.opts) },
+				Restart:   func(t *testing.T) { restart(t) },
+				Channels:  tc.channels,
 			})
 		})
 	}
-}
-
-// A Sentinel failover client finds the master through Sentinel; the
-// Broker uses it like any client.
-func TestConformanceSentinel(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	master := testutil.StartRedis(t)
-	sentinel := testutil.StartRedisSentinel(t, "mymaster", master)
-	brokertest.Run(t, brokertest.Harness{
-		NewBroker: func(t *testing.T) hub.Broker {
-			c := redis.NewFailoverClient(&redis.FailoverOptions{
-				MasterName:    "mymaster",
-				SentinelAddrs: []string{sentinel.Addr()},
-				DialTimeout:   time.Second,
-			})
-			t.Cleanup(func() { _ = c.Close() })
-			return newBroker(t, c, redisbroker.Options{})
-		},
-		Restart: func(t *testing.T) { master.Restart(t) },
-	})
 }
 
 // pubsubChannels lists the channels with subscribers on one server, sharded
@@ -190,8 +200,7 @@ func TestInterestRouting(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
 	admin := newClient(t, r.Addr())
-	a, pa := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{Prefix: "app1:"})
-	b, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{Prefix: "app1:"})
+	a, b, pa, pb := twoBrokers(t, redisbroker.Options{Prefix: "app1:"}, r.Addr())
 	ctx := context.Background()
 
 	if err := a.Subscribe(ctx, "only-a"); err != nil {
@@ -233,8 +242,7 @@ func TestInterestRouting(t *testing.T) {
 func TestInterestRoutingCluster(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	c := testutil.StartRedisCluster(t)
-	a, pa := startBroker(t, newClusterClient(t, c.Addrs()), redisbroker.Options{})
-	b, pb := startBroker(t, newClusterClient(t, c.Addrs()), redisbroker.Options{})
+	a, b, pa, pb := twoBrokers(t, redisbroker.Options{}, c.Addrs()...)
 	ctx := context.Background()
 
 	// Channels spread over all three masters.
@@ -317,7 +325,7 @@ func TestSubscribeBatching(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
 	admin := newClient(t, r.Addr())
-	b, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	b, _ := startBroker(t, dial(r.Addr()), redisbroker.Options{})
 	ctx := context.Background()
 	if err := b.Subscribe(ctx, "warm-up"); err != nil { // connects
 		t.Fatal(err)
@@ -376,8 +384,8 @@ func TestCoalescing(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
 	admin := newClient(t, r.Addr())
-	a, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{Writers: 2})
-	_, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	a, _ := startBroker(t, dial(r.Addr()), redisbroker.Options{Writers: 2})
+	_, pb := startBroker(t, dial(r.Addr()), redisbroker.Options{})
 	ctx := context.Background()
 	channels := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6"}
 	for _, ch := range channels {
@@ -430,8 +438,7 @@ func TestCoalescing(t *testing.T) {
 func TestNoEcho(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
-	a, pa := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
-	_, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	a, _, pa, pb := twoBrokers(t, redisbroker.Options{}, r.Addr())
 	ctx := context.Background()
 	for _, p := range []*brokertest.Process{pa, pb} {
 		if err := p.Subscribe(ctx, "both"); err != nil {
@@ -458,8 +465,7 @@ func TestRedisRestart(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
 	admin := newClient(t, r.Addr())
-	a, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
-	b, pb := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	a, b, _, pb := twoBrokers(t, redisbroker.Options{}, r.Addr())
 	ctx := context.Background()
 	if err := b.Subscribe(ctx, "news"); err != nil {
 		t.Fatal(err)
@@ -500,12 +506,7 @@ func TestRedisRestart(t *testing.T) {
 	r.Start(t)
 	waitChannels(t, admin, false, "clusterws:later", "clusterws:news")
 	for _, ch := range []string{"news", "later"} {
-		before := pb.Count(ch)
-		testutil.Eventually(t, 10*time.Second, func() bool {
-			_ = a.Publish(ctx, ch, []byte("after"))
-			_ = a.Flush(ctx)
-			return pb.Count(ch) > before
-		}, "delivery on %s after the restart", ch)
+		deliverOnce(t, a, pb, ch)
 	}
 	if st := a.Stats(); !st.Up || st.Lost == 0 {
 		t.Errorf("a: want up and the outage's publishes counted lost: %+v", st)
@@ -525,8 +526,8 @@ func TestRedisRestart(t *testing.T) {
 func TestNoDeliveryAfterClose(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	r := testutil.StartRedis(t)
-	a, _ := startBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
-	b := newBroker(t, newClient(t, r.Addr()), redisbroker.Options{})
+	a, _ := startBroker(t, dial(r.Addr()), redisbroker.Options{})
+	b := newBroker(t, dial(r.Addr()), redisbroker.Options{})
 	var closed, late, got atomic.Int64
 	if err := b.Start(func(string, []byte) {
 		got.Add(1)
@@ -567,35 +568,161 @@ func TestNoDeliveryAfterClose(t *testing.T) {
 	}
 }
 
+// Every invalid field is an error that names it and wraps
+// ErrInvalidOption; zero fields get their defaults; values given are kept
+// as they are, and the caller's struct is not touched.
 func TestOptions(t *testing.T) {
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	defer client.Close()
-	bad := []redisbroker.Options{
-		{Mode: redisbroker.Mode(7)},
-		{MaxQueue: -1},
-		{MaxBatch: -1},
-		{MaxQueueBytes: -1},
-		{Writers: -1},
-		{ReconnectMax: -time.Second},
-		{DrainTimeout: -time.Second},
-		{PingInterval: -time.Second},
-		{ReconnectMin: time.Second, ReconnectMax: time.Millisecond},
+	t.Parallel()
+	logger := slog.New(slog.DiscardHandler)
+	defaults := redisbroker.Options{
+		Prefix: redisbroker.DefaultPrefix, Mode: redisbroker.ModeAuto,
+		MaxQueue: redisbroker.DefaultMaxQueue, MaxQueueBytes: redisbroker.DefaultMaxQueueBytes,
+		MaxBatch: redisbroker.DefaultMaxBatch, Writers: redisbroker.DefaultWriters,
+		ReconnectMin: redisbroker.DefaultReconnectMin, ReconnectMax: redisbroker.DefaultReconnectMax,
+		PingInterval: redisbroker.DefaultPingInterval, DrainTimeout: redisbroker.DefaultDrainTimeout,
+		StartTimeout: redisbroker.DefaultStartTimeout,
 	}
-	for _, o := range bad {
-		if _, err := redisbroker.New(client, o); err == nil {
-			t.Errorf("New(%+v) accepted invalid options", o)
-		}
+	tests := []struct {
+		name string
+		in   redisbroker.Options
+		want redisbroker.Options // when valid, Logger ignored
+		bad  []string            // the fields the error names, when invalid
+	}{
+		{name: "zero", want: defaults},
+		{name: "Prefix", in: redisbroker.Options{Prefix: "{app}:"}, want: with(defaults, func(o *redisbroker.Options) { o.Prefix = "{app}:" })},
+		{name: "Mode", in: redisbroker.Options{Mode: redisbroker.ModeClassic}, want: with(defaults, func(o *redisbroker.Options) { o.Mode = redisbroker.ModeClassic })},
+		{name: "Mode too large", in: redisbroker.Options{Mode: redisbroker.Mode(7)}, bad: []string{"Mode"}},
+		{name: "Mode negative", in: redisbroker.Options{Mode: redisbroker.Mode(-1)}, bad: []string{"Mode"}},
+		{name: "MaxQueue", in: redisbroker.Options{MaxQueue: 5}, want: with(defaults, func(o *redisbroker.Options) { o.MaxQueue = 5 })},
+		{name: "MaxQueue negative", in: redisbroker.Options{MaxQueue: -1}, bad: []string{"MaxQueue"}},
+		{name: "MaxQueueBytes", in: redisbroker.Options{MaxQueueBytes: 5}, want: with(defaults, func(o *redisbroker.Options) { o.MaxQueueBytes = 5 })},
+		{name: "MaxQueueBytes negative", in: redisbroker.Options{MaxQueueBytes: -1}, bad: []string{"MaxQueueBytes"}},
+		{name: "MaxBatch", in: redisbroker.Options{MaxBatch: 5}, want: with(defaults, func(o *redisbroker.Options) { o.MaxBatch = 5 })},
+		{name: "MaxBatch negative", in: redisbroker.Options{MaxBatch: -1}, bad: []string{"MaxBatch"}},
+		{name: "Writers", in: redisbroker.Options{Writers: 1}, want: with(defaults, func(o *redisbroker.Options) { o.Writers = 1 })},
+		{name: "Writers negative", in: redisbroker.Options{Writers: -1}, bad: []string{"Writers"}},
+		{name: "ReconnectMin", in: redisbroker.Options{ReconnectMin: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.ReconnectMin = time.Second })},
+		{name: "ReconnectMin above the default max", in: redisbroker.Options{ReconnectMin: time.Minute},
+			want: with(defaults, func(o *redisbroker.Options) { o.ReconnectMin, o.ReconnectMax = time.Minute, time.Minute })},
+		{name: "ReconnectMin negative", in: redisbroker.Options{ReconnectMin: -time.Second}, bad: []string{"ReconnectMin"}},
+		{name: "ReconnectMax", in: redisbroker.Options{ReconnectMax: time.Minute}, want: with(defaults, func(o *redisbroker.Options) { o.ReconnectMax = time.Minute })},
+		{name: "ReconnectMax negative", in: redisbroker.Options{ReconnectMax: -time.Second}, bad: []string{"ReconnectMax"}},
+		{name: "ReconnectMax below ReconnectMin", in: redisbroker.Options{ReconnectMin: time.Second, ReconnectMax: time.Millisecond}, bad: []string{"ReconnectMax"}},
+		{name: "ReconnectMax below the default min", in: redisbroker.Options{ReconnectMax: time.Millisecond},
+			want: with(defaults, func(o *redisbroker.Options) { o.ReconnectMin, o.ReconnectMax = time.Millisecond, time.Millisecond })},
+		{name: "PingInterval", in: redisbroker.Options{PingInterval: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.PingInterval = time.Second })},
+		{name: "PingInterval negative", in: redisbroker.Options{PingInterval: -time.Second}, bad: []string{"PingInterval"}},
+		{name: "DrainTimeout", in: redisbroker.Options{DrainTimeout: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.DrainTimeout = time.Second })},
+		{name: "DrainTimeout negative", in: redisbroker.Options{DrainTimeout: -time.Second}, bad: []string{"DrainTimeout"}},
+		{name: "StartTimeout", in: redisbroker.Options{StartTimeout: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.StartTimeout = time.Second })},
+		{name: "StartTimeout negative", in: redisbroker.Options{StartTimeout: -time.Second}, bad: []string{"StartTimeout"}},
+		{name: "StartDisconnected", in: redisbroker.Options{StartDisconnected: true}, want: with(defaults, func(o *redisbroker.Options) { o.StartDisconnected = true })},
+		{name: "SharedClient", in: redisbroker.Options{SharedClient: true}, want: with(defaults, func(o *redisbroker.Options) { o.SharedClient = true })},
+		{name: "Logger", in: redisbroker.Options{Logger: logger}, want: defaults},
+		{name: "every problem at once", in: redisbroker.Options{MaxQueue: -1, Writers: -1, DrainTimeout: -1},
+			bad: []string{"MaxQueue", "Writers", "DrainTimeout"}},
 	}
-	o := redisbroker.Options{}
-	if _, err := redisbroker.New(client, o); err != nil {
-		t.Fatal(err)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := dial("127.0.0.1:1")
+			defer client.Close()
+			in := tc.in
+			b, err := redisbroker.New(client, in)
+			if in != tc.in {
+				t.Errorf("New modified the caller's Options: %+v, was %+v", in, tc.in)
+			}
+			if tc.bad != nil {
+				if err == nil {
+					t.Fatalf("New(%+v) accepted invalid options", tc.in)
+				}
+				if !errors.Is(err, redisbroker.ErrInvalidOption) || !strings.HasPrefix(err.Error(), "redisbroker: invalid option: ") {
+					t.Errorf("New(%+v) = %q, want an error wrapping ErrInvalidOption", tc.in, err)
+				}
+				for _, field := range tc.bad {
+					if !strings.Contains(err.Error(), field+" ") {
+						t.Errorf("New(%+v) = %q, does not name %s", tc.in, err, field)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("New(%+v) = %v", tc.in, err)
+			}
+			defer b.Close()
+			got := redisbroker.OptionsOf(b)
+			if got.Logger == nil {
+				t.Error("no default Logger")
+			}
+			got.Logger = nil
+			if got != tc.want {
+				t.Errorf("New(%+v) runs with\n%+v, want\n%+v", tc.in, got, tc.want)
+			}
+		})
 	}
-	if _, err := redisbroker.New(nil, o); err != redisbroker.ErrNilClient {
+}
+
+func with(o redisbroker.Options, change func(*redisbroker.Options)) redisbroker.Options {
+	change(&o)
+	return o
+}
+
+// The Broker owns its client and closes it, in Close or when New fails,
+// unless Options.SharedClient.
+func TestClientOwnership(t *testing.T) {
+	t.Parallel()
+	m := testutil.StartMiniredis(t)
+	ctx := context.Background()
+	tests := []struct {
+		name         string
+		shared, fail bool
+	}{
+		{name: "owned"},
+		{name: "shared", shared: true},
+		{name: "owned, New fails", fail: true},
+		{name: "shared, New fails", shared: true, fail: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			opts := redisbroker.Options{SharedClient: tc.shared}
+			if tc.fail {
+				opts.Writers = -1
+			}
+			b, err := redisbroker.New(client, opts)
+			if tc.fail != (err != nil) {
+				t.Fatalf("New = %v", err)
+			}
+			if b != nil {
+				if err := b.Start(func(string, []byte) {}); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Subscribe(ctx, "x"); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err = client.Ping(ctx).Err()
+			if closed := errors.Is(err, redis.ErrClosed); closed == tc.shared {
+				t.Fatalf("client closed: %v (Ping: %v), want %v", closed, err, !tc.shared)
+			}
+			if tc.shared {
+				_ = client.Close()
+			}
+		})
+	}
+}
+
+// New refuses what it cannot route pub/sub through.
+func TestNewClients(t *testing.T) {
+	t.Parallel()
+	if _, err := redisbroker.New(nil, redisbroker.Options{}); err != redisbroker.ErrNilClient {
 		t.Fatalf("New(nil) = %v", err)
 	}
 	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
 	defer ring.Close()
-	if _, err := redisbroker.New(ring, o); err != redisbroker.ErrUnsupportedClient {
+	if _, err := redisbroker.New(ring, redisbroker.Options{}); err != redisbroker.ErrUnsupportedClient {
 		t.Fatalf("New(ring) = %v", err)
 	}
 }
@@ -603,7 +730,7 @@ func TestOptions(t *testing.T) {
 func TestCloseIdempotent(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	m := testutil.StartMiniredis(t)
-	b := newBroker(t, newClient(t, m.Addr()), redisbroker.Options{})
+	b := newBroker(t, dial(m.Addr()), redisbroker.Options{})
 	if err := b.Start(func(string, []byte) {}); err != nil {
 		t.Fatal(err)
 	}
@@ -631,9 +758,8 @@ func TestCloseIdempotent(t *testing.T) {
 func TestBacklog(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	m := testutil.StartMiniredis(t)
-	b := newBroker(t, newClient(t, m.Addr()), redisbroker.Options{MaxQueue: 10})
+	b := newBroker(t, dial(m.Addr()), redisbroker.Options{MaxQueue: 10})
 	// Not started: nothing drains the queue.
-	defer b.Close()
 	ctx := context.Background()
 	for i := range 10 {
 		if err := b.Publish(ctx, "x", []byte{byte(i)}); err != nil {
@@ -643,8 +769,7 @@ func TestBacklog(t *testing.T) {
 	if err := b.Publish(ctx, "x", []byte("one too many")); err != redisbroker.ErrBacklog {
 		t.Fatalf("Publish beyond MaxQueue = %v, want ErrBacklog", err)
 	}
-	b2 := newBroker(t, newClient(t, m.Addr()), redisbroker.Options{MaxQueueBytes: 1000})
-	defer b2.Close()
+	b2 := newBroker(t, dial(m.Addr()), redisbroker.Options{MaxQueueBytes: 1000})
 	if err := b2.Publish(ctx, "x", []byte(strings.Repeat("x", 2000))); err != redisbroker.ErrBacklog {
 		t.Fatalf("Publish beyond MaxQueueBytes = %v, want ErrBacklog", err)
 	}

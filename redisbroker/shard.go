@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -15,18 +16,25 @@ import (
 // maxPerCommand bounds the channels named in one SUBSCRIBE or UNSUBSCRIBE.
 const maxPerCommand = 1024
 
-var errLost = errors.New("redisbroker: pub/sub connection lost")
+var (
+	errLost    = errors.New("redisbroker: pub/sub connection lost")
+	errRetired = errors.New("redisbroker: shard retired")
+)
 
 // shard is one pub/sub connection and the channels it subscribes to: the
 // only one for a single Redis, one per master for sharded pub/sub on Redis
 // Cluster. Its run goroutine owns the connection: it connects, subscribes
 // in batches, pings, and reconnects with backoff. A reader goroutine per
 // connection delivers messages and matches Redis's confirmations, which
-// arrive in command order, against the commands sent.
+// arrive in command order, against the commands sent. A shard exists only
+// while it has work: once it has no channels, no Subscribe call waiting and
+// no reply pending, it leaves Broker.shards, closes its connection and run
+// returns; the next Subscribe for its master makes a new one.
 type shard struct {
 	b      *Broker
-	addr   string                // the node's address; "" for the single connection
-	client redis.UniversalClient // makes this shard's PubSubs; nil for Broker.unrouted
+	addr   string                // the master's address; "" for the single connection
+	client redis.UniversalClient // makes the PubSubs; nil: the shard finds channels' masters
+	log    *slog.Logger          // the Broker's, with the master's address on a cluster
 	wake   chan struct{}         // capacity 1: there is work for run
 
 	// Guarded by b.mu:
@@ -39,6 +47,7 @@ type shard struct {
 	ps         *redis.PubSub
 	subscribed map[string]struct{} // channels subscribed on ps (command sent, no unsubscribe since)
 	readerDone chan struct{}
+	readErr    error // why the reader stopped: written by it, read after readerDone
 
 	fifoMu sync.Mutex // protects fifo
 	fifo   []pending  // replies expected from Redis, in order
@@ -53,9 +62,14 @@ type pending struct {
 }
 
 func newShard(b *Broker, addr string, client redis.UniversalClient) *shard {
+	log := b.log
+	if addr != "" {
+		log = log.With("node", addr)
+	}
 	return &shard{
 		b:        b,
 		addr:     addr,
+		log:      log,
 		client:   client,
 		wake:     make(chan struct{}, 1),
 		channels: make(map[string]struct{}),
@@ -70,67 +84,67 @@ func (s *shard) poke() {
 	}
 }
 
-// busy reports whether the shard needs a connection: it has channels or
-// Subscribe calls waiting. A shard without work also forgets that it was
-// down, so that the next Subscribe waits for a fresh attempt instead of
-// failing on old news.
-func (s *shard) busy() bool {
-	s.b.mu.Lock()
-	defer s.b.mu.Unlock()
-	if len(s.channels) > 0 || len(s.waiters) > 0 {
-		return true
+// retireIfIdle removes the shard from Broker.shards when it has no
+// channels, no Subscribe call waiting and no reply pending, and reports
+// whether it did; run then returns. It decides under b.mu, the lock
+// Subscribe holds while it finds a shard and joins it, so a Subscribe
+// either keeps the shard busy or makes a new one.
+func (s *shard) retireIfIdle() bool {
+	// Only run, the caller, adds to fifo: once empty it stays empty.
+	s.fifoMu.Lock()
+	pending := len(s.fifo) > 0
+	s.fifoMu.Unlock()
+	if pending {
+		return false
 	}
-	s.down = false
-	return false
+	b := s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(s.channels) > 0 || len(s.waiters) > 0 {
+		return false
+	}
+	delete(b.shards, s.addr)
+	return true
 }
 
 func (s *shard) run() {
 	b := s.b
 	defer b.wg.Done()
 	failures := 0
+	// failed reports err and waits before the next attempt; it returns
+	// false when the Broker is closing.
+	failed := func(err error) bool {
+		if b.stopping() {
+			return false
+		}
+		failures++
+		s.fail(err, failures)
+		return b.pause(failures)
+	}
 	connectedOnce := false
 	for {
-		if !s.busy() {
-			select {
-			case <-b.stop:
-				return
-			case <-s.wake:
-			}
-			continue
+		if s.retireIfIdle() {
+			return
 		}
-		if s.client == nil { // Broker.unrouted: find every channel's node
+		if s.client == nil || b.bySlot {
+			// Find every channel's master: the topology may have changed
+			// while the connection was down.
 			if err := s.reroute(); err != nil {
-				failures++
-				s.fail(err, failures)
-				if !b.sleep(b.backoff(failures)) {
+				if !failed(err) {
 					return
 				}
-			} else {
+				continue
+			}
+			if s.client == nil { // every channel moved to its master's shard
 				failures = 0
-			}
-			continue
-		}
-		if b.bySlot {
-			// The topology may have changed while the connection was down.
-			if err := s.reroute(); err != nil {
-				failures++
-				s.fail(err, failures)
-				if !b.sleep(b.backoff(failures)) {
-					return
-				}
 				continue
 			}
-			if !s.busy() {
-				continue
+			if s.retireIfIdle() {
+				return
 			}
 		}
 		if err := s.connect(); err != nil {
-			if errors.Is(err, ErrClosed) {
-				return
-			}
-			failures++
-			s.fail(err, failures)
-			if !b.sleep(b.backoff(failures)) {
+			if !failed(err) {
 				return
 			}
 			continue
@@ -139,27 +153,23 @@ func (s *shard) run() {
 			b.counters.reconnects.Add(1)
 		}
 		if failures > 0 || connectedOnce {
-			b.log.Info("redisbroker: pub/sub connected; subscribing again", "node", s.addr)
+			s.log.Info("pub/sub connected; subscribing again")
 		}
 		connectedOnce = true
 		upAt := time.Now()
 		err := s.serve()
 		s.teardown()
-		select {
-		case <-b.stop:
+		if errors.Is(err, errRetired) {
 			return
-		default:
 		}
 		// A connection that keeps breaking right away backs off too.
 		if time.Since(upAt) > b.opts.ReconnectMax {
 			failures = 0
 		}
-		failures++
-		s.fail(err, failures)
 		if b.cluster != nil {
-			b.cluster.ReloadState(context.Background())
+			b.cluster.ReloadState(b.ctx)
 		}
-		if !b.sleep(b.backoff(failures)) {
+		if !failed(err) {
 			return
 		}
 	}
@@ -174,9 +184,9 @@ func (s *shard) fail(err error, failures int) {
 	s.b.mu.Unlock()
 	release(waiters, ErrUnavailable)
 	if failures == 1 {
-		s.b.log.Warn("redisbroker: pub/sub connection down; reconnecting", "node", s.addr, "err", err)
+		s.log.Warn("pub/sub connection down; reconnecting", "err", err)
 	} else {
-		s.b.log.Debug("redisbroker: pub/sub reconnect failed", "node", s.addr, "attempt", failures, "err", err)
+		s.log.Debug("pub/sub reconnect failed", "attempt", failures, "err", err)
 	}
 }
 
@@ -185,18 +195,18 @@ func (s *shard) fail(err error, failures int) {
 func (s *shard) connect() error {
 	b := s.b
 	if b.sharded {
-		s.ps = s.client.SSubscribe(context.Background())
+		s.ps = s.client.SSubscribe(b.noRedial)
 	} else {
-		s.ps = s.client.Subscribe(context.Background())
+		s.ps = s.client.Subscribe(b.noRedial)
 	}
 	s.subscribed = make(map[string]struct{})
 	ready := make(chan error, 1)
 	s.expect(pending{kind: "ping", n: 1, waiters: []chan error{ready}})
 
 	timeout := 3 * b.opts.PingInterval
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(b.ctx, timeout)
 	defer cancel()
-	if err := s.ps.Ping(ctx); err != nil { // dials
+	if err := s.ps.Ping(ctx); err != nil { // dials; every later call passes b.noRedial
 		s.teardown()
 		return err
 	}
@@ -210,7 +220,7 @@ func (s *shard) connect() error {
 	select {
 	case err = <-ready:
 	case <-s.readerDone:
-		err = errLost
+		err = s.lost()
 	case <-t.C:
 		err = errors.New("redisbroker: no answer to PING")
 	case <-b.stop:
@@ -230,27 +240,27 @@ func (s *shard) connect() error {
 }
 
 // serve subscribes what the shard should and pings, until the connection
-// is lost or the Broker closes.
+// is lost, the shard retires or the Broker closes.
 func (s *shard) serve() error {
 	b := s.b
 	tick := time.NewTicker(b.opts.PingInterval)
 	defer tick.Stop()
-	if err := s.round(); err != nil {
-		return err
-	}
 	for {
+		if err := s.round(); err != nil {
+			return err
+		}
+		if s.retireIfIdle() {
+			return errRetired
+		}
 		select {
 		case <-b.stop:
 			return ErrClosed
 		case <-s.readerDone:
-			return errLost
+			return s.lost()
 		case <-s.wake:
-			if err := s.round(); err != nil {
-				return err
-			}
 		case <-tick.C:
 			s.expect(pending{kind: "ping", n: 1})
-			if err := s.ps.Ping(context.Background()); err != nil {
+			if err := s.ps.Ping(b.noRedial); err != nil {
 				return err
 			}
 		}
@@ -264,6 +274,10 @@ func (s *shard) serve() error {
 func (s *shard) round() error {
 	b := s.b
 	b.mu.Lock()
+	if len(s.dirty) == 0 && len(s.waiters) == 0 {
+		b.mu.Unlock()
+		return nil
+	}
 	dirty := s.dirty
 	s.dirty = make(map[string]struct{})
 	waiters := s.waiters
@@ -323,7 +337,7 @@ func (s *shard) send(kind string, channels []string) error {
 		}
 		groups = slices.Collect(maps.Values(bySlot))
 	}
-	ctx := context.Background()
+	ctx := s.b.noRedial
 	for _, g := range groups {
 		for len(g) > 0 {
 			chunk := g[:min(len(g), maxPerCommand)]
@@ -373,27 +387,32 @@ func (s *shard) confirm(kind string) bool {
 	head := &s.fifo[0]
 	head.n--
 	var done []chan error
+	drained := false
 	if head.n == 0 {
 		done = head.waiters
 		s.fifo[0] = pending{}
 		s.fifo = s.fifo[1:]
+		drained = len(s.fifo) == 0
 	}
 	s.fifoMu.Unlock()
 	release(done, nil)
+	if drained {
+		s.poke() // the shard may retire now
+	}
 	return true
 }
 
-// read delivers messages and confirmations from ps until it fails; a
-// connection silent for three ping intervals counts as failed.
+// read delivers messages and confirmations from ps until it fails, and
+// leaves why in readErr; a connection silent for three ping intervals
+// counts as failed.
 func (s *shard) read(ps *redis.PubSub, done chan struct{}) {
 	defer s.b.wg.Done()
 	defer close(done)
-	ctx := context.Background()
 	silence := 3 * s.b.opts.PingInterval
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, silence)
+		msg, err := ps.ReceiveTimeout(s.b.noRedial, silence)
 		if err != nil {
-			s.b.log.Debug("redisbroker: pub/sub read ended", "node", s.addr, "err", err)
+			s.readErr = err
 			return
 		}
 		switch m := msg.(type) {
@@ -403,17 +422,20 @@ func (s *shard) read(ps *redis.PubSub, done chan struct{}) {
 			if !s.confirm(m.Kind) {
 				// Redis drops sharded subscriptions of a slot that moved to
 				// another node: reconnect, which routes them again.
-				s.b.log.Warn("redisbroker: unexpected pub/sub confirmation; reconnecting", "node", s.addr, "kind", m.Kind, "channel", m.Channel)
+				s.readErr = fmt.Errorf("unexpected %s of %q", m.Kind, m.Channel)
 				return
 			}
 		case *redis.Pong:
 			if !s.confirm("ping") {
-				s.b.log.Warn("redisbroker: unexpected PONG; reconnecting", "node", s.addr)
+				s.readErr = errors.New("unexpected PONG")
 				return
 			}
 		}
 	}
 }
+
+// lost returns why the reader stopped, once readerDone is closed.
+func (s *shard) lost() error { return fmt.Errorf("%w: %w", errLost, s.readErr) }
 
 // teardown closes the connection, waits for its reader and fails every
 // Subscribe call waiting on it.
@@ -441,7 +463,7 @@ func (s *shard) reroute() error {
 	b.mu.RLock()
 	channels := slices.Collect(maps.Keys(s.channels))
 	b.mu.RUnlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*b.opts.PingInterval)
+	ctx, cancel := context.WithTimeout(b.ctx, 3*b.opts.PingInterval)
 	defer cancel()
 	moves := make(map[*redis.Client][]string)
 	bySlot := make(map[uint16]*redis.Client)
@@ -456,7 +478,7 @@ func (s *shard) reroute() error {
 			}
 			bySlot[sl] = node
 		}
-		if node.Options().Addr != s.addr || s.client == nil {
+		if s.client == nil || node.Options().Addr != s.addr {
 			moves[node] = append(moves[node], ch)
 		}
 	}
@@ -470,7 +492,7 @@ func (s *shard) reroute() error {
 		return ErrClosed
 	}
 	for node, chs := range moves {
-		t := b.shardLocked(node)
+		t := b.shardLocked(node.Options().Addr, node)
 		for _, ch := range chs {
 			if b.interest[ch] == s {
 				b.assignLocked(ch, t)
