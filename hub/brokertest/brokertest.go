@@ -11,6 +11,10 @@
 // process's members, leaves, order within a batch, 10,000 members in one
 // batch, concurrent processes, members going with a closed or killed
 // process, and members recorded again after a backend restart.
+// RunHistory checks a hub.HistoryBroker: offsets, epochs, delivery of the
+// positioned frames to every interested process in offset order, reads,
+// the window, TTL, concurrent publishers, and a new epoch after a restart
+// that lost the history.
 package brokertest
 
 import (
