@@ -121,6 +121,16 @@ func WithHistory(fn func(channel string) (size int, ttl time.Duration)) Option {
 	return func(c *config) { c.hub.History = fn }
 }
 
+// WithSessionTTL sets how long the session of an unmodified 3.x client is
+// remembered: with WithHistory, such a client that reconnects within it
+// gets what it had not surely received on its channels with history
+// (cookie hub.SessionCookie). default: 5m
+func WithSessionTTL(d time.Duration) Option { return func(c *config) { c.hub.SessionTTL = d } }
+
+// WithSessions turns sessions for 3.x clients on or off (see
+// WithSessionTTL). default: on with WithHistory
+func WithSessions(on bool) Option { return func(c *config) { c.hub.DisableSessions = !on } }
+
 // WithMaxUserLength bounds user IDs (Socket.SetUser, SendToUser) in
 // bytes. default: 256
 func WithMaxUserLength(n int) Option { return func(c *config) { c.hub.MaxUserLength = n } }

@@ -171,9 +171,11 @@ func (r *recovery) add(frame []byte) {
 // subscribeAt adds s to channel, which has history: live frames are held
 // back while the history after since is read; then s gets the frames it
 // missed, if it can get them all, and the live ones after them. A zero
-// since only learns the position. It returns the position s is at and
-// whether it got everything after since.
-func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions) (Position, bool) {
+// since only learns the position. It returns where s starts (since when it
+// recovers, else the channel's position: s has, or does not want, what came
+// before), the position of the last frame queued to it, and whether it
+// recovered.
+func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions) (start, end Position, recovered bool) {
 	h := s.hub
 	rec := &recovery{}
 	h.changeInterest(channel, func(subs *subscribers) {
@@ -185,7 +187,7 @@ func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions
 	ctx, cancel := context.WithTimeout(s.ctx, h.opts.BrokerTimeout)
 	frames, top, err := h.readHistory(ctx, channel, since, 0, opts)
 	cancel()
-	recovered := err == nil
+	recovered = err == nil
 	if since == (Position{}) {
 		frames, recovered = nil, false // nothing to recover: start at top
 	}
@@ -196,6 +198,7 @@ func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions
 	if recovered {
 		after = since.Offset
 	}
+	start = Position{Offset: after, Epoch: top.Epoch}
 	filter := top.Epoch != "" // unless the history could not be read at all
 
 	// Switch to live under the registry lock, queueing the replay and the
@@ -220,6 +223,10 @@ func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions
 			after, top.Epoch = pos.Offset, pos.Epoch
 		}
 	}
+	end = Position{Offset: after, Epoch: top.Epoch}
+	if last := subs.last.Load(); last == nil || last.Epoch != end.Epoch || last.Offset < end.Offset {
+		subs.last.Store(&end) // queued to s; what the others have, or need not get
+	}
 	h.mu.Unlock()
-	return Position{Offset: after, Epoch: top.Epoch}, recovered
+	return start, end, recovered
 }

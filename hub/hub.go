@@ -61,6 +61,7 @@ type Hub struct {
 	presence presence
 	requests requests
 	history  *history.Store // channels' history when there is no Broker
+	sessions sessions
 }
 
 // subscribers of one channel. The slice makes fan-out a plain loop; index
@@ -73,6 +74,7 @@ type subscribers struct {
 	// recovering are sockets reading the channel's history; fan-outs hold
 	// their frames back (see Socket.subscribeAt).
 	recovering map[*Socket]*recovery
+	last       atomic.Pointer[Position] // of the newest frame fanned out to every subscriber (history)
 }
 
 type watcher struct {
@@ -145,6 +147,7 @@ func New(opts Options) (*Hub, error) {
 		_ = o.Broker.Subscribe(ctx, node)
 		cancel()
 	}
+	h.sessions.init(h)
 	h.pool = newWriterPool()
 	h.wg.Add(1)
 	go h.heartbeat()
@@ -172,8 +175,16 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 		return ErrClosed
 	}
+	var session *sessionState
+	if h.sessions.on && !h.opts.Legacy && !offers(r, protocol.Subprotocol) {
+		session = h.startSession(w, r) // sets the cookie on the upgrade response
+	}
+	var subprotocols []string
+	if !h.opts.Legacy { // the seed-era dialect has no extension
+		subprotocols = []string{protocol.Subprotocol}
+	}
 	ws, nc, err := wsconn.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:    []string{protocol.Subprotocol},
+		Subprotocols:    subprotocols,
 		OriginPatterns:  opts.OriginPatterns,
 		CompressionMode: websocket.CompressionDisabled,
 	})
@@ -186,7 +197,7 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	}
 	ws.SetReadLimit(h.opts.ReadLimit)
 	nc.SetTimeout(h.opts.WriteTimeout)
-	s := newSocket(h, ws, nc, r)
+	s := newSocket(h, ws, nc, r, session)
 	s.ext = !h.opts.Legacy && ws.Subprotocol() == protocol.Subprotocol
 
 	h.mu.Lock()
@@ -303,6 +314,13 @@ func (h *Hub) fanOut(channel string, frame, data []byte, inline bool) {
 	n := len(sockets)
 	for _, s := range sockets {
 		s.send(frame, inline && n <= inlineFanout)
+	}
+	if h.sessions.on {
+		// Queued to every subscriber now: what a session's ping confirms.
+		if pos, ok := protocol.FramePosition(frame); ok {
+			p := Position(pos)
+			subs.last.Store(&p)
+		}
 	}
 	clear(sockets)
 	*sp = sockets[:0]
@@ -463,6 +481,9 @@ func (h *Hub) heartbeat() {
 			switch {
 			case sent == 0:
 				s.pingSent.Store(now)
+				if s.session != nil {
+					s.pinged()
+				}
 				s.sendFrame(wsconn.Frame{Data: h.ping, Binary: h.pingBin}, false)
 			case sent > due:
 				// The previous ping is not a full interval old yet.
@@ -514,7 +535,7 @@ func (h *Hub) beginClose() []*Socket {
 // ctx's error is returned.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	for _, s := range h.beginClose() {
-		s.w.close(closeErr(CloseGoingAway), true)
+		s.close(closeErr(CloseGoingAway))
 	}
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
@@ -526,6 +547,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.dropAll()
 		<-done
 	}
+	h.sessions.close()
 	h.presence.stop()
 	h.pool.close()
 	return errors.Join(err, h.closeBroker())
@@ -537,6 +559,7 @@ func (h *Hub) Close() error {
 	h.beginClose()
 	h.dropAll()
 	h.wg.Wait()
+	h.sessions.close()
 	h.presence.stop()
 	h.pool.close()
 	return h.closeBroker()

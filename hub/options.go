@@ -67,6 +67,13 @@ type Options struct {
 	// processes it needs a Broker that implements HistoryBroker.
 	// default: nil, no history
 	History func(channel string) (size int, ttl time.Duration)
+	// SessionTTL is how long the session of an unmodified 3.x client is
+	// remembered after its last confirmed position, so that it recovers
+	// on channels with history (see SessionCookie). default: 5m
+	SessionTTL time.Duration
+	// DisableSessions turns sessions off: 3.x clients then get live
+	// publications only after a reconnect. default: false
+	DisableSessions bool
 	// Logger receives connection errors, refused input and slow-consumer
 	// closes. default: discard
 	Logger *slog.Logger
@@ -82,6 +89,7 @@ const (
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultBrokerTimeout    = 5 * time.Second
 	DefaultMaxUserLength    = 256
+	DefaultSessionTTL       = 5 * time.Minute
 )
 
 // withDefaults validates o and returns a copy with defaults filled in.
@@ -96,6 +104,7 @@ func (o Options) withDefaults() (Options, error) {
 	option.NotNegative(c, "WriteTimeout", o.WriteTimeout)
 	option.NotNegative(c, "BrokerTimeout", o.BrokerTimeout)
 	option.NotNegative(c, "MaxUserLength", o.MaxUserLength)
+	option.NotNegative(c, "SessionTTL", o.SessionTTL)
 	if _, ok := o.Broker.(PresenceBroker); o.Presence != nil && o.Broker != nil && !ok {
 		c.Failf("Presence", "needs a Broker that implements hub.PresenceBroker (got %T)", o.Broker)
 	}
@@ -113,6 +122,7 @@ func (o Options) withDefaults() (Options, error) {
 	o.WriteTimeout = option.Default(o.WriteTimeout, DefaultWriteTimeout)
 	o.BrokerTimeout = option.Default(o.BrokerTimeout, DefaultBrokerTimeout)
 	o.MaxUserLength = option.Default(o.MaxUserLength, DefaultMaxUserLength)
+	o.SessionTTL = option.Default(o.SessionTTL, DefaultSessionTTL)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

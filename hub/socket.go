@@ -32,8 +32,9 @@ type Socket struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	pingSent atomic.Int64 // UnixNano of the unanswered ping; 0 when answered
-	ext      bool         // the client speaks the protocol extension
+	pingSent atomic.Int64  // UnixNano of the unanswered ping; 0 when answered
+	session  *sessionState // the 3.x client's session (history recovery), or nil
+	ext      bool          // the client speaks the protocol extension
 
 	userMu sync.Mutex // serialises SetUser with the end of the socket; taken before the hub's locks
 
@@ -46,7 +47,7 @@ type Socket struct {
 	channels     map[string]struct{} // written only by the reader goroutine
 }
 
-func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request) *Socket {
+func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request, session *sessionState) *Socket {
 	// A shallow copy: handlers read the URL and headers; the body is gone
 	// with the hijack. Cloning the headers would cost every idle socket.
 	req := r.WithContext(context.WithoutCancel(r.Context()))
@@ -54,6 +55,7 @@ func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request) *So
 	ctx, cancel := context.WithCancel(req.Context())
 	s := &Socket{hub: h, id: h.newID(), ws: ws, req: req, remote: r.RemoteAddr, ctx: ctx, cancel: cancel}
 	s.w = writer{link: wsLink{ws: ws, nc: nc}, pool: h.pool, wg: &h.wg, limit: h.opts.SendQueueBytes}
+	s.session = session
 	return s
 }
 
@@ -129,7 +131,23 @@ func (s *Socket) Send(event string, data any) error {
 // Close closes the socket with code and reason after the frames already
 // queued are written. It does not wait. Codes are 1000 or 3000–4999.
 func (s *Socket) Close(code CloseCode, reason string) {
-	s.w.close(CloseError{Code: code, Reason: reason}, true)
+	s.close(CloseError{Code: code, Reason: reason})
+}
+
+// ponged records the answer to the heartbeat.
+func (s *Socket) ponged() {
+	s.pingSent.Store(0)
+	if s.session != nil {
+		s.confirmPing()
+	}
+}
+
+// close asks for a close handshake after the queued frames.
+func (s *Socket) close(e CloseError) {
+	if s.session != nil {
+		s.closeMarked()
+	}
+	s.w.close(e, true)
 }
 
 // send offers frame to the socket's writer (see writer for the rules);
@@ -186,8 +204,18 @@ func (s *Socket) finish(err error) {
 	if errors.Is(err, errTooBig) {
 		ce = closeErr(CloseTooBig)
 	}
+	serverClosed := false
 	if e, ok := s.w.end(); ok {
-		ce = e
+		ce, serverClosed = e, true
+	}
+	if s.session != nil {
+		// The client's close frame after ours: it has received every frame
+		// queued before ours.
+		var client websocket.CloseError
+		if serverClosed && errors.As(err, &client) {
+			s.confirmClose()
+		}
+		s.hub.sessions.flushNow(s)
 	}
 
 	s.leaveUser()
@@ -221,7 +249,7 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 	h := s.hub
 	if typ == websocket.MessageBinary {
 		if !h.opts.Legacy && len(b) == 1 && b[0] == protocol.Pong[0] {
-			s.pingSent.Store(0)
+			s.ponged()
 			return
 		}
 		if !utf8.Valid(b) {
@@ -229,7 +257,7 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 		}
 	} else {
 		if h.opts.Legacy && string(b) == string(protocol.LegacyPong) {
-			s.pingSent.Store(0)
+			s.ponged()
 			return
 		}
 		if !utf8.Valid(b) {
@@ -351,8 +379,11 @@ func (s *Socket) subscribe(req protocol.Request) (extra []byte, err error) {
 		if req.Since != nil {
 			since = Position(*req.Since)
 		}
-		pos, recovered := s.subscribeAt(ch, since, opts)
+		_, pos, recovered := s.subscribeAt(ch, since, opts)
 		extra = appendPosition(extra, pos, req.Since != nil, recovered)
+	} else if ok && s.session != nil {
+		start, _, _ := s.subscribeAt(ch, s.sessionSince(ch), opts)
+		s.sessionStarted(ch, start)
 	} else {
 		h.addSubscriber(ch, s)
 	}
@@ -368,6 +399,9 @@ func (s *Socket) unsubscribe(ch string) {
 	if ok {
 		s.hub.removeSubscriber(ch, s)
 		s.hub.presence.leave(s, ch, s.User())
+		if s.session != nil {
+			s.sessionLeft(ch)
+		}
 	}
 }
 

@@ -262,7 +262,7 @@ func (h *Hub) control(channel string, frame []byte) {
 		}
 		e := CloseError{Code: CloseCode(binary.BigEndian.Uint16(frame[1:])), Reason: string(frame[3:])}
 		for _, s := range h.snapshot(channel) {
-			s.w.close(e, true)
+			s.close(e)
 		}
 	case ctlToSocket:
 		id, replyTo, socketID, client, ok := parseToSocket(frame)

@@ -85,8 +85,9 @@ type link interface {
 	// Flush writes what TryWrite kept, waiting up to the write timeout.
 	Flush() error
 	// CloseHandshake writes what TryWrite kept and a close frame, waits a
-	// while for the client's, and closes the connection.
-	CloseHandshake(e CloseError)
+	// while for the client's, and closes the connection. It reports
+	// whether the client answered.
+	CloseHandshake(e CloseError) bool
 	// Drop closes the connection at once.
 	Drop()
 }
@@ -473,6 +474,6 @@ func (l wsLink) Write(b []byte) error {
 // CloseHandshake waits for the client's close frame, which the reader
 // consumes, for up to 5s. Its own write goes through nc, after what
 // TryWrite kept.
-func (l wsLink) CloseHandshake(e CloseError) {
-	_ = l.ws.Close(websocket.StatusCode(e.Code), e.Reason)
+func (l wsLink) CloseHandshake(e CloseError) bool {
+	return l.ws.Close(websocket.StatusCode(e.Code), e.Reason) == nil
 }

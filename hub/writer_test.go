@@ -105,11 +105,12 @@ func (l *fakeLink) wait() error {
 	return err
 }
 
-func (l *fakeLink) CloseHandshake(e CloseError) {
+func (l *fakeLink) CloseHandshake(e CloseError) bool {
 	_ = l.Flush()
 	l.mu.Lock()
 	l.closes = append(l.closes, fakeClose{e, len(l.out)})
 	l.mu.Unlock()
+	return true
 }
 
 func (l *fakeLink) Drop() {

@@ -49,6 +49,21 @@ func DialRaw(t testing.TB, url string, header http.Header) *RawClient {
 	return dialRaw(t, url, &websocket.DialOptions{HTTPHeader: header})
 }
 
+// DialRawResponse connects like DialRaw and also returns the upgrade
+// response (its cookies, its subprotocol).
+func DialRawResponse(t testing.TB, url string, header http.Header) (*RawClient, *http.Response) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header})
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	c.SetReadLimit(64 << 20)
+	t.Cleanup(func() { _ = c.CloseNow() })
+	return &RawClient{t: t, Conn: c}, resp
+}
+
 // DialRawExt connects like DialRaw, offering the protocol extension
 // (subprotocol clusterws.v2), and fails the test unless the server
 // accepts it.
