@@ -22,7 +22,7 @@ func (ch *Channel) Name() string { return ch.name }
 
 // Watch sets fn as the handler of the channel's publishes, replacing any
 // previous one; a nil fn removes it. It returns ch, for chaining. fn runs
-// on the client's reader goroutine, in arrival order, and must not block
+// on the client's handler goroutine, in arrival order, and must not block
 // for long; data may be retained but must not be modified.
 func (ch *Channel) Watch(fn func(data json.RawMessage)) *Channel {
 	if fn == nil {

@@ -131,7 +131,7 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 
 // Connect dials the server and returns once the config frame has arrived.
 // Channels subscribed so far are subscribed on the server; then the
-// OnConnect handler runs, on the reader goroutine. ctx bounds the
+// OnConnect handler runs, on the handler goroutine. ctx bounds the
 // handshake only.
 //
 // Connect returns ErrAlreadyConnected while the client is connected or
@@ -160,8 +160,13 @@ func (c *Client) Connect(ctx context.Context) error {
 	s, err := c.establish(ctx)
 	stop()
 	cancel()
+	var d *dispatcher
 	if err == nil {
-		err = c.install(s)
+		d = newDispatcher()
+		s.disp = d
+		if err = c.install(s); err != nil {
+			d.stop()
+		}
 	}
 	if err != nil {
 		c.mu.Lock()
@@ -173,13 +178,13 @@ func (c *Client) Connect(ctx context.Context) error {
 		}
 		return err
 	}
-	go c.run(s) // inherits the wg count
+	go c.run(s, d) // inherits the wg count
 	return nil
 }
 
 // On sets fn as the handler of the server event named event, replacing any
 // previous one; a nil fn removes it. Events without a handler are dropped.
-// fn runs on the client's reader goroutine, in arrival order, and must not
+// fn runs on the client's handler goroutine, in arrival order, and must not
 // block for long; data may be retained but must not be modified.
 func (c *Client) On(event string, fn func(data json.RawMessage)) {
 	c.hmu.Lock()
@@ -194,7 +199,7 @@ func (c *Client) On(event string, fn func(data json.RawMessage)) {
 // OnConnect sets fn to run after every connection made after this call:
 // once the config frame has arrived and the subscribed channels have been
 // announced, before any other frame is handled. It replaces any previous
-// handler; nil removes it. fn runs on the reader goroutine.
+// handler; nil removes it. fn runs on the handler goroutine.
 func (c *Client) OnConnect(fn func()) {
 	if fn == nil {
 		c.onConnect.Store(nil)
@@ -206,7 +211,8 @@ func (c *Client) OnConnect(fn func()) {
 // OnDisconnect sets fn to run whenever a connection ends, including by
 // Close, with the close code and reason (see hub.CloseNormal and the other
 // codes). It replaces any previous handler; nil removes it. fn runs on the
-// reader goroutine before any reconnect attempt.
+// handler goroutine, after the handlers of the connection's frames and
+// before any reconnect attempt.
 func (c *Client) OnDisconnect(fn func(code hub.CloseCode, reason string)) {
 	if fn == nil {
 		c.onDisconnect.Store(nil)
@@ -351,8 +357,9 @@ func (c *Client) install(s *session) error {
 }
 
 // run owns the connection from the first successful Connect until the
-// client stops: it reads, and with AutoReconnect it reconnects.
-func (c *Client) run(s *session) {
+// client stops: it reads, and with AutoReconnect it reconnects. d runs the
+// handlers of all its connections, so their order spans reconnects.
+func (c *Client) run(s *session, d *dispatcher) {
 	defer c.wg.Done()
 	for s != nil {
 		code, reason, remote := c.serve(s)
@@ -361,14 +368,17 @@ func (c *Client) run(s *session) {
 		closed := c.closed
 		c.mu.Unlock()
 		c.log.Debug("disconnected", "code", code, "reason", reason)
-		if fn := c.onDisconnect.Load(); fn != nil {
-			(*fn)(code, reason)
-		}
+		d.run(func() {
+			if fn := c.onDisconnect.Load(); fn != nil {
+				(*fn)(code, reason)
+			}
+		})
 		if closed || !c.opts.AutoReconnect || (remote && code == hub.CloseNormal) {
 			break
 		}
-		s = c.reconnect()
+		s = c.reconnect(d)
 	}
+	d.stop()
 	c.mu.Lock()
 	c.running = false
 	c.mu.Unlock()
@@ -376,7 +386,7 @@ func (c *Client) run(s *session) {
 
 // reconnect dials with backoff until it succeeds, the client is closed
 // (nil) or ReconnectAttempts run out (nil).
-func (c *Client) reconnect() *session {
+func (c *Client) reconnect(d *dispatcher) *session {
 	policy := backoff.Policy{Min: c.opts.ReconnectMin, Max: c.opts.ReconnectMax}
 	for attempt := 1; ; attempt++ {
 		if n := c.opts.ReconnectAttempts; n > 0 && attempt > n {
@@ -396,6 +406,7 @@ func (c *Client) reconnect() *session {
 			c.log.Info("reconnect failed", "attempt", attempt, "err", err)
 			continue
 		}
+		s.disp = d
 		if c.install(s) != nil {
 			return nil
 		}

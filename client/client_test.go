@@ -1003,3 +1003,46 @@ func TestGoroutineLeak(t *testing.T) {
 		t.Fatalf("%d goroutines, %d before the cycles\n%s", n, base, buf)
 	}
 }
+
+// TestBlockedHandler: while a handler runs, the client keeps answering
+// heartbeats, and the frames behind it are handled in order once it
+// returns.
+func TestBlockedHandler(t *testing.T) {
+	t.Parallel()
+	// A dead-server limit of 2×100+100ms holds on a loaded machine.
+	ts := newTestServer(t, serverOptions{ping: 100 * time.Millisecond})
+	c := dial(t, ts, client.Options{})
+	gone := onDisconnect(c)
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	c.On("block", func(json.RawMessage) {
+		close(blocked)
+		<-release
+	})
+	fn, got := collect()
+	c.On("after", fn)
+	ctx := context.Background()
+	if err := c.Send(ctx, "block", nil); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, blocked, "the blocking handler")
+	for i := range 3 {
+		if err := c.Send(ctx, "after", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Blocked for longer than the dead-server limit.
+	pongs := ts.pongs.Load()
+	waitFor(t, "pongs while the handler is blocked", func() bool { return ts.pongs.Load() >= pongs+4 })
+	close(release)
+	for i := range 3 {
+		if data := recv(t, got, "event after the blocking one"); string(data) != fmt.Sprint(i) {
+			t.Errorf("event %d = %s", i, data)
+		}
+	}
+	select {
+	case d := <-gone:
+		t.Errorf("disconnected: %+v", d)
+	default:
+	}
+}

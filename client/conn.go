@@ -47,6 +47,8 @@ type session struct {
 	// cause is set by the first local close, which then decides the code
 	// and reason reported to OnDisconnect.
 	cause atomic.Pointer[hub.CloseError]
+	// disp runs the handlers; set before the session is installed.
+	disp *dispatcher
 }
 
 // establish dials, waits for the config frame and returns the new,
@@ -125,7 +127,8 @@ func (c *Client) readConfig(ctx context.Context, conn *websocket.Conn) (Config, 
 }
 
 // serve reads s until it ends and reports how: the close code and reason,
-// and whether the server (not the client) ended it. Handlers run here.
+// and whether the server (not the client) ended it. It queues the
+// handlers on s.disp.
 func (c *Client) serve(s *session) (code hub.CloseCode, reason string, remote bool) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -142,9 +145,11 @@ func (c *Client) serve(s *session) (code hub.CloseCode, reason string, remote bo
 		s.cancel()
 		_ = s.conn.CloseNow()
 	}()
-	if fn := c.onConnect.Load(); fn != nil {
-		(*fn)()
-	}
+	s.disp.push(func() {
+		if fn := c.onConnect.Load(); fn != nil {
+			(*fn)()
+		}
+	})
 	for {
 		typ, b, err := s.conn.Read(s.ctx)
 		if err != nil {
@@ -195,17 +200,24 @@ func (c *Client) handle(s *session, typ websocket.MessageType, b []byte) {
 		c.log.Debug("ignoring a frame", "err", err, "len", len(b))
 		return
 	}
+	// Handlers are looked up when they run, so that none runs after On or
+	// Unsubscribe has removed it.
+	name, data := m.Name, m.Data
 	switch m.Kind {
 	case protocol.KindEvent:
-		if fn := c.handler(m.Name); fn != nil {
-			fn(m.Data)
-		}
-	case protocol.KindPublish:
-		if ch := c.channel(m.Name); ch != nil {
-			if fn := ch.watcher.Load(); fn != nil {
-				(*fn)(m.Data)
+		s.disp.pushFrame(s.ctx.Done(), func() {
+			if fn := c.handler(name); fn != nil {
+				fn(data)
 			}
-		}
+		})
+	case protocol.KindPublish:
+		s.disp.pushFrame(s.ctx.Done(), func() {
+			if ch := c.channel(name); ch != nil {
+				if fn := ch.watcher.Load(); fn != nil {
+					(*fn)(data)
+				}
+			}
+		})
 	default:
 		c.log.Debug("ignoring a system frame", "name", m.Name)
 	}

@@ -17,21 +17,24 @@
 //
 // # Concurrency
 //
-// Every method of Client and Channel is safe for concurrent use. Each
-// connection has one reader goroutine, which answers heartbeats and runs
-// every handler (On, Watch, OnConnect, OnDisconnect) in the order the frames
-// arrived. Handlers must not block for long: while one runs nothing else is
-// read, and a heartbeat not read in time makes the client drop the
-// connection as if the server were dead. Handlers may call Send, Publish,
-// Subscribe and Unsubscribe, but not Close, which waits for the reader
-// goroutine to finish (call go c.Close() instead).
+// Every method of Client and Channel is safe for concurrent use. Handlers
+// (On, Watch, OnConnect, OnDisconnect) run one at a time on the client's
+// handler goroutine, in the order the frames arrived, across reconnects
+// too. Handlers may call Send, Publish, Subscribe and Unsubscribe, but not
+// Close, which waits for the handler goroutine to finish (call
+// go c.Close() instead). Handlers should not block for long: frames queue
+// behind a running one, and once 256 wait the client stops reading, so
+// that a heartbeat not read in time makes it drop the connection as if the
+// server were dead.
 //
-// One goroutine owns a connected client's connection: it is the reader, and
-// with Options.AutoReconnect it also reconnects, with jittered exponential
+// One goroutine owns a connected client's connection: it reads, answers
+// heartbeats and queues frames for the handlers, and with
+// Options.AutoReconnect it also reconnects, with jittered exponential
 // backoff, and subscribes the channels again. A watchdog goroutine per
 // connection implements dead-server detection: no heartbeat within
 // 2×ping+100ms (ping is the interval the server announces) closes the
-// connection with hub.CloseNoPong. Close stops both and waits for them.
+// connection with hub.CloseNoPong. Close stops all three and waits for
+// them.
 //
 // # Delivery
 //
