@@ -49,9 +49,9 @@ type answerData struct {
 
 // request writes a request and arranges for done to run once with its
 // outcome: nil, the *hub.ReplyError, or the error the connection ended
-// with. done runs on the reader goroutine, or on this one when the
-// connection has ended already; it must not block. If request returns an
-// error, done does not run.
+// with. done runs on the goroutine that reads the answer or ends the
+// connection, and must not block. When the connection has ended already
+// or the write fails, request returns the error and done does not run.
 func (s *session) request(ctx context.Context, name string, r request, done func(error)) (id uint64, err error) {
 	s.reqMu.Lock()
 	if s.ended != nil {
