@@ -45,7 +45,7 @@ func TestReconnectWaits(t *testing.T) {
 				waits = append(waits, d)
 				return true
 			}
-			if s := c.reconnect(); s != nil {
+			if s := c.reconnect(nil); s != nil {
 				t.Fatal("reconnect succeeded against a refusing server")
 			}
 			if len(waits) != len(tc.want) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,16 +20,22 @@ import (
 // Errors returned by the Client and Channel methods.
 var (
 	// ErrClosed is returned by Connect, Send, Subscribe and Publish after
-	// Close.
+	// Close, and by a Subscribe or Publish that was waiting for the
+	// server's answer when Close was called.
 	ErrClosed = errors.New("client: closed")
 	// ErrNotConnected is returned by Send and Publish when there is no
-	// connection at the moment, or it broke during the call.
+	// connection at the moment, or it broke during the call. A Subscribe
+	// or Publish waiting for the server's answer (see Config.Extension)
+	// returns it, wrapping a hub.CloseError, when the connection ends
+	// first.
 	ErrNotConnected = errors.New("client: not connected")
 	// ErrAlreadyConnected is returned by Connect while the client is
 	// connected or reconnecting.
 	ErrAlreadyConnected = errors.New("client: already connected or reconnecting")
 	// ErrNotSubscribed is returned by Publish on a Channel that has been
-	// unsubscribed.
+	// unsubscribed, or dropped after the server refused it. (A server
+	// that answers that it has no such subscription returns a
+	// *hub.ReplyError matching hub.ErrNotSubscribed instead.)
 	ErrNotSubscribed = errors.New("client: channel is not subscribed")
 	// ErrDial is returned by Dial and Connect when the WebSocket handshake
 	// fails: the server is unreachable or refused the upgrade. It wraps the
@@ -52,7 +59,27 @@ type Config struct {
 	// Binary reports that the client sends its JSON frames as binary
 	// WebSocket frames on this connection.
 	Binary bool
+	// Extension reports that the server selected the subprotocol of the
+	// protocol extension (clusterws.v2) at the handshake: Subscribe,
+	// Publish and Unsubscribe wait for its answers on this connection.
+	// It is never set with Options.Legacy.
+	Extension bool
 }
+
+// A ChannelError reports a channel that the client dropped when no call
+// was there to return the error: the server refused it when the client
+// subscribed it on a new connection (see Client.OnError). Err is the
+// *hub.ReplyError; errors.Is matches its sentinel, e.g. hub.ErrRefused.
+type ChannelError struct {
+	Channel string
+	Err     error
+}
+
+func (e *ChannelError) Error() string {
+	return "client: channel " + strconv.Quote(e.Channel) + " dropped: " + e.Err.Error()
+}
+
+func (e *ChannelError) Unwrap() error { return e.Err }
 
 // A Client is one logical connection to a ClusterWS server that survives
 // reconnects when Options.AutoReconnect is set. All methods are safe for
@@ -72,6 +99,7 @@ type Client struct {
 
 	onConnect    atomic.Pointer[func()]
 	onDisconnect atomic.Pointer[func(code hub.CloseCode, reason string)]
+	onError      atomic.Pointer[func(err error)]
 
 	hmu      sync.RWMutex // protects handlers
 	handlers map[string]func(json.RawMessage)
@@ -131,7 +159,7 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 
 // Connect dials the server and returns once the config frame has arrived.
 // Channels subscribed so far are subscribed on the server; then the
-// OnConnect handler runs, on the reader goroutine. ctx bounds the
+// OnConnect handler runs, on the handler goroutine. ctx bounds the
 // handshake only.
 //
 // Connect returns ErrAlreadyConnected while the client is connected or
@@ -160,8 +188,13 @@ func (c *Client) Connect(ctx context.Context) error {
 	s, err := c.establish(ctx)
 	stop()
 	cancel()
+	var d *dispatcher
 	if err == nil {
-		err = c.install(s)
+		d = newDispatcher()
+		s.disp = d
+		if err = c.install(s); err != nil {
+			d.stop()
+		}
 	}
 	if err != nil {
 		c.mu.Lock()
@@ -173,13 +206,13 @@ func (c *Client) Connect(ctx context.Context) error {
 		}
 		return err
 	}
-	go c.run(s) // inherits the wg count
+	go c.run(s, d) // inherits the wg count
 	return nil
 }
 
 // On sets fn as the handler of the server event named event, replacing any
 // previous one; a nil fn removes it. Events without a handler are dropped.
-// fn runs on the client's reader goroutine, in arrival order, and must not
+// fn runs on the client's handler goroutine, in arrival order, and must not
 // block for long; data may be retained but must not be modified.
 func (c *Client) On(event string, fn func(data json.RawMessage)) {
 	c.hmu.Lock()
@@ -194,7 +227,7 @@ func (c *Client) On(event string, fn func(data json.RawMessage)) {
 // OnConnect sets fn to run after every connection made after this call:
 // once the config frame has arrived and the subscribed channels have been
 // announced, before any other frame is handled. It replaces any previous
-// handler; nil removes it. fn runs on the reader goroutine.
+// handler; nil removes it. fn runs on the handler goroutine.
 func (c *Client) OnConnect(fn func()) {
 	if fn == nil {
 		c.onConnect.Store(nil)
@@ -206,13 +239,28 @@ func (c *Client) OnConnect(fn func()) {
 // OnDisconnect sets fn to run whenever a connection ends, including by
 // Close, with the close code and reason (see hub.CloseNormal and the other
 // codes). It replaces any previous handler; nil removes it. fn runs on the
-// reader goroutine before any reconnect attempt.
+// handler goroutine, after the handlers of the connection's frames and
+// before any reconnect attempt.
 func (c *Client) OnDisconnect(fn func(code hub.CloseCode, reason string)) {
 	if fn == nil {
 		c.onDisconnect.Store(nil)
 		return
 	}
 	c.onDisconnect.Store(&fn)
+}
+
+// OnError sets fn to receive the errors that no call returns: a
+// *ChannelError for every channel the server refused when the client
+// subscribed it on a new connection (after a reconnect, or after a
+// Subscribe made while disconnected); the client has dropped the channel
+// by then. It replaces any previous handler; nil removes it. fn runs on
+// the handler goroutine, in order with the other handlers.
+func (c *Client) OnError(fn func(err error)) {
+	if fn == nil {
+		c.onError.Store(nil)
+		return
+	}
+	c.onError.Store(&fn)
 }
 
 // Send sends the event to the server with data encoded as JSON (a
@@ -233,37 +281,78 @@ func (c *Client) Send(ctx context.Context, event string, data any) error {
 
 // Subscribe subscribes to channel and returns its handle; set its handler
 // with Watch. Subscribing to a channel already subscribed returns the same
-// handle and sends nothing. While disconnected the subscription is recorded
-// and sent when the client connects again.
+// handle and sends nothing (while its subscription awaits the server's
+// answer, Subscribe waits for that answer too).
+//
+// With the protocol extension (Config.Extension), Subscribe waits for the
+// server's answer: it returns the handle once the server has routed the
+// channel to this client, across processes, and the server's
+// *hub.ReplyError when it refuses: errors.Is matches hub.ErrRefused when
+// OnSubscribe refused (the reason is the hook's error text), and
+// hub.ErrChannelTooLong or hub.ErrTooManyChannels for the server's limits.
+// Without it (an older server) Subscribe returns once the request is
+// written, as the 3.x protocol has no answers.
+//
+// While disconnected, Subscribe records the channel and returns its handle
+// at once; the client subscribes it on the next connection, and reports a
+// refusal then to OnError.
+//
+// On any error the client does not keep the channel: it is not subscribed
+// on reconnect, and a later Subscribe tries again. When ctx ends before the
+// answer, Subscribe returns an error wrapping ctx.Err() and tells the
+// server to unsubscribe, as it may have subscribed meanwhile. When the
+// connection ends before the answer, it returns an error wrapping
+// ErrNotConnected (ErrClosed after Close).
 func (c *Client) Subscribe(ctx context.Context, channel string) (*Channel, error) {
+	ch, p, err := c.subscribe(ctx, channel)
+	if p == nil {
+		return ch, err
+	}
+	return c.await(ctx, ch, p)
+}
+
+// subscribe is the part of Subscribe done under subMu. It returns the
+// channel's handle, and its subscribe request if that awaits an answer.
+func (c *Client) subscribe(ctx context.Context, channel string) (*Channel, *subscribing, error) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	if ch, ok := c.channels[channel]; ok {
+		p := ch.sub
+		if p != nil {
+			p.waiters++
+		}
 		c.mu.Unlock()
-		return ch, nil
+		return ch, p, nil
 	}
 	ch := &Channel{c: c, name: channel}
 	c.channels[channel] = ch
 	s := c.sess
+	if s != nil && s.ext {
+		p := &subscribing{s: s, waiters: 1, done: make(chan struct{})}
+		ch.sub = p
+		c.mu.Unlock()
+		c.requestSubscribe(ctx, ch, p)
+		return ch, p, nil
+	}
 	c.mu.Unlock()
 	if s == nil {
-		return ch, nil
+		return ch, nil, nil
 	}
 	err := s.send(ctx, protocol.KindSystem, protocol.SystemSubscribe, channel)
 	if err == nil || errors.Is(err, ErrNotConnected) {
 		// A broken connection is as good as none: the channel is
 		// subscribed again on the next connection.
-		return ch, nil
+		return ch, nil, nil
 	}
 	c.mu.Lock()
 	delete(c.channels, channel)
 	c.mu.Unlock()
-	return nil, err
+	return nil, nil, err
 }
 
 // Connected reports whether the client has a connection at the moment.
@@ -319,40 +408,63 @@ func (c *Client) session() (*session, error) {
 	return c.sess, nil
 }
 
-// install makes s the live connection and subscribes every recorded
-// channel on it. If Close won the race, it closes s and returns ErrClosed.
+// install subscribes every recorded channel on s, then makes s the live
+// connection, so that no publish or event goes out before the
+// subscriptions. If Close won the race, it closes s and returns ErrClosed.
 func (c *Client) install(s *session) error {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
+	c.mu.Lock()
+	closed := c.closed
+	chans := make([]*Channel, 0, len(c.channels))
+	for _, ch := range c.channels {
+		chans = append(chans, ch)
+	}
+	c.mu.Unlock()
+	for _, ch := range chans {
+		if closed {
+			break
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
+		err := c.resubscribe(ctx, s, ch)
+		cancel()
+		if err != nil {
+			// The reader will see the broken connection.
+			c.log.Debug("resubscribe failed", "channel", ch.name, "err", err)
+			break
+		}
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		s.cancel()
 		_ = s.conn.Close(websocket.StatusNormalClosure, "")
+		s.end(ErrClosed)
 		return ErrClosed
 	}
 	c.sess = s
-	names := make([]string, 0, len(c.channels))
-	for name := range c.channels {
-		names = append(names, name)
-	}
 	c.mu.Unlock()
-	for _, name := range names {
-		ctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
-		err := s.send(ctx, protocol.KindSystem, protocol.SystemSubscribe, name)
-		cancel()
-		if err != nil {
-			// The reader will see the broken connection.
-			c.log.Debug("resubscribe failed", "channel", name, "err", err)
-			break
-		}
-	}
 	return nil
 }
 
+// resubscribe subscribes a kept channel on the new connection s. With the
+// extension the answer comes later: a refusal drops the channel and goes
+// to OnError. The caller holds subMu.
+func (c *Client) resubscribe(ctx context.Context, s *session, ch *Channel) error {
+	if !s.ext {
+		return s.send(ctx, protocol.KindSystem, protocol.SystemSubscribe, ch.name)
+	}
+	p := &subscribing{s: s, again: true, done: make(chan struct{})}
+	c.mu.Lock()
+	ch.sub = p
+	c.mu.Unlock()
+	return c.requestSubscribe(ctx, ch, p)
+}
+
 // run owns the connection from the first successful Connect until the
-// client stops: it reads, and with AutoReconnect it reconnects.
-func (c *Client) run(s *session) {
+// client stops: it reads, and with AutoReconnect it reconnects. d runs the
+// handlers of all its connections, so their order spans reconnects.
+func (c *Client) run(s *session, d *dispatcher) {
 	defer c.wg.Done()
 	for s != nil {
 		code, reason, remote := c.serve(s)
@@ -361,14 +473,17 @@ func (c *Client) run(s *session) {
 		closed := c.closed
 		c.mu.Unlock()
 		c.log.Debug("disconnected", "code", code, "reason", reason)
-		if fn := c.onDisconnect.Load(); fn != nil {
-			(*fn)(code, reason)
-		}
+		d.run(func() {
+			if fn := c.onDisconnect.Load(); fn != nil {
+				(*fn)(code, reason)
+			}
+		})
 		if closed || !c.opts.AutoReconnect || (remote && code == hub.CloseNormal) {
 			break
 		}
-		s = c.reconnect()
+		s = c.reconnect(d)
 	}
+	d.stop()
 	c.mu.Lock()
 	c.running = false
 	c.mu.Unlock()
@@ -376,7 +491,7 @@ func (c *Client) run(s *session) {
 
 // reconnect dials with backoff until it succeeds, the client is closed
 // (nil) or ReconnectAttempts run out (nil).
-func (c *Client) reconnect() *session {
+func (c *Client) reconnect(d *dispatcher) *session {
 	policy := backoff.Policy{Min: c.opts.ReconnectMin, Max: c.opts.ReconnectMax}
 	for attempt := 1; ; attempt++ {
 		if n := c.opts.ReconnectAttempts; n > 0 && attempt > n {
@@ -396,6 +511,7 @@ func (c *Client) reconnect() *session {
 			c.log.Info("reconnect failed", "attempt", attempt, "err", err)
 			continue
 		}
+		s.disp = d
 		if c.install(s) != nil {
 			return nil
 		}

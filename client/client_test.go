@@ -123,6 +123,12 @@ type serverOptions struct {
 	legacy   bool          // "m" envelope and text heartbeats
 	noConfig bool          // send an event instead of the config frame
 	welcome  bool          // send event "welcome" right after the config frame
+	// firstProtocol selects the first subprotocol the client offers, as
+	// the Node.js servers do, without speaking it.
+	firstProtocol bool
+	// ext selects the protocol extension and answers requests, each
+	// answer after a stray answer and an unknown system frame.
+	ext bool
 }
 
 // testServer is a small ClusterWS protocol server: it sends the config
@@ -136,6 +142,7 @@ type testServer struct {
 	http *httptest.Server
 
 	noPings    atomic.Bool  // stop sending heartbeats
+	noAnswers  atomic.Bool  // with ext: leave requests unanswered
 	pongs      atomic.Int64 // heartbeat answers received
 	connects   atomic.Int64 // connections accepted
 	clientType atomic.Int64 // frame type of the last client JSON frame
@@ -145,12 +152,21 @@ type testServer struct {
 	conns      map[*serverConn]struct{}
 	closeCodes []hub.CloseCode // close codes received from clients
 	header     string          // X-Test header of the last handshake
+	requests   []seenRequest   // with ext
 	wg         sync.WaitGroup
 }
 
 type serverConn struct {
 	ws   *websocket.Conn
+	n    int64           // 1 for the server's first connection, 2 for the next, …
 	subs map[string]bool // guarded by testServer.mu
+}
+
+// seenRequest is a request of the protocol extension a testServer got.
+type seenRequest struct {
+	conn int64 // serverConn.n
+	id   uint64
+	name string
 }
 
 func newTestServer(t testing.TB, opts serverOptions) *testServer {
@@ -269,12 +285,37 @@ func (ts *testServer) publish(channel string, data []byte) {
 	}
 }
 
+// forget unsubscribes every connection from channel on the server side
+// only, as if it had never subscribed.
+func (ts *testServer) forget(channel string) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for sc := range ts.conns {
+		delete(sc.subs, channel)
+	}
+}
+
+// seen returns the requests of the protocol extension received so far.
+func (ts *testServer) seen() []seenRequest {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return slices.Clone(ts.requests)
+}
+
 func (ts *testServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ws, err := websocket.Accept(w, r, nil)
+	var accept *websocket.AcceptOptions
+	switch {
+	case ts.opts.ext:
+		accept = &websocket.AcceptOptions{Subprotocols: []string{protocol.Subprotocol}}
+	case ts.opts.firstProtocol:
+		first, _, _ := strings.Cut(r.Header.Get("Sec-WebSocket-Protocol"), ",")
+		accept = &websocket.AcceptOptions{Subprotocols: []string{strings.TrimSpace(first)}}
+	}
+	ws, err := websocket.Accept(w, r, accept)
 	if err != nil {
 		return
 	}
-	sc := &serverConn{ws: ws, subs: make(map[string]bool)}
+	sc := &serverConn{ws: ws, n: ts.connects.Add(1), subs: make(map[string]bool)}
 	ts.mu.Lock()
 	if ts.closing {
 		ts.mu.Unlock()
@@ -292,7 +333,6 @@ func (ts *testServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ws.CloseNow()
 		ts.wg.Done()
 	}()
-	ts.connects.Add(1)
 	ws.SetReadLimit(1 << 24)
 
 	if ts.opts.noConfig {
@@ -355,19 +395,37 @@ func (ts *testServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case protocol.KindEvent:
 			ts.write(sc, ts.typ, ts.enc.AppendFrame(nil, protocol.KindEvent, m.Name, m.Data))
 		case protocol.KindSystem:
-			name, ok := protocol.DecodeString(m.Data)
-			if !ok {
-				ts.t.Errorf("server: bad channel in %q", b)
+			req, err := protocol.DecodeRequest(m.Data, ts.opts.ext)
+			if err != nil {
+				ts.t.Errorf("server: bad request %q", b)
 				continue
 			}
+			name := req.Channel
 			ts.mu.Lock()
+			ok := sc.subs[name]
 			switch m.Name {
 			case protocol.SystemSubscribe:
 				sc.subs[name] = true
 			case protocol.SystemUnsubscribe:
 				delete(sc.subs, name)
 			}
+			if req.ID != 0 {
+				ts.requests = append(ts.requests, seenRequest{sc.n, req.ID, m.Name})
+			}
 			ts.mu.Unlock()
+			var code int
+			if m.Name == protocol.SystemPublish {
+				if ok {
+					ts.publish(name, req.Data)
+				} else {
+					code = hub.ReplyNotSubscribed
+				}
+			}
+			if req.ID != 0 && !ts.noAnswers.Load() {
+				ts.write(sc, ts.typ, ts.enc.Answer(req.ID+1<<32, 0, ""))
+				ts.write(sc, ts.typ, ts.enc.AppendFrame(nil, protocol.KindSystem, "future", []byte(`{"id":1}`)))
+				ts.write(sc, ts.typ, ts.enc.Answer(req.ID, code, "not subscribed"))
+			}
 		case protocol.KindPublish:
 			ts.mu.Lock()
 			ok := sc.subs[m.Name]
@@ -382,9 +440,15 @@ func (ts *testServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // dial connects a client to ts and closes it at the end of the test.
 func dial(t testing.TB, ts *testServer, opts client.Options) *client.Client {
 	t.Helper()
+	return dialURL(t, ts.URL(), opts)
+}
+
+// dialURL connects a client to url and closes it at the end of the test.
+func dialURL(t testing.TB, url string, opts client.Options) *client.Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	c, err := client.Dial(ctx, ts.URL(), opts)
+	c, err := client.Dial(ctx, url, opts)
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
@@ -1001,5 +1065,48 @@ func TestGoroutineLeak(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		t.Fatalf("%d goroutines, %d before the cycles\n%s", n, base, buf)
+	}
+}
+
+// TestBlockedHandler: while a handler runs, the client keeps answering
+// heartbeats, and the frames behind it are handled in order once it
+// returns.
+func TestBlockedHandler(t *testing.T) {
+	t.Parallel()
+	// A dead-server limit of 2×100+100ms holds on a loaded machine.
+	ts := newTestServer(t, serverOptions{ping: 100 * time.Millisecond})
+	c := dial(t, ts, client.Options{})
+	gone := onDisconnect(c)
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	c.On("block", func(json.RawMessage) {
+		close(blocked)
+		<-release
+	})
+	fn, got := collect()
+	c.On("after", fn)
+	ctx := context.Background()
+	if err := c.Send(ctx, "block", nil); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, blocked, "the blocking handler")
+	for i := range 3 {
+		if err := c.Send(ctx, "after", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Blocked for longer than the dead-server limit.
+	pongs := ts.pongs.Load()
+	waitFor(t, "pongs while the handler is blocked", func() bool { return ts.pongs.Load() >= pongs+4 })
+	close(release)
+	for i := range 3 {
+		if data := recv(t, got, "event after the blocking one"); string(data) != fmt.Sprint(i) {
+			t.Errorf("event %d = %s", i, data)
+		}
+	}
+	select {
+	case d := <-gone:
+		t.Errorf("disconnected: %+v", d)
+	default:
 	}
 }

@@ -35,6 +35,7 @@ const (
 type session struct {
 	conn   *websocket.Conn
 	cfg    Config
+	ext    bool // the server speaks the protocol extension (cfg.Extension)
 	legacy bool
 	enc    protocol.Encoder
 	typ    websocket.MessageType // of the JSON frames the client sends
@@ -47,14 +48,26 @@ type session struct {
 	// cause is set by the first local close, which then decides the code
 	// and reason reported to OnDisconnect.
 	cause atomic.Pointer[hub.CloseError]
+	// disp runs the handlers; set before the session is installed.
+	disp *dispatcher
+
+	reqMu   sync.Mutex // protects the fields below
+	lastID  uint64     // of the last request
+	pending map[uint64]func(error)
+	ended   error // once set, what requests fail with
 }
 
 // establish dials, waits for the config frame and returns the new,
 // not yet installed, connection. ctx bounds both steps.
 func (c *Client) establish(ctx context.Context) (*session, error) {
+	var protocols []string
+	if !c.opts.Legacy { // the extension is defined on the 3.x dialect only
+		protocols = []string{decoySubprotocol, protocol.Subprotocol}
+	}
 	conn, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{
-		HTTPClient: c.opts.HTTPClient,
-		HTTPHeader: c.opts.HTTPHeader,
+		HTTPClient:   c.opts.HTTPClient,
+		HTTPHeader:   c.opts.HTTPHeader,
+		Subprotocols: protocols,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w to %s: %w", ErrDial, c.url, err)
@@ -65,13 +78,16 @@ func (c *Client) establish(ctx context.Context) (*session, error) {
 		_ = conn.CloseNow()
 		return nil, err
 	}
+	cfg.Extension = !c.opts.Legacy && conn.Subprotocol() == protocol.Subprotocol
 	s := &session{
-		conn:   conn,
-		cfg:    cfg,
-		legacy: c.opts.Legacy,
-		enc:    protocol.Encoder{Legacy: c.opts.Legacy},
-		typ:    websocket.MessageText,
-		pinged: make(chan struct{}, 1),
+		conn:    conn,
+		cfg:     cfg,
+		ext:     cfg.Extension,
+		legacy:  c.opts.Legacy,
+		enc:     protocol.Encoder{Legacy: c.opts.Legacy},
+		typ:     websocket.MessageText,
+		pinged:  make(chan struct{}, 1),
+		pending: make(map[uint64]func(error)),
 	}
 	if cfg.Binary {
 		// Escaping non-ASCII keeps binary frames readable by servers that
@@ -125,7 +141,8 @@ func (c *Client) readConfig(ctx context.Context, conn *websocket.Conn) (Config, 
 }
 
 // serve reads s until it ends and reports how: the close code and reason,
-// and whether the server (not the client) ended it. Handlers run here.
+// and whether the server (not the client) ended it. It queues the
+// handlers on s.disp.
 func (c *Client) serve(s *session) (code hub.CloseCode, reason string, remote bool) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -141,10 +158,13 @@ func (c *Client) serve(s *session) (code hub.CloseCode, reason string, remote bo
 		wg.Wait()
 		s.cancel()
 		_ = s.conn.CloseNow()
+		s.end(c.lost(code, reason))
 	}()
-	if fn := c.onConnect.Load(); fn != nil {
-		(*fn)()
-	}
+	s.disp.push(func() {
+		if fn := c.onConnect.Load(); fn != nil {
+			(*fn)()
+		}
+	})
 	for {
 		typ, b, err := s.conn.Read(s.ctx)
 		if err != nil {
@@ -195,20 +215,47 @@ func (c *Client) handle(s *session, typ websocket.MessageType, b []byte) {
 		c.log.Debug("ignoring a frame", "err", err, "len", len(b))
 		return
 	}
+	// Handlers are looked up when they run, so that none runs after On or
+	// Unsubscribe has removed it.
+	name, data := m.Name, m.Data
 	switch m.Kind {
 	case protocol.KindEvent:
-		if fn := c.handler(m.Name); fn != nil {
-			fn(m.Data)
-		}
-	case protocol.KindPublish:
-		if ch := c.channel(m.Name); ch != nil {
-			if fn := ch.watcher.Load(); fn != nil {
-				(*fn)(m.Data)
+		s.disp.pushFrame(s.ctx.Done(), func() {
+			if fn := c.handler(name); fn != nil {
+				fn(data)
 			}
+		})
+	case protocol.KindPublish:
+		s.disp.pushFrame(s.ctx.Done(), func() {
+			if ch := c.channel(name); ch != nil {
+				if fn := ch.watcher.Load(); fn != nil {
+					(*fn)(data)
+				}
+			}
+		})
+	case protocol.KindSystem:
+		if m.Name == protocol.SystemAnswer && s.ext {
+			if err := s.answer(m.Data); err != nil {
+				c.log.Debug("ignoring an answer", "err", err, "data", string(m.Data))
+			}
+			return
 		}
-	default:
+		// Unknown system frames are for later versions of the protocol.
 		c.log.Debug("ignoring a system frame", "name", m.Name)
 	}
+}
+
+// lost is the error of requests that a connection which ended with code
+// and reason leaves without an answer.
+func (c *Client) lost(code hub.CloseCode, reason string) error {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: the connection ended before the answer: %w", ErrNotConnected,
+		hub.CloseError{Code: code, Reason: reason})
 }
 
 // ending maps the error that ended the read loop to what OnDisconnect
@@ -240,7 +287,22 @@ func (s *session) close(code hub.CloseCode, reason string) {
 func (s *session) send(ctx context.Context, kind byte, name string, data any) error {
 	frame, err := s.enc.Encode(kind, name, data)
 	if err != nil {
-		return fmt.Errorf("%w: %q: %v", ErrEncode, name, err)
+		return encodeError(name, err)
+	}
+	return s.write(ctx, frame)
+}
+
+// encodeError reports data for name that cannot be encoded.
+func encodeError(name string, err error) error {
+	// %v: the codec's errors are not part of the API.
+	return fmt.Errorf("%w: %q: %v", ErrEncode, name, err)
+}
+
+// write writes one frame.
+func (s *session) write(ctx context.Context, frame []byte) error {
+	if err := ctx.Err(); err != nil {
+		// coder/websocket would break the connection.
+		return fmt.Errorf("client: write: %w", err)
 	}
 	if err := s.conn.Write(ctx, s.typ, frame); err != nil {
 		if ctx.Err() != nil {

@@ -1,7 +1,9 @@
 // Package client is a Go client of the ClusterWS 3.x wire protocol, the one
 // the clusterws server and the JavaScript clusterws-client-js speak: events
 // in both directions, channel subscribe/publish, heartbeats answered, and
-// optional reconnection that subscribes the channels again.
+// optional reconnection that subscribes the channels again. With a server
+// that speaks the protocol extension, as the clusterws server does, the
+// client also learns whether its subscribes and publishes were accepted.
 //
 //	c, err := client.Dial(ctx, "ws://localhost:8080/ws", client.Options{AutoReconnect: true})
 //	c.On("chat", func(data json.RawMessage) { ... })
@@ -17,21 +19,54 @@
 //
 // # Concurrency
 //
-// Every method of Client and Channel is safe for concurrent use. Each
-// connection has one reader goroutine, which answers heartbeats and runs
-// every handler (On, Watch, OnConnect, OnDisconnect) in the order the frames
-// arrived. Handlers must not block for long: while one runs nothing else is
-// read, and a heartbeat not read in time makes the client drop the
-// connection as if the server were dead. Handlers may call Send, Publish,
-// Subscribe and Unsubscribe, but not Close, which waits for the reader
-// goroutine to finish (call go c.Close() instead).
+// Every method of Client and Channel is safe for concurrent use. Handlers
+// (On, Watch, OnConnect, OnDisconnect) run one at a time on the client's
+// handler goroutine, in the order the frames arrived, across reconnects
+// too. Handlers may call Send, Publish, Subscribe and Unsubscribe, but not
+// Close, which waits for the handler goroutine to finish (call
+// go c.Close() instead). Handlers should not block for long: frames queue
+// behind a running one, and once 256 wait the client stops reading, so
+// that a heartbeat not read in time makes it drop the connection as if the
+// server were dead.
 //
-// One goroutine owns a connected client's connection: it is the reader, and
-// with Options.AutoReconnect it also reconnects, with jittered exponential
+// One goroutine owns a connected client's connection: it reads, answers
+// heartbeats and queues frames for the handlers, and with
+// Options.AutoReconnect it also reconnects, with jittered exponential
 // backoff, and subscribes the channels again. A watchdog goroutine per
 // connection implements dead-server detection: no heartbeat within
 // 2×ping+100ms (ping is the interval the server announces) closes the
-// connection with hub.CloseNoPong. Close stops both and waits for them.
+// connection with hub.CloseNoPong. Close stops all three and waits for
+// them.
+//
+// # Protocol extension
+//
+// The client offers the WebSocket subprotocol clusterws.v2 on every
+// handshake (except with Options.Legacy). When the server selects it
+// (Config.Extension), each subscribe, unsubscribe and publish carries an
+// id, counting up from 1 on each connection, and the server answers it, ok
+// or with a code and reason. Subscribe, Unsubscribe and
+// Publish then wait for that answer, bounded by their ctx, and return a
+// refusal as the server's *hub.ReplyError; match it with errors.Is against
+// hub.ErrRefused (the OnSubscribe or OnPublish hook said no; Reason is its
+// error text), hub.ErrChannelTooLong, hub.ErrTooManyChannels,
+// hub.ErrNotSubscribed, hub.ErrBrokerUnavailable, or read its Code with
+// errors.As:
+//
+//	_, err := c.Subscribe(ctx, "room:vip")
+//	if errors.Is(err, hub.ErrRefused) { ... }
+//
+// A refused channel is not kept. After a reconnect the client subscribes
+// its channels again, also waiting for answers; one the server refuses
+// then is dropped and reported to OnError as a *ChannelError. Requests
+// waiting for an answer when the connection ends fail with ErrNotConnected
+// (ErrClosed after Close); none waits forever. Answers with unknown ids and
+// system frames the client does not know are ignored.
+//
+// Servers that do not select the subprotocol, such as the Node.js
+// ClusterWS server, get the 3.x frames, and Subscribe, Unsubscribe and
+// Publish return once their frame is written. The client offers a second
+// subprotocol, clusterws.v1, first: those servers select whatever a client
+// offers first without speaking it, and so select clusterws.v1.
 //
 // # Delivery
 //
@@ -39,5 +74,6 @@
 // ErrNotConnected; nothing is queued across reconnects, and publishes made
 // while the client was disconnected are not replayed (at-most-once).
 // Subscribe while disconnected records the channel and subscribes it on the
-// next connection.
+// next connection. After a reconnect, the channels are subscribed again
+// before any publish or event goes out on the new connection.
 package client

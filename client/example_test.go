@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/client"
+	"github.com/clusterws/clusterws-go/hub"
 )
 
 // echoServer is a minimal ClusterWS server for the examples: it sends the
@@ -102,4 +105,44 @@ func ExampleChannel_Publish() {
 	}
 	fmt.Println(news.Name()+":", <-titles)
 	// Output: news: hi
+}
+
+// A server that speaks the protocol extension answers every subscribe;
+// Subscribe returns its refusal.
+func ExampleClient_Subscribe_refused() {
+	srv, err := clusterws.New(clusterws.WithOnSubscribe(func(_ *hub.Socket, channel string) error {
+		if strings.HasPrefix(channel, "private:") {
+			return errors.New("members only")
+		}
+		return nil
+	}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	defer srv.Close()
+	ctx := context.Background()
+
+	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(hs.URL, "http")+"/ws", client.Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	fmt.Println("extension:", c.Config().Extension)
+
+	_, err = c.Subscribe(ctx, "private:board")
+	var refusal *hub.ReplyError
+	if errors.Is(err, hub.ErrRefused) && errors.As(err, &refusal) {
+		fmt.Println("refused:", refusal.Code, refusal.Reason)
+	}
+	if _, err := c.Subscribe(ctx, "lobby"); err == nil {
+		fmt.Println("subscribed to lobby")
+	}
+	// Output:
+	// extension: true
+	// refused: 403 members only
+	// subscribed to lobby
 }

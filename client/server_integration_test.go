@@ -60,7 +60,8 @@ func TestAgainstServer(t *testing.T) {
 					t.Fatalf("Dial: %v", err)
 				}
 				t.Cleanup(func() { c.Close() })
-				if got, want := c.Config(), (client.Config{PingInterval: 20 * time.Second, Binary: mode.binary}); got != want {
+				want := client.Config{PingInterval: 20 * time.Second, Binary: mode.binary, Extension: !mode.legacy}
+				if got := c.Config(); got != want {
 					t.Errorf("Config() = %+v, want %+v", got, want)
 				}
 				p := &peer{c: c, gone: onDisconnect(c)}
