@@ -422,9 +422,9 @@ func (ts *testServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			if req.ID != 0 && !ts.noAnswers.Load() {
-				ts.write(sc, ts.typ, ts.enc.Answer(req.ID+1<<32, 0, ""))
+				ts.write(sc, ts.typ, ts.enc.Answer(req.ID+1<<32, 0, "", nil))
 				ts.write(sc, ts.typ, ts.enc.AppendFrame(nil, protocol.KindSystem, "future", []byte(`{"id":1}`)))
-				ts.write(sc, ts.typ, ts.enc.Answer(req.ID, code, "not subscribed"))
+				ts.write(sc, ts.typ, ts.enc.Answer(req.ID, code, "not subscribed", nil))
 			}
 		case protocol.KindPublish:
 			ts.mu.Lock()
