@@ -111,3 +111,103 @@ func ExampleServer_Watch() {
 	fmt.Println(<-got)
 	// Output: [1,2,3]
 }
+
+// Users: sockets take their user from the upgrade (here a query parameter;
+// in an app, a verified token), and the server addresses them wherever
+// they are connected.
+func ExampleServer_SendToUser() {
+	srv, err := clusterws.New()
+	if err != nil {
+		panic(err)
+	}
+	srv.OnConnection(func(s *hub.Socket) {
+		if err := s.SetUser(s.Request().URL.Query().Get("user")); err != nil {
+			s.Close(4400, err.Error())
+		}
+	})
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	defer srv.Shutdown(context.Background())
+
+	ctx := context.Background()
+	c, _ := client.New("ws"+strings.TrimPrefix(ts.URL, "http")+"?user=alice", client.Options{})
+	defer c.Close()
+	got := make(chan string, 1)
+	c.On("notice", func(data json.RawMessage) { got <- string(data) })
+	_ = c.Connect(ctx)
+
+	// Every socket of alice, in every process; none is not an error.
+	_ = srv.SendToUser(ctx, "alice", "notice", "hello alice")
+	fmt.Println(<-got)
+	fmt.Println(srv.SendToUser(ctx, "bob", "notice", "nobody home"))
+	// Output:
+	// "hello alice"
+	// <nil>
+}
+
+// Presence: who is in a room, in every process; joins and leaves are
+// published on the room's companion channel "<room>/presence".
+func ExampleServer_Presence() {
+	srv, err := clusterws.New(
+		clusterws.WithPresence(func(channel string) bool { return strings.HasPrefix(channel, "room:") }),
+	)
+	if err != nil {
+		panic(err)
+	}
+	srv.OnConnection(func(s *hub.Socket) { _ = s.SetUser(s.Request().URL.Query().Get("user")) })
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	defer srv.Shutdown(context.Background())
+
+	ctx := context.Background()
+	joins := make(chan string, 2)
+	stop := srv.Watch("room:lobby/presence", func(data json.RawMessage) {
+		var ev hub.PresenceEvent
+		_ = json.Unmarshal(data, &ev)
+		joins <- ev.Event + " " + ev.User
+	})
+	defer stop()
+	for _, user := range []string{"alice", "bob"} {
+		c, _ := client.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"?user="+user, client.Options{})
+		defer c.Close()
+		_, _ = c.Subscribe(ctx, "room:lobby")
+		fmt.Println(<-joins)
+	}
+	stats, _ := srv.PresenceStats(ctx, "room:lobby")
+	fmt.Printf("%d sockets, %d users\n", stats.Sockets, stats.Users)
+	// Output:
+	// join alice
+	// join bob
+	// 2 sockets, 2 users
+}
+
+// History: a channel keeps its last publications; a reader gets them with
+// their offsets, and the channel's position.
+func ExampleServer_History() {
+	srv, err := clusterws.New(
+		clusterws.WithHistory(func(channel string) (int, time.Duration) {
+			if strings.HasPrefix(channel, "room:") {
+				return 500, 10 * time.Minute
+			}
+			return 0, 0
+		}),
+	)
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	for _, msg := range []string{"one", "two", "three"} {
+		_ = srv.Publish(ctx, "room:lobby", msg)
+	}
+	pubs, top, _ := srv.History(ctx, "room:lobby", hub.Position{}, 2) // the newest 2, oldest first
+	for _, p := range pubs {
+		fmt.Println(p.Offset, string(p.Data))
+	}
+	more, _, _ := srv.History(ctx, "room:lobby", hub.Position{Offset: 1, Epoch: top.Epoch}, 0) // after offset 1
+	fmt.Println(len(more), "after offset 1; top", top.Offset)
+	// Output:
+	// 2 "two"
+	// 3 "three"
+	// 2 after offset 1; top 3
+}

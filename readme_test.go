@@ -1,85 +1,88 @@
 package clusterws_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
-	"log"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/go-chi/chi/v5"
-	"github.com/redis/go-redis/v9"
-
-	clusterws "github.com/clusterws/clusterws-go"
-	"github.com/clusterws/clusterws-go/cluster"
-	"github.com/clusterws/clusterws-go/hub"
-	"github.com/clusterws/clusterws-go/redisbroker"
+	"github.com/clusterws/clusterws-go/client"
+	"github.com/clusterws/clusterws-go/testutil"
 )
 
-// TestReadmeSnippets keeps README.md honest: a Go block that is a whole
-// program must build, and any other Go block must appear, line for line,
-// in this file's compiled readme* functions or in an Example.
+// TestReadmeSnippets keeps README.md honest: every code block of Go,
+// JavaScript or HTML names, on the line after it, the file it comes from
+// ("<sub>From [path](path)</sub>"). A block that is a whole file (a Go block
+// starting with "package ") must be that file; any other is an excerpt of
+// it, line for line. The files are runnable programs and Example
+// functions, which the rest of the suite builds and runs.
 func TestReadmeSnippets(t *testing.T) {
-	blocks := readmeGoBlocks(t)
-	if len(blocks) < 5 {
-		t.Fatalf("found %d Go blocks in README.md", len(blocks))
+	blocks := readmeBlocks(t)
+	if len(blocks) < 8 {
+		t.Fatalf("found %d code blocks in README.md", len(blocks))
 	}
-	sources := compiledSources(t)
-	for i, b := range blocks {
-		if strings.HasPrefix(b, "package ") {
-			buildProgram(t, i, b)
+	for _, b := range blocks {
+		if b.from == "" {
+			t.Errorf("README.md:%d: a %s block without a <sub>From [file](file)</sub> line after it", b.line, b.lang)
 			continue
 		}
-		if !containsLines(sources, b) {
-			t.Errorf("README Go block %d is not in any compiled file:\n%s", i, b)
+		src, err := os.ReadFile(b.from)
+		if err != nil {
+			t.Errorf("README.md:%d: %v", b.line, err)
+			continue
+		}
+		if strings.HasPrefix(b.text, "package ") {
+			if strings.TrimSpace(string(src)) != strings.TrimSpace(b.text) {
+				t.Errorf("README.md:%d: the block is not the whole of %s", b.line, b.from)
+			}
+			continue
+		}
+		if !containsLines(string(src), b.text) {
+			t.Errorf("README.md:%d: the block is not an excerpt of %s:\n%s", b.line, b.from, b.text)
 		}
 	}
 }
 
-func readmeGoBlocks(t *testing.T) []string {
-	f, err := os.Open("README.md")
+type readmeBlock struct {
+	lang, text, from string
+	line             int
+}
+
+var fromLine = regexp.MustCompile(`^<sub>From \[([^\]]+)\]\(([^)]+)\)</sub>$`)
+
+func readmeBlocks(t *testing.T) []readmeBlock {
+	data, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var blocks []string
-	var cur []string
-	in := false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case !in && line == "```go":
-			in, cur = true, nil
-		case in && line == "```":
-			in = false
-			blocks = append(blocks, strings.Join(cur, "\n"))
-		case in:
-			cur = append(cur, line)
+	lines := strings.Split(string(data), "\n")
+	var blocks []readmeBlock
+	for i := 0; i < len(lines); i++ {
+		lang, ok := strings.CutPrefix(lines[i], "```")
+		if !ok || (lang != "go" && lang != "js" && lang != "html") {
+			continue
 		}
+		b := readmeBlock{lang: lang, line: i + 1}
+		var body []string
+		for i++; i < len(lines) && lines[i] != "```"; i++ {
+			body = append(body, lines[i])
+		}
+		b.text = strings.Join(body, "\n")
+		if i+1 < len(lines) {
+			if m := fromLine.FindStringSubmatch(lines[i+1]); m != nil && m[1] == m[2] {
+				b.from = m[1]
+			}
+		}
+		blocks = append(blocks, b)
 	}
 	return blocks
-}
-
-func compiledSources(t *testing.T) string {
-	var all strings.Builder
-	files, _ := filepath.Glob("*_test.go")
-	more, _ := filepath.Glob("*/example_test.go")
-	for _, f := range append(files, more...) {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all.Write(b)
-		all.WriteByte('\n')
-	}
-	return all.String()
 }
 
 // containsLines reports whether block's lines, with white space folded,
@@ -96,129 +99,64 @@ func containsLines(src, block string) bool {
 	}
 	want, have := norm(block), norm(src)
 	for i := 0; i+len(want) <= len(have); i++ {
-		match := true
-		for j := range want {
-			if have[i+j] != want[j] {
-				match = false
-				break
-			}
-		}
-		if match {
+		if slices.Equal(have[i:i+len(want)], want) {
 			return true
 		}
 	}
 	return false
 }
 
-// buildProgram builds a whole-program snippet in a throwaway module that
-// uses this checkout.
-func buildProgram(t *testing.T, i int, src string) {
+// TestQuickstartRuns runs the Quick start's first program as a reader
+// would, with go run, and chats with it.
+func TestQuickstartRuns(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds programs")
+		t.Skip("builds and runs a program")
 	}
-	root, _ := os.Getwd()
-	dir := t.TempDir()
-	gomod, err := os.ReadFile("go.mod")
+	bin := filepath.Join(t.TempDir(), "server")
+	if out, err := exec.Command("go", "build", "-o", bin, "./examples/quickstart/1-server").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	var out testutil.SyncBuffer
+	cmd := exec.Command(bin, "-addr", "127.0.0.1:0")
+	cmd.Stderr = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	var base string
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		_, url, ok := strings.Cut(out.String(), "open ")
+		base = strings.TrimSpace(url)
+		return ok && !strings.Contains(base, "\n") && base != ""
+	}, "the program to print its URL; it said: %s", out.String())
+	for _, path := range []string{"/", "/ws/clusterws.js"} {
+		resp, err := http.Get(base + path)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %v %v", path, resp, err)
+		}
+		resp.Body.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mod := strings.Replace(string(gomod), "module github.com/clusterws/clusterws-go", "module readmesnippet", 1)
-	mod += "\nrequire github.com/clusterws/clusterws-go v0.0.0\nreplace github.com/clusterws/clusterws-go => " + root + "\n"
-	sum, _ := os.ReadFile("go.sum")
-	for name, data := range map[string][]byte{"go.mod": []byte(mod), "go.sum": sum, "main.go": []byte(src)} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			t.Fatal(err)
+	defer c.Close()
+	echo := make(chan string, 1)
+	c.On("chat", func(data json.RawMessage) { echo <- string(data) })
+	if err := c.Send(ctx, "chat", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-echo:
+		if got != `"hello"` {
+			t.Fatalf("echo %s", got)
 		}
-	}
-	cmd := exec.Command("go", "build", "-mod=mod", "-o", os.DevNull, ".")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("README program %d does not build: %v\n%s\n%s", i, err, out, src)
+	case <-ctx.Done():
+		t.Fatal("no echo")
 	}
 }
-
-// The README's fragments, compiled here.
-
-func readmeSocketEvents(srv *clusterws.Server) {
-	srv.OnConnection(func(s *hub.Socket) {
-		s.On("chat", func(data json.RawMessage) {
-			_ = s.Send("chat", data) // any JSON-encodable value; json.RawMessage goes as is
-		})
-		s.OnDisconnect(func(code hub.CloseCode, reason string) {}) // the seed's reserved 'disconnect'
-		s.OnError(func(err error) {})                              // the seed's reserved 'error'
-	})
-}
-
-func readmeRoutes(srv *clusterws.Server, mux *http.ServeMux) (http.Handler, http.Handler) {
-	r := chi.NewRouter()
-	r.Use(srv.Middleware) // chi: /ws upgrades, the routes below are untouched
-	r.Get("/api/health", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })
-
-	handler := srv.Middleware(mux) // plain net/http
-	mux.Handle("/realtime", srv)   // or the handler itself on a path of your choice
-	return r, handler
-}
-
-func readmePubSub(ctx context.Context, srv *clusterws.Server) (error, func()) {
-	err := srv.Publish(ctx, "news", map[string]any{"title": "hi"}) // every subscriber, every process
-	stop := srv.Watch("news", func(data json.RawMessage) {         // a server-side observer
-		log.Printf("news: %s", data)
-	})
-	return err, stop
-}
-
-func readmeHooks() *clusterws.Server {
-	srv, err := clusterws.New(
-		clusterws.WithVerifyConnection(func(r *http.Request) error { // before the upgrade
-			if r.URL.Query().Get("token") == "" {
-				return &clusterws.HTTPError{Status: http.StatusUnauthorized}
-			}
-			return nil
-		}),
-		clusterws.WithOnSubscribe(func(s *hub.Socket, channel string) error { // refuse a subscription
-			if strings.HasPrefix(channel, "private-") {
-				return errors.New("private")
-			}
-			return nil
-		}),
-		clusterws.WithOnPublish(func(s *hub.Socket, channel string, data json.RawMessage) error {
-			if len(data) > 4096 {
-				return errors.New("too long") // dropped
-			}
-			return nil
-		}),
-	)
-	if err != nil {
-		log.Fatal(err)
-	}
-	return srv
-}
-
-var _ = []any{readmeSocketEvents, readmeRoutes, readmePubSub, readmeHooks}
-
-func readmeRedis() *clusterws.Server {
-	rdb := redis.NewClient(&redis.Options{Addr: "redis:6379"})
-	b, err := redisbroker.New(rdb, redisbroker.Options{Prefix: "myapp:"})
-	if err != nil {
-		log.Fatal(err)
-	}
-	srv, err := clusterws.New(clusterws.WithBroker(b))
-	if err != nil {
-		log.Fatal(err)
-	}
-	return srv
-}
-
-func readmeRedisCluster(worker func(*cluster.Worker) http.Handler) cluster.Config {
-	cfg := cluster.Config{
-		Workers: 4,
-		Port:    8080,
-		Broker: func() (hub.Broker, error) {
-			return redisbroker.New(redis.NewClient(&redis.Options{Addr: "redis:6379"}), redisbroker.Options{})
-		},
-		Worker: worker,
-	}
-	return cfg
-}
-
-var _ = []any{readmeRedis, readmeRedisCluster}
