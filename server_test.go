@@ -382,7 +382,9 @@ func TestHeartbeatDropsSilentSocket(t *testing.T) {
 }
 
 func TestSlowConsumer(t *testing.T) {
-	s := testutil.StartServer(t, nil)
+	// The raw readers answer no heartbeat: on a loaded machine the run can
+	// outlast two intervals of the default.
+	s := testutil.StartServer(t, nil, clusterws.WithPingInterval(time.Hour))
 	s.OnConnection(withPingPong)
 	const n = 10000
 	stuck := dial(t, s)

@@ -209,10 +209,7 @@ func (s *Socket) finish(err error) {
 		ce, serverClosed = e, true
 	}
 	if s.session != nil {
-		// The client's close frame after ours: it has received every frame
-		// queued before ours.
-		var client websocket.CloseError
-		if serverClosed && errors.As(err, &client) {
+		if serverClosed && s.w.answered() {
 			s.confirmClose()
 		}
 		s.hub.sessions.flushNow(s)

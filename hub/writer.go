@@ -58,6 +58,10 @@ type writer struct {
 	closeDue bool          // a close frame is to be sent once the queue is written
 	closed   bool          // closeErr is set: the server chose how the socket ends
 	closeErr CloseError
+	// hsDone is made when the close handshake starts and closed when it
+	// ended; hsOK then says whether the client answered it.
+	hsDone chan struct{}
+	hsOK   bool
 }
 
 // writeState says who writes the socket now.
@@ -255,9 +259,14 @@ func (w *writer) run() {
 			}
 		case w.closeDue:
 			w.state, w.closeDue = stateDone, false
-			e := w.closeErr
+			e, done := w.closeErr, make(chan struct{})
+			w.hsDone = done
 			w.mu.Unlock()
-			w.link.CloseHandshake(e)
+			ok := w.link.CloseHandshake(e)
+			w.mu.Lock()
+			w.hsOK = ok
+			w.mu.Unlock()
+			close(done)
 			return
 		default:
 			w.state = stateIdle
@@ -399,6 +408,22 @@ func (w *writer) end() (CloseError, bool) {
 	w.mu.Unlock()
 	w.link.Drop()
 	return e, ok
+}
+
+// answered waits for the close handshake, if one started, and reports
+// whether the client answered it: then it has received every frame before
+// the close frame.
+func (w *writer) answered() bool {
+	w.mu.Lock()
+	done := w.hsDone
+	w.mu.Unlock()
+	if done == nil {
+		return false
+	}
+	<-done // CloseHandshake gives up after a few seconds
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hsOK
 }
 
 // writerPool is a hub's pool of writer goroutines (see writer). A
