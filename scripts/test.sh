@@ -22,18 +22,23 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 	echo "test.sh: node and npm are required (Node 20)" >&2
 	exit 1
 fi
-for dir in interop chi_example e2e; do
+for dir in interop e2e; do
 	if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules" ]; then
+		echo "test.sh: installing the npm packages of $dir/ (the ClusterWS 3.x client, playwright-core)" >&2
 		(cd "$dir" && npm ci --no-audit --no-fund)
 	fi
 done
 
+echo "test.sh: gofmt and go vet" >&2
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then
 	echo "test.sh: gofmt would change: $unformatted" >&2
 	exit 1
 fi
 go vet ./...
+echo "test.sh: go test -race ./... (compiling takes a minute or two; then the interop, browser and Redis tests run)" >&2
 go test -race -count=1 -timeout 15m "$@" ./...
 # The benchmark module (peers as dependencies) has a smoke test of its own.
+echo "test.sh: the benchmark module's vet and smoke test" >&2
 (cd bench && go vet ./... && go test -race -count=1 -timeout 5m ./...)
+echo "test.sh: all passed" >&2
