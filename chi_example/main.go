@@ -122,7 +122,7 @@ func announce(host string, port int) {
 		addr = net.JoinHostPort("localhost", strconv.Itoa(port))
 	}
 	client := &http.Client{Timeout: time.Second}
-	for range 300 { // 30s; a master that fails to start exits meanwhile
+	for range 600 { // 60s; a master that fails to start exits meanwhile
 		time.Sleep(100 * time.Millisecond)
 		resp, err := client.Get("http://" + addr + "/api/health")
 		if err != nil {

@@ -127,11 +127,11 @@ function frame(kind, name, json) {
 
 /**
  * Encodes data now, so that a queued frame carries the value it had at the
- * call. undefined is sent as null.
+ * call. What JSON has no value for (undefined, a function) is sent as null.
  * @param {unknown} data
  */
 function toJSON(data) {
-  return JSON.stringify(data === undefined ? null : data);
+  return JSON.stringify(data) ?? 'null';
 }
 
 /** The endpoint next to this module: http://h/ws/clusterws.js → ws://h/ws. */
@@ -159,9 +159,9 @@ export class Channel {
   /** @type {string} */ #name;
   /** @type {((data: any) => void) | null} */ #listener = null;
   /** @type {ChannelState} */ #state = 'subscribing';
-  /** @type {Promise<Channel>} */ #ready;
   /** @type {((ch: Channel) => void) | null} */ #resolve = null;
   /** @type {((e: Error) => void) | null} */ #reject = null;
+  #ready = this.#pending();
   #accepted = false;
 
   /**
@@ -171,7 +171,6 @@ export class Channel {
   constructor(client, name) {
     this.#client = client;
     this.#name = name;
-    this[RENEW]();
   }
 
   /** The channel's name. */
@@ -239,15 +238,24 @@ export class Channel {
     if (this.#listener) call(this.#listener, [data]);
   }
 
-  /** Starts a new subscription attempt: a pending ready, unless one is. */
-  [RENEW]() {
-    this.#state = 'subscribing';
-    if (this.#resolve) return;
-    this.#ready = new Promise((resolve, reject) => {
+  /**
+   * A new ready, whose rejection is never reported as unhandled.
+   * @returns {Promise<Channel>}
+   */
+  #pending() {
+    /** @type {Promise<Channel>} */
+    const p = new Promise((resolve, reject) => {
       this.#resolve = resolve;
       this.#reject = reject;
     });
-    this.#ready.catch(noop);
+    p.catch(noop);
+    return p;
+  }
+
+  /** Starts a new subscription attempt: a pending ready, unless one is. */
+  [RENEW]() {
+    this.#state = 'subscribing';
+    if (!this.#resolve) this.#ready = this.#pending();
   }
 
   /**
@@ -290,8 +298,9 @@ export default class ClusterWS {
   /** @type {WebSocket | null} */ #ws = null;
   /** True once the current connection's config frame is in and the queue sent. */
   #live = false;
-  /** Whether the current WebSocket offered no subprotocol, and has opened. */
+  /** Whether the current WebSocket offered no subprotocol. */
   #plain = false;
+  /** Whether the current WebSocket has opened. */
   #opened = false;
   #ext = false;
   #binary = false;
@@ -434,9 +443,10 @@ export default class ClusterWS {
   }
 
   /**
-   * Closes the connection and stops the client: no reconnect. Queued calls,
-   * unanswered publishes and channels not yet accepted reject with code 2
-   * (STOPPED); every channel is dropped. 'disconnect' gets code and reason.
+   * Closes the connection and stops the client: no reconnect. Publishes
+   * awaiting their answer reject with code 1 (CONNECTION_LOST), queued ones
+   * and channels not yet accepted with code 2 (STOPPED); queued events are
+   * dropped, and so is every channel. 'disconnect' gets code and reason.
    * @param {number} [code] 1000 or 3000–4999; default 1000
    * @param {string} [reason]
    */
@@ -527,7 +537,7 @@ export default class ClusterWS {
     clearTimeout(this.#timer);
     this.#ext = this.#ws?.protocol === SUBPROTOCOL;
     this.#binary = binary === true;
-    this.#ping = ping > 0 ? ping : 0;
+    this.#ping = typeof ping === 'number' && ping > 0 ? ping : 0;
     this.#resetWatchdog();
     this.#attempt = 0;
     this.#live = true;
