@@ -91,7 +91,7 @@ func TestJSClient(t *testing.T) {
 //
 //	/ws        the server
 //	/bin       binary mode
-//	/hb        heartbeat every second
+//	/hb        a heartbeat every 2s
 //	/old       a server that does not select the subprotocol clusterws.v2 (as a 3.x server)
 //	/nope      404 to every upgrade
 //	/ws/clusterws.js, /ws/clusterws.d.ts     the browser client
@@ -176,7 +176,7 @@ func startClientServer(t *testing.T, here string) *clientServer {
 	}
 	ws := server()
 	bin := server(clusterws.WithPath("/bin"), clusterws.WithBinary(true))
-	hb := server(clusterws.WithPath("/hb"), clusterws.WithPingInterval(time.Second))
+	hb := server(clusterws.WithPath("/hb"), clusterws.WithPingInterval(2*time.Second))
 	old := server(clusterws.WithPath("/old"))
 
 	mux := http.NewServeMux()
