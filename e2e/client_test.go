@@ -23,7 +23,7 @@ import (
 // of TestJSClient.
 var clientScenarios = []string{
 	"events", "before-connect", "refused", "limits", "reconnect",
-	"binary", "fallback", "heartbeat", "give-up",
+	"options", "binary", "fallback", "heartbeat", "give-up",
 }
 
 // TestJSClient drives the browser client, clusterws.js as the server

@@ -155,6 +155,24 @@ const scenarios = {
     t.eq(await t.closed(ids[0]), { code: 1012, reason: 'restart' }, 'the close the server saw');
   },
 
+  // autoResubscribe: false drops the channels with the connection,
+  // autoReconnect: false stops with it, and so does a 1000 close from the
+  // server in any case.
+  options: async t => {
+    const a = t.open('/ws', { autoResubscribe: false, autoReconnectOptions: { minInterval: 100, maxInterval: 200 } });
+    const b = t.open('/ws', { autoReconnect: false });
+    const x = a.c.subscribe('x'), y = b.c.subscribe('y');
+    await Promise.all([x.ready, y.ready]);
+    await t.ctl('POST', 'close', { code: 1012, reason: 'restart' });
+    await t.until(() => a.ids.length === 2 && b.c.connectionState === 'disconnected', 'a to reconnect, b to stop');
+    t.eq([x.state, a.c.getChannelByName('x'), y.state, b.c.getChannelByName('y')], ['unsubscribed', null, 'unsubscribed', null], 'the channels');
+    t.eq(b.log.slice(3), [['state', 'disconnected'], ['disconnect', 1012, 'restart']], "b's events after the close");
+    await t.ctl('POST', 'close', { code: 1000, reason: 'bye' });
+    await t.until(() => a.c.connectionState === 'disconnected', 'a to stop after a 1000 close');
+    t.eq(a.log.slice(-2), [['state', 'disconnected'], ['disconnect', 1000, 'bye']], "a's last events");
+    t.eq(a.ids.length, 2, "a's connections");
+  },
+
   // Binary mode: JSON goes both ways in binary frames, unicode intact.
   binary: async t => {
     const { c } = t.open('/bin');
