@@ -2,6 +2,7 @@ package clusterws
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -117,4 +118,27 @@ func TestServeClientAtPath(t *testing.T) {
 			check(target, false)
 		}
 	}
+}
+
+// A Server mounted as a handler serves only its WebSocket path: mount the
+// browser client next to it.
+func ExampleClientHandler() {
+	srv, err := New()
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Close()
+	mux := http.NewServeMux()
+	mux.Handle("/ws", srv)
+	mux.Handle("/ws/", ClientHandler())
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+
+	resp, err := http.Get(ts.URL + "/ws/clusterws.js")
+	if err != nil {
+		panic(err)
+	}
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"))
+	// Output: 200 text/javascript; charset=utf-8 no-cache
 }
