@@ -9,7 +9,9 @@
 // Rooms are channels ("room:<name>"); a join is announced with a
 // server-side publish; a whisper reaches one socket, on whichever worker,
 // through its personal channel ("user:<socket id>"); rooms named
-// "private-…" need a token in the connection's query (?token=…).
+// "private-…" need a token in the connection's query (?token=…). The page
+// loads the browser client from the server itself (/ws/clusterws.js):
+// running the example needs Go and nothing else.
 package main
 
 import (
@@ -19,11 +21,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,22 +41,26 @@ import (
 //go:embed static
 var static embed.FS
 
+// maxWorkers bounds -workers: more processes than this only cost memory
+// on any machine this example runs on.
+const maxWorkers = 64
+
 func main() {
 	host := flag.String("host", "", "interface to listen on (default all; 127.0.0.1 for loopback only)")
-	port := flag.Int("port", 8080, "HTTP port")
-	workers := flag.Int("workers", 2, "worker processes")
-	brokerPort := flag.Int("broker-port", cluster.DefaultBrokerPort, "port of the built-in TCP broker (loopback)")
+	port := flag.Int("port", 8080, "HTTP port, 1-65535")
+	workers := flag.Int("workers", 2, fmt.Sprintf("worker processes, 1-%d", maxWorkers))
+	brokerPort := flag.Int("broker-port", cluster.DefaultBrokerPort, "port of the built-in TCP broker (loopback), 1-65535")
 	tokens := flag.String("tokens", "letmein", "comma-separated tokens that open private- rooms")
 	redisAddr := flag.String("redis", "", "Redis address (host:port): link the workers, and other hosts, through Redis instead of the TCP broker")
 	flag.Parse()
+	if err := checkFlags(*port, *workers, *brokerPort, *redisAddr != "", flag.Args()); err != nil {
+		fmt.Fprintf(os.Stderr, "chi_example: %v\nRun chi_example -h for the flags.\n", err)
+		os.Exit(2)
+	}
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	bundle, err := clientBundle(logger)
-	if err != nil {
-		logger.Error("chi_example: the ClusterWS JavaScript client is missing", "err", err)
-		os.Exit(1)
-	}
-	app := &chat{tokens: strings.Split(*tokens, ","), bundle: bundle}
+	hostname, _ := os.Hostname()
+	app := &chat{tokens: strings.Split(*tokens, ","), host: hostname}
 	var broker func() (hub.Broker, error) // nil: the built-in TCP broker
 	if *redisAddr != "" {
 		broker = func() (hub.Broker, error) {
@@ -64,7 +69,10 @@ func main() {
 			})
 		}
 	}
-	err = cluster.Run(cluster.Config{
+	if !cluster.IsWorker() {
+		go announce(*host, *port)
+	}
+	err := cluster.Run(cluster.Config{
 		Workers:       *workers,
 		Host:          *host,
 		Port:          *port,
@@ -85,23 +93,68 @@ func main() {
 	}
 }
 
+// checkFlags reports every flag out of its range.
+func checkFlags(port, workers, brokerPort int, redis bool, args []string) error {
+	var errs []error
+	if port < 1 || port > 65535 {
+		errs = append(errs, fmt.Errorf("-port must be from 1 to 65535 (got %d)", port))
+	}
+	if workers < 1 || workers > maxWorkers {
+		errs = append(errs, fmt.Errorf("-workers must be from 1 to %d (got %d)", maxWorkers, workers))
+	}
+	if brokerPort < 1 || brokerPort > 65535 {
+		errs = append(errs, fmt.Errorf("-broker-port must be from 1 to 65535 (got %d)", brokerPort))
+	} else if brokerPort == port && !redis {
+		errs = append(errs, fmt.Errorf("-broker-port must differ from -port (both are %d)", port))
+	}
+	if len(args) > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments %q", args))
+	}
+	return errors.Join(errs...)
+}
+
+// announce prints the URL to open once this master's workers serve it:
+// their health check names this process as their master, so another
+// server on the port is not taken for this one.
+func announce(host string, port int) {
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		addr = net.JoinHostPort("localhost", strconv.Itoa(port))
+	}
+	client := &http.Client{Timeout: time.Second}
+	for range 600 { // 60s; a master that fails to start exits meanwhile
+		time.Sleep(100 * time.Millisecond)
+		resp, err := client.Get("http://" + addr + "/api/health")
+		if err != nil {
+			continue
+		}
+		var h struct{ Master int }
+		err = json.NewDecoder(resp.Body).Decode(&h)
+		resp.Body.Close()
+		if err == nil && h.Master == os.Getpid() {
+			fmt.Printf("open http://%s\n", addr)
+			return
+		}
+	}
+}
+
 type chat struct {
 	tokens []string
-	bundle string // path of clusterws.min.js
+	host   string // this machine's name, shown with each message
 }
 
 // worker builds one worker process's HTTP handler.
 func (c *chat) worker(w *cluster.Worker) http.Handler {
 	srv := w.Server
 	srv.OnConnection(func(s *hub.Socket) {
-		_ = s.Send("welcome", map[string]any{"id": s.ID(), "worker": w.ID})
+		_ = s.Send("welcome", map[string]any{"id": s.ID(), "worker": w.ID, "host": c.host})
 		s.On("join", func(data json.RawMessage) {
 			var msg struct{ Room, Name string }
 			if json.Unmarshal(data, &msg) != nil || msg.Room == "" {
 				return
 			}
 			_ = srv.Publish(s.Context(), "room:"+msg.Room, map[string]any{
-				"type": "join", "name": msg.Name, "worker": w.ID,
+				"type": "join", "name": msg.Name, "worker": w.ID, "host": c.host,
 			})
 		})
 		s.On("whisper", func(data json.RawMessage) {
@@ -113,7 +166,7 @@ func (c *chat) worker(w *cluster.Worker) http.Handler {
 				"type": "whisper", "from": s.ID(), "name": msg.Name, "text": msg.Text,
 			})
 			if err != nil {
-				_ = s.Send("error", err.Error())
+				_ = s.Send("failed", err.Error())
 			}
 		})
 	})
@@ -124,11 +177,9 @@ func (c *chat) worker(w *cluster.Worker) http.Handler {
 	r.Get("/", func(rw http.ResponseWriter, req *http.Request) {
 		http.ServeFileFS(rw, req, static, "static/index.html")
 	})
-	r.Get("/clusterws.js", func(rw http.ResponseWriter, req *http.Request) {
-		http.ServeFile(rw, req, c.bundle)
-	})
+	r.Handle("/ws/{file}", clusterws.ClientHandler()) // the browser client, until srv.Middleware serves it
 	r.Get("/api/health", func(rw http.ResponseWriter, _ *http.Request) {
-		writeJSON(rw, map[string]any{"status": "ok", "worker": w.ID, "pid": os.Getpid()})
+		writeJSON(rw, map[string]any{"status": "ok", "worker": w.ID, "pid": os.Getpid(), "master": os.Getppid()})
 	})
 	r.Get("/api/stats", func(rw http.ResponseWriter, _ *http.Request) {
 		st := srv.Stats()
@@ -141,7 +192,11 @@ func (c *chat) worker(w *cluster.Worker) http.Handler {
 	return r
 }
 
-var errDenied = errors.New("not allowed")
+var (
+	errDenied  = errors.New("not allowed")
+	errPrivate = errors.New("private room: open the page with ?token=…")
+	errTooLong = errors.New("message over 4 KiB")
+)
 
 // allowSubscribe admits rooms and the socket's own personal channel;
 // private rooms need a token.
@@ -156,7 +211,7 @@ func (c *chat) allowSubscribe(s *hub.Socket, channel string) error {
 				return nil
 			}
 		}
-		return errDenied
+		return errPrivate
 	case strings.HasPrefix(channel, "room:"):
 		return nil
 	}
@@ -165,8 +220,11 @@ func (c *chat) allowSubscribe(s *hub.Socket, channel string) error {
 
 // allowPublish lets clients publish only chat messages to rooms.
 func (c *chat) allowPublish(_ *hub.Socket, channel string, data json.RawMessage) error {
-	if !strings.HasPrefix(channel, "room:") || len(data) > 4<<10 {
+	switch {
+	case !strings.HasPrefix(channel, "room:"):
 		return errDenied
+	case len(data) > 4<<10:
+		return errTooLong
 	}
 	return nil
 }
@@ -174,29 +232,4 @@ func (c *chat) allowPublish(_ *hub.Socket, channel string, data json.RawMessage)
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// clientBundle finds the browser build of the ClusterWS client under this
-// example's node_modules, running npm ci first if it is missing.
-func clientBundle(logger *slog.Logger) (string, error) {
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Dir(file)
-	if _, err := os.Stat(filepath.Join(dir, "package.json")); err != nil {
-		dir = "chi_example" // a binary built elsewhere, run from the repository root
-	}
-	bundle := filepath.Join(dir, "node_modules", "clusterws-client-js", "browser", "clusterws.min.js")
-	if _, err := os.Stat(bundle); err == nil {
-		return bundle, nil
-	}
-	if cluster.IsWorker() {
-		return "", fmt.Errorf("%s not found", bundle)
-	}
-	logger.Info("chi_example: installing the ClusterWS JavaScript client (npm ci)", "dir", dir)
-	cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, os.Stderr, os.Stderr
-	cmd.WaitDelay = time.Minute
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("npm ci in %s: %w", dir, err)
-	}
-	return bundle, nil
 }

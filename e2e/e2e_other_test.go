@@ -4,6 +4,8 @@ package e2e_test
 
 import "testing"
 
-func TestChatAcrossWorkers(t *testing.T) {
-	t.Skip("the e2e test needs Linux: it runs Debian's chromium and tracks its processes through /proc")
-}
+const linuxOnly = "the e2e tests need Linux: they run Debian's chromium and track its processes through /proc"
+
+func TestJSClient(t *testing.T)          { t.Skip(linuxOnly) }
+func TestChatAcrossWorkers(t *testing.T) { t.Skip(linuxOnly) }
+func TestChatNpmClient(t *testing.T)     { t.Skip(linuxOnly) }

@@ -1,28 +1,29 @@
 //go:build linux
 
-// Package e2e_test runs the chi example (../chi_example) as a real cluster
-// of worker processes and drives its chat page in headless Chromium: two
-// pages on different workers chat through the TCP broker, a third room
-// stays apart, a whisper reaches one socket, and a page whose worker is
-// killed reconnects and chats on. See README.md.
+// Package e2e_test drives headless Chromium, through playwright-core in
+// Node, against real servers: the browser client (../client/js) against an
+// in-process server with hooks and limits (TestJSClient, js/client.spec.js),
+// and the chi example (../chi_example) run as a cluster of worker
+// processes, chatting across workers with the browser client it serves
+// (TestChatAcrossWorkers, a worker killed midway) and with the published
+// npm 3.x client (TestChatNpmClient), both driven by js/chat.spec.js. This
+// file holds what they share: finding the tools, npm, the node process and
+// its clean-up. See README.md.
 package e2e_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,8 +32,8 @@ import (
 )
 
 const (
-	// scenarioTimeout bounds everything from starting the example to the
-	// end of the browser scenario. The happy path takes about 15 s; the
+	// scenarioTimeout bounds each test from starting its server to the
+	// end of the browser scenario. The happy path takes about 30 s; the
 	// rest is room for a loaded two-core machine.
 	scenarioTimeout = 120 * time.Second
 	// setupTimeout bounds each setup step: apt-get, npm ci, go build.
@@ -50,110 +51,17 @@ type tools struct {
 	node, npm, chromium string
 }
 
-// TestChatAcrossWorkers is the whole browser scenario; js/chat.spec.js
-// performs it and reports each step, the Go side kills the worker it is
-// asked to and checks the outcome.
-func TestChatAcrossWorkers(t *testing.T) {
-	tl := findTools(t)
-	here, err := os.Getwd()
+// setup finds the tools and installs the npm packages of dir (e2e/),
+// skipping the test when a tool is missing for good.
+func setup(t *testing.T) (tl tools, dir string) {
+	t.Helper()
+	tl = findTools(t)
+	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo := filepath.Dir(here)
-	npmCI(t, tl, here, requiredPlaywright(t, here))
-	npmCI(t, tl, filepath.Join(repo, "chi_example"), filepath.Join("node_modules", "clusterws-client-js", "browser", "clusterws.min.js"))
-	artifacts := artifactDir(t, here)
-
-	// Everything below lives in tmp, which is removed last: the cleanups
-	// registered later stop every process first.
-	tmp := t.TempDir()
-	bin := buildExample(t, repo, tmp)
-
-	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
-	defer cancel()
-	ex := startExample(t, ctx, bin, repo)
-	t.Logf("example: master pid %d on %s, workers %v", ex.cmd.Process.Pid, ex.url, ex.workerPIDs())
-
-	sc := startScript(t, tl, here, map[string]any{
-		"url":         ex.url,
-		"chromium":    tl.chromium,
-		"userDataDir": filepath.Join(tmp, "browser", "profile"),
-		"artifacts":   artifacts,
-		"waitMs":      20000,
-		"deadlineMs":  (scenarioTimeout - 10*time.Second).Milliseconds(),
-	}, filepath.Join(tmp, "browser"))
-
-	var (
-		passed      bool
-		pagesSeen   bool
-		killedID    int
-		killedPID   int
-		screenshots = map[string]string{}
-	)
-	for {
-		ev, ok := sc.next(t, ctx)
-		if !ok {
-			break
-		}
-		switch ev.Ev {
-		case "step":
-			t.Logf("browser: %s", ev.Msg)
-		case "launched":
-			t.Logf("browser: Chromium %s is up", ev.Version)
-		case "console", "pageerror":
-			t.Logf("browser: page %s %s: %s%s", ev.Page, ev.Ev, ev.Text, ev.Error)
-		case "pages":
-			pagesSeen = true
-			t.Logf("browser: page A on worker %d (%s), page B on worker %d (%s), after %d connections of B",
-				ev.A.Worker, ev.A.ID, ev.B.Worker, ev.B.ID, ev.Tries)
-			if ev.A.Worker == ev.B.Worker || ev.A.Worker < 1 || ev.B.Worker < 1 {
-				t.Fatalf("pages A and B must be on two different workers, got %d and %d", ev.A.Worker, ev.B.Worker)
-			}
-		case "kill":
-			killedID = ev.Worker
-			killedPID = ex.killWorker(t, ctx, killedID)
-			sc.send(t, map[string]any{"op": "continue", "pid": killedPID})
-		case "screenshot":
-			screenshots[ev.Page] = ev.Path
-		case "fail":
-			logs, _ := json.MarshalIndent(ev.Logs, "", "  ")
-			t.Fatalf("browser scenario failed: %s\npages: %s\nexample log (tail):\n%s\nnode stderr:\n%s",
-				ev.Error, logs, tail(ex.log.String(), 40), tail(sc.stderr.String(), 40))
-		case "pass":
-			passed = true
-		default:
-			t.Logf("browser: unexpected output %s", ev.raw)
-		}
-	}
-	if err := sc.wait(ctx); err != nil || !passed {
-		t.Fatalf("node exited (%v) without passing; example log (tail):\n%s\nnode stderr:\n%s",
-			err, tail(ex.log.String(), 40), tail(sc.stderr.String(), 40))
-	}
-	if !pagesSeen || killedID == 0 {
-		t.Fatalf("the script passed without reporting its pages (%v) or killing a worker (%d)", pagesSeen, killedID)
-	}
-
-	for _, page := range []string{"A", "B", "C"} {
-		path := screenshots[page]
-		if path == "" {
-			t.Errorf("no screenshot of page %s", page)
-			continue
-		}
-		b, err := os.ReadFile(path)
-		if err != nil || len(b) < 100 || !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
-			t.Errorf("screenshot of page %s at %s: not a PNG (%d bytes, %v)", page, path, len(b), err)
-			continue
-		}
-		t.Logf("screenshot of page %s: %s (%d bytes)", page, path, len(b))
-	}
-
-	// RestartOnFail: the killed worker comes back under its ID.
-	newPID := 0
-	if !poll(ctx, func() bool { newPID = ex.workerPID(killedID); return newPID != killedPID && newPID != 0 }) {
-		t.Errorf("worker %d (pid %d) was not restarted; example log (tail):\n%s", killedID, killedPID, tail(ex.log.String(), 20))
-	} else {
-		t.Logf("worker %d restarted as pid %d", killedID, newPID)
-	}
+	npmCI(t, tl, dir)
+	return tl, dir
 }
 
 // findTools finds node, npm and Chromium, installing Chromium with
@@ -218,39 +126,15 @@ func installChromium(t *testing.T) error {
 	return nil
 }
 
-// requiredPlaywright returns the marker file of the playwright-core
-// version pinned in dir's package.json, once installed.
-func requiredPlaywright(t *testing.T, dir string) string {
+// npmCI runs "npm ci" in dir unless every dependency pinned in its
+// package.json is installed at that version.
+func npmCI(t *testing.T, tl tools, dir string) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "package.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pkg struct{ Dependencies map[string]string }
-	if err := json.Unmarshal(b, &pkg); err != nil {
-		t.Fatalf("package.json: %v", err)
-	}
-	want := pkg.Dependencies["playwright-core"]
-	marker := filepath.Join("node_modules", "playwright-core", "package.json")
-	if b, err := os.ReadFile(filepath.Join(dir, marker)); err == nil {
-		var got struct{ Version string }
-		if json.Unmarshal(b, &got) == nil && got.Version != want {
-			// Installed, but not the pinned version: npm ci below replaces it.
-			if err := os.Remove(filepath.Join(dir, marker)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return marker
-}
-
-// npmCI runs "npm ci" in dir unless dir/marker exists.
-func npmCI(t *testing.T, tl tools, dir, marker string) {
-	t.Helper()
-	if _, err := os.Stat(filepath.Join(dir, marker)); err == nil {
+	missing := npmMissing(t, dir)
+	if len(missing) == 0 {
 		return
 	}
-	t.Logf("npm ci in %s", dir)
+	t.Logf("npm ci in %s (for %s)", dir, strings.Join(missing, ", "))
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, tl.npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
@@ -260,20 +144,45 @@ func npmCI(t *testing.T, tl tools, dir, marker string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
 	}
-	if _, err := os.Stat(filepath.Join(dir, marker)); err != nil {
-		t.Fatalf("npm ci in %s did not install %s", dir, marker)
+	if missing := npmMissing(t, dir); len(missing) > 0 {
+		t.Fatalf("npm ci in %s did not install %s", dir, strings.Join(missing, ", "))
 	}
 }
 
-// artifactDir returns where the screenshots go: $E2E_ARTIFACTS, or
-// e2e/artifacts (git-ignored). Screenshots of an earlier run are removed.
+// npmMissing returns the dependencies of dir's package.json (name@version)
+// that are not installed at their pinned version.
+func npmMissing(t *testing.T, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "package.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkg struct{ Dependencies map[string]string }
+	if err := json.Unmarshal(b, &pkg); err != nil {
+		t.Fatalf("package.json: %v", err)
+	}
+	var missing []string
+	for name, want := range pkg.Dependencies {
+		var got struct{ Version string }
+		b, err := os.ReadFile(filepath.Join(dir, "node_modules", name, "package.json"))
+		if err != nil || json.Unmarshal(b, &got) != nil || got.Version != want {
+			missing = append(missing, name+"@"+want)
+		}
+	}
+	slices.Sort(missing)
+	return missing
+}
+
+// artifactDir returns where the test's screenshots go: a directory named
+// after it in $E2E_ARTIFACTS, or in e2e/artifacts (git-ignored).
+// Screenshots of an earlier run are removed.
 func artifactDir(t *testing.T, here string) string {
 	t.Helper()
 	dir := os.Getenv("E2E_ARTIFACTS")
 	if dir == "" {
 		dir = filepath.Join(here, "artifacts")
 	}
-	dir, err := filepath.Abs(dir)
+	dir, err := filepath.Abs(filepath.Join(dir, t.Name()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,210 +199,7 @@ func artifactDir(t *testing.T, here string) string {
 	return dir
 }
 
-// buildExample builds ../chi_example into dir.
-func buildExample(t *testing.T, repo, dir string) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go is not on PATH: %v", err)
-	}
-	bin := filepath.Join(dir, "chi")
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "./chi_example")
-	cmd.Dir = repo
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./chi_example: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// example is a running chi example: the master process and the worker
-// PIDs it announced.
-type example struct {
-	bin, url string
-	cmd      *exec.Cmd
-	exited   chan struct{}       // closed when the master has exited
-	logDone  chan struct{}       // closed when every holder of the log pipe is gone
-	log      testutil.SyncBuffer // the master's and the workers' stdout and stderr
-
-	mu   sync.Mutex  // protects pids
-	pids map[int]int // worker ID → PID, from the master's log
-}
-
-// The master's log lines that tell a worker's PID (package cluster).
-var workerLine = regexp.MustCompile(`msg="worker (?:is running|restarted|replaced)" (?:component=\S+ )?worker=(\d+) pid=(\d+)`)
-
-// startExample starts bin with workers workers on free ports and waits
-// until it is ready: every worker announced and /api/health answering. A
-// start that fails (a port taken meanwhile) is retried on other ports.
-func startExample(t *testing.T, ctx context.Context, bin, repo string) *example {
-	t.Helper()
-	var last *example
-	for attempt := 1; attempt <= 3; attempt++ {
-		ex := launchExample(t, bin, repo, testutil.FreePort(t), testutil.FreePort(t))
-		if ex.waitReady(ctx) {
-			return ex
-		}
-		last = ex
-		select {
-		case <-ex.exited:
-			t.Logf("the example exited at start (attempt %d); log:\n%s", attempt, tail(ex.log.String(), 20))
-			continue // e.g. a port was taken meanwhile
-		default:
-		}
-		break
-	}
-	t.Fatalf("the example did not become ready; log:\n%s", tail(last.log.String(), 40))
-	return nil
-}
-
-func launchExample(t *testing.T, bin, repo string, port, brokerPort int) *example {
-	t.Helper()
-	ex := &example{
-		bin:     bin,
-		url:     fmt.Sprintf("http://127.0.0.1:%d/", port),
-		exited:  make(chan struct{}),
-		logDone: make(chan struct{}),
-		pids:    map[int]int{},
-	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ex.cmd = exec.Command(bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-workers", strconv.Itoa(workers),
-		"-broker-port", strconv.Itoa(brokerPort))
-	ex.cmd.Dir = repo // the example finds chi_example/node_modules from there too
-	// The workers inherit the master's stdout and stderr: the pipe ends
-	// when the last of them is gone.
-	ex.cmd.Stdout, ex.cmd.Stderr = pw, pw
-	ex.cmd.SysProcAttr = dieWithTest(syscall.SIGTERM)
-	err = ex.cmd.Start()
-	pw.Close()
-	if err != nil {
-		pr.Close()
-		t.Fatalf("start the example: %v", err)
-	}
-	go func() {
-		defer close(ex.logDone)
-		defer pr.Close()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			ex.log.Write([]byte(line + "\n"))
-			if m := workerLine.FindStringSubmatch(line); m != nil {
-				id, _ := strconv.Atoi(m[1])
-				pid, _ := strconv.Atoi(m[2])
-				ex.mu.Lock()
-				ex.pids[id] = pid
-				ex.mu.Unlock()
-			}
-		}
-	}()
-	go func() {
-		_ = ex.cmd.Wait()
-		close(ex.exited)
-	}()
-	t.Cleanup(func() { ex.stop(t) })
-	return ex
-}
-
-// waitReady reports whether every worker has been announced and the
-// health endpoint answers, before ctx ends or the master exits.
-func (ex *example) waitReady(ctx context.Context) bool {
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	return poll(ctx, func() bool {
-		select {
-		case <-ex.exited:
-			return true // poll stops; the caller looks at exited
-		default:
-		}
-		if len(ex.workerPIDs()) < workers {
-			return false
-		}
-		resp, err := client.Get(ex.url + "api/health")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var h struct{ Status string }
-		return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&h) == nil && h.Status == "ok"
-	}) && !isClosed(ex.exited)
-}
-
-func (ex *example) workerPIDs() map[int]int {
-	ex.mu.Lock()
-	defer ex.mu.Unlock()
-	m := make(map[int]int, len(ex.pids))
-	for id, pid := range ex.pids {
-		m[id] = pid
-	}
-	return m
-}
-
-func (ex *example) workerPID(id int) int {
-	ex.mu.Lock()
-	defer ex.mu.Unlock()
-	return ex.pids[id]
-}
-
-// killWorker kills worker id with SIGKILL and returns its PID. It checks
-// first that the PID is a child of the master, so that nothing else dies.
-func (ex *example) killWorker(t *testing.T, ctx context.Context, id int) int {
-	t.Helper()
-	pid := ex.workerPID(id)
-	if pid == 0 {
-		t.Fatalf("asked to kill worker %d, which the example never announced (workers %v)", id, ex.workerPIDs())
-	}
-	if ppid, _ := parentPID(pid); ppid != ex.cmd.Process.Pid {
-		t.Fatalf("worker %d: pid %d is not a child of the master (pid %d) but of %d", id, pid, ex.cmd.Process.Pid, ppid)
-	}
-	t.Logf("kill -9 worker %d (pid %d)", id, pid)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill worker %d (pid %d): %v", id, pid, err)
-	}
-	if !poll(ctx, func() bool { p, err := parentPID(pid); return err != nil || p != ex.cmd.Process.Pid }) {
-		t.Fatalf("worker %d (pid %d) is still there after SIGKILL", id, pid)
-	}
-	return pid
-}
-
-// stop stops the example gracefully (SIGTERM to the master, which stops
-// its workers), killing it after stopTimeout, and then makes sure no
-// worker outlived it.
-func (ex *example) stop(t *testing.T) {
-	t.Helper()
-	if !isClosed(ex.exited) {
-		_ = ex.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-ex.exited:
-		case <-time.After(stopTimeout):
-			t.Errorf("the example's master (pid %d) did not stop within %v of SIGTERM; killing it", ex.cmd.Process.Pid, stopTimeout)
-			_ = ex.cmd.Process.Kill()
-			<-ex.exited
-		}
-	}
-	// Workers die with their master (package cluster): the log pipe ends
-	// once the last one is gone. Kill any that did not, by PID.
-	select {
-	case <-ex.logDone:
-		return
-	case <-time.After(stopTimeout):
-	}
-	left := processes(func(p proc) bool { return p.exe == ex.bin })
-	t.Errorf("worker processes outlived the master by %v: %v; killing them", stopTimeout, left)
-	for _, p := range left {
-		_ = syscall.Kill(p.pid, syscall.SIGKILL)
-	}
-	select {
-	case <-ex.logDone:
-	case <-time.After(stopTimeout):
-		t.Errorf("the example's output pipe is still open after killing %v", left)
-	}
-}
-
-// script is the node process running js/chat.spec.js.
+// script is a node process running a browser scenario, js/*.spec.js.
 type script struct {
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
@@ -504,9 +210,10 @@ type script struct {
 	waitErr error
 }
 
-// event is one line of the script's output (see js/chat.spec.js).
+// event is one line of a script's output (see js/*.spec.js).
 type event struct {
 	Ev      string
+	Name    string
 	Msg     string
 	Version string
 	Page    string
@@ -523,11 +230,12 @@ type event struct {
 	raw  string
 }
 
-// startScript starts the browser scenario. It, Chromium and everything
+// startScript starts the browser scenario js/<spec> with its
+// configuration as argument. It, Chromium and everything
 // Chromium started are killed by PID when the test ends; Chromium's
 // processes are recognised by browserDir, which holds its profile and XDG
 // directories, on their command line.
-func startScript(t *testing.T, tl tools, dir string, cfg map[string]any, browserDir string) *script {
+func startScript(t *testing.T, tl tools, dir, spec string, cfg map[string]any, browserDir string) *script {
 	t.Helper()
 	arg, err := json.Marshal(cfg)
 	if err != nil {
@@ -540,7 +248,7 @@ func startScript(t *testing.T, tl tools, dir string, cfg map[string]any, browser
 		}
 	}
 	sc := &script{exited: make(chan struct{}), lines: make(chan string, 64), stop: make(chan struct{})}
-	sc.cmd = exec.Command(tl.node, filepath.Join("js", "chat.spec.js"), string(arg))
+	sc.cmd = exec.Command(tl.node, filepath.Join("js", spec), string(arg))
 	sc.cmd.Dir = dir
 	// Chromium keeps its crash database and caches under XDG_*, playwright
 	// its temporary files under TMPDIR: keep them all in browserDir, out of
@@ -619,25 +327,47 @@ func startScript(t *testing.T, tl tools, dir string, cfg map[string]any, browser
 	return sc
 }
 
-// next returns the script's next output event, or false once its
-// stdout has ended. It fails the test when ctx ends first.
+// next returns the script's next output event other than diagnostics,
+// which it logs (see logged), or false once its stdout has ended. It
+// fails the test when ctx ends first.
 func (sc *script) next(t *testing.T, ctx context.Context) (event, bool) {
 	t.Helper()
-	select {
-	case line, ok := <-sc.lines:
-		if !ok {
+	for {
+		select {
+		case line, ok := <-sc.lines:
+			if !ok {
+				return event{}, false
+			}
+			var ev event
+			if err := json.Unmarshal([]byte(line), &ev); err != nil {
+				ev = event{Ev: "garbage"}
+			}
+			ev.raw = line
+			if !logged(t, ev) {
+				return ev, true
+			}
+		case <-ctx.Done():
+			t.Fatalf("the browser scenario did not finish in time (%v); node stderr:\n%s", ctx.Err(), tail(sc.stderr.String(), 40))
 			return event{}, false
 		}
-		var ev event
-		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			ev = event{Ev: "garbage"}
-		}
-		ev.raw = line
-		return ev, true
-	case <-ctx.Done():
-		t.Fatalf("the browser scenario did not finish within %v; node stderr:\n%s", scenarioTimeout, tail(sc.stderr.String(), 40))
-		return event{}, false
 	}
+}
+
+// logged logs the diagnostics every script prints (launched, step,
+// console, pageerror) and reports whether ev was one.
+func logged(t *testing.T, ev event) bool {
+	t.Helper()
+	switch ev.Ev {
+	case "launched":
+		t.Logf("browser: Chromium %s is up", ev.Version)
+	case "step":
+		t.Logf("browser: %s", ev.Msg)
+	case "console", "pageerror":
+		t.Logf("browser: page %s %s: %s%s", ev.Page, ev.Ev, ev.Text, ev.Error)
+	default:
+		return false
+	}
+	return true
 }
 
 // send writes one command to the script.

@@ -1,10 +1,14 @@
 'use strict';
-// Drives the chi example's chat page (chi_example/static/index.html) in
-// headless Chromium with playwright-core, for the Go test in ../e2e_test.go.
+// Drives a chat page of the chi example in headless Chromium with
+// playwright-core, for the Go tests in ../chat_test.go: the example's own
+// page (chi_example/static/index.html, the browser client served by the
+// server), or with "firstParty":false the 3.x page of npm-chat.html (the
+// published npm client). Both write log lines with data-line (the text) and
+// data-worker (the worker that took a message or join in).
 //
-//   node chat.spec.js '{"url":"http://127.0.0.1:PORT/","chromium":"/usr/bin/chromium",
-//                       "userDataDir":"/tmp/…","artifacts":"/…/e2e/artifacts",
-//                       "waitMs":20000,"deadlineMs":110000,"maxTries":40}'
+//   node chat.spec.js '{"url":"http://127.0.0.1:PORT/","firstParty":true,"chromium":"/usr/bin/chromium",
+//                       "userDataDir":"/tmp/…","artifacts":"/…/e2e/artifacts/Test…",
+//                       "waitMs":20000,"deadlineMs":110000}'
 //
 // stdout: one JSON event a line:
 //   {"ev":"step","msg":"…"}                        progress, for the test log
@@ -13,6 +17,7 @@
 //                                                  connections of B
 //   {"ev":"kill","worker":n}                       the Go side must kill that worker (kill -9),
 //                                                  then answer {"op":"continue"} on stdin
+//                                                  (first-party page only)
 //   {"ev":"screenshot","page":"a","path":"…"}      a screenshot was saved
 //   {"ev":"pageerror"|"console",…}                 diagnostics from the pages
 //   {"ev":"pass"} or {"ev":"fail","error":"…","logs":{…}}, then the process exits 0 or 1.
@@ -20,16 +25,13 @@
 
 const path = require('path');
 const readline = require('readline');
-const { chromium } = require('playwright-core');
+const { cfg, emit, launch } = require('./browser');
 
-const cfg = JSON.parse(process.argv[2] || '{}');
 const WAIT = cfg.waitMs || 20000; // one observation
 const SPREAD = cfg.spreadMs || 45000; // for page B to land on another worker than A
+const FIRST = cfg.firstParty !== false;
 const nonce = Math.random().toString(36).slice(2, 8);
 
-function emit(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-}
 const step = msg => emit({ ev: 'step', msg });
 
 // Commands from the Go side, in order.
@@ -123,26 +125,27 @@ async function connected(p, notID) {
 
 async function lines(p) {
   try {
-    return await p.page.$$eval('#log li', lis => lis.map(li => li.textContent));
+    return await p.page.$$eval('#log li', lis => lis.map(li => li.dataset.line));
   } catch (e) {
     return [`(cannot read the log: ${e.message})`];
   }
 }
 
 // waitLine waits until p's log has at least count lines equal to text (or,
-// with prefix, starting with it).
-async function waitLine(p, text, { count = 1, prefix = false } = {}) {
+// with prefix, starting with it), taken in by worker if given.
+async function waitLine(p, text, { count = 1, prefix = false, worker = null } = {}) {
   try {
-    await p.page.waitForFunction(([text, count, prefix]) => {
+    await p.page.waitForFunction(([text, count, prefix, worker]) => {
       let n = 0;
       for (const li of document.querySelectorAll('#log li')) {
-        const t = li.textContent;
-        if (prefix ? t.startsWith(text) : t === text) n++;
+        const t = li.dataset.line;
+        if ((prefix ? t.startsWith(text) : t === text) && (worker === null || li.dataset.worker === String(worker))) n++;
       }
       return n >= count;
-    }, [text, count, prefix], { timeout: WAIT, polling: 50 });
+    }, [text, count, prefix, worker], { timeout: WAIT, polling: 50 });
   } catch (e) {
-    const what = `${count > 1 ? count + ' lines' : 'a line'} ${prefix ? 'starting with ' : ''}${JSON.stringify(text)}`;
+    const what = `${count > 1 ? count + ' lines' : 'a line'} ${prefix ? 'starting with ' : ''}${JSON.stringify(text)}` +
+      (worker === null ? '' : ` from worker ${worker}`);
     throw new Error(`page ${p.name} (worker ${p.worker}): no ${what} in #log within ${WAIT} ms; log: ${JSON.stringify(await lines(p))}`);
   }
 }
@@ -181,29 +184,43 @@ async function scenario(ctx) {
   step(`page A is on worker ${A.worker} as ${A.id}; open page B`);
   const { page: B, tries } = await openOnOtherWorker(ctx, 'B', A.worker);
   emit({ ev: 'pages', a: { worker: A.worker, id: A.id }, b: { worker: B.worker, id: B.id }, tries });
+  if (FIRST) {
+    const host = (await A.page.textContent('#host')).trim();
+    check(host !== '' && host !== '?', `page A does not show its host: ${JSON.stringify(host)}`);
+    check(await A.page.isDisabled('#text') && await A.page.isDisabled('#send'), 'page A can send before joining a room');
+  }
 
   await join(A, 'alice', 'lobby');
-  await waitLine(A, `alice joined lobby (worker ${A.worker})`);
+  await waitLine(A, 'alice joined lobby', { worker: A.worker });
   await join(B, 'bob', 'lobby');
-  await waitLine(B, `bob joined lobby (worker ${B.worker})`);
+  await waitLine(B, 'bob joined lobby', { worker: B.worker });
   // A server-side publish on B's worker reaches A on the other worker.
-  await waitLine(A, `bob joined lobby (worker ${B.worker})`);
+  await waitLine(A, 'bob joined lobby', { worker: B.worker });
 
+  // Each message shows the worker that took it in: the sender's.
   const m1 = `hello from alice ${nonce}`;
   await say(A, m1);
-  await waitLine(A, `alice: ${m1}`); // a publisher subscribed to the room gets its own message
-  await waitLine(B, `alice: ${m1}`);
+  await waitLine(A, `alice: ${m1}`, { worker: A.worker }); // a publisher subscribed to the room gets its own message
+  await waitLine(B, `alice: ${m1}`, { worker: A.worker });
   const m2 = `hello from bob ${nonce}`;
   await say(B, m2);
-  await waitLine(B, `bob: ${m2}`);
-  await waitLine(A, `bob: ${m2}`);
+  await waitLine(B, `bob: ${m2}`, { worker: B.worker });
+  await waitLine(A, `bob: ${m2}`, { worker: B.worker });
   step('A and B chat across workers');
 
-  // 2. A page in another room hears nothing of the lobby.
+  // 2. A page in another room hears nothing of the lobby; on the
+  // first-party page, a private room without a token is refused first,
+  // with the server's reason.
   const C = await openPage(ctx, 'C');
   step(`page C is on worker ${C.worker}; it joins room "other"`);
+  if (FIRST) {
+    await join(C, 'carol', 'private-club');
+    await waitLine(C, 'cannot join private-club: 403 private room: open the page with ?token=…');
+    check(await C.page.isDisabled('#send'), 'page C can send after its join was refused');
+    step('page C was refused room "private-club", with the reason');
+  }
   await join(C, 'carol', 'other');
-  await waitLine(C, `carol joined other (worker ${C.worker})`);
+  await waitLine(C, 'carol joined other', { worker: C.worker });
   const m3 = `still in the lobby ${nonce}`;
   await say(A, m3);
   await waitLine(B, `alice: ${m3}`);
@@ -221,39 +238,46 @@ async function scenario(ctx) {
   await waitLine(C, `carol: ${c2}`);
   step('whisper delivered to B');
 
-  // 4. Kill A's worker: A reconnects (to whichever worker accepts), rejoins
-  // the lobby and chats with B again; B stays connected.
-  const oldA = { worker: A.worker, id: A.id };
-  emit({ ev: 'kill', worker: A.worker });
-  const cmd = await nextCommand(cfg.killWaitMs || 60000);
-  check(cmd.op === 'continue', `the Go test said ${JSON.stringify(cmd)}`);
-  await waitLine(A, 'disconnected: ', { prefix: true });
-  step('page A saw the disconnect; waiting for the reconnect');
-  await connected(A, oldA.id);
-  step(`page A reconnected to worker ${A.worker} as ${A.id}`);
-  await waitLine(A, 'alice joined lobby (worker ', { prefix: true, count: 2 });
-  await waitLine(B, `alice joined lobby (worker ${A.worker})`);
-  const m4 = `alice is back ${nonce}`;
-  await say(A, m4);
-  await waitLine(A, `alice: ${m4}`);
-  await waitLine(B, `alice: ${m4}`);
-  const m5 = `welcome back ${nonce}`;
-  await say(B, m5);
-  await waitLine(B, `bob: ${m5}`);
-  await waitLine(A, `bob: ${m5}`);
-  step('A and B chat again after the worker was killed');
+  // 4. Kill A's worker: A reconnects (to whichever worker accepts), is in
+  // the lobby again and chats with B both ways; B stays connected.
+  const messages = [m1, m2, m3];
+  if (FIRST) {
+    const oldA = { worker: A.worker, id: A.id };
+    emit({ ev: 'kill', worker: A.worker });
+    const cmd = await nextCommand(cfg.killWaitMs || 60000);
+    check(cmd.op === 'continue', `the Go test said ${JSON.stringify(cmd)}`);
+    await waitLine(A, 'disconnected: ', { prefix: true });
+    const down = (await lines(A)).find(t => t.startsWith('disconnected: '));
+    check(down.endsWith(', reconnecting…'), `page A does not say it reconnects: ${JSON.stringify(down)}`);
+    step('page A saw the disconnect; waiting for the reconnect');
+    await connected(A, oldA.id);
+    step(`page A reconnected to worker ${A.worker} as ${A.id}`);
+    await waitLine(A, 'alice joined lobby', { count: 2 });
+    await waitLine(B, 'alice joined lobby', { worker: A.worker }); // B joined after A's first join
+    const m4 = `alice is back ${nonce}`;
+    await say(A, m4);
+    await waitLine(A, `alice: ${m4}`, { worker: A.worker });
+    await waitLine(B, `alice: ${m4}`, { worker: A.worker });
+    const m5 = `welcome back ${nonce}`;
+    await say(B, m5);
+    await waitLine(B, `bob: ${m5}`);
+    await waitLine(A, `bob: ${m5}`, { worker: B.worker });
+    messages.push(m4, m5);
+    step('A and B chat again after the worker was killed');
+  }
 
   // What must not have happened, checked once everything above was seen.
   const la = await lines(A), lb = await lines(B), lc = await lines(C);
   // C may have been on the killed worker too, and then reconnected.
-  const own = ['connected to worker ', 'disconnected: ', 'carol joined other (worker ', 'carol: '];
+  const own = ['connected to worker ', 'disconnected: ', 'cannot join private-club: ', 'carol joined other', 'carol: '];
   const stray = lc.filter(t => !own.some(prefix => t.startsWith(prefix)));
   check(stray.length === 0, `page C (room "other") got lines that are not its own: ${JSON.stringify(stray)}; log: ${JSON.stringify(lc)}`);
   check(!la.some(t => t.includes('whispers:')), `page A got a whisper: ${JSON.stringify(la)}`);
   check(lb.filter(t => t.includes(w)).length === 1, `page B did not get the whisper exactly once: ${JSON.stringify(lb)}`);
   check(!la.concat(lb).some(t => t.includes('carol')), `a lobby page got something from room "other": A ${JSON.stringify(la)} B ${JSON.stringify(lb)}`);
-  check(!lb.some(t => t.startsWith('disconnected')), `page B was disconnected when A's worker was killed: ${JSON.stringify(lb)}`);
-  for (const m of [m1, m2, m3, m4, m5]) {
+  check(!lb.some(t => t.startsWith('disconnected')), `page B was disconnected: ${JSON.stringify(lb)}`);
+  check(!la.concat(lb, lc).some(t => t.startsWith('error') || t.startsWith('not sent')), `a page shows an error: A ${JSON.stringify(la)} B ${JSON.stringify(lb)} C ${JSON.stringify(lc)}`);
+  for (const m of messages) {
     for (const [p, l] of [[A, la], [B, lb]]) {
       const n = l.filter(t => t.endsWith(`: ${m}`)).length;
       check(n === 1, `page ${p.name} got ${JSON.stringify(m)} ${n} times: ${JSON.stringify(l)}`);
@@ -268,15 +292,7 @@ async function scenario(ctx) {
 }
 
 async function main() {
-  const ctx = await chromium.launchPersistentContext(cfg.userDataDir, {
-    executablePath: cfg.chromium,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 900, height: 760 },
-    timeout: cfg.launchMs || 60000,
-  });
-  emit({ ev: 'launched', version: ctx.browser() ? ctx.browser().version() : '' });
+  const ctx = await launch({ viewport: { width: 900, height: 760 } });
   ctx.setDefaultTimeout(WAIT);
   let failure = null;
   try {
@@ -296,12 +312,6 @@ async function main() {
   if (!failure) emit({ ev: 'pass' });
   process.exit(failure ? 1 : 0);
 }
-
-// Report rather than hang if the Go side's deadline is near.
-setTimeout(() => {
-  emit({ ev: 'fail', error: `the scenario did not finish within ${cfg.deadlineMs} ms`, logs: {} });
-  process.exit(1);
-}, cfg.deadlineMs || 110000).unref();
 
 main().catch(e => {
   emit({ ev: 'fail', error: String(e && e.stack || e), logs: {} });

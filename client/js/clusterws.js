@@ -1,0 +1,746 @@
+// The browser client of clusterws-go: one ES module, no dependencies, no
+// build step. The server serves it at <path>/clusterws.js (default
+// /ws/clusterws.js); its types are at <path>/clusterws.d.ts.
+//
+//   import ClusterWS from '/ws/clusterws.js';
+//   const socket = new ClusterWS({ url: 'ws://localhost:8080/ws' });
+//   socket.on('chat', data => console.log(data));
+//   socket.send('chat', 'hello');
+//   const news = socket.subscribe('news').watch(data => console.log(data));
+//   await news.ready;               // rejects with a ClusterWSError {code, reason}
+//   await news.publish({ t: 'hi' }); // idem
+//
+// The API is the one of the ClusterWS 3.x client (clusterws-client-js). It
+// offers the WebSocket subprotocol clusterws.v2; a server that selects it
+// answers every subscribe, unsubscribe and publish, which settles their
+// promises. Browsers fail the handshake with a server that ignores the
+// offer (a ClusterWS 3.x server), so after such a failure the client tries
+// again at once without it; on such a connection it speaks plain 3.x and
+// the promises resolve as soon as the frame is sent: there is nothing to
+// wait for.
+//
+// Delivery. Calls made while the client is not connected (before the first
+// connection, or while it reconnects) are queued and sent, in call order,
+// once it is; a publish whose connection closes before its answer rejects
+// with code 1 (CONNECTION_LOST): it may or may not have been delivered.
+// After a reconnect every channel is subscribed again (autoResubscribe);
+// each one's `ready` is then a new promise, and a channel the server now
+// refuses is dropped and reported through the client's 'error' event.
+
+/** The subprotocol of the protocol extension. */
+const SUBPROTOCOL = 'clusterws.v2';
+const PING = 0x39; // '9', a binary frame of one byte
+const PONG = new Uint8Array([0x41]); // 'A'
+/** How long a connection may take to open and send its config frame. */
+const CONNECT_TIMEOUT = 10000;
+/** Client events that a server event of the same name must not trigger. */
+const RESERVED = new Set(['connect', 'disconnect', 'error', 'state']);
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * Why a request failed: the server's answer codes (HTTP-like) and the
+ * client's own (below 100).
+ * @readonly
+ */
+export const Codes = Object.freeze({
+  /** The connection closed before the server answered. */
+  CONNECTION_LOST: 1,
+  /** The client stopped: disconnect(), reconnect attempts exhausted, a 1000 close from the server, or no autoReconnect. */
+  STOPPED: 2,
+  /** The channel was unsubscribed before the server accepted it. */
+  UNSUBSCRIBED: 3,
+  BAD_REQUEST: 400,
+  /** The server's OnSubscribe or OnPublish hook refused; the reason is its error text. */
+  REFUSED: 403,
+  /** A publish to a channel this client is not subscribed to. */
+  NOT_SUBSCRIBED: 409,
+  CHANNEL_TOO_LONG: 414,
+  TOO_MANY_CHANNELS: 429,
+  /** A server hook panicked; the server closes the connection. */
+  INTERNAL: 500,
+  /** The server delivered the publish locally but its broker did not take it. */
+  UNAVAILABLE: 503,
+});
+
+/**
+ * The error every promise of this module rejects with (except for data
+ * that JSON.stringify cannot encode, which rejects with its TypeError).
+ * `code` is one of Codes; `channel` names the channel concerned, if any.
+ */
+export class ClusterWSError extends Error {
+  /**
+   * @param {number} code
+   * @param {string} reason
+   * @param {string} [channel]
+   */
+  constructor(code, reason, channel) {
+    super(channel === undefined ? `${code} ${reason}` : `${channel}: ${code} ${reason}`);
+    this.name = 'ClusterWSError';
+    /** @type {number} */
+    this.code = code;
+    /** @type {string} */
+    this.reason = reason;
+    /** @type {string | undefined} */
+    this.channel = channel;
+  }
+}
+
+// Internal methods shared by ClusterWS and Channel.
+const PUBLISH = Symbol('publish');
+const UNSUBSCRIBE = Symbol('unsubscribe');
+const DELIVER = Symbol('deliver');
+const RENEW = Symbol('renew');
+const SETTLE = Symbol('settle');
+const ACCEPTED = Symbol('accepted');
+/** What a pending request's callback gets when its connection is gone. */
+const LOST = Symbol('lost');
+
+const noop = () => {};
+
+/**
+ * Runs a user callback; an exception is reported as uncaught, without
+ * breaking the client.
+ * @param {Function} fn
+ * @param {unknown[]} args
+ */
+function call(fn, args) {
+  try {
+    fn(...args);
+  } catch (e) {
+    queueMicrotask(() => {
+      throw e;
+    });
+  }
+}
+
+/**
+ * A frame whose data is already JSON.
+ * @param {string} kind
+ * @param {string} name
+ * @param {string} json
+ */
+function frame(kind, name, json) {
+  return `{"#":[${JSON.stringify(kind)},${JSON.stringify(name)},${json}]}`;
+}
+
+/**
+ * Encodes data now, so that a queued frame carries the value it had at the
+ * call. What JSON has no value for (undefined, a function) is sent as null.
+ * @param {unknown} data
+ */
+function toJSON(data) {
+  return JSON.stringify(data) ?? 'null';
+}
+
+/** The endpoint next to this module: http://h/ws/clusterws.js → ws://h/ws. */
+function defaultURL() {
+  const u = new URL('.', import.meta.url);
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  u.pathname = u.pathname.replace(/\/$/, '');
+  return u.href;
+}
+
+/**
+ * @typedef {'connecting' | 'connected' | 'reconnecting' | 'disconnected'} ConnectionState
+ * @typedef {'subscribing' | 'subscribed' | 'refused' | 'unsubscribed'} ChannelState
+ * @typedef {{ attempts?: number, minInterval?: number, maxInterval?: number }} ReconnectOptions
+ * @typedef {{ url?: string, autoConnect?: boolean, autoReconnect?: boolean,
+ *   autoReconnectOptions?: ReconnectOptions, autoResubscribe?: boolean }} Options
+ */
+
+/**
+ * One subscription, returned by ClusterWS.subscribe. Publishes to it reach
+ * the function given to watch.
+ */
+export class Channel {
+  /** @type {ClusterWS} */ #client;
+  /** @type {string} */ #name;
+  /** @type {((data: any) => void) | null} */ #listener = null;
+  /** @type {ChannelState} */ #state = 'subscribing';
+  /** @type {((ch: Channel) => void) | null} */ #resolve = null;
+  /** @type {((e: Error) => void) | null} */ #reject = null;
+  #ready = this.#pending();
+  #accepted = false;
+
+  /**
+   * @param {ClusterWS} client
+   * @param {string} name
+   */
+  constructor(client, name) {
+    this.#client = client;
+    this.#name = name;
+  }
+
+  /** The channel's name. */
+  get name() {
+    return this.#name;
+  }
+
+  /** Where the subscription stands. @returns {ChannelState} */
+  get state() {
+    return this.#state;
+  }
+
+  /**
+   * Resolves to this channel once the server has accepted the subscription
+   * (at once when sent, with a 3.x server); rejects with a ClusterWSError
+   * when it refused, or when the channel was unsubscribed or the client
+   * stopped first. A new promise replaces it whenever the client subscribes
+   * the channel again after a reconnect. Its rejection is never reported
+   * as unhandled: a refusal on resubscribe goes to the client's 'error'
+   * event instead.
+   * @returns {Promise<Channel>}
+   */
+  get ready() {
+    return this.#ready;
+  }
+
+  /**
+   * Sets the function called with the data of every publish to the
+   * channel, replacing any previous one (null removes it).
+   * @param {((data: any) => void) | null} fn
+   * @returns {this}
+   */
+  watch(fn) {
+    if (fn !== null && typeof fn !== 'function') throw new TypeError('ClusterWS: watch needs a function');
+    this.#listener = fn;
+    return this;
+  }
+
+  /**
+   * Publishes data (anything JSON.stringify encodes) to every subscriber
+   * of the channel, this client included. Resolves once the server has
+   * delivered it (and handed it to its broker); rejects with a
+   * ClusterWSError: 403 refused by the server, 409 not subscribed, 503 the
+   * broker did not take it (local subscribers got it), 1 the connection
+   * closed first, 2 the client stopped first.
+   * @param {any} data
+   * @returns {Promise<void>}
+   */
+  publish(data) {
+    return this.#client[PUBLISH](this, data);
+  }
+
+  /**
+   * Leaves the channel: its watcher gets nothing more and it is not
+   * subscribed again on reconnect. Resolves once the server confirmed (at
+   * once when not connected: the next connection starts without it).
+   * @returns {Promise<void>}
+   */
+  unsubscribe() {
+    return this.#client[UNSUBSCRIBE](this);
+  }
+
+  /** @param {any} data */
+  [DELIVER](data) {
+    if (this.#listener) call(this.#listener, [data]);
+  }
+
+  /**
+   * A new ready, whose rejection is never reported as unhandled.
+   * @returns {Promise<Channel>}
+   */
+  #pending() {
+    /** @type {Promise<Channel>} */
+    const p = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    p.catch(noop);
+    return p;
+  }
+
+  /** Starts a new subscription attempt: a pending ready, unless one is. */
+  [RENEW]() {
+    this.#state = 'subscribing';
+    if (!this.#resolve) this.#ready = this.#pending();
+  }
+
+  /**
+   * @param {ChannelState} state
+   * @param {Error} [err] rejects a pending ready
+   */
+  [SETTLE](state, err) {
+    this.#state = state;
+    if (state === 'subscribed') this.#accepted = true;
+    const resolve = this.#resolve, reject = this.#reject;
+    this.#resolve = this.#reject = null;
+    if (err) reject?.(err);
+    else resolve?.(this);
+  }
+
+  /** Whether the server has accepted this channel before. */
+  get [ACCEPTED]() {
+    return this.#accepted;
+  }
+}
+
+/**
+ * A connection to a clusterws-go (or ClusterWS) server that reconnects by
+ * itself.
+ *
+ * Events (on): 'connect' after every connection, once the server's config
+ * frame has arrived and queued calls have been sent; 'disconnect' (code,
+ * reason) when a connection that had emitted 'connect' ends, whoever ended
+ * it; 'error' (Error) for a frame that is not JSON, or a channel the server
+ * refused to subscribe again after a reconnect (a ClusterWSError with
+ * `channel` set; the channel is dropped), not for failed connections,
+ * which 'state' and 'disconnect' report; 'state'
+ * (ConnectionState) whenever connectionState changes; any other name is a
+ * server event, with its data. Server events named like the client's own
+ * are not delivered.
+ */
+export default class ClusterWS {
+  /** @type {Required<Omit<Options, 'autoReconnectOptions'>> & { autoReconnectOptions: Required<ReconnectOptions> }} */
+  #opts;
+  /** @type {WebSocket | null} */ #ws = null;
+  /** True once the current connection's config frame is in and the queue sent. */
+  #live = false;
+  /** Whether the current WebSocket offered no subprotocol. */
+  #plain = false;
+  /** Whether the current WebSocket has opened. */
+  #opened = false;
+  #ext = false;
+  #binary = false;
+  #ping = 0;
+  /** @type {ConnectionState} */ #state = 'disconnected';
+  #attempt = 0;
+  /** @type {ReturnType<typeof setTimeout> | undefined} reconnect wait or connect timeout */
+  #timer;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #watchdog;
+  /** @type {Map<string, Function>} */ #listeners = new Map();
+  /** @type {Map<string, Channel>} */ #channels = new Map();
+  /** @type {{ run: () => void, fail?: (e: Error) => void }[]} calls waiting for a connection */
+  #queue = [];
+  /** @type {Map<number, (answer: { code: number, reason: string } | null | typeof LOST) => void>} */
+  #pending = new Map();
+  #nextID = 1;
+
+  /**
+   * Connects at once unless autoConnect is false. Throws a TypeError or
+   * RangeError for invalid options, and the WebSocket constructor's
+   * SyntaxError for a URL it cannot use.
+   * @param {Options} [options]
+   *   url: the endpoint, e.g. 'ws://localhost:8080/ws'; default: the one
+   *   that served this module. autoReconnect: reconnect after a connection
+   *   ends, except after disconnect() or a 1000 close from the server;
+   *   default true. autoReconnectOptions: attempts (consecutive failures
+   *   before giving up; default 0, never), minInterval and maxInterval
+   *   (ms; the wait doubles from min up to max, jittered; defaults 500 and
+   *   5000). autoResubscribe: subscribe the channels again after a
+   *   reconnect; default true (false drops them when a connection ends).
+   */
+  constructor({
+    url = defaultURL(),
+    autoConnect = true,
+    autoReconnect = true,
+    autoReconnectOptions: { attempts = 0, minInterval = 500, maxInterval = 5000 } = {},
+    autoResubscribe = true,
+  } = {}) {
+    if (typeof url !== 'string' || url === '') throw new TypeError('ClusterWS: url must be a non-empty string');
+    if (!(Number.isInteger(attempts) && attempts >= 0)) {
+      throw new RangeError(`ClusterWS: autoReconnectOptions.attempts must be an integer >= 0 (got ${attempts})`);
+    }
+    if (!(minInterval > 0 && maxInterval >= minInterval)) {
+      throw new RangeError(`ClusterWS: autoReconnectOptions need 0 < minInterval <= maxInterval (got ${minInterval}, ${maxInterval})`);
+    }
+    this.#opts = { url, autoConnect, autoReconnect, autoReconnectOptions: { attempts, minInterval, maxInterval }, autoResubscribe };
+    if (autoConnect) this.connect();
+  }
+
+  /**
+   * Sets the listener of an event, replacing any previous one (one per
+   * name, as in the 3.x client).
+   * @param {string} event
+   * @param {(...args: any[]) => void} fn
+   * @returns {this}
+   */
+  on(event, fn) {
+    if (typeof fn !== 'function') throw new TypeError('ClusterWS: on needs a function');
+    this.#listeners.set(event, fn);
+    return this;
+  }
+
+  /**
+   * Removes the listener of an event.
+   * @param {string} event
+   * @returns {this}
+   */
+  off(event) {
+    this.#listeners.delete(event);
+    return this;
+  }
+
+  /**
+   * Sends an event with data (anything JSON.stringify encodes) to the
+   * server, now or, when not connected, once connected. Throws
+   * JSON.stringify's TypeError for data it cannot encode.
+   * @param {string} event
+   * @param {any} [data]
+   */
+  send(event, data) {
+    const f = frame('e', event, toJSON(data));
+    this.#whenLive({ run: () => this.#write(f) });
+  }
+
+  /**
+   * Subscribes to a channel, now or once connected, and returns it; the
+   * channel already subscribed under that name if there is one.
+   * @param {string} name
+   * @returns {Channel}
+   */
+  subscribe(name) {
+    let ch = this.#channels.get(name);
+    if (ch) return ch;
+    ch = new Channel(this, name);
+    this.#channels.set(name, ch);
+    // Not live: the next connection subscribes every channel of the map.
+    if (this.#live) this.#subscribeOnServer(ch);
+    return ch;
+  }
+
+  /**
+   * The subscribed (or subscribing) channel of that name.
+   * @param {string} name
+   * @returns {Channel | undefined}
+   */
+  getChannelByName(name) {
+    return this.#channels.get(name);
+  }
+
+  /**
+   * The readyState of the current WebSocket: 0 connecting (also while
+   * waiting to reconnect), 1 open, 2 closing, 3 closed (stopped).
+   * @returns {number}
+   */
+  getState() {
+    if (this.#ws) return this.#ws.readyState;
+    return this.#state === 'disconnected' ? 3 : 0;
+  }
+
+  /**
+   * 'connecting' until the first connection, 'connected', 'reconnecting'
+   * while a lost connection is being replaced, 'disconnected' once stopped.
+   * The 'state' event reports every change.
+   * @returns {ConnectionState}
+   */
+  get connectionState() {
+    return this.#state;
+  }
+
+  /**
+   * Starts connecting: only needed with autoConnect false, or to start
+   * again once the client has stopped. Does nothing otherwise.
+   */
+  connect() {
+    if (this.#state !== 'disconnected') return;
+    this.#attempt = 0;
+    this.#open();
+    this.#setState('connecting');
+  }
+
+  /**
+   * Closes the connection and stops the client: no reconnect. Publishes
+   * awaiting their answer reject with code 1 (CONNECTION_LOST), queued ones
+   * and channels not yet accepted with code 2 (STOPPED); queued events are
+   * dropped, and so is every channel. 'disconnect' gets code and reason.
+   * @param {number} [code] 1000 or 3000–4999; default 1000
+   * @param {string} [reason]
+   */
+  disconnect(code = 1000, reason = '') {
+    const ws = this.#ws;
+    if (ws) {
+      ws.close(code, reason); // throws for a code the browser does not allow, before anything changes
+      this.#drop(ws, code, reason, true);
+    } else {
+      this.#stop();
+    }
+  }
+
+  /**
+   * Opens a WebSocket, which becomes live once its config frame arrives.
+   * @param {boolean} [plain] offer no subprotocol
+   */
+  #open(plain = false) {
+    const ws = new WebSocket(this.#opts.url, plain ? [] : [SUBPROTOCOL]);
+    ws.binaryType = 'arraybuffer';
+    this.#plain = plain;
+    this.#opened = false;
+    ws.onopen = () => { this.#opened = true; };
+    ws.onmessage = e => this.#receive(ws, e.data);
+    ws.onclose = e => this.#drop(ws, e.code, e.reason, e.code === 1000);
+    this.#ws = ws;
+    this.#timer = setTimeout(() => this.#drop(ws, 4000, 'no config frame in time', false), CONNECT_TIMEOUT);
+  }
+
+  /**
+   * @param {WebSocket} ws
+   * @param {string | ArrayBuffer} data
+   */
+  #receive(ws, data) {
+    if (typeof data !== 'string') {
+      const bytes = new Uint8Array(data);
+      if (bytes.length === 1 && bytes[0] === PING) {
+        ws.send(PONG);
+        this.#resetWatchdog();
+        return;
+      }
+      data = decoder.decode(bytes);
+    }
+    let kind, name, body;
+    try {
+      [kind, name, body] = JSON.parse(data)['#'];
+    } catch (e) {
+      this.#emit('error', e);
+      return;
+    }
+    switch (kind) {
+      case 'e':
+        if (!RESERVED.has(name)) this.#emit(name, body);
+        break;
+      case 'p':
+        this.#channels.get(name)?.[DELIVER](body);
+        break;
+      case 's':
+        this.#system(name, body);
+        break;
+    }
+  }
+
+  /**
+   * System frames from the server. Unknown ones are ignored, so that newer
+   * servers may add some.
+   * @param {string} name
+   * @param {any} body
+   */
+  #system(name, body) {
+    switch (name) {
+      case 'c':
+        this.#configure(body ?? {});
+        break;
+      case 'a': {
+        const done = this.#pending.get(body?.id);
+        if (!done) return;
+        this.#pending.delete(body.id);
+        done(body.error ? { code: Number(body.error.code), reason: String(body.error.reason ?? '') } : null);
+        break;
+      }
+    }
+  }
+
+  /** @param {{ ping?: number, binary?: boolean }} config */
+  #configure({ ping, binary }) {
+    if (this.#live) return;
+    clearTimeout(this.#timer);
+    this.#ext = this.#ws?.protocol === SUBPROTOCOL;
+    this.#binary = binary === true;
+    this.#ping = typeof ping === 'number' && ping > 0 ? ping : 0;
+    this.#resetWatchdog();
+    this.#attempt = 0;
+    this.#live = true;
+    for (const ch of this.#channels.values()) this.#subscribeOnServer(ch);
+    const queue = this.#queue;
+    this.#queue = [];
+    for (const q of queue) q.run();
+    this.#setState('connected');
+    this.#emit('connect');
+  }
+
+  /** The server is dead when no ping comes within 2×ping+100 ms. */
+  #resetWatchdog() {
+    clearTimeout(this.#watchdog);
+    const ws = this.#ws;
+    if (this.#ping > 0 && ws) {
+      this.#watchdog = setTimeout(() => this.#drop(ws, 4001, 'did not get pings', false), 2 * this.#ping + 100);
+    }
+  }
+
+  /**
+   * Runs q now if connected, else once connected.
+   * @param {{ run: () => void, fail?: (e: Error) => void }} q
+   */
+  #whenLive(q) {
+    if (this.#live) q.run();
+    else this.#queue.push(q);
+  }
+
+  /** @param {string} text a frame */
+  #write(text) {
+    this.#ws?.send(this.#binary ? encoder.encode(text) : text);
+  }
+
+  /**
+   * Sends a request of the extension; done gets the answer's error, null
+   * for ok, or LOST when the connection ended first.
+   * @param {string} name 's', 'u' or 'p'
+   * @param {string} channel
+   * @param {string | undefined} data JSON
+   * @param {(answer: { code: number, reason: string } | null | typeof LOST) => void} done
+   */
+  #request(name, channel, data, done) {
+    const id = this.#nextID++;
+    this.#pending.set(id, done);
+    const more = data === undefined ? '' : `,"data":${data}`;
+    this.#write(frame('s', name, `{"id":${id},"channel":${JSON.stringify(channel)}${more}}`));
+  }
+
+  /** @param {Channel} ch */
+  #subscribeOnServer(ch) {
+    const name = ch.name;
+    if (!this.#ext) {
+      this.#write(frame('s', 's', JSON.stringify(name)));
+      ch[SETTLE]('subscribed');
+      return;
+    }
+    this.#request('s', name, undefined, answer => {
+      if (answer === LOST || this.#channels.get(name) !== ch) return; // resubscribed later, or gone
+      if (answer === null) {
+        ch[SETTLE]('subscribed');
+        return;
+      }
+      const err = new ClusterWSError(answer.code, answer.reason, name);
+      const again = ch[ACCEPTED];
+      this.#channels.delete(name);
+      ch[SETTLE]('refused', err);
+      if (again) this.#emit('error', err);
+    });
+  }
+
+  /**
+   * @param {Channel} ch
+   * @param {any} data
+   * @returns {Promise<void>}
+   */
+  [PUBLISH](ch, data) {
+    const name = ch.name;
+    const notSubscribed = () => new ClusterWSError(Codes.NOT_SUBSCRIBED, 'publish to a channel the socket is not subscribed to', name);
+    if (this.#channels.get(name) !== ch) return Promise.reject(notSubscribed());
+    let json;
+    try {
+      json = toJSON(data);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((resolve, reject) => {
+      this.#whenLive({
+        run: () => {
+          if (this.#channels.get(name) !== ch) {
+            reject(notSubscribed());
+          } else if (!this.#ext) {
+            this.#write(frame('p', name, json));
+            resolve();
+          } else {
+            this.#request('p', name, json, answer => {
+              if (answer === LOST) reject(new ClusterWSError(Codes.CONNECTION_LOST, 'connection lost', name));
+              else if (answer) reject(new ClusterWSError(answer.code, answer.reason, name));
+              else resolve();
+            });
+          }
+        },
+        fail: reject,
+      });
+    });
+  }
+
+  /**
+   * @param {Channel} ch
+   * @returns {Promise<void>}
+   */
+  [UNSUBSCRIBE](ch) {
+    const name = ch.name;
+    if (this.#channels.get(name) !== ch) return Promise.resolve();
+    this.#channels.delete(name);
+    ch[SETTLE]('unsubscribed', new ClusterWSError(Codes.UNSUBSCRIBED, 'unsubscribed', name));
+    if (!this.#live) return Promise.resolve(); // the next connection starts without it
+    if (!this.#ext) {
+      this.#write(frame('s', 'u', JSON.stringify(name)));
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      this.#request('u', name, undefined, answer => {
+        if (answer && answer !== LOST) reject(new ClusterWSError(answer.code, answer.reason, name));
+        else resolve(); // the server forgot it with the connection
+      });
+    });
+  }
+
+  /**
+   * Ends ws as the current connection, then reconnects or stops.
+   * @param {WebSocket} ws
+   * @param {number} code
+   * @param {string} reason
+   * @param {boolean} final stop instead of reconnecting
+   */
+  #drop(ws, code, reason, final) {
+    if (ws !== this.#ws) return;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    if (ws.readyState <= WebSocket.OPEN) ws.close(code, reason);
+    this.#ws = null;
+    clearTimeout(this.#timer);
+    clearTimeout(this.#watchdog);
+    const wasLive = this.#live;
+    this.#live = false;
+    const pending = this.#pending;
+    this.#pending = new Map();
+    for (const done of pending.values()) done(LOST);
+    if (!final && !this.#opened && !this.#plain) {
+      // Browsers fail the handshake with a server that ignores the
+      // subprotocol offered (a 3.x server): try again at once without.
+      this.#open(true);
+      return;
+    }
+    if (wasLive) {
+      for (const ch of this.#channels.values()) {
+        if (this.#opts.autoResubscribe) ch[RENEW]();
+        else ch[SETTLE]('unsubscribed', new ClusterWSError(Codes.CONNECTION_LOST, 'connection lost', ch.name));
+      }
+      if (!this.#opts.autoResubscribe) this.#channels.clear();
+    }
+    // Decided before 'disconnect', which then sees the new connectionState
+    // and may still call disconnect() to stop a reconnect.
+    const { attempts, minInterval, maxInterval } = this.#opts.autoReconnectOptions;
+    if (final || !this.#opts.autoReconnect || (attempts > 0 && this.#attempt >= attempts)) {
+      this.#stop();
+    } else {
+      // Jittered exponential backoff: min doubled per failed attempt,
+      // capped at max, then between half and all of it (never under min).
+      this.#attempt++;
+      const d = Math.min(maxInterval, minInterval * 2 ** (this.#attempt - 1));
+      this.#timer = setTimeout(() => this.#open(), Math.max(minInterval, d / 2 + (Math.random() * d) / 2));
+      this.#setState('reconnecting');
+    }
+    if (wasLive) this.#emit('disconnect', code, reason);
+  }
+
+  /** Stops for good: fails what waits, drops every channel. */
+  #stop() {
+    clearTimeout(this.#timer);
+    const stopped = () => new ClusterWSError(Codes.STOPPED, 'client stopped');
+    const queue = this.#queue;
+    this.#queue = [];
+    for (const q of queue) q.fail?.(stopped());
+    const channels = [...this.#channels.values()];
+    this.#channels.clear();
+    for (const ch of channels) ch[SETTLE]('unsubscribed', new ClusterWSError(Codes.STOPPED, 'client stopped', ch.name));
+    this.#setState('disconnected');
+  }
+
+  /** @param {ConnectionState} state */
+  #setState(state) {
+    if (state === this.#state) return;
+    this.#state = state;
+    this.#emit('state', state);
+  }
+
+  /**
+   * @param {string} event
+   * @param {...any} args
+   */
+  #emit(event, ...args) {
+    const fn = this.#listeners.get(event);
+    if (fn) call(fn, args);
+  }
+}
