@@ -297,27 +297,15 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 	wg.Wait()
 }
 
-// announceLocked queues the whole interest set, in frames of up to 64 KiB.
+// announceLocked queues the whole interest set, in frames of up to
+// chunkSize. The link is new, so its queue is empty and takes them all,
+// whatever MaxPending says.
 func (b *Broker) announceLocked(l *clientLink) {
-	var f []byte
-	flush := func() {
-		if len(f) > 0 {
-			binary.BigEndian.PutUint32(f, uint32(len(f)-4))
-			l.q.push(f)
-			f = nil
-		}
-	}
+	subs := chunker{typ: typeSub, prefix: make([]byte, 4)} // ack id 0: no one waits for it
 	for ch := range b.interest {
-		if len(f)+2+len(ch) > 64<<10 {
-			flush()
-		}
-		if f == nil {
-			f = appendHeader(nil, typeSub, 0)
-			f = binary.BigEndian.AppendUint32(f, 0) // no one waits for this ack
-		}
-		f = appendName(f, ch)
+		subs.name(ch)
 	}
-	flush()
+	l.q.push(subs.done()...)
 }
 
 // handle acts on one frame from the server other than a ping or pong.

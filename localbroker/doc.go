@@ -56,8 +56,9 @@
 // Options.MaxPending, beyond which Publish returns ErrBacklog and the link
 // stays; on the server ServerOptions.MaxPending, beyond which the worker is
 // disconnected as too slow (it reconnects and announces again; what was
-// queued for it is lost). A frame that finds its queue empty is taken
-// whatever its size.
+// queued for it is lost). Frames queued together (an announce) that find
+// their queue empty are taken whatever their size, so none is too big for
+// a link.
 //
 // The worker pings every Options.PingInterval and the server answers each
 // ping. Each side drops a link on which nothing arrived for three of its

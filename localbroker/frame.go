@@ -27,6 +27,11 @@ const (
 	maxFrame = 64<<20 + 1<<16
 	// maxName is the longest channel name a link frame can carry.
 	maxName = 1<<16 - 1
+	// chunkSize is where frames built from many entries (announces,
+	// presence changes, answers) are cut: large enough that a header is
+	// noise, small enough that one frame does not hold a link's other
+	// frames up for long nor make its reader allocate much at once.
+	chunkSize = 64 << 10
 )
 
 var (
@@ -92,6 +97,46 @@ func parseNames(p []byte, fn func(string)) error {
 		p = rest
 	}
 	return nil
+}
+
+// chunker builds frames of one type from many entries. Every frame starts
+// with prefix and is cut before an entry would take it past chunkSize; an
+// entry longer than that gets a frame of its own. An entry is never split.
+type chunker struct {
+	typ    byte
+	prefix []byte // the payload's start in every frame; change it only after cut
+	cur    []byte // the frame being built, nil when none is
+	frames [][]byte
+}
+
+// room returns the frame being built, with room for an entry of n bytes:
+// the caller appends the entry and stores the result in c.cur.
+func (c *chunker) room(n int) []byte {
+	if c.cur != nil && len(c.cur)+n > chunkSize {
+		c.cut()
+	}
+	if c.cur == nil {
+		c.cur = append(appendHeader(nil, c.typ, 0), c.prefix...)
+	}
+	return c.cur
+}
+
+// name appends a length-prefixed name as one entry.
+func (c *chunker) name(s string) { c.cur = appendName(c.room(2+len(s)), s) }
+
+// cut finishes the frame being built, if any.
+func (c *chunker) cut() {
+	if c.cur != nil {
+		binary.BigEndian.PutUint32(c.cur, uint32(len(c.cur)-4))
+		c.frames = append(c.frames, c.cur)
+		c.cur = nil
+	}
+}
+
+// done finishes the last frame and returns them all.
+func (c *chunker) done() [][]byte {
+	c.cut()
+	return c.frames
 }
 
 // readFrame reads one frame whose length (type byte and payload) is at

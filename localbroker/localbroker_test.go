@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -248,4 +249,28 @@ func TestSlowLinkIsDisconnected(t *testing.T) {
 		_ = pub.Publish(ctx, "slow", []byte("after"))
 		return after.Load() > 0
 	}, "a delivery on the slow worker's new link")
+}
+
+// TestAnnounceLargerThanMaxPending has a worker announce more interest
+// than its MaxPending on connect: every channel is routed, the last one
+// too.
+func TestAnnounceLargerThanMaxPending(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	addr := localbroker.FreeAddr(t) // nothing listens there until the fixture starts
+	b, _ := newBroker(t, addr, localbroker.Options{MaxPending: 4 << 10, ReconnectMax: 20 * time.Millisecond})
+	p := brokertest.Start(t, brokertest.Harness{NewBroker: func(*testing.T) hub.Broker { return b }})
+	const n = 10_000 // about 150 KB of names: three frames
+	ctx := context.Background()
+	for i := range n {
+		if err := p.Subscribe(ctx, fmt.Sprintf("channel-%05d", i)); !errors.Is(err, localbroker.ErrUnavailable) {
+			t.Fatalf("Subscribe while down = %v", err)
+		}
+	}
+	f := newFixture(t, localbroker.ServerOptions{Addr: addr})
+	pub := f.process(t)
+	last := fmt.Sprintf("channel-%05d", n-1)
+	testutil.Eventually(t, waitLong, func() bool {
+		_ = pub.Publish(ctx, last, []byte("x"))
+		return p.Count(last) > 0
+	}, "a delivery on the last channel announced")
 }
