@@ -11,16 +11,25 @@ import (
 // Link frames: a 4-byte big-endian length of what follows, a type byte, and
 // the payload. The package doc describes each type.
 const (
-	typeHello   = 'H' // worker→server: version byte, then the secret
-	typeWelcome = 'W' // server→worker: the secret was accepted
-	typeSub     = 'S' // worker→server: ack id (4 bytes), then names
-	typeUnsub   = 'U' // worker→server: names
-	typeAck     = 'A' // server→worker: ack id of a processed typeSub
-	typePub     = 'P' // both ways: name, then the client frame
-	typePing    = 'i' // both ways
-	typePong    = 'o' // both ways, in answer to typePing
+	typeHello    = 'H' // worker→server: version byte, the process's token (8 bytes), then the secret
+	typeWelcome  = 'W' // server→worker: the secret was accepted
+	typeSub      = 'S' // worker→server: ack id (4 bytes), then names
+	typeUnsub    = 'U' // worker→server: names
+	typeAck      = 'A' // server→worker: ack id of a processed typeSub
+	typePub      = 'P' // both ways: name, then the client frame
+	typePing     = 'i' // both ways
+	typePong     = 'o' // both ways, in answer to typePing
+	typePresence = 'J' // worker→server: channel name, then changes (opJoin socket user, opLeave socket)
+	typeQuery    = 'Q' // worker→server: query id (4 bytes), channel name
+	typeMembers  = 'R' // server→worker: query id (4 bytes), last (0 or 1), then socket and user names
 
-	version = 1
+	// Changes in a typePresence payload.
+	opJoin  = '+'
+	opLeave = '-'
+
+	// version 2 added the token to the hello and the presence frames.
+	version  = 2
+	tokenLen = 8
 
 	headerLen = 5
 	// maxFrame bounds one link frame: a 64 MiB publish and its channel.
@@ -67,23 +76,33 @@ func pubFrame(channel string, frame []byte) []byte {
 	return append(b, frame...)
 }
 
-// helloFrame is the worker's first frame.
-func helloFrame(secret string) []byte {
-	f := appendHeader(nil, typeHello, 1+len(secret))
-	return append(append(f, version), secret...)
+// helloFrame is the worker's first frame. token names the worker's
+// process across its links (see Server.serve).
+func helloFrame(token uint64, secret string) []byte {
+	f := appendHeader(nil, typeHello, 1+tokenLen+len(secret))
+	f = binary.BigEndian.AppendUint64(append(f, version), token)
+	return append(f, secret...)
+}
+
+// cut reads one length-prefixed name from p and returns it and the rest,
+// both views into p. It reads a []byte, or a string whose names are then
+// substrings of one allocation.
+func cut[T string | []byte](p T) (name, rest T, err error) {
+	if len(p) < 2 {
+		return name, rest, errBadFrame
+	}
+	n := int(p[0])<<8 | int(p[1])
+	if len(p) < 2+n {
+		return name, rest, errBadFrame
+	}
+	return p[2 : 2+n], p[2+n:], nil
 }
 
 // cutName reads one length-prefixed name from p and returns the rest. For
 // a typePub payload that is the channel and the client frame.
 func cutName(p []byte) (string, []byte, error) {
-	if len(p) < 2 {
-		return "", nil, errBadFrame
-	}
-	n := int(binary.BigEndian.Uint16(p))
-	if len(p) < 2+n {
-		return "", nil, errBadFrame
-	}
-	return string(p[2 : 2+n]), p[2+n:], nil
+	name, rest, err := cut(p)
+	return string(name), rest, err
 }
 
 // parseNames reads names until p is empty.
