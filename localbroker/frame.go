@@ -131,11 +131,14 @@ type chunker struct {
 // room returns the frame being built, with room for an entry of n bytes:
 // the caller appends the entry and stores the result in c.cur.
 func (c *chunker) room(n int) []byte {
+	size := 0 // grown as entries come: most batches are small
 	if c.cur != nil && len(c.cur)+n > chunkSize {
 		c.cut()
+		size = chunkSize // more is likely to follow a full frame: take a whole one at once
 	}
 	if c.cur == nil {
-		c.cur = append(appendHeader(nil, c.typ, 0), c.prefix...)
+		c.cur = make([]byte, 0, max(size, headerLen+len(c.prefix)+n))
+		c.cur = append(appendHeader(c.cur, c.typ, 0), c.prefix...)
 	}
 	return c.cur
 }

@@ -528,8 +528,9 @@ func TestPresenceMemory(t *testing.T) {
 	}
 }
 
-// presenceMemory returns the heap the table takes per member for n
-// members of one channel.
+// presenceMemory joins n members of one channel to a Server's table, as
+// frames from one link, and returns the heap the table keeps per member.
+// For a benchmark, only the joins are timed.
 func presenceMemory(tb testing.TB, n int) float64 {
 	e := newPresenceEncoder()
 	for i := range n {
@@ -541,10 +542,17 @@ func presenceMemory(tb testing.TB, n int) float64 {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
+	b, _ := tb.(*testing.B)
+	if b != nil {
+		b.ResetTimer()
+	}
 	for _, f := range frames {
 		if err := t.update(l, payload(f)); err != nil {
 			tb.Fatal(err)
 		}
+	}
+	if b != nil {
+		b.StopTimer()
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
@@ -554,4 +562,40 @@ func presenceMemory(tb testing.TB, n int) float64 {
 	runtime.KeepAlive(frames)
 	runtime.KeepAlive(&t)
 	return (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(n)
+}
+
+// BenchmarkPresenceJoin applies b.N joins of distinct members of one
+// channel to the Server's table and reports the heap they keep.
+func BenchmarkPresenceJoin(b *testing.B) {
+	b.ReportAllocs()
+	b.ReportMetric(presenceMemory(b, b.N), "heap-B/member")
+}
+
+// BenchmarkPresenceAnswer encodes the answer to a query of a channel with
+// 10,000 members spread over 4 links.
+func BenchmarkPresenceAnswer(b *testing.B) {
+	const n = 10_000
+	t := presenceTable{channels: make(map[string]map[*link]members)}
+	for w := range 4 {
+		l, e := &link{}, newPresenceEncoder()
+		for i := range n / 4 {
+			e.add("room:lobby", false, fmt.Sprintf("%016x-%x", w, i), fmt.Sprintf("user-%d", i))
+		}
+		for _, f := range e.done() {
+			if err := t.update(l, payload(f)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("members=10000", func(b *testing.B) {
+		b.ReportAllocs()
+		size := 0
+		for b.Loop() {
+			size = 0
+			for _, f := range t.answer(1, []byte("room:lobby")) {
+				size += len(f)
+			}
+		}
+		b.SetBytes(int64(size))
+	})
 }
