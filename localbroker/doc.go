@@ -115,7 +115,7 @@
 // leave the Server's view when its link drops, however it drops (Close,
 // a crash, SIGKILL: the kernel closes the connection; a network that
 // goes silent: three ping intervals; a backlog on either side; a
-// malformed frame), all at once, at a cost of one map deletion per
+// malformed frame), all at once, at a cost of one deletion per
 // channel the link has members in. A socket is listed once as long as
 // the hub gives it one ID in one process.
 //
@@ -129,12 +129,14 @@
 // the link, as a publish would.
 //
 // Memory: the Server keeps per member one map slot (two string headers)
-// and one allocation for the socket ID and user together. With the hub's
-// socket IDs (22 bytes) and users of up to 10 bytes that is 93 bytes a
-// member (TestPresenceMemory: 100,000 members in one channel) and 131 at
-// a million (BenchmarkPresenceJoin), where the map happens to be less full
-// between its growths. The Broker's copy shares the hub's strings and
-// costs about a map slot per member.
+// and one allocation for the socket ID and user together, and per channel
+// and link with members a map and a slice entry. With the hub's socket IDs
+// (22 bytes) and users of up to 10 bytes that is 93 bytes a member in a
+// channel of 100,000 and 506 for a member alone in its channel
+// (TestPresenceMemory), and 131 in a channel of a million
+// (BenchmarkPresenceJoin), where the map happens to be less full between
+// its growths. The Broker's copy shares the hub's strings and costs about
+// a map slot per member.
 //
 // # Goroutines
 //

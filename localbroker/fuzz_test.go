@@ -192,7 +192,7 @@ func fuzzServer(secret string) (s *Server, peer, l *link) {
 		log:      slog.New(slog.DiscardHandler),
 		channels: make(map[string]map[*link]struct{}),
 		procs:    make(map[uint64]*link),
-		presence: presenceTable{channels: make(map[string]map[*link]members)},
+		presence: newPresenceTable(),
 	}
 	newLink := func(token uint64) *link {
 		return &link{conn: nopConn{}, q: newSendQueue(1<<30, time.Hour), token: token, channels: make(map[string]struct{}), gone: make(chan struct{})}
@@ -282,8 +282,16 @@ func FuzzServerStream(f *testing.F) {
 			t.Fatalf("the link's members are %v, want %v", l.members, want)
 		}
 		for ch, ms := range l.members {
-			if s.presence.channels[ch][l] == nil || len(ms) == 0 {
+			i := slices.IndexFunc(s.presence.channels[ch], func(lm linkMembers) bool { return lm.l == l })
+			if i < 0 || len(ms) == 0 || !maps.Equal(s.presence.channels[ch][i].ms, ms) {
 				t.Fatalf("the link's members of %q are not in the table, or empty", ch)
+			}
+		}
+		for ch, links := range s.presence.channels {
+			for _, lm := range links {
+				if len(lm.ms) == 0 || lm.l != l && lm.l != peer {
+					t.Fatalf("the table has %d members of %q for a link %p", len(lm.ms), ch, lm.l)
+				}
 			}
 		}
 		for _, fr := range frames(t, peer.q) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -133,10 +134,23 @@ type members map[string]string
 // presenceTable is the Server's record of presence: per channel, the
 // members each link added. A link only ever changes its own members, so
 // a late frame of a dead link cannot touch a live one's, and dropping a
-// link costs one map deletion per channel it has members in.
+// link costs one deletion per channel it has members in.
 type presenceTable struct {
-	mu       sync.Mutex // protects channels and every link's members field
-	channels map[string]map[*link]members
+	mu sync.Mutex // protects channels and every link's members field
+	// A channel's links are a slice, not a map: there is at most one per
+	// worker, and most channels have a member or two, for whom a map
+	// would cost more than the members.
+	channels map[string][]linkMembers
+}
+
+// linkMembers is one link's members of a channel.
+type linkMembers struct {
+	l  *link
+	ms members
+}
+
+func newPresenceTable() presenceTable {
+	return presenceTable{channels: make(map[string][]linkMembers)}
 }
 
 // update applies a typePresence payload from l, in order. On a malformed
@@ -184,21 +198,20 @@ func (t *presenceTable) addLocked(l *link, channel string) members {
 		l.members = make(map[string]members)
 	}
 	l.members[channel] = ms
-	links := t.channels[channel]
-	if links == nil {
-		links = make(map[*link]members)
-		t.channels[channel] = links
-	}
-	links[l] = ms
+	t.channels[channel] = append(t.channels[channel], linkMembers{l, ms})
 	return ms
 }
 
 func (t *presenceTable) removeLocked(l *link, channel string) {
 	delete(l.members, channel)
 	links := t.channels[channel]
-	delete(links, l)
+	if i := slices.IndexFunc(links, func(lm linkMembers) bool { return lm.l == l }); i >= 0 {
+		links = slices.Delete(links, i, i+1)
+	}
 	if len(links) == 0 {
 		delete(t.channels, channel)
+	} else {
+		t.channels[channel] = links
 	}
 }
 
@@ -208,8 +221,8 @@ func (t *presenceTable) removeLocked(l *link, channel string) {
 func (t *presenceTable) answer(id uint32, channel []byte) [][]byte {
 	e := newMembersEncoder(id)
 	t.mu.Lock()
-	for _, ms := range t.channels[string(channel)] {
-		for socket, user := range ms {
+	for _, lm := range t.channels[string(channel)] {
+		for socket, user := range lm.ms {
 			e.add(socket, user)
 		}
 	}

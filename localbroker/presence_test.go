@@ -517,27 +517,33 @@ func TestPresenceFramesRoundTrip(t *testing.T) {
 
 // TestPresenceMemory reports what the server's table keeps per member:
 // 100,000 members with socket IDs as the hub makes them and distinct
-// users, in one channel, from one link.
+// users, from one link, in one channel or each alone in its own.
 func TestPresenceMemory(t *testing.T) {
-	const n = 100_000
-	perMember := presenceMemory(t, n)
-	t.Logf("%.0f bytes per member", perMember)
-	// A bound to catch a regression by a factor, not a measurement.
-	if perMember > 200 {
-		t.Fatalf("%.0f bytes per member", perMember)
+	for _, tc := range []struct {
+		perChannel int
+		bound      float64 // to catch a regression by a factor, not a measurement
+	}{
+		{100_000, 200},
+		{1, 1000},
+	} {
+		perMember := presenceMemory(t, 100_000, tc.perChannel)
+		t.Logf("%d members per channel: %.0f bytes per member", tc.perChannel, perMember)
+		if perMember > tc.bound {
+			t.Errorf("%d members per channel: %.0f bytes per member", tc.perChannel, perMember)
+		}
 	}
 }
 
-// presenceMemory joins n members of one channel to a Server's table, as
-// frames from one link, and returns the heap the table keeps per member.
-// For a benchmark, only the joins are timed.
-func presenceMemory(tb testing.TB, n int) float64 {
+// presenceMemory joins n members, perChannel in each channel, to a
+// Server's table, as frames from one link, and returns the heap the table
+// keeps per member. For a benchmark, only the joins are timed.
+func presenceMemory(tb testing.TB, n, perChannel int) float64 {
 	e := newPresenceEncoder()
 	for i := range n {
-		e.add("room:lobby", false, fmt.Sprintf("%016x-%x", 0xfeedc0ffee, i+1_000_000), fmt.Sprintf("user-%d", i))
+		e.add(fmt.Sprintf("room:%d", i/perChannel), false, fmt.Sprintf("%016x-%x", 0xfeedc0ffee, i+1_000_000), fmt.Sprintf("user-%d", i))
 	}
 	frames := e.done()
-	t := presenceTable{channels: make(map[string]map[*link]members)}
+	t := newPresenceTable()
 	l := &link{}
 	var before, after runtime.MemStats
 	runtime.GC()
@@ -556,8 +562,8 @@ func presenceMemory(tb testing.TB, n int) float64 {
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	if got := len(l.members["room:lobby"]); got != n {
-		tb.Fatalf("%d members recorded, want %d", got, n)
+	if got := len(l.members); got != (n+perChannel-1)/perChannel {
+		tb.Fatalf("members recorded in %d channels, want %d", got, (n+perChannel-1)/perChannel)
 	}
 	runtime.KeepAlive(frames)
 	runtime.KeepAlive(&t)
@@ -568,14 +574,14 @@ func presenceMemory(tb testing.TB, n int) float64 {
 // channel to the Server's table and reports the heap they keep.
 func BenchmarkPresenceJoin(b *testing.B) {
 	b.ReportAllocs()
-	b.ReportMetric(presenceMemory(b, b.N), "heap-B/member")
+	b.ReportMetric(presenceMemory(b, b.N, b.N), "heap-B/member")
 }
 
 // BenchmarkPresenceAnswer encodes the answer to a query of a channel with
 // 10,000 members spread over 4 links.
 func BenchmarkPresenceAnswer(b *testing.B) {
 	const n = 10_000
-	t := presenceTable{channels: make(map[string]map[*link]members)}
+	t := newPresenceTable()
 	for w := range 4 {
 		l, e := &link{}, newPresenceEncoder()
 		for i := range n / 4 {

@@ -70,7 +70,7 @@ func newServer(cfg config, ln net.Listener) *Server {
 		channels: make(map[string]map[*link]struct{}),
 		conns:    make(map[net.Conn]struct{}),
 		procs:    make(map[uint64]*link),
-		presence: presenceTable{channels: make(map[string]map[*link]members)},
+		presence: newPresenceTable(),
 	}
 	s.wg.Add(1)
 	go s.acceptLoop()
