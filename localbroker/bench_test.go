@@ -2,11 +2,13 @@ package localbroker_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/localbroker"
 )
 
@@ -63,4 +65,56 @@ func BenchmarkLink(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkPresenceQuery asks a Server, through a worker's link, for a
+// channel that another worker filled with 10,000 members.
+func BenchmarkPresenceQuery(b *testing.B) {
+	srv, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: secret})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	newBroker := func() *localbroker.Broker {
+		br, err := localbroker.New(localbroker.Options{Addr: srv.Addr().String(), Secret: secret})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := br.Start(func(string, []byte) {}); err != nil {
+			b.Fatal(err)
+		}
+		for !br.Connected() {
+			time.Sleep(time.Millisecond)
+		}
+		return br
+	}
+	filler, asker := newBroker(), newBroker()
+	defer filler.Close()
+	defer asker.Close()
+	const n = 10_000
+	changes := make([]hub.PresenceChange, n)
+	for i := range changes {
+		changes[i] = hub.PresenceChange{Channel: "room:lobby", Member: hub.Member{SocketID: fmt.Sprintf("%016x-%x", 1, i), User: fmt.Sprintf("user-%d", i)}}
+	}
+	ctx := context.Background()
+	if err := filler.UpdatePresence(ctx, changes); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		ms, err := asker.Presence(ctx, "room:lobby")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(ms) == n {
+			break
+		}
+	}
+	b.Run("members=10000", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if ms, err := asker.Presence(ctx, "room:lobby"); err != nil || len(ms) != n {
+				b.Fatalf("%d members, %v", len(ms), err)
+			}
+		}
+	})
 }

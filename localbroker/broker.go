@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -15,21 +16,25 @@ import (
 	"github.com/clusterws/clusterws-go/internal/backoff"
 )
 
-// Broker is a worker's link to the broker Server. It implements hub.Broker:
-// it keeps the set of channels this process has subscribers for, announces
-// it again after every reconnect, and delivers publishes from other workers
+// Broker is a worker's link to the broker Server. It implements
+// hub.PresenceBroker: it keeps the set of channels this process has
+// subscribers for and the process's presence members, announces both
+// again after every reconnect, and delivers publishes from other workers
 // to the hub.
 type Broker struct {
 	cfg    config
 	log    *slog.Logger
 	ctx    context.Context // cancelled by Close: stops run, its dial and its backoff
 	cancel context.CancelFunc
+	token  uint64 // names this Broker's links in their hellos
 
 	mu       sync.Mutex // protects the fields below
 	interest map[string]struct{}
-	link     *clientLink // nil while disconnected
+	presence map[string]members // this process's members by channel
+	link     *clientLink        // nil while disconnected
 	acks     map[uint32]chan error
-	nextAck  uint32
+	queries  map[uint32]*query
+	lastID   uint32 // the last ack or query id handed out
 	started  bool
 	closed   bool
 	deliver  func(channel string, frame []byte)
@@ -59,8 +64,11 @@ func New(opts Options) (*Broker, error) {
 		log:      cfg.log,
 		ctx:      ctx,
 		cancel:   cancel,
+		token:    rand.Uint64(),
 		interest: make(map[string]struct{}),
+		presence: make(map[string]members),
 		acks:     make(map[uint32]chan error),
+		queries:  make(map[uint32]*query),
 	}, nil
 }
 
@@ -129,11 +137,7 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 		b.mu.Unlock()
 		return ErrUnavailable
 	}
-	b.nextAck++
-	if b.nextAck == 0 { // 0 is the announce's, which no one waits for
-		b.nextAck = 1
-	}
-	id, done := b.nextAck, make(chan error, 1)
+	id, done := b.newIDLocked(), make(chan error, 1)
 	b.acks[id] = done
 	f := appendHeader(nil, typeSub, 4+2+len(channel))
 	f = binary.BigEndian.AppendUint32(f, id)
@@ -150,6 +154,15 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 		b.forgetAck(id)
 		return ctx.Err()
 	}
+}
+
+// newIDLocked returns an ack or query id that no call waits on.
+func (b *Broker) newIDLocked() uint32 {
+	b.lastID++
+	if b.lastID == 0 { // 0 is the announce's ack, which no one waits for
+		b.lastID = 1
+	}
+	return b.lastID
 }
 
 func (b *Broker) forgetAck(id uint32) {
@@ -226,7 +239,7 @@ func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
 	defer context.AfterFunc(b.ctx, func() { _ = conn.Close() })()
 	_ = conn.SetDeadline(time.Now().Add(b.cfg.handshake))
 	br := bufio.NewReaderSize(conn, 64<<10)
-	if _, err := conn.Write(helloFrame(b.cfg.secret)); err != nil {
+	if _, err := conn.Write(helloFrame(b.token, b.cfg.secret)); err != nil {
 		conn.Close()
 		return nil, nil, err
 	}
@@ -242,8 +255,9 @@ func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
 	return conn, br, nil
 }
 
-// serve runs one connected link: it announces the interest, then reads
-// until the link breaks, while a writer and a pinger run beside it.
+// serve runs one connected link: it announces the interest and the
+// presence members, then reads until the link breaks, while a writer and a
+// pinger run beside it.
 func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 	silence := 3 * b.cfg.pingInterval
 	l := &clientLink{conn: conn, q: newSendQueue(b.cfg.maxPending, silence)}
@@ -290,6 +304,10 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 		ch <- ErrUnavailable
 		delete(b.acks, id)
 	}
+	for id, q := range b.queries {
+		q.done <- ErrUnavailable
+		delete(b.queries, id)
+	}
 	b.mu.Unlock()
 	close(done)
 	l.q.close()
@@ -297,27 +315,21 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 	wg.Wait()
 }
 
-// announceLocked queues the whole interest set, in frames of up to 64 KiB.
+// announceLocked queues the whole interest set, then every member of
+// this process as a join, in frames of up to chunkSize. The link is new,
+// so its queue is empty and takes them all, whatever MaxPending says.
 func (b *Broker) announceLocked(l *clientLink) {
-	var f []byte
-	flush := func() {
-		if len(f) > 0 {
-			binary.BigEndian.PutUint32(f, uint32(len(f)-4))
-			l.q.push(f)
-			f = nil
-		}
-	}
+	subs := chunker{typ: typeSub, prefix: make([]byte, 4)} // ack id 0: no one waits for it
 	for ch := range b.interest {
-		if len(f)+2+len(ch) > 64<<10 {
-			flush()
-		}
-		if f == nil {
-			f = appendHeader(nil, typeSub, 0)
-			f = binary.BigEndian.AppendUint32(f, 0) // no one waits for this ack
-		}
-		f = appendName(f, ch)
+		subs.name(ch)
 	}
-	flush()
+	joins := newPresenceEncoder()
+	for ch, ms := range b.presence {
+		for socket, user := range ms {
+			joins.add(ch, false, socket, user)
+		}
+	}
+	l.q.push(append(subs.done(), joins.done()...)...)
 }
 
 // handle acts on one frame from the server other than a ping or pong.
@@ -341,6 +353,8 @@ func (b *Broker) handle(typ byte, f []byte) error {
 			delete(b.acks, id)
 		}
 		b.mu.Unlock()
+	case typeMembers:
+		return b.answered(p)
 	default:
 		return errBadFrame
 	}

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"time"
 
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/client"
+	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/localbroker"
 )
 
@@ -66,4 +68,49 @@ func Example() {
 	}
 	fmt.Println("no delivery within 10s")
 	// Output: "from worker a"
+}
+
+// Presence across workers: each Broker records its process's members and
+// any of them asks the Server for everyone's. A hub with Options.Presence
+// makes these calls for you.
+func ExampleBroker_Presence() {
+	server, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: "s3cret"})
+	if err != nil {
+		panic(err)
+	}
+	defer server.Close()
+	ctx := context.Background()
+	worker := func(socketID, user string) *localbroker.Broker {
+		b, err := localbroker.New(localbroker.Options{Addr: server.Addr().String(), Secret: "s3cret"})
+		if err != nil {
+			panic(err)
+		}
+		if err := b.Start(func(string, []byte) {}); err != nil {
+			panic(err)
+		}
+		// Before the link is up this returns ErrUnavailable, and the
+		// Broker sends the member once it connects.
+		_ = b.UpdatePresence(ctx, []hub.PresenceChange{{Channel: "room:lobby", Member: hub.Member{SocketID: socketID, User: user}}})
+		return b
+	}
+	a, b := worker("s1", "alice"), worker("s2", "bob")
+	defer a.Close()
+	defer b.Close()
+
+	// Each link connects, and a's member reaches the Server, in its own
+	// time: ask until both are in.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		members, err := b.Presence(ctx, "room:lobby")
+		if err == nil && len(members) == 2 {
+			var users []string
+			for _, m := range members {
+				users = append(users, m.User)
+			}
+			slices.Sort(users)
+			fmt.Println(users)
+			return
+		}
+	}
+	fmt.Println("not both within 10s")
+	// Output: [alice bob]
 }

@@ -11,22 +11,36 @@ import (
 // Link frames: a 4-byte big-endian length of what follows, a type byte, and
 // the payload. The package doc describes each type.
 const (
-	typeHello   = 'H' // worker→server: version byte, then the secret
-	typeWelcome = 'W' // server→worker: the secret was accepted
-	typeSub     = 'S' // worker→server: ack id (4 bytes), then names
-	typeUnsub   = 'U' // worker→server: names
-	typeAck     = 'A' // server→worker: ack id of a processed typeSub
-	typePub     = 'P' // both ways: name, then the client frame
-	typePing    = 'i' // both ways
-	typePong    = 'o' // both ways, in answer to typePing
+	typeHello    = 'H' // worker→server: version byte, the process's token (8 bytes), then the secret
+	typeWelcome  = 'W' // server→worker: the secret was accepted
+	typeSub      = 'S' // worker→server: ack id (4 bytes), then names
+	typeUnsub    = 'U' // worker→server: names
+	typeAck      = 'A' // server→worker: ack id of a processed typeSub
+	typePub      = 'P' // both ways: name, then the client frame
+	typePing     = 'i' // both ways
+	typePong     = 'o' // both ways, in answer to typePing
+	typePresence = 'J' // worker→server: channel name, then changes (opJoin socket user, opLeave socket)
+	typeQuery    = 'Q' // worker→server: query id (4 bytes), channel name
+	typeMembers  = 'R' // server→worker: query id (4 bytes), last (0 or 1), then socket and user names
 
-	version = 1
+	// Changes in a typePresence payload.
+	opJoin  = '+'
+	opLeave = '-'
+
+	// version 2 added the token to the hello and the presence frames.
+	version  = 2
+	tokenLen = 8
 
 	headerLen = 5
 	// maxFrame bounds one link frame: a 64 MiB publish and its channel.
 	maxFrame = 64<<20 + 1<<16
 	// maxName is the longest channel name a link frame can carry.
 	maxName = 1<<16 - 1
+	// chunkSize is where frames built from many entries (announces,
+	// presence changes, answers) are cut: large enough that a header is
+	// noise, small enough that one frame does not hold a link's other
+	// frames up for long nor make its reader allocate much at once.
+	chunkSize = 64 << 10
 )
 
 var (
@@ -62,23 +76,33 @@ func pubFrame(channel string, frame []byte) []byte {
 	return append(b, frame...)
 }
 
-// helloFrame is the worker's first frame.
-func helloFrame(secret string) []byte {
-	f := appendHeader(nil, typeHello, 1+len(secret))
-	return append(append(f, version), secret...)
+// helloFrame is the worker's first frame. token names the worker's
+// process across its links (see Server.serve).
+func helloFrame(token uint64, secret string) []byte {
+	f := appendHeader(nil, typeHello, 1+tokenLen+len(secret))
+	f = binary.BigEndian.AppendUint64(append(f, version), token)
+	return append(f, secret...)
+}
+
+// cut reads one length-prefixed name from p and returns it and the rest,
+// both views into p. It reads a []byte, or a string whose names are then
+// substrings of one allocation.
+func cut[T string | []byte](p T) (name, rest T, err error) {
+	if len(p) < 2 {
+		return name, rest, errBadFrame
+	}
+	n := int(p[0])<<8 | int(p[1])
+	if len(p) < 2+n {
+		return name, rest, errBadFrame
+	}
+	return p[2 : 2+n], p[2+n:], nil
 }
 
 // cutName reads one length-prefixed name from p and returns the rest. For
 // a typePub payload that is the channel and the client frame.
 func cutName(p []byte) (string, []byte, error) {
-	if len(p) < 2 {
-		return "", nil, errBadFrame
-	}
-	n := int(binary.BigEndian.Uint16(p))
-	if len(p) < 2+n {
-		return "", nil, errBadFrame
-	}
-	return string(p[2 : 2+n]), p[2+n:], nil
+	name, rest, err := cut(p)
+	return string(name), rest, err
 }
 
 // parseNames reads names until p is empty.
@@ -92,6 +116,49 @@ func parseNames(p []byte, fn func(string)) error {
 		p = rest
 	}
 	return nil
+}
+
+// chunker builds frames of one type from many entries. Every frame starts
+// with prefix and is cut before an entry would take it past chunkSize; an
+// entry longer than that gets a frame of its own. An entry is never split.
+type chunker struct {
+	typ    byte
+	prefix []byte // the payload's start in every frame; change it only after cut
+	cur    []byte // the frame being built, nil when none is
+	frames [][]byte
+}
+
+// room returns the frame being built, with room for an entry of n bytes:
+// the caller appends the entry and stores the result in c.cur.
+func (c *chunker) room(n int) []byte {
+	size := 0 // grown as entries come: most batches are small
+	if c.cur != nil && len(c.cur)+n > chunkSize {
+		c.cut()
+		size = chunkSize // more is likely to follow a full frame: take a whole one at once
+	}
+	if c.cur == nil {
+		c.cur = make([]byte, 0, max(size, headerLen+len(c.prefix)+n))
+		c.cur = append(appendHeader(c.cur, c.typ, 0), c.prefix...)
+	}
+	return c.cur
+}
+
+// name appends a length-prefixed name as one entry.
+func (c *chunker) name(s string) { c.cur = appendName(c.room(2+len(s)), s) }
+
+// cut finishes the frame being built, if any.
+func (c *chunker) cut() {
+	if c.cur != nil {
+		binary.BigEndian.PutUint32(c.cur, uint32(len(c.cur)-4))
+		c.frames = append(c.frames, c.cur)
+		c.cur = nil
+	}
+}
+
+// done finishes the last frame and returns them all.
+func (c *chunker) done() [][]byte {
+	c.cut()
+	return c.frames
 }
 
 // readFrame reads one frame whose length (type byte and payload) is at

@@ -7,24 +7,40 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/clusterws/clusterws-go/hub"
 )
 
 // fuzzLimit replaces maxFrame: the check is the same, without 64 MiB
 // allocations for the lengths the fuzzer makes up.
 const fuzzLimit = 1 << 16
 
-// seedFrames is one valid frame of every type.
+// seedFrames is one valid frame of every type; the first five are the
+// hello, welcome, sub, unsub and ack (FuzzBrokerStream's pending ack).
 func seedFrames() [][]byte {
 	sub := appendHeader(nil, typeSub, 4+2+1+2+4)
 	sub = binary.BigEndian.AppendUint32(sub, 7)
 	sub = appendName(appendName(sub, "a"), "news")
 	unsub := appendName(appendHeader(nil, typeUnsub, 2+1), "a")
 	ack := binary.BigEndian.AppendUint32(appendHeader(nil, typeAck, 4), 7)
-	return [][]byte{
-		helloFrame("secret"),
+	joins := newPresenceEncoder()
+	joins.add("a", false, "s1", "alice")
+	joins.add("a", false, "s2", "")
+	joins.add("a", true, "s1", "")
+	joins.add("b", true, "s9", "")
+	answer := newMembersEncoder(7)
+	answer.add("s1", "alice")
+	answer.add("s2", "")
+	answered := answer.done()
+	more := bytes.Clone(answered[0]) // the same, with more to come
+	more[headerLen+4] = 0
+	return append([][]byte{
+		helloFrame(1, "secret"),
 		appendHeader(nil, typeWelcome, 0),
 		sub,
 		unsub,
@@ -33,7 +49,11 @@ func seedFrames() [][]byte {
 		pubFrame("", nil),
 		pingFrame,
 		pongFrame,
-	}
+		queryFrame(7, "a"),
+		queryFrame(8, ""),
+		more,
+		newMembersEncoder(8).done()[0],
+	}, append(joins.done(), answered...)...)
 }
 
 // addSeeds adds each seed frame alone, all in a row, and some malformed
@@ -44,17 +64,29 @@ func addSeeds(f *testing.F, prefix []byte) {
 		f.Add(append(bytes.Clone(prefix), fr...))
 	}
 	f.Add(append(bytes.Clone(prefix), bytes.Join(frames[2:], nil)...))
+	toServer := [][]byte{frames[2], frames[3], frames[5], frames[13], frames[14], frames[9], frames[10], frames[7]}
+	f.Add(append(bytes.Clone(prefix), bytes.Join(toServer, nil)...))
+	toWorker := [][]byte{frames[4], frames[5], frames[11], frames[12], frames[15], frames[7]}
+	f.Add(append(bytes.Clone(prefix), bytes.Join(toWorker, nil)...))
 	for _, bad := range [][]byte{
-		{0, 0, 0, 0},                  // no type
-		{0, 0, 0, 9, typePub, 0, 1},   // truncated
-		{0, 0, 0, 3, typePub, 0, 5},   // name longer than the frame
-		{0, 0, 0, 4, typeAck, 0, 0},   // short ack
-		{0, 0, 0, 1, 'Z'},             // unknown type
-		{0xff, 0xff, 0xff, 0xff, 'P'}, // too big
+		{0, 0, 0, 0},                                   // no type
+		{0, 0, 0, 9, typePub, 0, 1},                    // truncated
+		{0, 0, 0, 3, typePub, 0, 5},                    // name longer than the frame
+		{0, 0, 0, 4, typeAck, 0, 0},                    // short ack
+		{0, 0, 0, 1, 'Z'},                              // unknown type
+		{0xff, 0xff, 0xff, 0xff, 'P'},                  // too big
+		frameOf(typePresence, 0, 1, 'a', '*', 0),       // unknown change
+		frameOf(typePresence, 0, 1, 'a', '+', 0, 0, 0), // a join without its user's length
+		frameOf(typeQuery, 0, 0, 0, 1, 0, 0, 'x'),      // bytes after the channel
+		frameOf(typeMembers, 0, 0, 0, 7, 2),            // last flag not 0 or 1
+		frameOf(typeMembers, 0, 0, 0, 7, 1, 0, 0, 0),   // a socket without its user
 	} {
 		f.Add(append(bytes.Clone(prefix), bad...))
 	}
 }
+
+// frameOf is a frame of type typ with payload p, well formed or not.
+func frameOf(typ byte, p ...byte) []byte { return append(appendHeader(nil, typ, len(p)), p...) }
 
 // FuzzReadFrame checks the decoders on any bytes: they never panic, what
 // they accept re-encodes to exactly the bytes they read, and a stream
@@ -88,6 +120,7 @@ func FuzzReadFrame(f *testing.F) {
 			}
 			read += len(fr)
 			checkNames(t, payload(fr))
+			checkPresence(t, payload(fr))
 		}
 	})
 }
@@ -108,34 +141,134 @@ func checkNames(t *testing.T, p []byte) {
 	}
 }
 
+// checkPresence reads p as each presence payload and checks that what a
+// decoder accepts re-encodes to p: nothing skipped, nothing made up.
+func checkPresence(t *testing.T, p []byte) {
+	if channel, changes, err := cut(p); err == nil {
+		e := newPresenceEncoder()
+		n := 0
+		err := parseChanges(changes, func(leave bool, socket, user []byte) {
+			if leave && user != nil {
+				t.Fatalf("parseChanges(%q): a leave with a user", p)
+			}
+			e.add(string(channel), leave, string(socket), string(user))
+			n++
+		})
+		if frames := e.done(); err == nil && n > 0 && (len(frames) != 1 || !bytes.Equal(payload(frames[0]), p)) {
+			t.Fatalf("parseChanges(%q) re-encodes to %q", p, frames)
+		}
+	}
+	if id, channel, err := parseQuery(p); err == nil && !bytes.Equal(payload(queryFrame(id, string(channel))), p) {
+		t.Fatalf("parseQuery(%q) = %d, %q", p, id, channel)
+	}
+	if id, last, ms, err := parseMembers(p); err == nil {
+		got := append(binary.BigEndian.AppendUint32(nil, id), 0)
+		if last {
+			got[4] = 1
+		}
+		for _, m := range ms {
+			got = appendName(appendName(got, m.SocketID), m.User)
+		}
+		if !bytes.Equal(got, p) {
+			t.Fatalf("parseMembers(%q) = %d, %v, %q", p, id, last, ms)
+		}
+	}
+}
+
+// isHello reports whether data starts with a hello the server admits:
+// this version, any token, the secret.
+func isHello(data []byte, secret string) bool {
+	want := helloFrame(0, secret)
+	n := len(want)
+	return len(data) >= n && bytes.Equal(data[:headerLen+1], want[:headerLen+1]) &&
+		bytes.Equal(data[headerLen+1+tokenLen:n], want[headerLen+1+tokenLen:])
+}
+
+// fuzzServer is a Server without a listener, and two links: peer, which
+// wants "a" and has the member p1 in it, and the link under test.
+func fuzzServer(secret string) (s *Server, peer, l *link) {
+	s = &Server{
+		cfg:      config{secret: secret, handshake: time.Hour, maxPending: 1 << 30},
+		log:      slog.New(slog.DiscardHandler),
+		channels: make(map[string]map[*link]struct{}),
+		procs:    make(map[uint64]*link),
+		presence: newPresenceTable(),
+	}
+	newLink := func(token uint64) *link {
+		return &link{conn: nopConn{}, q: newSendQueue(1<<30, time.Hour), token: token, channels: make(map[string]struct{}), gone: make(chan struct{})}
+	}
+	peer, l = newLink(1), newLink(2)
+	s.subscribe(peer, "a")
+	e := newPresenceEncoder()
+	e.add("a", false, "p1", "peer")
+	if err := s.presence.update(peer, payload(e.done()[0])); err != nil {
+		panic(err)
+	}
+	return s, peer, l
+}
+
+var peerMember = hub.Member{SocketID: "p1", User: "peer"}
+
 // FuzzServerStream feeds any bytes to the server as one connection: the
-// handshake admits exactly the streams that start with the right hello,
-// and an admitted worker's frames are handled without panics, forwarded
-// as they are, only to a link interested in their channel, and leave no
-// interest behind once the link is dropped.
+// handshake admits exactly the streams that start with a right hello,
+// and an admitted worker's frames are handled without panics; publishes
+// are forwarded as they are, only to a link interested in their channel;
+// the link's members are what its presence frames say, and its frames
+// never touch another link's; every query gets one whole answer, in
+// order; and nothing of the link is left once it is dropped.
 func FuzzServerStream(f *testing.F) {
 	const secret = "secret"
-	addSeeds(f, helloFrame(secret))
-	f.Add(helloFrame("wrong"))
+	addSeeds(f, helloFrame(1, secret))
+	f.Add(helloFrame(1, "wrong"))
+	f.Add([]byte{})
+	f.Add(helloFrame(1, secret)[:7])
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := &Server{
-			cfg:      config{secret: secret, handshake: time.Hour, maxPending: 1 << 30},
-			log:      slog.New(slog.DiscardHandler),
-			channels: make(map[string]map[*link]struct{}),
-		}
-		newLink := func() *link {
-			return &link{conn: nopConn{}, q: newSendQueue(1<<30, time.Hour), channels: make(map[string]struct{})}
-		}
-		peer, l := newLink(), newLink()
-		s.subscribe(peer, "a")
+		s, peer, l := fuzzServer(secret)
 		br := bufio.NewReader(bytes.NewReader(data))
-		if ok := s.handshake(nopConn{}, br); ok != bytes.HasPrefix(data, helloFrame(secret)) {
+		_, ok := s.handshake(nopConn{}, br)
+		if ok != isHello(data, secret) {
 			t.Fatalf("handshake = %v", ok)
 		}
-		if !bytes.HasPrefix(data, helloFrame(secret)) {
+		if !ok {
 			return
 		}
-		err := readLoop(l.conn, br, fuzzLimit, l.q, time.Hour, func(typ byte, f []byte) error { return s.handle(l, typ, f) })
+		want := make(map[string]members) // the link's members, from the frames handled
+		type question struct {
+			id      uint32
+			members []hub.Member // the right answer
+		}
+		var queries []question
+		err := readLoop(l.conn, br, fuzzLimit, l.q, time.Hour, func(typ byte, f []byte) error {
+			switch typ {
+			case typePresence:
+				if channel, changes, err := cut(payload(f)); err == nil {
+					ms := want[string(channel)]
+					if ms == nil {
+						ms = make(members)
+						want[string(channel)] = ms
+					}
+					_ = parseChanges(changes, func(leave bool, socket, user []byte) {
+						if leave {
+							delete(ms, string(socket))
+						} else {
+							ms[string(socket)] = string(user)
+						}
+					})
+				}
+			case typeQuery:
+				if id, channel, err := parseQuery(payload(f)); err == nil {
+					q := question{id: id}
+					for socket, user := range want[string(channel)] {
+						q.members = append(q.members, hub.Member{SocketID: socket, User: user})
+					}
+					if string(channel) == "a" {
+						q.members = append(q.members, peerMember)
+					}
+					queries = append(queries, q)
+				}
+			}
+			return s.handle(l, typ, f)
+		})
 		if err == nil {
 			t.Fatal("readLoop returned no error at the end of the stream")
 		}
@@ -144,40 +277,99 @@ func FuzzServerStream(f *testing.F) {
 				t.Fatalf("the link's %q is not in the server's map", ch)
 			}
 		}
+		maps.DeleteFunc(want, func(_ string, ms members) bool { return len(ms) == 0 })
+		if !maps.EqualFunc(l.members, want, maps.Equal) {
+			t.Fatalf("the link's members are %v, want %v", l.members, want)
+		}
+		for ch, ms := range l.members {
+			i := slices.IndexFunc(s.presence.channels[ch], func(lm linkMembers) bool { return lm.l == l })
+			if i < 0 || len(ms) == 0 || !maps.Equal(s.presence.channels[ch][i].ms, ms) {
+				t.Fatalf("the link's members of %q are not in the table, or empty", ch)
+			}
+		}
+		for ch, links := range s.presence.channels {
+			for _, lm := range links {
+				if len(lm.ms) == 0 || lm.l != l && lm.l != peer {
+					t.Fatalf("the table has %d members of %q for a link %p", len(lm.ms), ch, lm.l)
+				}
+			}
+		}
 		for _, fr := range frames(t, peer.q) {
 			ch, _, err := cutName(payload(fr))
 			if fr[4] != typePub || err != nil || ch != "a" || !bytes.Contains(data, fr) {
 				t.Fatalf("forwarded %q", fr)
 			}
 		}
+		var answer []hub.Member
 		for _, fr := range frames(t, l.q) {
-			if !bytes.Equal(fr, pongFrame) && (fr[4] != typeAck || len(fr) != headerLen+4) {
+			switch {
+			case bytes.Equal(fr, pongFrame), fr[4] == typeAck && len(fr) == headerLen+4:
+			case fr[4] == typeMembers:
+				id, last, ms, err := parseMembers(payload(fr))
+				if err != nil || len(queries) == 0 || id != queries[0].id {
+					t.Fatalf("answered %q (%v), want an answer to %v", fr, err, queries)
+				}
+				answer = append(answer, ms...)
+				if !last {
+					continue
+				}
+				sortMembers(answer)
+				sortMembers(queries[0].members)
+				if !slices.Equal(answer, queries[0].members) {
+					t.Fatalf("query %d answered %v, want %v", id, answer, queries[0].members)
+				}
+				answer, queries = nil, queries[1:]
+			default:
 				t.Fatalf("answered %q", fr)
 			}
+		}
+		if len(queries) > 0 {
+			t.Fatalf("queries %v unanswered", queries)
 		}
 		s.drop(l)
 		if len(s.channels) != 1 || len(s.channels["a"]) != 1 {
 			t.Fatalf("interest left after the drop: %v", s.channels)
 		}
+		if len(s.presence.channels) != 1 || len(s.presence.channels["a"]) != 1 || len(l.members) != 0 {
+			t.Fatalf("members left after the drop: %v", s.presence.channels)
+		}
+		if got := s.presence.answer(1, []byte("a")); len(got) != 1 {
+			t.Fatalf("the peer's members take %d frames", len(got))
+		} else if _, _, ms, _ := parseMembers(payload(got[0])); !slices.Equal(ms, []hub.Member{peerMember}) {
+			t.Fatalf("the peer's members are %v after the link's frames", ms)
+		}
 	})
 }
 
 // FuzzBrokerStream feeds any bytes to a worker as its server's frames:
-// no panics, and every delivery is a publish of the stream, in order.
+// no panics, every delivery is a publish of the stream, in order, and the
+// pending query gets exactly the members of its answer's frames.
 func FuzzBrokerStream(f *testing.F) {
 	addSeeds(f, nil)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var delivered [][]byte
 		acked := make(chan error, 1)
+		q := &query{done: make(chan error, 1)}
 		b := &Broker{
-			log:  slog.New(slog.DiscardHandler),
-			acks: map[uint32]chan error{7: acked},
+			log:     slog.New(slog.DiscardHandler),
+			acks:    map[uint32]chan error{7: acked},
+			queries: map[uint32]*query{7: q},
 			deliver: func(ch string, frame []byte) {
 				delivered = append(delivered, pubFrame(ch, frame))
 			},
 		}
-		q := newSendQueue(1<<30, time.Hour)
-		if err := readLoop(nopConn{}, bufio.NewReader(bytes.NewReader(data)), fuzzLimit, q, time.Hour, b.handle); err == nil {
+		var want []hub.Member // the members of query 7's answer, from the frames handled
+		complete := false
+		handle := func(typ byte, f []byte) error {
+			if typ == typeMembers && !complete {
+				if id, last, ms, err := parseMembers(payload(f)); err == nil && id == 7 {
+					want = append(want, ms...)
+					complete = last
+				}
+			}
+			return b.handle(typ, f)
+		}
+		if err := readLoop(nopConn{}, bufio.NewReader(bytes.NewReader(data)), fuzzLimit, newSendQueue(1<<30, time.Hour), time.Hour, handle); err == nil {
 			t.Fatal("readLoop returned no error at the end of the stream")
 		}
 		rest := data
@@ -194,6 +386,19 @@ func FuzzBrokerStream(f *testing.F) {
 				t.Fatal("acknowledged without the ack")
 			}
 		default:
+		}
+		select {
+		case err := <-q.done:
+			if err != nil || !complete || !slices.Equal(q.members, want) {
+				t.Fatalf("query answered %v (%v), want %v", q.members, err, want)
+			}
+			if _, ok := b.queries[7]; ok {
+				t.Fatal("the answered query is still pending")
+			}
+		default:
+			if complete || !slices.Equal(q.members, want) {
+				t.Fatalf("query pending with %v (complete %v), want %v", q.members, complete, want)
+			}
 		}
 	})
 }

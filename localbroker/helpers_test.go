@@ -4,11 +4,13 @@ package localbroker
 // external ones use the exported names.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/testutil"
 )
 
@@ -39,6 +42,43 @@ func ExpectHangUp(t testing.TB, c net.Conn) {
 	if n > 0 || !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("read %d bytes, %v; want the peer to hang up", n, err)
 	}
+}
+
+// Kill ends b's link the way a killed worker's ends: with a reset, not
+// Close's orderly shutdown, and without a reconnect. b still needs a Close
+// to release its goroutines.
+func Kill(b *Broker) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cancel() // no reconnect
+	if b.link != nil {
+		if tc, ok := b.link.conn.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // a reset, as the kernel sends for a killed process with unread input
+		}
+		_ = b.link.conn.Close()
+	}
+}
+
+// ExpectPresence waits until b's view of channel is exactly want.
+func ExpectPresence(t testing.TB, b hub.PresenceBroker, channel string, want ...hub.Member) {
+	t.Helper()
+	sortMembers(want)
+	var got []hub.Member
+	testutil.Eventually(t, WaitLong, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), WaitLong)
+		defer cancel()
+		var err error
+		got, err = b.Presence(ctx, channel)
+		sortMembers(got)
+		return err == nil && slices.Equal(got, want)
+	}, "Presence(%q) = %v, want %v", channel, &got, want)
+}
+
+// sortMembers sorts by socket ID, then user: an order to compare in.
+func sortMembers(ms []hub.Member) {
+	slices.SortFunc(ms, func(a, b hub.Member) int {
+		return cmp.Or(strings.Compare(a.SocketID, b.SocketID), strings.Compare(a.User, b.User))
+	})
 }
 
 // returns fails the test unless fn returns within WaitLong.

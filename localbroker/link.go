@@ -67,18 +67,23 @@ func newSendQueue(max int, writeTimeout time.Duration) *sendQueue {
 	return &sendQueue{max: max, notify: make(chan struct{}, 1), timeout: writeTimeout}
 }
 
-// push queues frame, which must not be modified afterwards. It never
-// blocks; it reports false when the queue is closed or would exceed its
-// bound. A frame that finds the queue empty is always taken, whatever its
-// size.
-func (q *sendQueue) push(frame []byte) bool {
+// push queues frames, all or none, in order and with no other frame
+// between them. They must not be modified afterwards. It never blocks; it
+// reports false when the queue is closed or would exceed its bound.
+// Frames that find the queue empty are always taken, whatever their size,
+// so no announce or answer is too big for a link.
+func (q *sendQueue) push(frames ...[]byte) bool {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
 	q.mu.Lock()
-	if q.closed || q.bytes > 0 && q.bytes+len(frame) > q.max {
+	if q.closed || q.bytes > 0 && q.bytes+n > q.max {
 		q.mu.Unlock()
 		return false
 	}
-	q.frames = append(q.frames, frame)
-	q.bytes += len(frame)
+	q.frames = append(q.frames, frames...)
+	q.bytes += n
 	q.mu.Unlock()
 	select {
 	case q.notify <- struct{}{}:

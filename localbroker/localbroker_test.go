@@ -1,14 +1,22 @@
 package localbroker_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	clusterws "github.com/clusterws/clusterws-go"
+	"github.com/clusterws/clusterws-go/client"
 	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/hub/brokertest"
 	"github.com/clusterws/clusterws-go/localbroker"
@@ -111,6 +119,152 @@ func (c connected) Start(deliver func(string, []byte)) error {
 func TestConformance(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	brokertest.Run(t, newFixture(t, localbroker.ServerOptions{}).harness())
+}
+
+// TestPresenceConformance runs the presence suite with a Kill that drops a
+// worker's link the way a killed process's goes: reset, without Close.
+// There is no Restart: the Server holds the state and lives in the
+// cluster master, which does not restart without its workers.
+func TestPresenceConformance(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	h := newFixture(t, localbroker.ServerOptions{}).harness()
+	h.Restart = nil
+	h.Kill = func(t *testing.T, b hub.Broker) { localbroker.Kill(b.(connected).Broker) }
+	brokertest.RunPresence(t, h)
+}
+
+// TestPresenceKilledProcess runs a worker in a child process and kills it
+// with SIGKILL: its members leave the server's view, and another
+// worker's stay.
+func TestPresenceKilledProcess(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	f := newFixture(t, localbroker.ServerOptions{})
+	observer := f.process(t)
+	stay := []hub.Member{{SocketID: "stay-1", User: "s"}}
+	if err := observer.Broker.(hub.PresenceBroker).UpdatePresence(context.Background(), []hub.PresenceChange{{Channel: "room", Member: stay[0]}}); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPresenceChildProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), childAddrEnv+"="+f.addr())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	defer func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err == nil && line != "ready\n" {
+			err = fmt.Errorf("the child said %q", line)
+		}
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitLong):
+		t.Fatal("the child did not get ready")
+	}
+	observed := observer.Broker.(hub.PresenceBroker)
+	localbroker.ExpectPresence(t, observed, "room", append(slices.Clone(stay), childMembers()...)...)
+
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed = true
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("the child exited cleanly")
+	}
+	localbroker.ExpectPresence(t, observed, "room", stay...)
+}
+
+const childAddrEnv = "LOCALBROKER_PRESENCE_CHILD_ADDR"
+
+func childMembers() []hub.Member {
+	return []hub.Member{{SocketID: "child-1", User: "c"}, {SocketID: "child-2"}}
+}
+
+// TestPresenceChildProcess is the worker TestPresenceKilledProcess kills:
+// it joins childMembers, says "ready" and waits.
+func TestPresenceChildProcess(t *testing.T) {
+	addr := os.Getenv(childAddrEnv)
+	if addr == "" {
+		t.Skip("the child of TestPresenceKilledProcess")
+	}
+	b, _ := newBroker(t, addr, localbroker.Options{})
+	if err := (connected{b, t}).Start(func(string, []byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	var changes []hub.PresenceChange
+	for _, m := range childMembers() {
+		changes = append(changes, hub.PresenceChange{Channel: "room", Member: m})
+	}
+	if err := b.UpdatePresence(context.Background(), changes); err != nil {
+		t.Fatal(err)
+	}
+	// The parent waits for the members itself, then kills this process.
+	fmt.Println("ready")
+	select {}
+}
+
+// TestHubPresence runs presence through two hubs linked by the Server:
+// each sees the other's sockets, and a hub whose link is killed takes
+// its sockets out of the other's view.
+func TestHubPresence(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	f := newFixture(t, localbroker.ServerOptions{})
+	type worker struct {
+		*testutil.Server
+		broker *localbroker.Broker
+	}
+	start := func(user string) worker {
+		b, _ := newBroker(t, f.addr(), localbroker.Options{})
+		s := testutil.StartServer(t, nil,
+			clusterws.WithBroker(b),
+			clusterws.WithPresence(func(ch string) bool { return ch == "room" }),
+		)
+		s.OnConnection(func(s *hub.Socket) { _ = s.SetUser(user) })
+		return worker{s, b}
+	}
+	a, b := start("ann"), start("bob")
+	ctx := context.Background()
+	for _, w := range []worker{a, a, b} {
+		c, err := client.Dial(ctx, w.URL, client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		if _, err := c.Subscribe(ctx, "room"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats := func(w worker, want hub.PresenceStats) {
+		t.Helper()
+		var got hub.PresenceStats
+		var err error
+		testutil.Eventually(t, waitLong, func() bool {
+			got, err = w.PresenceStats(ctx, "room")
+			return err == nil && got == want
+		}, "PresenceStats = %+v (%v), want %+v", &got, &err, want)
+	}
+	stats(a, hub.PresenceStats{Sockets: 3, Users: 2})
+	stats(b, hub.PresenceStats{Sockets: 3, Users: 2})
+
+	localbroker.Kill(b.broker)
+	stats(a, hub.PresenceStats{Sockets: 2, Users: 1})
 }
 
 func TestAddressing(t *testing.T) {
@@ -248,4 +402,28 @@ func TestSlowLinkIsDisconnected(t *testing.T) {
 		_ = pub.Publish(ctx, "slow", []byte("after"))
 		return after.Load() > 0
 	}, "a delivery on the slow worker's new link")
+}
+
+// TestAnnounceLargerThanMaxPending has a worker announce more interest
+// than its MaxPending on connect: every channel is routed, the last one
+// too.
+func TestAnnounceLargerThanMaxPending(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	addr := localbroker.FreeAddr(t) // nothing listens there until the fixture starts
+	b, _ := newBroker(t, addr, localbroker.Options{MaxPending: 4 << 10, ReconnectMax: 20 * time.Millisecond})
+	p := brokertest.Start(t, brokertest.Harness{NewBroker: func(*testing.T) hub.Broker { return b }})
+	const n = 10_000 // about 150 KB of names: three frames
+	ctx := context.Background()
+	for i := range n {
+		if err := p.Subscribe(ctx, fmt.Sprintf("channel-%05d", i)); !errors.Is(err, localbroker.ErrUnavailable) {
+			t.Fatalf("Subscribe while down = %v", err)
+		}
+	}
+	f := newFixture(t, localbroker.ServerOptions{Addr: addr})
+	pub := f.process(t)
+	last := fmt.Sprintf("channel-%05d", n-1)
+	testutil.Eventually(t, waitLong, func() bool {
+		_ = pub.Publish(ctx, last, []byte("x"))
+		return p.Count(last) > 0
+	}, "a delivery on the last channel announced")
 }

@@ -45,8 +45,8 @@ type Options struct {
 	// PingInterval is the heartbeat period; a link silent for three
 	// intervals is considered dead and redialled. default: 5s
 	PingInterval time.Duration
-	// MaxPending bounds the bytes of publishes queued for the link; Publish
-	// returns ErrBacklog beyond it. default: 64 MiB
+	// MaxPending bounds the bytes queued for the link; Publish, Presence
+	// and UpdatePresence return ErrBacklog beyond it. default: 64 MiB
 	MaxPending int
 	// ReconnectMin and ReconnectMax bound the jittered exponential backoff
 	// between dial attempts; ReconnectMax below ReconnectMin is an error.
@@ -73,11 +73,13 @@ var (
 	ErrInvalidOption = errors.New("localbroker: invalid option")
 	// ErrNoSecret: the options have no Secret. It wraps ErrInvalidOption.
 	ErrNoSecret = fmt.Errorf("%w: Secret is required", ErrInvalidOption)
-	// ErrUnavailable: the link to the broker is down; the publish was not
-	// sent.
+	// ErrUnavailable: the link to the broker is down, or broke before an
+	// answer came; a publish was not sent (presence changes are sent on
+	// reconnect).
 	ErrUnavailable = errors.New("localbroker: not connected to the broker")
-	// ErrBacklog: the link is too far behind (Options.MaxPending); the
-	// publish was not sent.
+	// ErrBacklog: the link is too far behind (Options.MaxPending); a
+	// publish or query was not sent (presence changes are sent on
+	// reconnect).
 	ErrBacklog = errors.New("localbroker: too many publishes queued for the broker")
 	// ErrClosed: the Broker was closed.
 	ErrClosed = errors.New("localbroker: closed")

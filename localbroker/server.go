@@ -3,6 +3,7 @@ package localbroker
 import (
 	"bufio"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,8 +15,9 @@ import (
 )
 
 // Server is the broker process's side: it accepts worker links, tracks the
-// channels each worker has subscribers for, and forwards every publish to
-// the other workers interested in its channel.
+// channels each worker has subscribers for, forwards every publish to the
+// other workers interested in its channel, and keeps every worker's
+// presence members.
 type Server struct {
 	cfg  config
 	ln   net.Listener
@@ -25,7 +27,10 @@ type Server struct {
 	mu       sync.Mutex // protects the fields below
 	channels map[string]map[*link]struct{}
 	conns    map[net.Conn]struct{} // every accepted connection, admitted or not
+	procs    map[uint64]*link      // the link of each worker process, by hello token
 	closed   bool
+
+	presence presenceTable // has its own mutex, never held with mu
 
 	wg sync.WaitGroup // acceptLoop and one serve per connection
 }
@@ -34,7 +39,10 @@ type Server struct {
 type link struct {
 	conn     net.Conn
 	q        *sendQueue
+	token    uint64
 	channels map[string]struct{} // only the link's reader goroutine touches it
+	members  map[string]members  // by channel; under presence.mu
+	gone     chan struct{}       // closed once the link's interest and members are dropped
 }
 
 // Listen starts a broker Server on opts.Addr. Invalid options give an
@@ -61,6 +69,8 @@ func newServer(cfg config, ln net.Listener) *Server {
 		stop:     make(chan struct{}),
 		channels: make(map[string]map[*link]struct{}),
 		conns:    make(map[net.Conn]struct{}),
+		procs:    make(map[uint64]*link),
+		presence: newPresenceTable(),
 	}
 	s.wg.Add(1)
 	go s.acceptLoop()
@@ -131,10 +141,20 @@ func (s *Server) serve(c net.Conn) {
 		s.mu.Unlock()
 	}()
 	br := bufio.NewReaderSize(c, 64<<10)
-	if !s.handshake(c, br) {
+	token, ok := s.handshake(c, br)
+	if !ok {
 		return
 	}
-	l := &link{conn: c, q: newSendQueue(s.cfg.maxPending, 3*s.cfg.pingInterval), channels: make(map[string]struct{})}
+	l := &link{conn: c, q: newSendQueue(s.cfg.maxPending, 3*s.cfg.pingInterval), token: token, channels: make(map[string]struct{}), gone: make(chan struct{})}
+	if old := s.claim(l); old != nil {
+		// A worker has one link at a time, so its new link means the old
+		// one is dead, whether or not its connection has said so. The old
+		// link's members go before the new one's are read: no socket is
+		// listed twice, and no late frame of the old link lands after.
+		s.log.Info("worker reconnected before its old link closed; closing that", "remote", old.conn.RemoteAddr().String())
+		_ = old.conn.Close()
+		<-old.gone
+	}
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -154,23 +174,37 @@ func (s *Server) serve(c net.Conn) {
 	<-writerDone
 }
 
-// handshake admits the peer only if its first frame carries the secret.
-func (s *Server) handshake(c net.Conn, br *bufio.Reader) bool {
+// claim records l as its worker's link and returns the one it replaces.
+func (s *Server) claim(l *link) *link {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.procs[l.token]
+	s.procs[l.token] = l
+	return old
+}
+
+// handshake admits the peer only if its first frame carries the secret,
+// and returns the token of the peer's process.
+func (s *Server) handshake(c net.Conn, br *bufio.Reader) (token uint64, ok bool) {
 	_ = c.SetDeadline(time.Now().Add(s.cfg.handshake))
 	// A hello is at most as long as a right one: a peer cannot make the
 	// server allocate more before it is admitted.
-	typ, f, err := readFrame(br, uint32(2+len(s.cfg.secret)))
-	ok := err == nil && typ == typeHello && len(payload(f)) >= 1 && payload(f)[0] == version &&
-		subtle.ConstantTimeCompare(payload(f)[1:], []byte(s.cfg.secret)) == 1
+	typ, f, err := readFrame(br, uint32(2+tokenLen+len(s.cfg.secret)))
+	var p []byte
+	if err == nil {
+		p = payload(f)
+	}
+	ok = typ == typeHello && len(p) >= 1+tokenLen && p[0] == version &&
+		subtle.ConstantTimeCompare(p[1+tokenLen:], []byte(s.cfg.secret)) == 1
 	if !ok {
 		s.log.Warn("refused a peer without the cluster secret", "remote", c.RemoteAddr().String())
-		return false
+		return 0, false
 	}
 	if _, err := c.Write(appendHeader(nil, typeWelcome, 0)); err != nil {
-		return false
+		return 0, false
 	}
 	_ = c.SetDeadline(time.Time{})
-	return true
+	return binary.BigEndian.Uint64(p[1:]), true
 }
 
 // handle acts on one frame from l other than a ping or pong.
@@ -195,6 +229,16 @@ func (s *Server) handle(l *link, typ byte, f []byte) error {
 		l.q.push(append(ack, id...))
 	case typeUnsub:
 		return parseNames(p, func(ch string) { s.unsubscribe(l, ch) })
+	case typePresence:
+		return s.presence.update(l, p)
+	case typeQuery:
+		id, channel, err := parseQuery(p)
+		if err != nil {
+			return err
+		}
+		if !l.q.push(s.presence.answer(id, channel)...) {
+			s.tooSlow(l)
+		}
 	default:
 		return errBadFrame
 	}
@@ -213,9 +257,15 @@ func (s *Server) forward(from *link, channel string, frame []byte) {
 	}
 	s.mu.Unlock()
 	for _, l := range stuck {
-		s.log.Warn("worker link too far behind; disconnecting it", "remote", l.conn.RemoteAddr().String(), "max_pending", s.cfg.maxPending)
-		_ = l.conn.Close()
+		s.tooSlow(l)
 	}
+}
+
+// tooSlow disconnects a link whose queue overflowed; the worker
+// reconnects and announces everything again.
+func (s *Server) tooSlow(l *link) {
+	s.log.Warn("worker link too far behind; disconnecting it", "remote", l.conn.RemoteAddr().String(), "max_pending", s.cfg.maxPending)
+	_ = l.conn.Close()
 }
 
 func (s *Server) subscribe(l *link, channel string) {
@@ -251,11 +301,16 @@ func (s *Server) removeLocked(l *link, channel string) {
 	}
 }
 
-// drop forgets a link's interest.
+// drop forgets a link's interest and members.
 func (s *Server) drop(l *link) {
 	s.mu.Lock()
 	for ch := range l.channels {
 		s.removeLocked(l, ch)
 	}
+	if s.procs[l.token] == l {
+		delete(s.procs, l.token)
+	}
 	s.mu.Unlock()
+	s.presence.drop(l)
+	close(l.gone)
 }

@@ -132,11 +132,13 @@ func TestServerRefuses(t *testing.T) {
 		name  string
 		hello []byte
 	}{
-		{"wrong secret", helloFrame("wrong")},
-		{"secret prefix", helloFrame("righ")},
-		{"secret too long", helloFrame("right!")},
-		{"no secret", helloFrame("")},
-		{"wrong version", append(appendHeader(nil, typeHello, 1+len(secret)), append([]byte{version + 1}, secret...)...)},
+		{"wrong secret", helloFrame(1, "wrong")},
+		{"secret prefix", helloFrame(1, "righ")},
+		{"secret too long", helloFrame(1, "right!")},
+		{"no secret", helloFrame(1, "")},
+		{"newer version", withVersion(helloFrame(1, secret), version+1)},
+		{"version 1", withVersion(helloFrame(1, secret), 1)},
+		{"version 1 without a token", append(appendHeader(nil, typeHello, 1+len(secret)), append([]byte{1}, secret...)...)},
 		{"no hello", pubFrame("ch", []byte("right"))},
 		{"empty frame", []byte{0, 0, 0, 0}},
 		{"oversize hello, header only", appendHeader(nil, typeHello, 64<<20)},
@@ -179,6 +181,12 @@ func TestServerRefuses(t *testing.T) {
 	}
 }
 
+// withVersion returns hello with its version byte set to v.
+func withVersion(hello []byte, v byte) []byte {
+	hello[headerLen] = v
+	return hello
+}
+
 func TestBrokerCloseDuringHandshake(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	// A server that accepts and never answers the hello.
@@ -202,7 +210,7 @@ func TestBrokerCloseDuringHandshake(t *testing.T) {
 	case <-time.After(WaitLong):
 		t.Fatal("the broker did not dial")
 	}
-	hello := make([]byte, len(helloFrame("s")))
+	hello := make([]byte, len(helloFrame(0, "s")))
 	if _, err := io.ReadFull(c, hello); err != nil {
 		t.Fatal(err)
 	}
