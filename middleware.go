@@ -93,12 +93,17 @@ func (s *Server) Hub() *hub.Hub { return s.hub }
 // its messages is read: register the socket's event handlers there.
 func (s *Server) OnConnection(fn func(*hub.Socket)) { s.hub.OnConnection(fn) }
 
-// Middleware upgrades requests for the configured path and passes every
-// other request to next untouched. It fits chi's Router.Use.
+// Middleware upgrades requests for the configured path, serves the
+// browser client at <path>/clusterws.js (and its types at
+// <path>/clusterws.d.ts), and passes every other request to next
+// untouched. It fits chi's Router.Use.
 func (s *Server) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == s.cfg.path {
 			s.ServeHTTP(w, r)
+			return
+		}
+		if s.serveClient(w, r) {
 			return
 		}
 		next.ServeHTTP(w, r)

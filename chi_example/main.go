@@ -177,7 +177,6 @@ func (c *chat) worker(w *cluster.Worker) http.Handler {
 	r.Get("/", func(rw http.ResponseWriter, req *http.Request) {
 		http.ServeFileFS(rw, req, static, "static/index.html")
 	})
-	r.Handle("/ws/{file}", clusterws.ClientHandler()) // the browser client, until srv.Middleware serves it
 	r.Get("/api/health", func(rw http.ResponseWriter, _ *http.Request) {
 		writeJSON(rw, map[string]any{"status": "ok", "worker": w.ID, "pid": os.Getpid(), "master": os.Getppid()})
 	})

@@ -338,7 +338,7 @@ func (ts *testServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ts.opts.noConfig {
 		ts.write(sc, ts.typ, ts.enc.AppendFrame(nil, protocol.KindEvent, "hello", []byte(`1`)))
 	} else {
-		ts.write(sc, ts.typ, ts.enc.Config(ts.opts.ping.Milliseconds(), ts.opts.binary))
+		ts.write(sc, ts.typ, ts.enc.Config(ts.opts.ping.Milliseconds(), ts.opts.binary, false))
 	}
 	if ts.opts.welcome {
 		ts.write(sc, ts.typ, ts.enc.AppendFrame(nil, protocol.KindEvent, "welcome", []byte(`"hi"`)))

@@ -183,7 +183,6 @@ func startClientServer(t *testing.T, here string) *clientServer {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFile(w, r, filepath.Join(here, "js", "client.html"))
 	})
-	mux.Handle("GET /ws/{file}", clusterws.ClientHandler()) // until Middleware serves it
 	mux.HandleFunc("/old", func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del("Sec-WebSocket-Protocol")
 		old.ServeHTTP(w, r)

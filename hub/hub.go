@@ -30,6 +30,7 @@ type Hub struct {
 	opts     Options
 	enc      protocol.Encoder
 	config   []byte // the first frame of every connection
+	ext      []byte // the same for a connection of the protocol extension
 	ping     []byte
 	pingBin  bool
 	idPrefix string
@@ -125,7 +126,8 @@ func New(opts Options) (*Hub, error) {
 		sockets:  make(map[string]*Socket),
 		stop:     make(chan struct{}),
 	}
-	h.config = h.enc.Config(o.PingInterval.Milliseconds(), o.Binary)
+	h.config = h.enc.Config(o.PingInterval.Milliseconds(), o.Binary, false)
+	h.ext = h.enc.Config(o.PingInterval.Milliseconds(), o.Binary, true)
 	h.ping, h.pingBin = h.enc.Ping()
 	if o.Broker != nil {
 		if err := o.Broker.Start(h.deliver); err != nil {
@@ -211,7 +213,11 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	h.mu.Unlock()
 	h.counters.accepted.Add(1)
 
-	s.send(h.config, true)
+	if s.ext {
+		s.send(h.ext, true)
+	} else {
+		s.send(h.config, true)
+	}
 	if fn := h.onConnection.Load(); fn != nil {
 		s.safely("OnConnection", func() { (*fn)(s) })
 	}

@@ -55,12 +55,19 @@ func (e Encoder) Encode(kind byte, name string, data any) ([]byte, error) {
 }
 
 // Config returns the first frame of every connection:
-// {"#":["s","c",{"ping":<ms>,"binary":<bool>}]}.
-func (e Encoder) Config(pingMillis int64, binary bool) []byte {
+// {"#":["s","c",{"ping":<ms>,"binary":<bool>}]}. With ext it adds
+// "protocol":"clusterws.v2": the server speaks the extension on this
+// connection. A client trusts the extension only with both the selected
+// subprotocol and this member, since some servers echo any offered
+// subprotocol.
+func (e Encoder) Config(pingMillis int64, binary, ext bool) []byte {
 	data := []byte(`{"ping":`)
 	data = strconv.AppendInt(data, pingMillis, 10)
 	data = append(data, `,"binary":`...)
 	data = strconv.AppendBool(data, binary)
+	if ext {
+		data = append(data, `,"protocol":"`+Subprotocol+`"`...)
+	}
 	data = append(data, '}')
 	return e.AppendFrame(nil, KindSystem, SystemConfig, data)
 }

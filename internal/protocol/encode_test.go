@@ -142,7 +142,7 @@ func TestConfig(t *testing.T) {
 		{protocol.Encoder{}, 0, false, `{"#":["s","c",{"ping":0,"binary":false}]}`},
 	}
 	for _, tt := range tests {
-		got := tt.enc.Config(tt.ping, tt.binary)
+		got := tt.enc.Config(tt.ping, tt.binary, false)
 		if string(got) != tt.want {
 			t.Errorf("%+v.Config(%d, %v) = %s; want %s", tt.enc, tt.ping, tt.binary, got, tt.want)
 		}
