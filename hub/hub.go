@@ -59,6 +59,7 @@ type Hub struct {
 	pool     *writerPool // stopped after wg's goroutines
 	presence presence
 	requests requests
+	ops      ops // metrics, readiness probe (stats.go, probe.go)
 }
 
 // subscribers of one channel. The slice makes fan-out a plain loop; index
@@ -136,6 +137,7 @@ func New(opts Options) (*Hub, error) {
 		cancel()
 	}
 	h.pool = newWriterPool()
+	h.ops.start(h)
 	h.wg.Add(1)
 	go h.heartbeat()
 	return h, nil
@@ -399,6 +401,7 @@ func (h *Hub) addSubscriber(channel string, s *Socket) {
 		if _, ok := subs.index[s]; !ok {
 			subs.index[s] = len(subs.sockets)
 			subs.sockets = append(subs.sockets, s)
+			h.ops.obs.subscriptions.Add(1)
 		}
 	})
 }
@@ -416,6 +419,7 @@ func (h *Hub) removeSubscriber(channel string, s *Socket) {
 		subs.sockets[last] = nil
 		subs.sockets = subs.sockets[:last]
 		delete(subs.index, s)
+		h.ops.obs.subscriptions.Add(-1)
 	})
 }
 
@@ -492,14 +496,13 @@ func (h *Hub) beginClose() []*Socket {
 	return sockets
 }
 
-// Shutdown refuses new sockets, closes every socket with CloseGoingAway
-// after its queued frames are written, waits for all goroutines, and closes
-// the Broker. When ctx ends first the remaining connections are dropped and
+// Shutdown refuses new sockets (Ready reports ErrClosed from now on),
+// closes every socket with CloseGoingAway after its queued frames are
+// written, spread over Options.DrainWindow (see drain), waits for all
+// goroutines, and closes the Broker. When ctx ends first the remaining connections are dropped and
 // ctx's error is returned.
 func (h *Hub) Shutdown(ctx context.Context) error {
-	for _, s := range h.beginClose() {
-		s.w.close(closeErr(CloseGoingAway), true)
-	}
+	h.drain(ctx, h.beginClose())
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
 	var err error
