@@ -35,6 +35,8 @@ type Broker struct {
 	deliver  func(channel string, frame []byte)
 
 	wg sync.WaitGroup // run
+
+	ops ops // counters and publish latency (probe.go)
 }
 
 var _ hub.Broker = (*Broker)(nil)
@@ -109,6 +111,7 @@ func (b *Broker) Publish(_ context.Context, channel string, frame []byte) error 
 	case !l.q.push(pubFrame(channel, frame)):
 		return ErrBacklog
 	}
+	b.ops.published.Add(1)
 	return nil
 }
 
@@ -119,37 +122,7 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	if len(channel) > maxName {
 		return hub.ErrChannelTooLong
 	}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return ErrClosed
-	}
-	b.interest[channel] = struct{}{}
-	if b.link == nil {
-		b.mu.Unlock()
-		return ErrUnavailable
-	}
-	b.nextAck++
-	if b.nextAck == 0 { // 0 is the announce's, which no one waits for
-		b.nextAck = 1
-	}
-	id, done := b.nextAck, make(chan error, 1)
-	b.acks[id] = done
-	f := appendHeader(nil, typeSub, 4+2+len(channel))
-	f = binary.BigEndian.AppendUint32(f, id)
-	ok := b.link.q.push(appendName(f, channel))
-	b.mu.Unlock()
-	if !ok {
-		b.forgetAck(id)
-		return ErrBacklog
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		b.forgetAck(id)
-		return ctx.Err()
-	}
+	return b.request(ctx, func() { b.interest[channel] = struct{}{} }, channel)
 }
 
 func (b *Broker) forgetAck(id uint32) {
@@ -213,6 +186,7 @@ func (b *Broker) run() {
 			return
 		}
 		b.log.Warn("lost the broker; reconnecting", "addr", b.cfg.addr)
+		b.ops.lost.Add(1)
 	}
 }
 
@@ -247,6 +221,7 @@ func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
 func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 	silence := 3 * b.cfg.pingInterval
 	l := &clientLink{conn: conn, q: newSendQueue(b.cfg.maxPending, silence)}
+	l.q.latency = &b.ops.latency
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -329,6 +304,7 @@ func (b *Broker) handle(typ byte, f []byte) error {
 		if err != nil {
 			return err
 		}
+		b.ops.received.Add(1)
 		b.deliver(channel, frame)
 	case typeAck:
 		if len(p) != 4 {

@@ -28,6 +28,8 @@ type Server struct {
 	closed   bool
 
 	wg sync.WaitGroup // acceptLoop and one serve per connection
+
+	ops serverOps // counters (probe.go)
 }
 
 // link is one admitted worker.
@@ -135,6 +137,7 @@ func (s *Server) serve(c net.Conn) {
 		return
 	}
 	l := &link{conn: c, q: newSendQueue(s.cfg.maxPending, 3*s.cfg.pingInterval), channels: make(map[string]struct{})}
+	defer s.ops.admitted()()
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -182,6 +185,7 @@ func (s *Server) handle(l *link, typ byte, f []byte) error {
 		if err != nil {
 			return err
 		}
+		s.ops.published.Add(1)
 		s.forward(l, channel, f)
 	case typeSub:
 		if len(p) < 4 {
@@ -209,9 +213,12 @@ func (s *Server) forward(from *link, channel string, frame []byte) {
 	for l := range s.channels[channel] {
 		if l != from && !l.q.push(frame) {
 			stuck = append(stuck, l)
+		} else if l != from {
+			s.ops.forwarded.Add(1)
 		}
 	}
 	s.mu.Unlock()
+	s.ops.slow.Add(uint64(len(stuck)))
 	for _, l := range stuck {
 		s.log.Warn("worker link too far behind; disconnecting it", "remote", l.conn.RemoteAddr().String(), "max_pending", s.cfg.maxPending)
 		_ = l.conn.Close()

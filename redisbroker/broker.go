@@ -47,6 +47,7 @@ type Broker struct {
 	stop     chan struct{} // closed by Close
 	wg       sync.WaitGroup
 	counters counters
+	ops      ops // readiness probe and publish latency (probe.go)
 }
 
 var _ hub.Broker = (*Broker)(nil)
@@ -312,6 +313,7 @@ func (b *Broker) handle(redisChannel, payload string) {
 		return
 	}
 	if origin == b.id {
+		b.ops.echo(channel, version, body)
 		b.counters.echoes.Add(uint64(countFrames(version, body)))
 		return
 	}
