@@ -28,6 +28,9 @@ func main() {
 	workers := flag.Int("workers", 2, "worker processes")
 	restart := flag.Bool("restart", true, "RestartOnFail")
 	shutdownTimeout := flag.Duration("shutdown-timeout", 10*time.Second, "ShutdownTimeout")
+	adminAddr := flag.String("admin-addr", "", "AdminAddr")
+	apiKey := flag.String("api-key", "", "APIKey")
+	drainWindow := flag.Duration("drain-window", 0, "DrainWindow")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -38,6 +41,9 @@ func main() {
 		BrokerPort:      *brokerPort,
 		RestartOnFail:   *restart,
 		ShutdownTimeout: *shutdownTimeout,
+		AdminAddr:       *adminAddr,
+		APIKey:          *apiKey,
+		DrainWindow:     *drainWindow,
 		Options:         []clusterws.Option{clusterws.WithPingInterval(5 * time.Second)},
 		Logger:          log,
 		Worker: func(w *cluster.Worker) http.Handler {
@@ -47,6 +53,12 @@ func main() {
 			me := map[string]int{"id": w.ID, "pid": os.Getpid()}
 			w.Server.OnConnection(func(s *hub.Socket) {
 				s.On("whoami", func(json.RawMessage) { s.Send("whoami", me) })
+				// The server closes the socket with the code asked for.
+				s.On("close", func(data json.RawMessage) {
+					var code int
+					_ = json.Unmarshal(data, &code)
+					s.Close(hub.CloseCode(code), "asked")
+				})
 				// {"channel": ..., "data": ...}: publish from the server.
 				s.On("publish", func(data json.RawMessage) {
 					var req struct {
