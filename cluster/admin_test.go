@@ -336,3 +336,35 @@ func (a *app) linesNow() []string {
 	defer a.mu.Unlock()
 	return slices.Clone(a.lines)
 }
+
+// TestAdminAPIAcrossHostsThroughRedis: two clusters (two hosts) linked by
+// a real redis-server; an API request to the admin listener of one
+// reaches a client of the other; a wrong key gets 401 and reaches no one.
+func TestAdminAPIAcrossHostsThroughRedis(t *testing.T) {
+	r := testutil.StartRedis(t)
+	var hosts []*app
+	var bases []string
+	for range 2 {
+		addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+		a := startApp(t, 1, []string{"-admin-addr", addr, "-api-key", apiKey, "-redis", r.Addr()})
+		a.waitFor("master is running", msgIs("master is running"))
+		hosts, bases = append(hosts, a), append(bases, "http://"+addr)
+		waitAdminReady(t, "http://"+addr)
+	}
+	c := mustDial(t, hosts[1].url, false)
+	c.subscribe(t)
+	if status, body := request(t, "POST", bases[0]+"/api/publish", "wrong", `{"channel":"news","data":"nope"}`); status != http.StatusUnauthorized {
+		t.Fatalf("wrong key: %d %s, want 401", status, body)
+	}
+	if status, body := request(t, "POST", bases[0]+"/api/publish", apiKey, `{"channel":"news","data":"across"}`); status != http.StatusOK {
+		t.Fatalf("publish: %d %s", status, body)
+	}
+	testutil.Eventually(t, wait, func() bool { return slices.Contains(c.received(), "across") }, "the other host's client did not get the publish")
+	if got := c.received(); !slices.Equal(got, []string{"across"}) {
+		t.Fatalf("got %v, want the authorized publish only", got)
+	}
+	fams := testutil.Scrape(t, bases[1]+"/metrics", nil)
+	if v, _ := fams.Value("clusterws_broker_up", "broker", "redis", "worker", "1"); v != 1 {
+		t.Errorf("clusterws_broker_up{broker=redis,worker=1} = %v, want 1", v)
+	}
+}

@@ -20,6 +20,8 @@ import (
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/cluster"
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/redisbroker"
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
@@ -31,9 +33,17 @@ func main() {
 	adminAddr := flag.String("admin-addr", "", "AdminAddr")
 	apiKey := flag.String("api-key", "", "APIKey")
 	drainWindow := flag.Duration("drain-window", 0, "DrainWindow")
+	redisAddr := flag.String("redis", "", "link the workers through the Redis at this address (redisbroker) instead of the TCP broker")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var broker func() (hub.Broker, error)
+	if *redisAddr != "" {
+		broker = func() (hub.Broker, error) {
+			// The process exits with the worker: the client is not closed.
+			return redisbroker.New(redis.NewClient(&redis.Options{Addr: *redisAddr}), redisbroker.Options{})
+		}
+	}
 	err := cluster.Run(cluster.Config{
 		Workers:         *workers,
 		Port:            *port,
@@ -44,6 +54,7 @@ func main() {
 		AdminAddr:       *adminAddr,
 		APIKey:          *apiKey,
 		DrainWindow:     *drainWindow,
+		Broker:          broker,
 		Options:         []clusterws.Option{clusterws.WithPingInterval(5 * time.Second)},
 		Logger:          log,
 		Worker: func(w *cluster.Worker) http.Handler {
