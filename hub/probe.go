@@ -71,7 +71,6 @@ func (p *prober) run(h *Hub, pb Prober) {
 	defer h.wg.Done()
 	// ctx ends when the Hub stops, so that a probe under way returns.
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	watcherDone := make(chan struct{})
 	defer func() { cancel(); <-watcherDone }()
 	go func() {
