@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -79,6 +80,28 @@ type Config struct {
 	// silence it.
 	// default: a slog.TextHandler writing to os.Stderr at level Info
 	Logger *slog.Logger
+
+	// AdminAddr is the address of the admin listener, which the master
+	// serves: GET /metrics (every worker's, labelled worker="N", and the
+	// master's and TCP broker's own), /healthz, /readyz and, with APIKey,
+	// the HTTP API of package api under /api/. See the package
+	// documentation. An address without a host (":9100") listens on
+	// loopback only; name the host ("0.0.0.0:9100") to listen on more.
+	// default: "", no admin listener
+	AdminAddr string
+
+	// APIKey turns the HTTP API on, on the admin listener: every request
+	// must carry it as Authorization: Bearer KEY. Use a long random
+	// string, e.g. from os.Getenv("CLUSTERWS_API_KEY").
+	// default: "", no API
+	APIKey string
+
+	// DrainWindow is applied to every worker's Server
+	// (clusterws.WithDrainWindow, before Options): a stopping worker
+	// spreads the closes of its sockets over it, within its share of
+	// ShutdownTimeout.
+	// default: clusterws's, 5s
+	DrainWindow time.Duration
 }
 
 // Worker is what Config.Worker gets in a worker process.
@@ -181,6 +204,13 @@ func (c Config) withDefaults() (Config, error) {
 	port(ch, "Port", c.Port)
 	port(ch, "BrokerPort", c.BrokerPort)
 	option.NotNegative(ch, "ShutdownTimeout", c.ShutdownTimeout)
+	option.NotNegative(ch, "DrainWindow", c.DrainWindow)
+	if _, _, err := net.SplitHostPort(c.AdminAddr); c.AdminAddr != "" && err != nil {
+		ch.Failf("AdminAddr", "must be host:port or :port (got %q)", c.AdminAddr)
+	}
+	if c.APIKey != "" && c.AdminAddr == "" {
+		ch.Failf("APIKey", "needs AdminAddr: the API is served on the admin listener")
+	}
 	if err := ch.Err(); err != nil {
 		return Config{}, err
 	}

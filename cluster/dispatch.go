@@ -29,6 +29,10 @@ const (
 	// listener reports itself closed once it has returned every
 	// connection sent before.
 	msgEnd = 'e'
+	// msgAdmin carries one descriptor, the worker's end of a Unix stream
+	// socket pair on which the master's admin listener makes an HTTP
+	// request of the worker (see admin.go).
+	msgAdmin = 'a'
 )
 
 // holdLimits bound the hold queue: connections that no worker could take.
@@ -127,10 +131,13 @@ func unixConn(f *os.File) (*net.UnixConn, syscall.RawConn, error) {
 // it fails with EAGAIN when the worker's queue is full, and with another
 // error when the worker is gone. The caller still owns fd and closes it
 // after a success.
-func (l *link) offer(fd int) error {
+func (l *link) offer(fd int) error { return l.send(msgConn, fd) }
+
+// send sends a message of type msg carrying fd, without waiting, as offer.
+func (l *link) send(msg byte, fd int) error {
 	var sendErr error
 	err := l.rc.Write(func(s uintptr) bool {
-		sendErr = syscall.Sendmsg(int(s), []byte{msgConn}, syscall.UnixRights(fd), nil, sendFlags)
+		sendErr = syscall.Sendmsg(int(s), []byte{msg}, syscall.UnixRights(fd), nil, sendFlags)
 		return true // one attempt: the caller tries another worker
 	})
 	return errors.Join(err, sendErr)
@@ -180,6 +187,7 @@ type dispatcher struct {
 	next    int        // index into links of the next to try
 	held    []heldConn // oldest first
 	dropped int        // connections closed unserved, in all
+	sent    int        // connections handed to a worker, in all
 	closed  bool
 }
 
@@ -382,6 +390,7 @@ func (d *dispatcher) dispatchLocked(fd int) bool {
 		switch {
 		case err == nil:
 			d.next = (d.next + 1) % len(d.links)
+			d.sent++
 			syscall.Close(fd)
 			return true
 		case peerGone(err):
@@ -447,7 +456,8 @@ type connListener struct {
 	rc     syscall.RawConn // c's
 	addr   net.Addr        // the cluster's listening address
 	log    *slog.Logger
-	noWait atomic.Bool // set by stopWaiting
+	noWait atomic.Bool    // set by stopWaiting
+	admin  func(net.Conn) // takes the master's admin connections; set before the first Accept
 
 	closeOnce sync.Once
 	closeErr  error
@@ -489,6 +499,11 @@ func (l *connListener) Accept() (net.Conn, error) {
 			closeFDs(fds)
 			l.Close()
 			return nil, l.closedErr()
+		case b[0] == msgAdmin && len(fds) == 1 && l.admin != nil:
+			if c, err := fileConn(fds[0]); err == nil {
+				l.admin(c)
+			}
+			continue
 		case b[0] != msgConn || len(fds) != 1 || flags&syscall.MSG_CTRUNC != 0:
 			closeFDs(fds)
 			l.log.Warn("unexpected message from the master", "type", b[0], "fds", len(fds), "flags", flags)

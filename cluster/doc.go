@@ -128,6 +128,52 @@
 //     new binary's workers must speak its version of the connection
 //     socket: after an upgrade of this package, restart the master.
 //
+// # Admin listener
+//
+// With Config.AdminAddr the master serves one place to scrape and probe,
+// so that nothing lands on a random worker:
+//
+//	GET /metrics  Prometheus exposition: every worker's series (package
+//	              metrics, with the Go runtime's and the process's), each
+//	              labelled worker="1"…worker="N", and the master's own,
+//	              without that label: clusterws_cluster_* (workers, restarts,
+//	              connections dispatched, dropped and held) and, with the
+//	              TCP broker, clusterws_tcpbroker_* (links, channels,
+//	              publishes received and forwarded, slow links).
+//	GET /healthz  200 while the master runs.
+//	GET /readyz   200 while the master is not shutting down and every worker
+//	              in the rotation, at least one, is ready (Server.Ready: it
+//	              accepts sockets and a probe made a round trip through its
+//	              broker); 503 from the first moment of a shutdown, with the
+//	              reasons.
+//	/api/...      with Config.APIKey, the HTTP API of package api.
+//
+// The master reaches a worker over the worker's connection socket: for
+// each HTTP connection to a worker it makes a Unix stream socket pair and
+// sends one end, with the message type 'a', where connections go with
+// 'c'; the worker's listener hands it to the worker's admin server, a
+// second http.Server that serves /metrics, /readyz, /stats and /api/ of
+// that worker only, to the master only (the socket pair is private to
+// the two processes). The master keeps a few such connections alive per
+// worker. A scrape asks every ready worker at once, each within 5s; a
+// worker that does not answer is left out of that scrape, logged and
+// counted (clusterws_cluster_scrape_errors_total). API requests go to
+// the workers in turn, after the master checked the key (the worker
+// checks it again); a worker's Server publishes, sends and disconnects
+// through the broker, so every worker and host is reached.
+// GET /api/stats asks every worker and answers their stats and sum.
+//
+// A worker leaves the rotation of the admin listener when it leaves the
+// dispatcher's: when it is asked to stop, or exits.
+//
+// # Drain
+//
+// A stopping worker (a shutdown or a rolling restart) closes its sockets
+// with 1001 spread over Config.DrainWindow (see clusterws.WithDrainWindow),
+// so its clients reconnect at a steady rate rather than all at once,
+// within 90% of ShutdownTimeout. Readiness fails first: the master
+// answers 503 from the moment a shutdown begins.
+//
 // # Restart policy
 //
 // A worker that exits without being asked to (a crash, a panic, kill -9,
@@ -177,20 +223,26 @@
 //   - the dispatcher has a goroutine that accepts and hands the
 //     connections over and one that offers the held ones again; the
 //     supervisor adds a worker to the rotation and removes it, and closes
-//     the dispatcher as a shutdown begins, which stops both.
+//     the dispatcher as a shutdown begins, which stops both;
+//   - the admin listener's http.Server has a serving goroutine and those
+//     of its requests; Run closes it as it returns and waits for the
+//     serving one.
 //
 // In a worker, Run owns the http.Server and the goroutine serving it,
 // which ends with the connection stream (the end marker, the master gone,
-// or after a quarter of the worker's time), the Server, and a goroutine
+// or after a quarter of the worker's time), the Server, a goroutine
 // watching the lifeline, which ends at its end of file or when Run closes
-// it; Run waits for all of them before it returns.
+// it, and with an admin listener the worker's admin server and its
+// serving goroutine, which Run closes last; Run waits for all of them
+// before it returns.
 //
-// Locks: the package has two mutexes, the dispatcher's in the master,
+// Locks: the package has three mutexes, the dispatcher's in the master,
 // which guards the rotation and the hold queue and is held across the
-// sends, which never wait, and the connection tracker's in a worker. Each
-// is taken while holding no other lock of the package, so there is no
-// order between them to keep; under the dispatcher's, only the logger's
-// handler may take a lock of its own.
+// sends, which never wait, the admin listener's, which guards its list of
+// workers and is held only to read or change it, and the connection
+// tracker's in a worker. Each is taken while holding no other lock of the
+// package, so there is no order between them to keep; under the
+// dispatcher's, only the logger's handler may take a lock of its own.
 //
 // Run needs Unix (descriptor passing, to child processes and between
 // processes); elsewhere it returns ErrUnsupported. The connection socket

@@ -44,6 +44,7 @@ type master struct {
 	pid        int
 	ln         net.Listener
 	disp       *dispatcher         // accepts from ln and hands the connections to the workers
+	admin      *admin              // the admin listener; nil without Config.AdminAddr
 	broker     *localbroker.Server // nil when Config.Broker is set
 	brokerAddr string
 	secret     string
@@ -122,6 +123,12 @@ func runMaster(ctx context.Context, cfg Config) error {
 		}
 		defer m.broker.Close()
 		m.brokerAddr = m.broker.Addr().String()
+	}
+	if cfg.AdminAddr != "" {
+		if m.admin, err = startAdmin(cfg, m.log, m.disp, m.broker); err != nil {
+			return err
+		}
+		defer m.admin.close()
 	}
 
 	m.spawns = make(chan spawnRequest)
@@ -276,6 +283,7 @@ func (m *master) ready(p *proc) {
 		return
 	}
 	m.disp.add(p.c.conns)
+	m.admin.add(p)
 	switch {
 	case p == s.next:
 		old := s.cur
@@ -298,6 +306,7 @@ func (m *master) ready(p *proc) {
 func (m *master) exited(p *proc, err error) {
 	delete(m.procs, p)
 	m.disp.remove(p.c.conns)
+	m.admin.remove(p)
 	p.c.conns.close()
 	p.c.lifeline.Close()
 	s := p.slot
@@ -362,6 +371,7 @@ func (m *master) crashed(s *slot, ran time.Duration) {
 	s.consecutive++
 	d := restartBackoff.Delay(s.consecutive)
 	s.restartAt = now.Add(d)
+	m.admin.restarted()
 	m.log.Info("restarting worker", "worker", s.id, "in", d)
 }
 
@@ -466,6 +476,7 @@ func (m *master) abortRoll(s *slot, reason string) {
 
 func (m *master) beginShutdown(reason string, result error) {
 	m.shutdown, m.result = true, result
+	m.admin.shuttingDown()
 	// No new connection: they are refused from now on rather than left
 	// waiting for workers that are all stopping.
 	m.disp.close()
@@ -490,6 +501,7 @@ func (m *master) stop(p *proc) {
 	now := time.Now()
 	p.killAt = now.Add(m.cfg.ShutdownTimeout)
 	m.disp.remove(p.c.conns)
+	m.admin.remove(p)
 	m.wg.Add(1)
 	// A worker whose queue stays full is stuck: it still gets most of the
 	// budget to shut down after SIGTERM.
@@ -514,6 +526,7 @@ func (m *master) release(p *proc, deadline time.Time) {
 func (m *master) kill(p *proc) {
 	p.killed = true
 	m.disp.remove(p.c.conns)
+	m.admin.remove(p)
 	if err := p.c.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		m.log.Warn("cannot kill worker", "worker", p.slot.id, "pid", p.pid, "err", err)
 	}

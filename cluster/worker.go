@@ -90,6 +90,12 @@ func runWorker(ctx context.Context, cfg Config, id int, brokerAddr, listenAddr s
 		srv.Close()
 		return fmt.Errorf("cluster: worker %d: Config.Worker returned a nil handler", id)
 	}
+	stopAdmin, err := serveAdmin(cfg, ln, srv, log)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("cluster: worker %d: %w", id, err)
+	}
+	defer stopAdmin()
 	conns := newConnTracker()
 	hs := &http.Server{
 		Handler:           conns.handler(handler),
@@ -184,6 +190,9 @@ func newBroker(cfg Config, addr, secret string, log *slog.Logger) (hub.Broker, e
 // newServer builds the worker's Server around its broker.
 func newServer(cfg Config, b hub.Broker) (*clusterws.Server, error) {
 	opts := cfg.Options
+	if cfg.DrainWindow > 0 {
+		opts = append([]clusterws.Option{clusterws.WithDrainWindow(cfg.DrainWindow)}, opts...)
+	}
 	if b != nil {
 		opts = append(slices.Clip(opts), clusterws.WithBroker(b))
 	}

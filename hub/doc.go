@@ -29,7 +29,8 @@
 //  3. Socket.mu (handlers and the socket's channel set) or writer.mu (the
 //     send queue and who writes it); never both.
 //
-// Goroutines: the heartbeat and each socket's reader and own writer are
+// Goroutines: the heartbeat, the Broker's readiness probe (probe.go, with
+// a helper that ends with it) and each socket's reader and own writer are
 // counted in the Hub's WaitGroup; the writer pool is stopped after them.
 // Shutdown and Close wait for all of them.
 //

@@ -63,6 +63,7 @@ type Hub struct {
 	requests requests
 	history  *history.Store // channels' history when there is no Broker
 	sessions sessions
+	ops      ops // metrics, readiness probe (stats.go, probe.go)
 }
 
 // subscribers of one channel. The slice makes fan-out a plain loop; index
@@ -151,6 +152,7 @@ func New(opts Options) (*Hub, error) {
 	}
 	h.sessions.init(h)
 	h.pool = newWriterPool()
+	h.ops.start(h)
 	h.wg.Add(1)
 	go h.heartbeat()
 	return h, nil
@@ -439,6 +441,7 @@ func (h *Hub) addSubscriber(channel string, s *Socket) {
 		if _, ok := subs.index[s]; !ok {
 			subs.index[s] = len(subs.sockets)
 			subs.sockets = append(subs.sockets, s)
+			h.ops.obs.subscriptions.Add(1)
 		}
 	})
 }
@@ -456,6 +459,7 @@ func (h *Hub) removeSubscriber(channel string, s *Socket) {
 		subs.sockets[last] = nil
 		subs.sockets = subs.sockets[:last]
 		delete(subs.index, s)
+		h.ops.obs.subscriptions.Add(-1)
 	})
 }
 
@@ -535,14 +539,13 @@ func (h *Hub) beginClose() []*Socket {
 	return sockets
 }
 
-// Shutdown refuses new sockets, closes every socket with CloseGoingAway
-// after its queued frames are written, waits for all goroutines, and closes
-// the Broker. When ctx ends first the remaining connections are dropped and
+// Shutdown refuses new sockets (Ready reports ErrClosed from now on),
+// closes every socket with CloseGoingAway after its queued frames are
+// written, spread over Options.DrainWindow (see drain), waits for all
+// goroutines, and closes the Broker. When ctx ends first the remaining connections are dropped and
 // ctx's error is returned.
 func (h *Hub) Shutdown(ctx context.Context) error {
-	for _, s := range h.beginClose() {
-		s.close(closeErr(CloseGoingAway))
-	}
+	h.drain(ctx, h.beginClose())
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
 	var err error

@@ -77,6 +77,17 @@ type Options struct {
 	// Logger receives connection errors, refused input and slow-consumer
 	// closes. default: discard
 	Logger *slog.Logger
+	// DrainWindow is the time over which Shutdown spreads the closes
+	// (CloseGoingAway) of the open sockets, in a random order with jitter,
+	// so that their clients reconnect at about n/DrainWindow a second
+	// instead of all at once. Closes are never spaced more than 1ms apart
+	// (n sockets take at most n milliseconds), and the window is at most
+	// three quarters of the time Shutdown's context leaves.
+	// default: 5s
+	DrainWindow time.Duration
+	// ProbeInterval is how often a Broker that implements Prober is probed
+	// for readiness (Hub.Ready). default: 2s
+	ProbeInterval time.Duration
 }
 
 // Defaults.
@@ -90,6 +101,8 @@ const (
 	DefaultBrokerTimeout    = 5 * time.Second
 	DefaultMaxUserLength    = 256
 	DefaultSessionTTL       = 5 * time.Minute
+	DefaultDrainWindow      = 5 * time.Second
+	DefaultProbeInterval    = 2 * time.Second
 )
 
 // withDefaults validates o and returns a copy with defaults filled in.
@@ -105,6 +118,8 @@ func (o Options) withDefaults() (Options, error) {
 	option.NotNegative(c, "BrokerTimeout", o.BrokerTimeout)
 	option.NotNegative(c, "MaxUserLength", o.MaxUserLength)
 	option.NotNegative(c, "SessionTTL", o.SessionTTL)
+	option.NotNegative(c, "DrainWindow", o.DrainWindow)
+	option.NotNegative(c, "ProbeInterval", o.ProbeInterval)
 	if _, ok := o.Broker.(PresenceBroker); o.Presence != nil && o.Broker != nil && !ok {
 		c.Failf("Presence", "needs a Broker that implements hub.PresenceBroker (got %T)", o.Broker)
 	}
@@ -123,6 +138,8 @@ func (o Options) withDefaults() (Options, error) {
 	o.BrokerTimeout = option.Default(o.BrokerTimeout, DefaultBrokerTimeout)
 	o.MaxUserLength = option.Default(o.MaxUserLength, DefaultMaxUserLength)
 	o.SessionTTL = option.Default(o.SessionTTL, DefaultSessionTTL)
+	o.DrainWindow = option.Default(o.DrainWindow, DefaultDrainWindow)
+	o.ProbeInterval = option.Default(o.ProbeInterval, DefaultProbeInterval)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

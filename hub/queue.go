@@ -2,6 +2,7 @@ package hub
 
 import (
 	"sync"
+	"time"
 
 	"github.com/clusterws/clusterws-go/internal/wsconn"
 )
@@ -16,6 +17,7 @@ type chunk struct {
 	frames [chunkFrames]wsconn.Frame
 	n      int
 	next   *chunk
+	since  time.Duration // when its first frame was queued, on the writer's clock (now)
 }
 
 var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
@@ -34,9 +36,10 @@ type frameQueue struct {
 
 func (q *frameQueue) empty() bool { return q.head == nil }
 
-func (q *frameQueue) push(f wsconn.Frame) {
+func (q *frameQueue) push(f wsconn.Frame, t time.Duration) {
 	if q.tail == nil || q.tail.n == chunkFrames {
 		c := chunkPool.Get().(*chunk)
+		c.since = t
 		if q.tail == nil {
 			q.head = c
 		} else {

@@ -226,6 +226,7 @@ func (s *Socket) finish(err error) {
 	onDisconnect := s.onDisconnect
 	s.mu.Unlock()
 	s.hub.removeSocket(s)
+	s.hub.ops.obs.disconnected(ce.Code)
 	s.cancel()
 	if onDisconnect != nil {
 		s.safely("OnDisconnect", func() { onDisconnect(ce.Code, ce.Reason) })
@@ -247,6 +248,7 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 	if typ == websocket.MessageBinary {
 		if !h.opts.Legacy && len(b) == 1 && b[0] == protocol.Pong[0] {
 			s.ponged()
+			h.ops.obs.pong()
 			return
 		}
 		if !utf8.Valid(b) {
@@ -255,6 +257,7 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 	} else {
 		if h.opts.Legacy && string(b) == string(protocol.LegacyPong) {
 			s.ponged()
+			h.ops.obs.pong()
 			return
 		}
 		if !utf8.Valid(b) {
@@ -267,6 +270,7 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 		s.ignore(publicDecodeError(err), "")
 		return
 	}
+	h.ops.obs.message(m.Kind, m.Name)
 	switch m.Kind {
 	case protocol.KindEvent:
 		if IsReserved(m.Name) {
@@ -311,6 +315,7 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 // extension) the client gets an answer.
 func (s *Socket) done(id uint64, channel string, err error, extra []byte) {
 	if err != nil {
+		s.hub.ops.obs.request(err)
 		switch {
 		case errors.Is(err, ErrNotSubscribed):
 			s.hub.counters.ignored.Add(1)
@@ -451,6 +456,7 @@ func publicDecodeError(err error) error {
 
 func (s *Socket) ignore(err error, name string) {
 	s.hub.counters.ignored.Add(1)
+	s.hub.ops.obs.ignored(err)
 	s.hub.log.Debug("ignored client frame", "socket", s.id, "name", name, "err", err)
 	s.reportError(err)
 }

@@ -136,7 +136,7 @@ func (w *writer) send(f wsconn.Frame, inline bool) (sendResult, int) {
 	if inline && !hot && w.state == stateIdle && w.link.CanTryWrite() {
 		w.state = stateInline
 		w.mu.Unlock()
-		w.writeInline(f)
+		w.writeInline(f, t)
 		return sent, 0
 	}
 	if queued := w.q.bytes; queued > 0 && queued+len(f.Data) > w.limit {
@@ -144,7 +144,7 @@ func (w *writer) send(f wsconn.Frame, inline bool) (sendResult, int) {
 		w.mu.Unlock()
 		return overflow, queued
 	}
-	w.q.push(f)
+	w.q.push(f, t)
 	if w.state == stateIdle {
 		w.scheduleLocked()
 	}
@@ -160,17 +160,19 @@ func (w *writer) replay(f wsconn.Frame) {
 	if w.closed || w.state == stateDone {
 		return
 	}
-	w.q.push(f)
+	w.q.push(f, now())
 	if w.state == stateIdle {
 		w.scheduleLocked()
 	}
 }
 
-// writeInline writes f on the calling goroutine; the writer is inline.
-func (w *writer) writeInline(f wsconn.Frame) {
+// writeInline writes f, offered at t, on the calling goroutine; the
+// writer is inline.
+func (w *writer) writeInline(f wsconn.Frame, t time.Duration) {
 	bp := bufPool.Get().(*[]byte)
 	buf := wsconn.AppendFrame((*bp)[:0], f)
 	done, err := w.link.TryWrite(buf)
+	w.pool.latency.Observe(now() - t)
 	putBuf(bp, buf)
 	w.afterTry(nil, !done, err)
 }
@@ -300,15 +302,27 @@ func (w *writer) writeChunks(list *chunk, wait bool) (rest *chunk, blocked bool,
 	bp := bufPool.Get().(*[]byte)
 	buf := (*bp)[:0]
 	defer func() { putBuf(bp, buf) }()
+	// The frames in buf, and when the oldest of them was queued: one
+	// clock read per write, not per frame, for the fan-out latency.
+	var frames int
+	var oldest time.Duration
 	write := func() (bool, error) {
-		defer func() { buf = buf[:0] }()
+		defer func() { buf, frames = buf[:0], 0 }()
 		if wait {
-			return true, w.link.Write(buf)
+			err := w.link.Write(buf)
+			w.pool.latency.ObserveN(now()-oldest, frames)
+			return true, err
 		}
-		return w.link.TryWrite(buf)
+		done, err := w.link.TryWrite(buf)
+		w.pool.latency.ObserveN(now()-oldest, frames)
+		return done, err
 	}
 	for c := list; c != nil; {
 		for i := 0; i < c.n; i++ {
+			if frames == 0 {
+				oldest = c.since
+			}
+			frames++
 			buf = wsconn.AppendFrame(buf, c.frames[i])
 			if len(buf) < flushAt {
 				continue
@@ -429,10 +443,11 @@ func (w *writer) answered() bool {
 // writerPool is a hub's pool of writer goroutines (see writer). A
 // goroutine per write would cost more than the write.
 type writerPool struct {
-	ready chan *writer
-	stop  chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
+	latency Histogram // the hub's fan-out latency (Metrics.FanoutLatency)
+	ready   chan *writer
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 // poolBacklog bounds the writers waiting for the pool; beyond it sockets

@@ -40,6 +40,8 @@ type Broker struct {
 	deliver  func(channel string, frame []byte)
 
 	wg sync.WaitGroup // run
+
+	ops ops // counters and publish latency (probe.go)
 }
 
 var _ hub.Broker = (*Broker)(nil)
@@ -117,6 +119,7 @@ func (b *Broker) Publish(_ context.Context, channel string, frame []byte) error 
 	case !l.q.push(pubFrame(channel, frame)):
 		return ErrBacklog
 	}
+	b.ops.published.Add(1)
 	return nil
 }
 
@@ -127,33 +130,7 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	if len(channel) > maxName {
 		return hub.ErrChannelTooLong
 	}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return ErrClosed
-	}
-	b.interest[channel] = struct{}{}
-	if b.link == nil {
-		b.mu.Unlock()
-		return ErrUnavailable
-	}
-	id, done := b.newIDLocked(), make(chan error, 1)
-	b.acks[id] = done
-	f := appendHeader(nil, typeSub, 4+2+len(channel))
-	f = binary.BigEndian.AppendUint32(f, id)
-	ok := b.link.q.push(appendName(f, channel))
-	b.mu.Unlock()
-	if !ok {
-		b.forgetAck(id)
-		return ErrBacklog
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		b.forgetAck(id)
-		return ctx.Err()
-	}
+	return b.request(ctx, func() { b.interest[channel] = struct{}{} }, channel)
 }
 
 // newIDLocked returns an ack or query id that no call waits on.
@@ -226,6 +203,7 @@ func (b *Broker) run() {
 			return
 		}
 		b.log.Warn("lost the broker; reconnecting", "addr", b.cfg.addr)
+		b.ops.lost.Add(1)
 	}
 }
 
@@ -261,6 +239,7 @@ func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
 func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 	silence := 3 * b.cfg.pingInterval
 	l := &clientLink{conn: conn, q: newSendQueue(b.cfg.maxPending, silence)}
+	l.q.latency = &b.ops.latency
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -341,6 +320,7 @@ func (b *Broker) handle(typ byte, f []byte) error {
 		if err != nil {
 			return err
 		}
+		b.ops.received.Add(1)
 		b.deliver(channel, frame)
 	case typeAck:
 		if len(p) != 4 {

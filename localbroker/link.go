@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/clusterws/clusterws-go/hub"
 )
 
 // readLoop reads frames of up to limit bytes from one end of a link until
@@ -61,6 +63,8 @@ type sendQueue struct {
 	max     int
 	notify  chan struct{} // capacity 1: "the queue has frames"
 	timeout time.Duration
+	since   time.Time      // when the oldest queued frame was pushed, if latency is set
+	latency *hub.Histogram // when set, observes the time from push to write, per frame
 }
 
 func newSendQueue(max int, writeTimeout time.Duration) *sendQueue {
@@ -81,6 +85,9 @@ func (q *sendQueue) push(frames ...[]byte) bool {
 	if q.closed || q.bytes > 0 && q.bytes+n > q.max {
 		q.mu.Unlock()
 		return false
+	}
+	if q.latency != nil && len(q.frames) == 0 {
+		q.since = time.Now() // one clock read per batch, not per frame
 	}
 	q.frames = append(q.frames, frames...)
 	q.bytes += n
@@ -119,6 +126,7 @@ func (q *sendQueue) writeLoop(c net.Conn) error {
 				break
 			}
 			q.frames, q.bytes, spare = spare[:0], 0, nil
+			since := q.since
 			q.mu.Unlock()
 			keep := batch
 			if err := c.SetWriteDeadline(time.Now().Add(q.timeout)); err != nil {
@@ -126,6 +134,9 @@ func (q *sendQueue) writeLoop(c net.Conn) error {
 			}
 			if _, err := batch.WriteTo(c); err != nil {
 				return err
+			}
+			if q.latency != nil {
+				q.latency.ObserveN(time.Since(since), len(keep))
 			}
 			clear(keep)
 			spare = keep[:0]

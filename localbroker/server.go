@@ -33,6 +33,8 @@ type Server struct {
 	presence presenceTable // has its own mutex, never held with mu
 
 	wg sync.WaitGroup // acceptLoop and one serve per connection
+
+	ops serverOps // counters (probe.go)
 }
 
 // link is one admitted worker.
@@ -155,6 +157,7 @@ func (s *Server) serve(c net.Conn) {
 		_ = old.conn.Close()
 		<-old.gone
 	}
+	defer s.ops.admitted()()
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -216,6 +219,7 @@ func (s *Server) handle(l *link, typ byte, f []byte) error {
 		if err != nil {
 			return err
 		}
+		s.ops.published.Add(1)
 		s.forward(l, channel, f)
 	case typeSub:
 		if len(p) < 4 {
@@ -253,9 +257,12 @@ func (s *Server) forward(from *link, channel string, frame []byte) {
 	for l := range s.channels[channel] {
 		if l != from && !l.q.push(frame) {
 			stuck = append(stuck, l)
+		} else if l != from {
+			s.ops.forwarded.Add(1)
 		}
 	}
 	s.mu.Unlock()
+	s.ops.slow.Add(uint64(len(stuck)))
 	for _, l := range stuck {
 		s.tooSlow(l)
 	}

@@ -66,6 +66,7 @@ type Broker struct {
 
 	wg       sync.WaitGroup
 	counters counters
+	ops      ops // readiness probe and publish latency (probe.go)
 }
 
 var _ hub.Broker = (*Broker)(nil)
@@ -392,6 +393,7 @@ func (b *Broker) handle(redisChannel, payload string) {
 		return
 	}
 	if origin == b.id {
+		b.ops.echo(channel, version, body)
 		b.counters.echoes.Add(uint64(countFrames(version, body)))
 		return
 	}

@@ -403,6 +403,7 @@ func (l *lane) exec(items []*message) error {
 	for i, m := range sends {
 		cmds[i] = noRetry{redis.NewIntCmd(ctx, m.args[:]...)}
 	}
+	start := time.Now()
 	pipe := target.Pipeline()
 	_ = pipe.BatchProcess(ctx, cmds...)
 	_, err = pipe.Exec(ctx)
@@ -419,6 +420,7 @@ func (l *lane) exec(items []*message) error {
 		failed = n
 	}
 	b.counters.published.Add(uint64(n - failed))
+	b.ops.latency.ObserveN(time.Since(start), n-failed)
 	if err != nil {
 		p.markDown()
 		b.counters.lost.Add(uint64(failed))

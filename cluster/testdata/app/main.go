@@ -20,6 +20,8 @@ import (
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/cluster"
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/redisbroker"
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
@@ -28,9 +30,20 @@ func main() {
 	workers := flag.Int("workers", 2, "worker processes")
 	restart := flag.Bool("restart", true, "RestartOnFail")
 	shutdownTimeout := flag.Duration("shutdown-timeout", 10*time.Second, "ShutdownTimeout")
+	adminAddr := flag.String("admin-addr", "", "AdminAddr")
+	apiKey := flag.String("api-key", "", "APIKey")
+	drainWindow := flag.Duration("drain-window", 0, "DrainWindow")
+	redisAddr := flag.String("redis", "", "link the workers through the Redis at this address (redisbroker) instead of the TCP broker")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var broker func() (hub.Broker, error)
+	if *redisAddr != "" {
+		broker = func() (hub.Broker, error) {
+			// The process exits with the worker: the client is not closed.
+			return redisbroker.New(redis.NewClient(&redis.Options{Addr: *redisAddr}), redisbroker.Options{})
+		}
+	}
 	err := cluster.Run(cluster.Config{
 		Workers:         *workers,
 		Port:            *port,
@@ -38,6 +51,10 @@ func main() {
 		BrokerPort:      *brokerPort,
 		RestartOnFail:   *restart,
 		ShutdownTimeout: *shutdownTimeout,
+		AdminAddr:       *adminAddr,
+		APIKey:          *apiKey,
+		DrainWindow:     *drainWindow,
+		Broker:          broker,
 		Options:         []clusterws.Option{clusterws.WithPingInterval(5 * time.Second)},
 		Logger:          log,
 		Worker: func(w *cluster.Worker) http.Handler {
@@ -47,6 +64,12 @@ func main() {
 			me := map[string]int{"id": w.ID, "pid": os.Getpid()}
 			w.Server.OnConnection(func(s *hub.Socket) {
 				s.On("whoami", func(json.RawMessage) { s.Send("whoami", me) })
+				// The server closes the socket with the code asked for.
+				s.On("close", func(data json.RawMessage) {
+					var code int
+					_ = json.Unmarshal(data, &code)
+					s.Close(hub.CloseCode(code), "asked")
+				})
 				// {"channel": ..., "data": ...}: publish from the server.
 				s.On("publish", func(data json.RawMessage) {
 					var req struct {
