@@ -1077,11 +1077,13 @@ func TestBlockedHandler(t *testing.T) {
 	ts := newTestServer(t, serverOptions{ping: 100 * time.Millisecond})
 	c := dial(t, ts, client.Options{})
 	gone := onDisconnect(c)
-	release := make(chan struct{})
+	unblock := make(chan struct{})
+	release := sync.OnceFunc(func() { close(unblock) })
+	t.Cleanup(release) // before Close, which waits for the handler
 	blocked := make(chan struct{})
 	c.On("block", func(json.RawMessage) {
 		close(blocked)
-		<-release
+		<-unblock
 	})
 	fn, got := collect()
 	c.On("after", fn)
@@ -1098,7 +1100,7 @@ func TestBlockedHandler(t *testing.T) {
 	// Blocked for longer than the dead-server limit.
 	pongs := ts.pongs.Load()
 	waitFor(t, "pongs while the handler is blocked", func() bool { return ts.pongs.Load() >= pongs+4 })
-	close(release)
+	release()
 	for i := range 3 {
 		if data := recv(t, got, "event after the blocking one"); string(data) != fmt.Sprint(i) {
 			t.Errorf("event %d = %s", i, data)
