@@ -16,9 +16,25 @@ type Channel struct {
 	c       *Client
 	name    string
 	watcher atomic.Pointer[func(json.RawMessage)]
-	// sub is the subscribe request awaiting the server's answer, if any;
-	// guarded by c.mu.
+	// The fields below are guarded by c.mu.
+
+	// sub is the subscribe request awaiting the server's answer, if any.
 	sub *subscribing
+	// delivered is the channel's position (see Position); the handler
+	// goroutine moves it.
+	delivered hub.Position
+	// last is the position of the last publication the reader queued,
+	// held or dropped as seen, or of the server's answer; it drops those
+	// that do not follow it. install resets it to delivered.
+	last hub.Position
+	// queued counts the publications queued for the watcher that have not
+	// run; install resets it, as those of a lost connection may never run.
+	queued int
+	// rec is the recovery of the unanswered subscribe that asked for one.
+	rec *recovery
+	// from is set by SubscribeFrom until the server answers: the next
+	// connection recovers from delivered even without Options.Recover.
+	from bool
 }
 
 // subscribing is a subscribe request of the protocol extension, from
@@ -27,6 +43,7 @@ type Channel struct {
 type subscribing struct {
 	s       *session
 	again   bool          // sent on a new connection for a kept channel, not by Subscribe
+	since   hub.Position  // asks for the publications after it; zero for none
 	waiters int           // Subscribe calls waiting for it
 	done    chan struct{} // closed once answered, failed or given up
 	err     error         // what the waiting calls return; set before done is closed
@@ -135,18 +152,23 @@ func (ch *Channel) unsubscribe(ctx context.Context) (wait func(context.Context) 
 // The caller holds subMu, so that the request goes out in order with the
 // others and a failed one is settled before another can replace it.
 func (c *Client) requestSubscribe(ctx context.Context, ch *Channel, p *subscribing) error {
-	_, err := p.s.request(ctx, protocol.SystemSubscribe, request{channel: ch.name}, func(err error) {
-		c.settle(ch, p, err)
+	c.mu.Lock()
+	since := ch.startRecoveryLocked(p)
+	c.mu.Unlock()
+	r := request{channel: ch.name, since: since}
+	_, err := p.s.request(ctx, protocol.SystemSubscribe, r, func(a *answerData, err error) {
+		c.settle(ch, p, a, err)
 	})
 	if err != nil {
-		c.settle(ch, p, err)
+		c.settle(ch, p, nil, err)
 	}
 	return err
 }
 
-// settle records the outcome of ch's subscribe request p: nil (accepted),
-// the *hub.ReplyError (refused), or the error that kept the answer away.
-func (c *Client) settle(ch *Channel, p *subscribing, err error) {
+// settle records the outcome of ch's subscribe request p: nil (accepted,
+// with the answer a), the *hub.ReplyError (refused), or the error that
+// kept the answer away. An accepted subscribe is settled on the reader.
+func (c *Client) settle(ch *Channel, p *subscribing, a *answerData, err error) {
 	var refused *hub.ReplyError
 	errors.As(err, &refused)
 	c.mu.Lock()
@@ -156,6 +178,12 @@ func (c *Client) settle(ch *Channel, p *subscribing, err error) {
 	}
 	ch.sub = nil
 	kept := c.channels[ch.name] == ch
+	var next settled
+	if err == nil {
+		next = ch.acceptedLocked(a)
+	} else {
+		ch.rec = nil // the next connection recovers from what was delivered
+	}
 	switch {
 	case err == nil:
 	case p.again && refused == nil:
@@ -167,6 +195,9 @@ func (c *Client) settle(ch *Channel, p *subscribing, err error) {
 	p.err = err
 	close(p.done)
 	c.mu.Unlock()
+	if err == nil {
+		c.answered(p.s, ch, next)
+	}
 	if p.again && refused != nil && kept {
 		// No call is there to return the refusal.
 		c.log.Info("the server refused a channel on a new connection", "channel", ch.name, "err", refused)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -253,8 +254,11 @@ func (c *Client) OnDisconnect(fn func(code hub.CloseCode, reason string)) {
 // *ChannelError for every channel the server refused when the client
 // subscribed it on a new connection (after a reconnect, or after a
 // Subscribe made while disconnected); the client has dropped the channel
-// by then. It replaces any previous handler; nil removes it. fn runs on
-// the handler goroutine, in order with the other handlers.
+// by then. And a *RecoveryError for every channel whose missed
+// publications cannot all come (see Options.Recover and SubscribeFrom),
+// before its watcher gets any publication after the gap; the client keeps
+// that channel. It replaces any previous handler; nil removes it. fn runs
+// on the handler goroutine, in order with the other handlers.
 func (c *Client) OnError(fn func(err error)) {
 	if fn == nil {
 		c.onError.Store(nil)
@@ -304,16 +308,18 @@ func (c *Client) Send(ctx context.Context, event string, data any) error {
 // connection ends before the answer, it returns an error wrapping
 // ErrNotConnected (ErrClosed after Close).
 func (c *Client) Subscribe(ctx context.Context, channel string) (*Channel, error) {
-	ch, p, err := c.subscribe(ctx, channel)
+	ch, p, err := c.subscribe(ctx, channel, nil, nil)
 	if p == nil {
 		return ch, err
 	}
 	return c.await(ctx, ch, p)
 }
 
-// subscribe is the part of Subscribe done under subMu. It returns the
-// channel's handle, and its subscribe request if that awaits an answer.
-func (c *Client) subscribe(ctx context.Context, channel string) (*Channel, *subscribing, error) {
+// subscribe is the part of Subscribe and SubscribeFrom done under subMu.
+// since is nil for Subscribe, else SubscribeFrom's, with its watcher fn.
+// It returns the channel's handle, and its subscribe request if that
+// awaits an answer.
+func (c *Client) subscribe(ctx context.Context, channel string, since *hub.Position, fn func(json.RawMessage)) (*Channel, *subscribing, error) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	c.mu.Lock()
@@ -322,6 +328,10 @@ func (c *Client) subscribe(ctx context.Context, channel string) (*Channel, *subs
 		return nil, nil, ErrClosed
 	}
 	if ch, ok := c.channels[channel]; ok {
+		if since != nil {
+			c.mu.Unlock()
+			return nil, nil, fmt.Errorf("%w: %q", ErrAlreadySubscribed, channel)
+		}
 		p := ch.sub
 		if p != nil {
 			p.waiters++
@@ -330,10 +340,16 @@ func (c *Client) subscribe(ctx context.Context, channel string) (*Channel, *subs
 		return ch, p, nil
 	}
 	ch := &Channel{c: c, name: channel}
+	var from hub.Position
+	if since != nil {
+		from = *since
+		ch.delivered, ch.last, ch.from = from, from, from != hub.Position{}
+		ch.Watch(fn)
+	}
 	c.channels[channel] = ch
 	s := c.sess
 	if s != nil && s.ext {
-		p := &subscribing{s: s, waiters: 1, done: make(chan struct{})}
+		p := &subscribing{s: s, waiters: 1, since: from, done: make(chan struct{})}
 		ch.sub = p
 		c.mu.Unlock()
 		c.requestSubscribe(ctx, ch, p)
@@ -347,6 +363,9 @@ func (c *Client) subscribe(ctx context.Context, channel string) (*Channel, *subs
 	if err == nil || errors.Is(err, ErrNotConnected) {
 		// A broken connection is as good as none: the channel is
 		// subscribed again on the next connection.
+		if err == nil && from != (hub.Position{}) {
+			c.noExtension(s, ch, from)
+		}
 		return ch, nil, nil
 	}
 	c.mu.Lock()
@@ -447,14 +466,28 @@ func (c *Client) install(s *session) error {
 	return nil
 }
 
-// resubscribe subscribes a kept channel on the new connection s. With the
-// extension the answer comes later: a refusal drops the channel and goes
-// to OnError. The caller holds subMu.
+// resubscribe subscribes a kept channel on the new connection s, from
+// the position of the last publication delivered with Options.Recover
+// (or a SubscribeFrom not answered yet). With the extension the answer
+// comes later: a refusal drops the channel and goes to OnError, and so
+// does a failed recovery, which keeps it. The caller holds subMu.
 func (c *Client) resubscribe(ctx context.Context, s *session, ch *Channel) error {
-	if !s.ext {
-		return s.send(ctx, protocol.KindSystem, protocol.SystemSubscribe, ch.name)
+	c.mu.Lock()
+	ch.last, ch.queued = ch.delivered, 0 // the frames of earlier connections have all run
+	var since hub.Position
+	if c.opts.Recover || ch.from {
+		since = ch.delivered
 	}
-	p := &subscribing{s: s, again: true, done: make(chan struct{})}
+	from := ch.from
+	c.mu.Unlock()
+	if !s.ext {
+		err := s.send(ctx, protocol.KindSystem, protocol.SystemSubscribe, ch.name)
+		if err == nil && from {
+			c.noExtension(s, ch, since)
+		}
+		return err
+	}
+	p := &subscribing{s: s, again: true, since: since, done: make(chan struct{})}
 	c.mu.Lock()
 	ch.sub = p
 	c.mu.Unlock()
@@ -525,11 +558,4 @@ func (c *Client) handler(event string) func(json.RawMessage) {
 	c.hmu.RLock()
 	defer c.hmu.RUnlock()
 	return c.handlers[event]
-}
-
-// channel returns the subscribed channel of that name, or nil.
-func (c *Client) channel(name string) *Channel {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.channels[name]
 }

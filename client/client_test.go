@@ -129,6 +129,10 @@ type serverOptions struct {
 	// ext selects the protocol extension and answers requests, each
 	// answer after a stray answer and an unknown system frame.
 	ext bool
+	// subscribe, with ext, scripts the answer to a subscribe on the
+	// server's connection n (1, 2, …): the text frames written before
+	// it, and its extra members (`,"position":…`).
+	subscribe func(n int64, req protocol.Request) (before []string, extra string)
 }
 
 // testServer is a small ClusterWS protocol server: it sends the config
@@ -164,9 +168,10 @@ type serverConn struct {
 
 // seenRequest is a request of the protocol extension a testServer got.
 type seenRequest struct {
-	conn int64 // serverConn.n
-	id   uint64
-	name string
+	conn  int64 // serverConn.n
+	id    uint64
+	name  string
+	since *protocol.Position
 }
 
 func newTestServer(t testing.TB, opts serverOptions) *testServer {
@@ -410,7 +415,7 @@ func (ts *testServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				delete(sc.subs, name)
 			}
 			if req.ID != 0 {
-				ts.requests = append(ts.requests, seenRequest{sc.n, req.ID, m.Name})
+				ts.requests = append(ts.requests, seenRequest{sc.n, req.ID, m.Name, req.Since})
 			}
 			ts.mu.Unlock()
 			var code int
@@ -421,10 +426,18 @@ func (ts *testServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 					code = hub.ReplyNotSubscribed
 				}
 			}
+			var extra []byte
+			if script := ts.opts.subscribe; script != nil && m.Name == protocol.SystemSubscribe && req.ID != 0 {
+				before, more := script(sc.n, req)
+				for _, f := range before {
+					ts.write(sc, websocket.MessageText, []byte(f))
+				}
+				extra = []byte(more)
+			}
 			if req.ID != 0 && !ts.noAnswers.Load() {
 				ts.write(sc, ts.typ, ts.enc.Answer(req.ID+1<<32, 0, "", nil))
 				ts.write(sc, ts.typ, ts.enc.AppendFrame(nil, protocol.KindSystem, "future", []byte(`{"id":1}`)))
-				ts.write(sc, ts.typ, ts.enc.Answer(req.ID, code, "not subscribed", nil))
+				ts.write(sc, ts.typ, ts.enc.Answer(req.ID, code, "not subscribed", extra))
 			}
 		case protocol.KindPublish:
 			ts.mu.Lock()
@@ -1077,11 +1090,13 @@ func TestBlockedHandler(t *testing.T) {
 	ts := newTestServer(t, serverOptions{ping: 100 * time.Millisecond})
 	c := dial(t, ts, client.Options{})
 	gone := onDisconnect(c)
-	release := make(chan struct{})
+	unblock := make(chan struct{})
+	release := sync.OnceFunc(func() { close(unblock) })
+	t.Cleanup(release) // before Close, which waits for the handler
 	blocked := make(chan struct{})
 	c.On("block", func(json.RawMessage) {
 		close(blocked)
-		<-release
+		<-unblock
 	})
 	fn, got := collect()
 	c.On("after", fn)
@@ -1098,7 +1113,7 @@ func TestBlockedHandler(t *testing.T) {
 	// Blocked for longer than the dead-server limit.
 	pongs := ts.pongs.Load()
 	waitFor(t, "pongs while the handler is blocked", func() bool { return ts.pongs.Load() >= pongs+4 })
-	close(release)
+	release()
 	for i := range 3 {
 		if data := recv(t, got, "event after the blocking one"); string(data) != fmt.Sprint(i) {
 			t.Errorf("event %d = %s", i, data)

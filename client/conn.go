@@ -53,7 +53,7 @@ type session struct {
 
 	reqMu   sync.Mutex // protects the fields below
 	lastID  uint64     // of the last request
-	pending map[uint64]func(error)
+	pending map[uint64]answered
 	ended   error // once set, what requests fail with
 }
 
@@ -87,7 +87,7 @@ func (c *Client) establish(ctx context.Context) (*session, error) {
 		enc:     protocol.Encoder{Legacy: c.opts.Legacy},
 		typ:     websocket.MessageText,
 		pinged:  make(chan struct{}, 1),
-		pending: make(map[uint64]func(error)),
+		pending: make(map[uint64]answered),
 	}
 	if cfg.Binary {
 		// Escaping non-ASCII keeps binary frames readable by servers that
@@ -226,13 +226,7 @@ func (c *Client) handle(s *session, typ websocket.MessageType, b []byte) {
 			}
 		})
 	case protocol.KindPublish:
-		s.disp.pushFrame(s.ctx.Done(), func() {
-			if ch := c.channel(name); ch != nil {
-				if fn := ch.watcher.Load(); fn != nil {
-					(*fn)(data)
-				}
-			}
-		})
+		c.received(s, name, publication{data: data, pos: hub.Position(m.Position), hasPos: m.HasPosition})
 	case protocol.KindSystem:
 		if m.Name == protocol.SystemAnswer && s.ext {
 			if err := s.answer(m.Data); err != nil {

@@ -20,7 +20,7 @@
 // # Concurrency
 //
 // Every method of Client and Channel is safe for concurrent use. Handlers
-// (On, Watch, OnConnect, OnDisconnect) run one at a time on the client's
+// (On, Watch, OnConnect, OnDisconnect, OnError) run one at a time on the client's
 // handler goroutine, in the order the frames arrived, across reconnects
 // too. Handlers may call Send, Publish, Subscribe and Unsubscribe, but not
 // Close, which waits for the handler goroutine to finish (call
@@ -75,5 +75,40 @@
 // while the client was disconnected are not replayed (at-most-once).
 // Subscribe while disconnected records the channel and subscribes it on the
 // next connection. After a reconnect, the channels are subscribed again
-// before any publish or event goes out on the new connection.
+// before any publish or event goes out on the new connection. Without
+// Options.Recover, the publications made on a channel while the client was
+// away are missed.
+//
+// # History and recovery
+//
+// On a channel with history (the server's WithHistory), every publication
+// carries its position: an offset, one more per publication, in an epoch
+// that changes when the server loses the channel's history.
+// Channel.Position is that of the last publication delivered to the
+// watcher. With Options.Recover, and the protocol extension, the client
+// subscribes its channels again after a reconnect from their positions;
+// the server sends the publications missed meanwhile first, and the
+// watcher gets them in order, then the live ones:
+//
+//	c, err := client.Dial(ctx, url, client.Options{AutoReconnect: true, Recover: true})
+//	c.OnError(func(err error) {
+//		var lost *client.RecoveryError
+//		if errors.As(err, &lost) { ... } // e.g. load lost.Channel's state afresh
+//	})
+//
+// A recovery is never partial: when the server no longer has every
+// publication after a position (its history was lost, or it keeps fewer
+// publications than were missed), it sends none of them, and OnError gets
+// a *RecoveryError, matching ErrRecoveryFailed, before the watcher gets
+// any later publication; the channel stays subscribed and goes on from the
+// server's position. Client.SubscribeFrom subscribes from a position kept
+// elsewhere, e.g. across a restart of the program.
+//
+// The watcher gets each publication once: one whose offset is not after
+// the last delivered in the same epoch is dropped. A channel that the
+// client subscribed before its first publication (at offset 0) is
+// recovered only if nothing was published while the client was away:
+// the protocol cannot ask for the publications after offset 0, so the
+// client reports a RecoveryError instead. With servers that do not speak
+// the extension, Recover does nothing.
 package client

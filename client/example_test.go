@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -145,4 +146,70 @@ func ExampleClient_Subscribe_refused() {
 	// extension: true
 	// refused: 403 members only
 	// subscribed to lobby
+}
+
+// With Options.Recover, the publications made on a channel with history
+// while the client was away reach its watcher after the reconnect.
+func ExampleOptions_recover() {
+	srv, err := clusterws.New(clusterws.WithHistory(func(channel string) (int, time.Duration) {
+		return 100, time.Minute // the last 100 publications of every channel
+	}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	sockets := make(chan *hub.Socket, 2)
+	srv.OnConnection(func(s *hub.Socket) { sockets <- s })
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	defer srv.Close()
+	ctx := context.Background()
+
+	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(hs.URL, "http")+"/ws",
+		client.Options{AutoReconnect: true, Recover: true})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	c.OnError(func(err error) {
+		var lost *client.RecoveryError
+		if errors.As(err, &lost) {
+			// Some are gone for good: load the channel's state afresh.
+			fmt.Println("missed publications on", lost.Channel)
+		}
+	})
+	away := make(chan struct{}, 1)
+	c.OnDisconnect(func(hub.CloseCode, string) {
+		select {
+		case away <- struct{}{}:
+		default:
+		}
+	})
+	news, err := c.Subscribe(ctx, "news")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	titles := make(chan string, 3)
+	news.Watch(func(data json.RawMessage) {
+		var title string
+		json.Unmarshal(data, &title)
+		titles <- title
+	})
+
+	srv.Publish(ctx, "news", "one")
+	fmt.Println(<-titles)
+
+	// The server drops the client, and publishes while it is away.
+	(<-sockets).Close(4000, "restart")
+	<-away
+	srv.Publish(ctx, "news", "two")
+	srv.Publish(ctx, "news", "three")
+	fmt.Println(<-titles)
+	fmt.Println(<-titles)
+	// Output:
+	// one
+	// two
+	// three
 }

@@ -19,6 +19,19 @@ type Options struct {
 	// default: false
 	AutoReconnect bool
 
+	// Recover makes the client recover, after a reconnect, the
+	// publications it missed on channels with history: it subscribes each
+	// channel again from the position of the last publication it
+	// delivered to the watcher (Channel.Position), and the server sends
+	// the missed ones first. The watcher gets them in order, then the
+	// live ones, each once. When the server cannot (its history of the
+	// channel was lost, or holds fewer publications than were missed), the
+	// client reports a *RecoveryError to OnError, keeps the channel, and
+	// delivers from the server's position on. Recover needs the protocol
+	// extension (Config.Extension); with other servers it does nothing.
+	// default: false, publications made while disconnected are missed
+	Recover bool
+
 	// ReconnectMin is the backoff before the first reconnect attempt; it
 	// doubles with every failed attempt up to ReconnectMax. Each wait is
 	// jittered to between half and all of its nominal value. Setting it

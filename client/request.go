@@ -18,12 +18,12 @@ import (
 const decoySubprotocol = "clusterws.v1"
 
 // request is the data of a request frame of the protocol extension,
-// {"#":["s",name,{"id":N,"channel":C,"data":D}]}. Fields of later requests
-// (a history position, say) go here and in appendJSON.
+// {"#":["s",name,{"id":N,"channel":C,"data":D,"since":{"offset":O,"epoch":"E"}}]}.
 type request struct {
 	id      uint64
 	channel string
-	data    []byte // one JSON value; nil for none
+	data    []byte        // one JSON value; nil for none
+	since   *hub.Position // a subscribe's recovery point (see wireSince); nil for none
 }
 
 func (r request) appendJSON(dst []byte) []byte {
@@ -34,25 +34,40 @@ func (r request) appendJSON(dst []byte) []byte {
 		dst = append(dst, `,"data":`...)
 		dst = append(dst, r.data...)
 	}
+	if r.since != nil {
+		// wireSince lets only epochs of letters and digits through.
+		dst = strconv.AppendUint(append(dst, `,"since":{"offset":`...), r.since.Offset, 10)
+		dst = append(dst, `,"epoch":"`...)
+		dst = append(dst, r.since.Epoch...)
+		dst = append(dst, `"}`...)
+	}
 	return append(dst, '}')
 }
 
 // answerData is the data of an answer frame: {"id":N} or
-// {"id":N,"error":{"code":C,"reason":R}}. Unknown fields are ignored.
+// {"id":N,"error":{"code":C,"reason":R}}; the answer to a subscribe of a
+// channel with history adds "position" and, when it asked to recover,
+// "recovered". Unknown fields are ignored.
 type answerData struct {
 	ID    uint64 `json:"id"`
 	Error *struct {
 		Code   int    `json:"code"`
 		Reason string `json:"reason"`
 	} `json:"error"`
+	Position  *hub.Position `json:"position"`
+	Recovered *bool         `json:"recovered"`
 }
 
+// answered is what a request's done function gets: the answer (nil when
+// none came) and the request's outcome: nil, the *hub.ReplyError, or the
+// error the connection ended with.
+type answered func(a *answerData, err error)
+
 // request writes a request and arranges for done to run once with its
-// outcome: nil, the *hub.ReplyError, or the error the connection ended
-// with. done runs on the goroutine that reads the answer or ends the
+// answer and outcome. done runs on the goroutine that reads the answer or ends the
 // connection, and must not block. When the connection has ended already
 // or the write fails, request returns the error and done does not run.
-func (s *session) request(ctx context.Context, name string, r request, done func(error)) (id uint64, err error) {
+func (s *session) request(ctx context.Context, name string, r request, done answered) (id uint64, err error) {
 	s.reqMu.Lock()
 	if s.ended != nil {
 		err := s.ended
@@ -75,18 +90,18 @@ func (s *session) request(ctx context.Context, name string, r request, done func
 // nil, the *hub.ReplyError, the error the connection ended with, or ctx's
 // error when ctx ends first.
 func (s *session) ask(ctx context.Context, name string, r request) (wait func(context.Context) error, err error) {
-	answered := make(chan error, 1)
-	id, err := s.request(ctx, name, r, func(err error) { answered <- err })
+	got := make(chan error, 1)
+	id, err := s.request(ctx, name, r, func(_ *answerData, err error) { got <- err })
 	if err != nil {
 		return nil, err
 	}
 	return func(ctx context.Context) error {
 		select {
-		case err := <-answered:
+		case err := <-got:
 			return err
 		case <-ctx.Done():
 			if !s.forget(id) {
-				return <-answered // it came meanwhile
+				return <-got // it came meanwhile
 			}
 			return noAnswer(r.channel, ctx)
 		}
@@ -123,9 +138,9 @@ func (s *session) answer(data []byte) error {
 		return errUnknownAnswer
 	}
 	if a.Error != nil {
-		done(&hub.ReplyError{Code: a.Error.Code, Reason: a.Error.Reason})
+		done(&a, &hub.ReplyError{Code: a.Error.Code, Reason: a.Error.Reason})
 	} else {
-		done(nil)
+		done(&a, nil)
 	}
 	return nil
 }
@@ -140,6 +155,6 @@ func (s *session) end(err error) {
 	s.pending = nil
 	s.reqMu.Unlock()
 	for _, done := range pending {
-		done(err)
+		done(nil, err)
 	}
 }
