@@ -80,7 +80,7 @@ func TestExtensionAnswers(t *testing.T) {
 		{"s", `{"id":10,"channel":"d"}`, hub.ReplyTooManyChannels},
 		{"u", `{"id":11,"channel":"c"}`, 0},
 		{"s", `{"id":12,"channel":"d"}`, 0},
-		{"s", `{"id":13,"channel":5}`, -1}, // malformed: ignored, no answer
+		{"s", `{"id":13,"channel":5}`, hub.ReplyBadRequest}, // malformed: answered, not applied
 	} {
 		if tc.code < 0 {
 			c.Send(`{"#":["s","` + tc.name + `",` + tc.body + `]}`)

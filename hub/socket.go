@@ -288,6 +288,10 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 	case protocol.KindSystem:
 		req, err := protocol.DecodeRequest(m.Data, s.ext)
 		if err != nil {
+			if id := protocol.RequestID(m.Data); s.ext && id != 0 {
+				s.done(id, "", ErrMalformedMessage, nil) // answered: nobody waits forever
+				return
+			}
 			s.ignore(ErrMalformedMessage, m.Name)
 			return
 		}
@@ -317,7 +321,7 @@ func (s *Socket) done(id uint64, channel string, err error, extra []byte) {
 	if err != nil {
 		s.hub.ops.obs.request(err)
 		switch {
-		case errors.Is(err, ErrNotSubscribed):
+		case errors.Is(err, ErrNotSubscribed), errors.Is(err, ErrMalformedMessage):
 			s.hub.counters.ignored.Add(1)
 		case errors.Is(err, ErrBrokerUnavailable), errors.Is(err, ErrInternal):
 			// Counted as broker errors and panics where they happened.

@@ -204,7 +204,7 @@ func (o *observer) ignored(err error) {
 func (o *observer) request(err error) {
 	switch {
 	case err == nil, errors.Is(err, ErrBrokerUnavailable), errors.Is(err, ErrInternal):
-	case errors.Is(err, ErrNotSubscribed):
+	case errors.Is(err, ErrNotSubscribed), errors.Is(err, ErrMalformedMessage):
 		o.ignored(err)
 	case errors.Is(err, ErrChannelTooLong):
 		o.refusedBy[1].Add(1)

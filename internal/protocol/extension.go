@@ -27,6 +27,16 @@ type Request struct {
 	Since *Position `json:"since"`
 }
 
+// RequestID returns the id of a request object that DecodeRequest refused,
+// so that the client can still be answered; 0 when there is none.
+func RequestID(data []byte) uint64 {
+	var r struct {
+		ID uint64 `json:"id"`
+	}
+	_ = json.Unmarshal(data, &r)
+	return r.ID
+}
+
 // DecodeRequest reads the data of a system frame: a channel name (3.x),
 // or, when ext is set, a request object of the extension.
 func DecodeRequest(data []byte, ext bool) (Request, error) {
@@ -42,7 +52,7 @@ func DecodeRequest(data []byte, ext bool) (Request, error) {
 	if err := d.Decode(&r); err != nil || d.More() {
 		return Request{}, ErrShape
 	}
-	if r.Since != nil && (!ValidEpoch(r.Since.Epoch) || r.Since.Offset == 0) {
+	if r.Since != nil && !ValidEpoch(r.Since.Epoch) {
 		return Request{}, ErrShape
 	}
 	return r, nil
