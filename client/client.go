@@ -60,9 +60,10 @@ type Config struct {
 	// Binary reports that the client sends its JSON frames as binary
 	// WebSocket frames on this connection.
 	Binary bool
-	// Extension reports that the server selected the subprotocol of the
-	// protocol extension (clusterws.v2) at the handshake: Subscribe,
-	// Publish and Unsubscribe wait for its answers on this connection.
+	// Extension reports that the server speaks the protocol extension
+	// (clusterws.v2) on this connection: it selected the subprotocol at
+	// the handshake and its config frame says "protocol":"clusterws.v2".
+	// Subscribe, Publish and Unsubscribe wait for its answers.
 	// It is never set with Options.Legacy.
 	Extension bool
 }

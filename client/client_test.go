@@ -343,7 +343,7 @@ func (ts *testServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ts.opts.noConfig {
 		ts.write(sc, ts.typ, ts.enc.AppendFrame(nil, protocol.KindEvent, "hello", []byte(`1`)))
 	} else {
-		ts.write(sc, ts.typ, ts.enc.Config(ts.opts.ping.Milliseconds(), ts.opts.binary, false))
+		ts.write(sc, ts.typ, ts.enc.Config(ts.opts.ping.Milliseconds(), ts.opts.binary, ts.opts.ext))
 	}
 	if ts.opts.welcome {
 		ts.write(sc, ts.typ, ts.enc.AppendFrame(nil, protocol.KindEvent, "welcome", []byte(`"hi"`)))

@@ -62,7 +62,7 @@ type session struct {
 func (c *Client) establish(ctx context.Context) (*session, error) {
 	var protocols []string
 	if !c.opts.Legacy { // the extension is defined on the 3.x dialect only
-		protocols = []string{decoySubprotocol, protocol.Subprotocol}
+		protocols = []string{protocol.Subprotocol}
 	}
 	conn, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{
 		HTTPClient:   c.opts.HTTPClient,
@@ -78,7 +78,9 @@ func (c *Client) establish(ctx context.Context) (*session, error) {
 		_ = conn.CloseNow()
 		return nil, err
 	}
-	cfg.Extension = !c.opts.Legacy && conn.Subprotocol() == protocol.Subprotocol
+	// Some servers (the Node.js ClusterWS ones) select any offered
+	// subprotocol without speaking it: the config frame must say so too.
+	cfg.Extension = cfg.Extension && !c.opts.Legacy && conn.Subprotocol() == protocol.Subprotocol
 	s := &session{
 		conn:    conn,
 		cfg:     cfg,
@@ -126,13 +128,14 @@ func (c *Client) readConfig(ctx context.Context, conn *websocket.Conn) (Config, 
 			return Config{}, fmt.Errorf("%w: got %q %q", ErrNoConfig, m.Kind, m.Name)
 		}
 		var raw struct {
-			Ping   float64 `json:"ping"`
-			Binary bool    `json:"binary"`
+			Ping     float64 `json:"ping"`
+			Binary   bool    `json:"binary"`
+			Protocol string  `json:"protocol"`
 		}
 		if err := json.Unmarshal(m.Data, &raw); err != nil {
 			return Config{}, fmt.Errorf("%w: %w", ErrNoConfig, err)
 		}
-		cfg := Config{Binary: raw.Binary}
+		cfg := Config{Binary: raw.Binary, Extension: raw.Protocol == protocol.Subprotocol}
 		if raw.Ping > 0 && raw.Ping <= maxPingMillis {
 			cfg.PingInterval = time.Duration(math.Round(raw.Ping * float64(time.Millisecond)))
 		}

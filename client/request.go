@@ -11,12 +11,6 @@ import (
 	"github.com/clusterws/clusterws-go/internal/protocol"
 )
 
-// decoySubprotocol is offered before protocol.Subprotocol. The Node.js
-// ClusterWS servers (ws, cWS) select whatever a client offers first without
-// speaking it; this way they select the decoy, and only a server that
-// knows the extension selects protocol.Subprotocol.
-const decoySubprotocol = "clusterws.v1"
-
 // request is the data of a request frame of the protocol extension,
 // {"#":["s",name,{"id":N,"channel":C,"data":D,"since":{"offset":O,"epoch":"E"}}]}.
 type request struct {
