@@ -62,11 +62,11 @@
 // (ErrClosed after Close); none waits forever. Answers with unknown ids and
 // system frames the client does not know are ignored.
 //
-// Servers that do not select the subprotocol, such as the Node.js
-// ClusterWS server, get the 3.x frames, and Subscribe, Unsubscribe and
-// Publish return once their frame is written. The client offers a second
-// subprotocol, clusterws.v1, first: those servers select whatever a client
-// offers first without speaking it, and so select clusterws.v1.
+// Servers that do not speak the extension, such as the Node.js ClusterWS
+// server, get the 3.x frames, and Subscribe, Unsubscribe and Publish
+// return once their frame is written. The client needs both the selected
+// subprotocol and the config frame's "protocol":"clusterws.v2": the Node.js
+// servers select whatever a client offers without speaking it.
 //
 // # Delivery
 //
