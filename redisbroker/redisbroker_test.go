@@ -97,33 +97,43 @@ func deliverOnce(t *testing.T, a *redisbroker.Broker, p *brokertest.Process, cha
 	}, "a delivery on %s", channel)
 }
 
-// Every deployment passes the shared conformance suite.
-func TestConformance(t *testing.T) {
-	redisServer := func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+// backend is a Redis deployment a conformance test runs against.
+type backend struct {
+	client  func() redis.UniversalClient // a client for each Broker, which owns it
+	restart func(testing.TB)             // kills the deployment and starts it again, empty
+}
+
+// deployment is one row of the conformance table.
+type deployment struct {
+	name     string
+	start    func(t *testing.T) backend
+	opts     redisbroker.Options
+	channels int // for brokertest.Harness.Channels; 0: the suite's default
+}
+
+// deployments are every kind of Redis the Broker runs on.
+func deployments() []deployment {
+	redisServer := func(t *testing.T) backend {
 		r := testutil.StartRedis(t)
-		return func() redis.UniversalClient { return dial(r.Addr()) }, r.Restart
+		return backend{client: func() redis.UniversalClient { return dial(r.Addr()) }, restart: r.Restart}
 	}
-	cluster := func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+	cluster := func(t *testing.T) backend {
 		c := testutil.StartRedisCluster(t)
-		return func() redis.UniversalClient { return dial(c.Addrs()...) }, c.Restart
+		return backend{client: func() redis.UniversalClient { return dial(c.Addrs()...) }, restart: c.Restart}
 	}
-	tests := []struct {
-		name string
-		// start starts the backend; it returns a client for each Broker
-		// and how to restart the backend.
-		start    func(t *testing.T) (client func() redis.UniversalClient, restart func(testing.TB))
-		opts     redisbroker.Options
-		channels int
-	}{
+	return []deployment{
 		{
 			name: "miniredis",
-			start: func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+			start: func(t *testing.T) backend {
 				m := testutil.StartMiniredis(t)
-				return func() redis.UniversalClient { return dial(m.Addr()) }, func(t testing.TB) {
-					addr := m.Addr()
-					m.Close()
-					testutil.Eventually(t, 10*time.Second, func() bool { return m.Restart() == nil },
-						"miniredis to listen again on %s", addr)
+				return backend{
+					client: func() redis.UniversalClient { return dial(m.Addr()) },
+					restart: func(t testing.TB) {
+						addr := m.Addr()
+						m.Close()
+						testutil.Eventually(t, 10*time.Second, func() bool { return m.Restart() == nil },
+							"miniredis to listen again on %s", addr)
+					},
 				}
 			},
 			// miniredis (v2.40.0, Subscriber.Publish) scans a subscriber's
@@ -140,28 +150,40 @@ func TestConformance(t *testing.T) {
 			// A Sentinel failover client finds the master through
 			// Sentinel; the Broker uses it like any client.
 			name: "sentinel",
-			start: func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+			start: func(t *testing.T) backend {
 				master := testutil.StartRedis(t)
 				sentinel := testutil.StartRedisSentinel(t, "mymaster", master)
-				return func() redis.UniversalClient {
-					return redis.NewFailoverClient(&redis.FailoverOptions{
-						MasterName:    "mymaster",
-						SentinelAddrs: []string{sentinel.Addr()},
-						DialTimeout:   time.Second,
-					})
-				}, master.Restart
+				return backend{
+					client: func() redis.UniversalClient {
+						return redis.NewFailoverClient(&redis.FailoverOptions{
+							MasterName:    "mymaster",
+							SentinelAddrs: []string{sentinel.Addr()},
+							DialTimeout:   time.Second,
+						})
+					},
+					restart: master.Restart,
+				}
 			},
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
+}
+
+// Every deployment passes the shared conformance suite: publish and
+// subscribe (Run) and users and addressing between two hubs
+// (RunAddressing), which travel on the hub's internal channels, whose
+// names start with a NUL byte.
+func TestConformance(t *testing.T) {
+	for _, d := range deployments() {
+		t.Run(d.name, func(t *testing.T) {
 			testutil.CheckGoroutines(t)
-			client, restart := tc.start(t)
-			brokertest.Run(t, brokertest.Harness{
-				NewBroker: func(t *testing.T) hub.Broker { return newBroker(t, client(), tc.opts) },
-				Restart:   func(t *testing.T) { restart(t) },
-				Channels:  tc.channels,
-			})
+			be := d.start(t)
+			h := brokertest.Harness{
+				NewBroker: func(t *testing.T) hub.Broker { return newBroker(t, be.client(), d.opts) },
+				Restart:   func(t *testing.T) { be.restart(t) },
+				Channels:  d.channels,
+			}
+			brokertest.Run(t, h)
+			t.Run("Addressing", func(t *testing.T) { brokertest.RunAddressing(t, h) })
 		})
 	}
 }
@@ -254,8 +276,10 @@ func TestInterestRoutingCluster(t *testing.T) {
 	}
 	node0 := newClient(t, c.Addrs()[0])
 	// The Broker groups sharded subscriptions by slot, computed as Redis
-	// does, hash tags included.
-	for _, name := range append(slices.Clone(brokertest.OddNames), "{tag}x", "a{tag}", "{}{tag}", "{", "}{") {
+	// does, hash tags included, and the hub's internal channels (a NUL
+	// byte first) too.
+	for _, name := range append(slices.Clone(brokertest.OddNames), "{tag}x", "a{tag}", "{}{tag}", "{", "}{",
+		"\x00u:alice", "\x00n:0123456789abcdef", "\x00u:{alice}", "\x00") {
 		key := redisbroker.DefaultPrefix + name
 		want, err := node0.ClusterKeySlot(ctx, key).Result()
 		if err != nil {
