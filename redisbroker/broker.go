@@ -18,8 +18,9 @@ import (
 )
 
 // Broker carries a process's publishes to other processes through Redis
-// pub/sub. It implements hub.Broker; see the package documentation for
-// its connections, batching and delivery guarantees. All methods are safe
+// pub/sub. It implements hub.Broker, and keeps presence
+// (hub.PresenceBroker) in Redis; see the package documentation for its
+// connections, batching, delivery guarantees and data layout. All methods are safe
 // for concurrent use.
 type Broker struct {
 	opts       Options
@@ -62,13 +63,17 @@ type Broker struct {
 	started bool
 	closed  bool
 
-	pub publisher
+	pub      publisher
+	presence presence
 
 	wg       sync.WaitGroup
 	counters counters
 }
 
-var _ hub.Broker = (*Broker)(nil)
+var (
+	_ hub.Broker         = (*Broker)(nil)
+	_ hub.PresenceBroker = (*Broker)(nil)
+)
 
 type counters struct {
 	published, lost, refused, delivered, echoes, ignored, reconnects atomic.Uint64
@@ -141,6 +146,7 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	}
 	_, _ = crand.Read(b.id[:])
 	b.pub.init(b)
+	b.presence.init(b)
 	return b, nil
 }
 
@@ -171,6 +177,8 @@ func (b *Broker) Start(deliver func(channel string, frame []byte)) error {
 	}
 	b.started, b.deliver = true, deliver
 	b.pub.start()
+	b.wg.Add(1)
+	go b.presence.run()
 	for _, s := range b.shards { // made by Subscribe calls before Start
 		b.wg.Add(1)
 		go s.run()
@@ -269,6 +277,12 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	s.waiters = append(s.waiters, done)
 	b.mu.Unlock()
 	s.poke()
+	return b.await(ctx, done)
+}
+
+// await returns what done says, or ctx's error, or ErrClosed when the
+// Broker closes first.
+func (b *Broker) await(ctx context.Context, done <-chan error) error {
 	select {
 	case err := <-done:
 		return err
@@ -426,6 +440,12 @@ func countFrames(version byte, body string) int {
 		_, rest = splitFrame(rest)
 	}
 	return n
+}
+
+// callCtx returns ctx, a caller's, carrying the Broker's logger for
+// go-redis's lines about the call (goRedisLog).
+func (b *Broker) callCtx(ctx context.Context) context.Context {
+	return context.WithValue(ctx, loggerKey{}, b.log)
 }
 
 // stopping reports whether Close has begun.

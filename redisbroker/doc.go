@@ -1,5 +1,6 @@
 // Package redisbroker is a hub.Broker over Redis pub/sub, for apps whose
-// worker processes run on more than one host. It uses
+// worker processes run on more than one host, that also keeps presence
+// (hub.PresenceBroker) in Redis for all of them. It uses
 // github.com/redis/go-redis/v9 and works with a single Redis
 // (*redis.Client), Sentinel (redis.NewFailoverClient) and Redis Cluster
 // (*redis.ClusterClient).
@@ -100,6 +101,63 @@
 // this package; anything else arriving on a channel is counted in
 // Stats.Ignored.
 //
+// # Presence
+//
+// The Broker is a hub.PresenceBroker: with clusterws.WithPresence, a
+// Server's Presence and PresenceStats are those of every process sharing
+// the Redis. Each process writes its own members (UpdatePresence, in
+// batches from the hub) and holds a lease, a key that lives
+// Options.PresenceTTL (default 15s) and that a goroutine of the Broker
+// renews every third of it: one PEXPIRE per process and period, however
+// many members it has. A member counts while the lease named in its entry
+// exists, so the members of a process killed with SIGKILL, of a host that
+// vanished, or of a process cut off from Redis leave every Presence within
+// PresenceTTL, and Close removes a process's members and lease at once.
+//
+// A process writes all its members again, under a new lease, when it
+// finds its lease gone (Redis restarted without its data, or lost the
+// process for longer than PresenceTTL), which it checks at every renewal
+// and whenever a connection to Redis comes back, and when a write failed,
+// which may have done part of its work. It keeps its own copy of its
+// members for that, so presence comes back by itself, with the changes
+// made meanwhile; UpdatePresence returns ErrUnavailable while Redis is
+// known to be unreachable and keeps the change. The old lease is deleted
+// after the rewrite: the entries that only it still names (a leave that
+// never reached Redis) die with it, and the others never flicker.
+//
+// Presence is two round trips: HGETALL of the channel's hash, then one
+// EXISTS per process with members in it, in a pipeline (no script, since
+// on a cluster the leases live in other slots). It reads every entry of
+// the channel: O(entries), about 1 ms for 1,000 members and 19 ms for
+// 10,000 here. It deletes
+// the entries of dead leases that it finds, with a script that deletes an
+// entry only if it still names that lease, a third round trip when there
+// are any. A hash whose processes all vanished and that nobody reads
+// expires 24 hours after a process last renewed it (each process renews
+// the hashes of its channels every 6 hours).
+//
+// # Data layout in Redis
+//
+// Every key starts with Options.Prefix (P below; default "clusterws:").
+// The keys of a channel carry a hash tag, T, of 1 to 3 letters and digits
+// that Redis Cluster hashes to the slot of the channel's pub/sub name
+// (P + channel), so a channel's pub/sub and keys live on one shard, for
+// any name, braces of its own included. A Prefix with a hash tag of its
+// own ("{app}:") puts everything in its slot instead; a '{' in the Prefix
+// must open and close such a tag.
+//
+//	P presence:{T}channel  hash    socket ID -> lease (12 letters and digits) + user
+//	P node:lease           string  "host pid N", PX PresenceTTL: a process's lease
+//
+// Costs, measured with MEMORY USAGE on Redis 7.0 (BenchmarkPresence): a presence entry takes
+// about 60 bytes in a channel of up to 128 members (a listpack) and about
+// 100 bytes above (a hash table), for socket IDs as the hub makes them and
+// short user names, plus about 100 bytes per channel; a lease 88 bytes per
+// process. Round trips: UpdatePresence one per batch (a pipeline of the
+// lease's PEXPIRE and an HSET or HDEL per channel and kind of change);
+// Presence two, three when it deletes dead entries; the lease one per
+// process every PresenceTTL/3.
+//
 // # Delivery guarantee
 //
 // While Redis is healthy, a publish reaches every other process with
@@ -140,17 +198,19 @@
 // # Concurrency
 //
 // All methods are safe for concurrent use. Each pub/sub connection has one
-// goroutine that owns it and one that reads it; each writer and the health
-// check run in a goroutine of their own. Close stops them all and waits
-// for them; no delivery happens after it returns. deliver is called from
-// the reading goroutines, one per pub/sub connection, so messages of one
-// channel arrive in order.
+// goroutine that owns it and one that reads it; each writer, the health
+// check and the presence writer (batches, the lease, rewrites, the goodbye
+// at Close) run in a goroutine of their own. Close stops them all and
+// waits for them; no delivery happens after it returns. deliver is called
+// from the reading goroutines, one per pub/sub connection, so messages of
+// one channel arrive in order. Presence runs on the caller's goroutine.
 //
 // Lock order: there is none to keep. Broker.mu (interest, shards and their
 // channel state), shard.fifoMu (the replies a connection expects),
-// lane.mu (a writer's queue) and publisher.targetMu (where classic
-// publishes go on a cluster) are never held together, nor across I/O or a
-// call into go-redis, which has locks of its own.
+// lane.mu (a writer's queue), publisher.targetMu (where classic
+// publishes go on a cluster) and presence.mu (this process's members and
+// the UpdatePresence calls waiting) are never held together, nor across
+// I/O or a call into go-redis, which has locks of its own.
 //
 // # Logging
 //

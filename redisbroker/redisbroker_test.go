@@ -101,6 +101,9 @@ func deliverOnce(t *testing.T, a *redisbroker.Broker, p *brokertest.Process, cha
 type backend struct {
 	client  func() redis.UniversalClient // a client for each Broker, which owns it
 	restart func(testing.TB)             // kills the deployment and starts it again, empty
+	// elapse, when set, lets d pass on the clock keys expire by:
+	// miniredis expires keys only when told that time passed.
+	elapse func(d time.Duration)
 }
 
 // deployment is one row of the conformance table.
@@ -128,12 +131,16 @@ func deployments() []deployment {
 				m := testutil.StartMiniredis(t)
 				return backend{
 					client: func() redis.UniversalClient { return dial(m.Addr()) },
+					// Like the redis-server fixture, without persistence:
+					// miniredis would keep its data across a restart.
 					restart: func(t testing.TB) {
 						addr := m.Addr()
 						m.Close()
+						m.FlushAll()
 						testutil.Eventually(t, 10*time.Second, func() bool { return m.Restart() == nil },
 							"miniredis to listen again on %s", addr)
 					},
+					elapse: m.FastForward,
 				}
 			},
 			// miniredis (v2.40.0, Subscriber.Publish) scans a subscriber's
@@ -184,6 +191,39 @@ func TestConformance(t *testing.T) {
 			}
 			brokertest.Run(t, h)
 			t.Run("Addressing", func(t *testing.T) { brokertest.RunAddressing(t, h) })
+		})
+	}
+}
+
+// testPresenceTTL is the lease of the presence tests: short, so that a
+// killed process's members go quickly; testPresenceBound is how long the
+// suite waits for them to go.
+const (
+	testPresenceTTL   = 2 * time.Second
+	testPresenceBound = testPresenceTTL + time.Second
+)
+
+// Every deployment passes the presence suite, incl. a process killed
+// without a goodbye (Kill: its lease is no longer renewed, nor its members
+// removed) and a restart of Redis without its data.
+func TestPresenceConformance(t *testing.T) {
+	for _, d := range deployments() {
+		t.Run(d.name, func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			be := d.start(t)
+			opts := d.opts
+			opts.PresenceTTL = testPresenceTTL
+			brokertest.RunPresence(t, brokertest.Harness{
+				NewBroker: func(t *testing.T) hub.Broker { return newBroker(t, be.client(), opts) },
+				Restart:   func(t *testing.T) { be.restart(t) },
+				Kill: func(t *testing.T, b hub.Broker) {
+					redisbroker.Kill(b.(*redisbroker.Broker))
+					if be.elapse != nil {
+						be.elapse(testPresenceTTL)
+					}
+				},
+				PresenceBound: testPresenceBound,
+			})
 		})
 	}
 }
@@ -604,7 +644,7 @@ func TestOptions(t *testing.T) {
 		MaxBatch: redisbroker.DefaultMaxBatch, Writers: redisbroker.DefaultWriters,
 		ReconnectMin: redisbroker.DefaultReconnectMin, ReconnectMax: redisbroker.DefaultReconnectMax,
 		PingInterval: redisbroker.DefaultPingInterval, DrainTimeout: redisbroker.DefaultDrainTimeout,
-		StartTimeout: redisbroker.DefaultStartTimeout,
+		StartTimeout: redisbroker.DefaultStartTimeout, PresenceTTL: redisbroker.DefaultPresenceTTL,
 	}
 	tests := []struct {
 		name string
@@ -614,6 +654,9 @@ func TestOptions(t *testing.T) {
 	}{
 		{name: "zero", want: defaults},
 		{name: "Prefix", in: redisbroker.Options{Prefix: "{app}:"}, want: with(defaults, func(o *redisbroker.Options) { o.Prefix = "{app}:" })},
+		{name: "Prefix with a hash tag in it", in: redisbroker.Options{Prefix: "x{app}y:"}, want: with(defaults, func(o *redisbroker.Options) { o.Prefix = "x{app}y:" })},
+		{name: "Prefix with an open brace", in: redisbroker.Options{Prefix: "app{"}, bad: []string{"Prefix"}},
+		{name: "Prefix with an empty hash tag", in: redisbroker.Options{Prefix: "{}app:"}, bad: []string{"Prefix"}},
 		{name: "Mode", in: redisbroker.Options{Mode: redisbroker.ModeClassic}, want: with(defaults, func(o *redisbroker.Options) { o.Mode = redisbroker.ModeClassic })},
 		{name: "Mode too large", in: redisbroker.Options{Mode: redisbroker.Mode(7)}, bad: []string{"Mode"}},
 		{name: "Mode negative", in: redisbroker.Options{Mode: redisbroker.Mode(-1)}, bad: []string{"Mode"}},
@@ -640,6 +683,9 @@ func TestOptions(t *testing.T) {
 		{name: "DrainTimeout negative", in: redisbroker.Options{DrainTimeout: -time.Second}, bad: []string{"DrainTimeout"}},
 		{name: "StartTimeout", in: redisbroker.Options{StartTimeout: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.StartTimeout = time.Second })},
 		{name: "StartTimeout negative", in: redisbroker.Options{StartTimeout: -time.Second}, bad: []string{"StartTimeout"}},
+		{name: "PresenceTTL", in: redisbroker.Options{PresenceTTL: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.PresenceTTL = time.Second })},
+		{name: "PresenceTTL too short", in: redisbroker.Options{PresenceTTL: 99 * time.Millisecond}, bad: []string{"PresenceTTL"}},
+		{name: "PresenceTTL negative", in: redisbroker.Options{PresenceTTL: -time.Second}, bad: []string{"PresenceTTL"}},
 		{name: "StartDisconnected", in: redisbroker.Options{StartDisconnected: true}, want: with(defaults, func(o *redisbroker.Options) { o.StartDisconnected = true })},
 		{name: "SharedClient", in: redisbroker.Options{SharedClient: true}, want: with(defaults, func(o *redisbroker.Options) { o.SharedClient = true })},
 		{name: "Logger", in: redisbroker.Options{Logger: logger}, want: defaults},
