@@ -3,7 +3,9 @@ package redisbroker_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/redisbroker"
@@ -25,6 +27,45 @@ func keyMemory(tb testing.TB, addr, pattern string) float64 {
 		tb.Fatal(err)
 	}
 	return float64(n)
+}
+
+// BenchmarkPublishHistory measures PublishHistory (one script run, one
+// round trip each) of a 1 KiB publish to a real redis-server, one call at
+// a time and from 16 goroutines, and reports the memory Redis takes per
+// kept publication (MEMORY USAGE of the channel's list over its entries):
+//
+//	go test -run '^$' -bench BenchmarkPublishHistory ./redisbroker/
+func BenchmarkPublishHistory(b *testing.B) {
+	r := testutil.StartRedis(b)
+	frame := pubFrame("bench", `"`+strings.Repeat("x", 1022)+`"`)
+	opts := hub.HistoryOptions{Size: 1000, TTL: time.Hour}
+	for _, par := range []int{1, 16} {
+		b.Run("size=1KiB/goroutines="+strconv.Itoa(par), func(b *testing.B) {
+			pub := newBroker(b, dial(r.Addr()), redisbroker.Options{})
+			if err := pub.Start(func(string, []byte) {}); err != nil {
+				b.Fatal(err)
+			}
+			channel := "bench-" + strconv.Itoa(par)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetBytes(int64(len(frame)))
+			b.SetParallelism(par)
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := pub.PublishHistory(ctx, channel, frame, opts); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "publishes/s")
+			entries := min(b.N, opts.Size)
+			b.ReportMetric(keyMemory(b, r.Addr(), "clusterws:history:*"+channel)/float64(entries), "redis-B/publication")
+		})
+	}
 }
 
 // BenchmarkPresence measures Presence (HGETALL and one EXISTS per

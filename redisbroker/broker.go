@@ -19,8 +19,9 @@ import (
 
 // Broker carries a process's publishes to other processes through Redis
 // pub/sub. It implements hub.Broker, and keeps presence
-// (hub.PresenceBroker) in Redis; see the package documentation for its
-// connections, batching, delivery guarantees and data layout. All methods are safe
+// (hub.PresenceBroker) and history (hub.HistoryBroker) in Redis; see the
+// package documentation for its connections, batching, delivery
+// guarantees and data layout. All methods are safe
 // for concurrent use.
 type Broker struct {
 	opts       Options
@@ -73,6 +74,7 @@ type Broker struct {
 var (
 	_ hub.Broker         = (*Broker)(nil)
 	_ hub.PresenceBroker = (*Broker)(nil)
+	_ hub.HistoryBroker  = (*Broker)(nil)
 )
 
 type counters struct {
@@ -81,11 +83,11 @@ type counters struct {
 
 // Stats is a snapshot of a Broker's counters.
 type Stats struct {
-	Published  uint64 // publishes Redis acknowledged
+	Published  uint64 // publishes Redis acknowledged, PublishHistory's included
 	Lost       uint64 // publishes Publish accepted that were never acknowledged: a failed pipeline, or still queued when Close gave up
-	Refused    uint64 // Publish calls that returned an error (ErrUnavailable, ErrBacklog, ErrClosed)
-	Delivered  uint64 // messages from other processes handed to deliver
-	Echoes     uint64 // this process's own publishes that came back from Redis and were dropped
+	Refused    uint64 // Publish and PublishHistory calls that returned an error (ErrUnavailable, ErrBacklog, ErrClosed, a failed script)
+	Delivered  uint64 // messages handed to deliver: from other processes, and this one's publishes with history
+	Echoes     uint64 // this process's own publishes (without history) that came back from Redis and were dropped
 	Ignored    uint64 // messages dropped: not written by this package, or for a channel without local interest
 	Reconnects uint64 // pub/sub connections re-established after a loss
 	Channels   int    // channels with local interest
@@ -405,7 +407,7 @@ func (b *Broker) handle(redisChannel, payload string) {
 		b.log.Debug("ignored a message not written by this package", "channel", redisChannel)
 		return
 	}
-	if origin == b.id {
+	if origin == b.id && version != versionHistory {
 		b.counters.echoes.Add(uint64(countFrames(version, body)))
 		return
 	}
@@ -416,7 +418,7 @@ func (b *Broker) handle(redisChannel, payload string) {
 		b.counters.ignored.Add(1)
 		return
 	}
-	if version == versionSingle {
+	if version != versionBatch {
 		b.counters.delivered.Add(1)
 		b.deliver(channel, []byte(body))
 		return
@@ -432,7 +434,7 @@ func (b *Broker) handle(redisChannel, payload string) {
 }
 
 func countFrames(version byte, body string) int {
-	if version == versionSingle {
+	if version != versionBatch {
 		return 1
 	}
 	n := 0

@@ -1,6 +1,7 @@
 // Package redisbroker is a hub.Broker over Redis pub/sub, for apps whose
 // worker processes run on more than one host, that also keeps presence
-// (hub.PresenceBroker) in Redis for all of them. It uses
+// (hub.PresenceBroker) and history (hub.HistoryBroker) in Redis for all of
+// them. It uses
 // github.com/redis/go-redis/v9 and works with a single Redis
 // (*redis.Client), Sentinel (redis.NewFailoverClient) and Redis Cluster
 // (*redis.ClusterClient).
@@ -136,26 +137,88 @@
 // expires 24 hours after a process last renewed it (each process renews
 // the hashes of its channels every 6 hours).
 //
+// # History
+//
+// The Broker is a hub.HistoryBroker: with clusterws.WithHistory, a
+// channel's publications get offsets and an epoch that all processes agree
+// on, are kept in Redis, and Server.History and recovering clients read
+// them from there. PublishHistory runs one Lua script, one round trip, that
+// atomically
+//
+//   - finds the channel's epoch, or makes it: a random epoch the Broker
+//     proposes, kept only when the channel has none;
+//   - increments the channel's offset;
+//   - builds the positioned frame exactly as protocol.AppendPosition does
+//     (the frame without its closing "]}", then
+//     ,{"offset":N,"epoch":"E"}]}), appends it to the channel's list
+//     and trims the list to the history's Size and its expired entries;
+//   - publishes it (PUBLISH, or SPUBLISH with sharded pub/sub) as a message
+//     of version 3, which every interested process delivers, the
+//     publisher included: the hub delivers a publication with history
+//     only as it comes back, in the order of the offsets.
+//
+// A PublishHistory that returns an error gave no offset and published
+// nothing, so a reader never meets a silent gap; go-redis is told not to
+// retry it, which could publish it twice. The one exception is a
+// connection that breaks after Redis ran the script and before its answer
+// arrived: the publication was made, and the caller is told it failed.
+// While Redis is known to be unreachable it returns ErrUnavailable at
+// once, as Publish does.
+//
+// History runs one script too, one round trip: it reads the entries after
+// a position as internal/history.Store.Read does (the hub's own store,
+// which a test checks it against over random operations): a zero position
+// asks for the newest entries; a position in another epoch, after the
+// current one or before the oldest kept entry is hub.ErrPositionLost with
+// the current position; a channel's position exists from its first read.
+//
+// Entries expire after their TTL by Redis's clock (the processes' clocks
+// need not agree), oldest first; the list itself expires with its newest
+// entry. A channel's position (epoch and offset) lives 24 hours after its
+// last use (internal/history.IdleTTL, or the entries' TTL if longer), so
+// an idle channel whose entries expired keeps its epoch: its readers lost
+// nothing. A Redis that restarts without persistence, or that evicts a
+// channel's position (maxmemory), starts the channel in a new epoch, and
+// readers learn that they lost their place; with persistence (AOF, RDB)
+// the history and the offsets go on after a restart. Replication is
+// asynchronous: after a failover, a replica that missed the last
+// publications of a channel hands out their offsets again in the same
+// epoch (WAIT after each publication would close that window, at a round
+// trip's cost; the Broker does not). Offsets are exact up to 2^53, Lua's
+// numbers.
+//
 // # Data layout in Redis
 //
 // Every key starts with Options.Prefix (P below; default "clusterws:").
 // The keys of a channel carry a hash tag, T, of 1 to 3 letters and digits
 // that Redis Cluster hashes to the slot of the channel's pub/sub name
-// (P + channel), so a channel's pub/sub and keys live on one shard, for
-// any name, braces of its own included. A Prefix with a hash tag of its
-// own ("{app}:") puts everything in its slot instead; a '{' in the Prefix
-// must open and close such a tag.
+// (P + channel): on a cluster the history script may publish only to a
+// shard channel of its keys' slot, and a tag of the channel's name itself
+// would not do for names with braces of their own. So a channel's pub/sub,
+// presence and history all live on one shard. A Prefix with a hash tag
+// of its own ("{app}:") puts everything in its slot instead; a '{' in the
+// Prefix must open and close such a tag.
 //
 //	P presence:{T}channel  hash    socket ID -> lease (12 letters and digits) + user
 //	P node:lease           string  "host pid N", PX PresenceTTL: a process's lease
+//	P history:{T}channel   list    expiry (13 digits, Unix ms) + positioned frame, oldest first
+//	P meta:{T}channel      hash    e -> epoch, o -> the last offset given
 //
-// Costs, measured with MEMORY USAGE on Redis 7.0 (BenchmarkPresence): a presence entry takes
-// about 60 bytes in a channel of up to 128 members (a listpack) and about
-// 100 bytes above (a hash table), for socket IDs as the hub makes them and
-// short user names, plus about 100 bytes per channel; a lease 88 bytes per
-// process. Round trips: UpdatePresence one per batch (a pipeline of the
-// lease's PEXPIRE and an HSET or HDEL per channel and kind of change);
-// Presence two, three when it deletes dead entries; the lease one per
+// The list holds the newest offsets without a hole, the last one meta's,
+// so the offset of an entry is its place from the end, and a read after a
+// position is one LRANGE.
+//
+// Costs, measured with MEMORY USAGE on Redis 7.0 (BenchmarkPresence,
+// BenchmarkPublishHistory): a presence entry takes about 60 bytes in a
+// channel of up to 128 members (a listpack) and about 100 bytes above (a
+// hash table), for socket IDs as the hub makes them and short user names,
+// plus about 100 bytes per channel; a lease 88 bytes per process; a kept
+// publication of 1 KiB about 1,180 bytes, plus about 300 bytes per channel
+// for its list and position. Round trips: UpdatePresence one per batch (a
+// pipeline of the lease's PEXPIRE and an HSET or HDEL per channel and kind
+// of change); Presence two, three when it deletes dead entries;
+// PublishHistory one (EVALSHA, and EVAL after a NOSCRIPT: a restart, a
+// failover), about 25 µs of Redis's time; History one; the lease one per
 // process every PresenceTTL/3.
 //
 // # Delivery guarantee
@@ -164,9 +227,10 @@
 // local interest in its channel exactly once, in order per publisher and
 // channel. Each message carries a small header with the publishing
 // Broker's random id; a process drops its own publishes when Redis echoes
-// them back, since the hub delivered them locally already. go-redis is
-// told not to retry a publish pipeline, which could publish part of it
-// twice.
+// them back, since the hub delivered them locally already, except those
+// of PublishHistory, which the hub delivers only as they come back.
+// go-redis is told not to retry a publish pipeline, which could publish
+// part of it twice.
 //
 // Across an outage delivery is at most once, never silently. While Redis
 // is known to be unreachable Publish returns ErrUnavailable at once. A
@@ -203,7 +267,8 @@
 // at Close) run in a goroutine of their own. Close stops them all and
 // waits for them; no delivery happens after it returns. deliver is called
 // from the reading goroutines, one per pub/sub connection, so messages of
-// one channel arrive in order. Presence runs on the caller's goroutine.
+// one channel arrive in order. Presence, PublishHistory and History run on
+// the caller's goroutine.
 //
 // Lock order: there is none to keep. Broker.mu (interest, shards and their
 // channel state), shard.fifoMu (the replies a connection expects),

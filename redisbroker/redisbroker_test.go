@@ -228,6 +228,23 @@ func TestPresenceConformance(t *testing.T) {
 	}
 }
 
+// Every deployment passes the history suite: offsets given and
+// publications kept and published by one script, delivered to every
+// process in offset order, reads as internal/history answers them, and a
+// new epoch after a restart of Redis without its data.
+func TestHistoryConformance(t *testing.T) {
+	for _, d := range deployments() {
+		t.Run(d.name, func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			be := d.start(t)
+			brokertest.RunHistory(t, brokertest.Harness{
+				NewBroker: func(t *testing.T) hub.Broker { return newBroker(t, be.client(), d.opts) },
+				Restart:   func(t *testing.T) { be.restart(t) },
+			})
+		})
+	}
+}
+
 // pubsubChannels lists the channels with subscribers on one server, sharded
 // or classic.
 func pubsubChannels(t testing.TB, c *redis.Client, sharded bool) []string {
