@@ -124,7 +124,9 @@
 // made meanwhile; UpdatePresence returns ErrUnavailable while Redis is
 // known to be unreachable and keeps the change. The old lease is deleted
 // after the rewrite: the entries that only it still names (a leave that
-// never reached Redis) die with it, and the others never flicker.
+// never reached Redis) die with it, while the others, written again
+// first, stay (a Presence call that overlaps the rewrite may miss them
+// once).
 //
 // Presence is two round trips: HGETALL of the channel's hash, then one
 // EXISTS per process with members in it, in a pipeline (no script, since

@@ -516,7 +516,7 @@ func (p *presence) fail(err error, waiters []chan error) error {
 func (p *presence) goodbye() {
 	b := p.b
 	p.mu.Lock()
-	killed := p.killed
+	killed, down := p.killed, p.down
 	ids := make(map[string][]string, len(p.members)+len(p.dirty))
 	for ch, ms := range p.members {
 		for id := range ms {
@@ -534,7 +534,9 @@ func (p *presence) goodbye() {
 	p.waiters = nil
 	p.mu.Unlock()
 	release(waiters, ErrClosed)
-	if killed || (p.lease == "" && len(p.stale) == 0) {
+	// While Redis is known to be out of reach, Close does not wait for
+	// it: the members lapse with the lease.
+	if killed || down || (p.lease == "" && len(p.stale) == 0) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(b.pubCtx, b.opts.DrainTimeout)
