@@ -131,8 +131,8 @@
 // Presence is two round trips: HGETALL of the channel's hash, then one
 // EXISTS per process with members in it, in a pipeline (no script, since
 // on a cluster the leases live in other slots). It reads every entry of
-// the channel: O(entries), about 1 ms for 1,000 members and 19 ms for
-// 10,000 here. It deletes
+// the channel: O(entries), about 0.1 ms for 10 members, 0.7 ms for 1,000
+// and 9 ms for 10,000 (BenchmarkPresence, loopback, 2 cores). It deletes
 // the entries of dead leases that it finds, with a script that deletes an
 // entry only if it still names that lease, a third round trip when there
 // are any. A hash whose processes all vanished and that nobody reads
@@ -220,7 +220,8 @@
 // pipeline of the lease's PEXPIRE and an HSET or HDEL per channel and kind
 // of change); Presence two, three when it deletes dead entries;
 // PublishHistory one (EVALSHA, and EVAL after a NOSCRIPT: a restart, a
-// failover), about 25 µs of Redis's time; History one; the lease one per
+// failover), about 25 µs of Redis's time and 10,000 publications a
+// second from one process here; History one; the lease one per
 // process every PresenceTTL/3.
 //
 // # Delivery guarantee
@@ -243,8 +244,9 @@
 // while a process's pub/sub connection is down do not reach it; Redis
 // keeps nothing for absent subscribers, and drops a subscriber that reads
 // too slowly (client-output-buffer-limit pubsub), which the Broker treats
-// like any loss. Subscribe returns ErrUnavailable while its
-// connection is down, but the interest is kept: every pub/sub connection
+// like any loss; publications with history missed that way stay in the
+// history, where a client that recovers its position finds them.
+// Subscribe returns ErrUnavailable while its connection is down, but the interest is kept: every pub/sub connection
 // reconnects with jittered backoff and subscribes again to every channel
 // that still has local interest, and deliveries resume by themselves.
 // That happens once per outage, on one new connection: the Broker keeps
