@@ -18,8 +18,10 @@ import (
 )
 
 // Broker carries a process's publishes to other processes through Redis
-// pub/sub. It implements hub.Broker; see the package documentation for
-// its connections, batching and delivery guarantees. All methods are safe
+// pub/sub. It implements hub.Broker, and keeps presence
+// (hub.PresenceBroker) and history (hub.HistoryBroker) in Redis; see the
+// package documentation for its connections, batching, delivery
+// guarantees and data layout. All methods are safe
 // for concurrent use.
 type Broker struct {
 	opts       Options
@@ -62,14 +64,19 @@ type Broker struct {
 	started bool
 	closed  bool
 
-	pub publisher
+	pub      publisher
+	presence presence
 
 	wg       sync.WaitGroup
 	counters counters
 	ops      ops // readiness probe and publish latency (probe.go)
 }
 
-var _ hub.Broker = (*Broker)(nil)
+var (
+	_ hub.Broker         = (*Broker)(nil)
+	_ hub.PresenceBroker = (*Broker)(nil)
+	_ hub.HistoryBroker  = (*Broker)(nil)
+)
 
 type counters struct {
 	published, lost, refused, delivered, echoes, ignored, reconnects atomic.Uint64
@@ -77,11 +84,11 @@ type counters struct {
 
 // Stats is a snapshot of a Broker's counters.
 type Stats struct {
-	Published  uint64 // publishes Redis acknowledged
+	Published  uint64 // publishes Redis acknowledged, PublishHistory's included
 	Lost       uint64 // publishes Publish accepted that were never acknowledged: a failed pipeline, or still queued when Close gave up
-	Refused    uint64 // Publish calls that returned an error (ErrUnavailable, ErrBacklog, ErrClosed)
-	Delivered  uint64 // messages from other processes handed to deliver
-	Echoes     uint64 // this process's own publishes that came back from Redis and were dropped
+	Refused    uint64 // Publish and PublishHistory calls that returned an error (ErrUnavailable, ErrBacklog, ErrClosed, a failed script)
+	Delivered  uint64 // messages handed to deliver: from other processes, and this one's publishes with history
+	Echoes     uint64 // this process's own publishes (without history) that came back from Redis and were dropped
 	Ignored    uint64 // messages dropped: not written by this package, or for a channel without local interest
 	Reconnects uint64 // pub/sub connections re-established after a loss
 	Channels   int    // channels with local interest
@@ -142,6 +149,7 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	}
 	_, _ = crand.Read(b.id[:])
 	b.pub.init(b)
+	b.presence.init(b)
 	return b, nil
 }
 
@@ -172,6 +180,8 @@ func (b *Broker) Start(deliver func(channel string, frame []byte)) error {
 	}
 	b.started, b.deliver = true, deliver
 	b.pub.start()
+	b.wg.Add(1)
+	go b.presence.run()
 	for _, s := range b.shards { // made by Subscribe calls before Start
 		b.wg.Add(1)
 		go s.run()
@@ -270,6 +280,12 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	s.waiters = append(s.waiters, done)
 	b.mu.Unlock()
 	s.poke()
+	return b.await(ctx, done)
+}
+
+// await returns what done says, or ctx's error, or ErrClosed when the
+// Broker closes first.
+func (b *Broker) await(ctx context.Context, done <-chan error) error {
 	select {
 	case err := <-done:
 		return err
@@ -392,7 +408,7 @@ func (b *Broker) handle(redisChannel, payload string) {
 		b.log.Debug("ignored a message not written by this package", "channel", redisChannel)
 		return
 	}
-	if origin == b.id {
+	if origin == b.id && version != versionHistory {
 		b.ops.echo(channel, version, body)
 		b.counters.echoes.Add(uint64(countFrames(version, body)))
 		return
@@ -404,7 +420,7 @@ func (b *Broker) handle(redisChannel, payload string) {
 		b.counters.ignored.Add(1)
 		return
 	}
-	if version == versionSingle {
+	if version != versionBatch {
 		b.counters.delivered.Add(1)
 		b.deliver(channel, []byte(body))
 		return
@@ -420,7 +436,7 @@ func (b *Broker) handle(redisChannel, payload string) {
 }
 
 func countFrames(version byte, body string) int {
-	if version == versionSingle {
+	if version != versionBatch {
 		return 1
 	}
 	n := 0
@@ -428,6 +444,12 @@ func countFrames(version byte, body string) int {
 		_, rest = splitFrame(rest)
 	}
 	return n
+}
+
+// callCtx returns ctx, a caller's, carrying the Broker's logger for
+// go-redis's lines about the call (goRedisLog).
+func (b *Broker) callCtx(ctx context.Context) context.Context {
+	return context.WithValue(ctx, loggerKey{}, b.log)
 }
 
 // stopping reports whether Close has begun.

@@ -1,5 +1,7 @@
 // Package redisbroker is a hub.Broker over Redis pub/sub, for apps whose
-// worker processes run on more than one host. It uses
+// worker processes run on more than one host, that also keeps presence
+// (hub.PresenceBroker) and history (hub.HistoryBroker) in Redis for all of
+// them. It uses
 // github.com/redis/go-redis/v9 and works with a single Redis
 // (*redis.Client), Sentinel (redis.NewFailoverClient) and Redis Cluster
 // (*redis.ClusterClient).
@@ -100,15 +102,138 @@
 // this package; anything else arriving on a channel is counted in
 // Stats.Ignored.
 //
+// # Presence
+//
+// The Broker is a hub.PresenceBroker: with clusterws.WithPresence, a
+// Server's Presence and PresenceStats are those of every process sharing
+// the Redis. Each process writes its own members (UpdatePresence, in
+// batches from the hub) and holds a lease, a key that lives
+// Options.PresenceTTL (default 15s) and that a goroutine of the Broker
+// renews every third of it: one PEXPIRE per process and period, however
+// many members it has. A member counts while the lease named in its entry
+// exists, so the members of a process killed with SIGKILL, of a host that
+// vanished, or of a process cut off from Redis leave every Presence within
+// PresenceTTL, and Close removes a process's members and lease at once.
+//
+// A process writes all its members again, under a new lease, when it
+// finds its lease gone (Redis restarted without its data, or lost the
+// process for longer than PresenceTTL), which it checks at every renewal
+// and whenever a connection to Redis comes back, and when a write failed,
+// which may have done part of its work. It keeps its own copy of its
+// members for that, so presence comes back by itself, with the changes
+// made meanwhile; UpdatePresence returns ErrUnavailable while Redis is
+// known to be unreachable and keeps the change. The old lease is deleted
+// after the rewrite: the entries that only it still names (a leave that
+// never reached Redis) die with it, while the others, written again
+// first, stay (a Presence call that overlaps the rewrite may miss them
+// once).
+//
+// Presence is two round trips: HGETALL of the channel's hash, then one
+// EXISTS per process with members in it, in a pipeline (no script, since
+// on a cluster the leases live in other slots). It reads every entry of
+// the channel: O(entries), about 0.1 ms for 10 members, 0.7 ms for 1,000
+// and 9 ms for 10,000 (BenchmarkPresence, loopback, 2 cores). It deletes
+// the entries of dead leases that it finds, with a script that deletes an
+// entry only if it still names that lease, a third round trip when there
+// are any. A hash whose processes all vanished and that nobody reads
+// expires 24 hours after a process last renewed it (each process renews
+// the hashes of its channels every 6 hours).
+//
+// # History
+//
+// The Broker is a hub.HistoryBroker: with clusterws.WithHistory, a
+// channel's publications get offsets and an epoch that all processes agree
+// on, are kept in Redis, and Server.History and recovering clients read
+// them from there. PublishHistory runs one Lua script, one round trip, that
+// atomically
+//
+//   - finds the channel's epoch, or makes it: a random epoch the Broker
+//     proposes, kept only when the channel has none;
+//   - increments the channel's offset;
+//   - builds the positioned frame exactly as protocol.AppendPosition does
+//     (the frame without its closing "]}", then
+//     ,{"offset":N,"epoch":"E"}]}), appends it to the channel's list
+//     and trims the list to the history's Size and its expired entries;
+//   - publishes it (PUBLISH, or SPUBLISH with sharded pub/sub) as a message
+//     of version 3, which every interested process delivers, the
+//     publisher included: the hub delivers a publication with history
+//     only as it comes back, in the order of the offsets.
+//
+// A PublishHistory that returns an error gave no offset and published
+// nothing, so a reader never meets a silent gap; go-redis is told not to
+// retry it, which could publish it twice. The one exception is a
+// connection that breaks after Redis ran the script and before its answer
+// arrived: the publication was made, and the caller is told it failed.
+// While Redis is known to be unreachable it returns ErrUnavailable at
+// once, as Publish does.
+//
+// History runs one script too, one round trip: it reads the entries after
+// a position as internal/history.Store.Read does (the hub's own store,
+// which a test checks it against over random operations): a zero position
+// asks for the newest entries; a position in another epoch, after the
+// current one or before the oldest kept entry is hub.ErrPositionLost with
+// the current position; a channel's position exists from its first read.
+//
+// Entries expire after their TTL by Redis's clock (the processes' clocks
+// need not agree), oldest first; the list itself expires with its newest
+// entry. A channel's position (epoch and offset) lives 24 hours after its
+// last use (internal/history.IdleTTL, or the entries' TTL if longer), so
+// an idle channel whose entries expired keeps its epoch: its readers lost
+// nothing. A Redis that restarts without persistence, or that evicts a
+// channel's position (maxmemory), starts the channel in a new epoch, and
+// readers learn that they lost their place; with persistence (AOF, RDB)
+// the history and the offsets go on after a restart. Replication is
+// asynchronous: after a failover, a replica that missed the last
+// publications of a channel hands out their offsets again in the same
+// epoch (WAIT after each publication would close that window, at a round
+// trip's cost; the Broker does not). Offsets are exact up to 2^53, Lua's
+// numbers.
+//
+// # Data layout in Redis
+//
+// Every key starts with Options.Prefix (P below; default "clusterws:").
+// The keys of a channel carry a hash tag, T, of 1 to 3 letters and digits
+// that Redis Cluster hashes to the slot of the channel's pub/sub name
+// (P + channel): on a cluster the history script may publish only to a
+// shard channel of its keys' slot, and a tag of the channel's name itself
+// would not do for names with braces of their own. So a channel's pub/sub,
+// presence and history all live on one shard. A Prefix with a hash tag
+// of its own ("{app}:") puts everything in its slot instead; a '{' in the
+// Prefix must open and close such a tag.
+//
+//	P presence:{T}channel  hash    socket ID -> lease (12 letters and digits) + user
+//	P node:lease           string  "host pid N", PX PresenceTTL: a process's lease
+//	P history:{T}channel   list    expiry (13 digits, Unix ms) + positioned frame, oldest first
+//	P meta:{T}channel      hash    e -> epoch, o -> the last offset given
+//
+// The list holds the newest offsets without a hole, the last one meta's,
+// so the offset of an entry is its place from the end, and a read after a
+// position is one LRANGE.
+//
+// Costs, measured with MEMORY USAGE on Redis 7.0 (BenchmarkPresence,
+// BenchmarkPublishHistory): a presence entry takes about 60 bytes in a
+// channel of up to 128 members (a listpack) and about 100 bytes above (a
+// hash table), for socket IDs as the hub makes them and short user names,
+// plus about 100 bytes per channel; a lease 88 bytes per process; a kept
+// publication of 1 KiB about 1,180 bytes, plus about 300 bytes per channel
+// for its list and position. Round trips: UpdatePresence one per batch (a
+// pipeline of the lease's PEXPIRE and an HSET or HDEL per channel and kind
+// of change); Presence two, three when it deletes dead entries;
+// PublishHistory one (EVALSHA, and EVAL after a NOSCRIPT: a restart, a
+// failover), about 25 µs of Redis's time and 10,000 publications a
+// second from one process here; History one; the lease one per
+// process every PresenceTTL/3.
+//
 // # Delivery guarantee
 //
 // While Redis is healthy, a publish reaches every other process with
 // local interest in its channel exactly once, in order per publisher and
 // channel. Each message carries a small header with the publishing
 // Broker's random id; a process drops its own publishes when Redis echoes
-// them back, since the hub delivered them locally already. go-redis is
-// told not to retry a publish pipeline, which could publish part of it
-// twice.
+// them back, since the hub delivered them locally already, except those
+// of PublishHistory, which the hub delivers only as they come back.
+// go-redis is told not to retry a publish pipeline, which could publish
+// part of it twice.
 //
 // Across an outage delivery is at most once, never silently. While Redis
 // is known to be unreachable Publish returns ErrUnavailable at once. A
@@ -119,8 +244,9 @@
 // while a process's pub/sub connection is down do not reach it; Redis
 // keeps nothing for absent subscribers, and drops a subscriber that reads
 // too slowly (client-output-buffer-limit pubsub), which the Broker treats
-// like any loss. Subscribe returns ErrUnavailable while its
-// connection is down, but the interest is kept: every pub/sub connection
+// like any loss; publications with history missed that way stay in the
+// history, where a client that recovers its position finds them.
+// Subscribe returns ErrUnavailable while its connection is down, but the interest is kept: every pub/sub connection
 // reconnects with jittered backoff and subscribes again to every channel
 // that still has local interest, and deliveries resume by themselves.
 // That happens once per outage, on one new connection: the Broker keeps
@@ -140,17 +266,20 @@
 // # Concurrency
 //
 // All methods are safe for concurrent use. Each pub/sub connection has one
-// goroutine that owns it and one that reads it; each writer and the health
-// check run in a goroutine of their own. Close stops them all and waits
-// for them; no delivery happens after it returns. deliver is called from
-// the reading goroutines, one per pub/sub connection, so messages of one
-// channel arrive in order.
+// goroutine that owns it and one that reads it; each writer, the health
+// check and the presence writer (batches, the lease, rewrites, the goodbye
+// at Close) run in a goroutine of their own. Close stops them all and
+// waits for them; no delivery happens after it returns. deliver is called
+// from the reading goroutines, one per pub/sub connection, so messages of
+// one channel arrive in order. Presence, PublishHistory and History run on
+// the caller's goroutine.
 //
 // Lock order: there is none to keep. Broker.mu (interest, shards and their
 // channel state), shard.fifoMu (the replies a connection expects),
-// lane.mu (a writer's queue) and publisher.targetMu (where classic
-// publishes go on a cluster) are never held together, nor across I/O or a
-// call into go-redis, which has locks of its own.
+// lane.mu (a writer's queue), publisher.targetMu (where classic
+// publishes go on a cluster) and presence.mu (this process's members and
+// the UpdatePresence calls waiting) are never held together, nor across
+// I/O or a call into go-redis, which has locks of its own.
 //
 // # Logging
 //

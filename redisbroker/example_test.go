@@ -29,31 +29,14 @@ func Example() {
 	}
 	defer mr.Close()
 
-	newHost := func() *clusterws.Server {
-		// The Broker owns the client; the Server owns the Broker.
-		b, err := redisbroker.New(redis.NewClient(&redis.Options{Addr: mr.Addr()}), redisbroker.Options{Prefix: "chat-app:"})
-		if err != nil {
-			panic(err)
-		}
-		srv, err := clusterws.New(clusterws.WithBroker(b)) // fails if Redis does not answer
-		if err != nil {
-			panic(err)
-		}
-		return srv
-	}
-	a, b := newHost(), newHost()
+	a, b := newHost(mr.Addr()), newHost(mr.Addr())
 	// Closing a Server closes its Broker, and that its redis client.
 	defer a.Close()
 	defer b.Close()
-	hostB := httptest.NewServer(b)
-	defer hostB.Close()
+	c, stop := connect(b)
+	defer stop()
 
 	ctx := context.Background()
-	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(hostB.URL, "http"), client.Options{})
-	if err != nil {
-		panic(err)
-	}
-	defer c.Close()
 	got := make(chan string, 1)
 	ch, _ := c.Subscribe(ctx, "news")
 	ch.Watch(func(data json.RawMessage) {
@@ -78,6 +61,35 @@ func Example() {
 	}
 	fmt.Println("no delivery within 10s")
 	// Output: "from host a"
+}
+
+// newHost returns a Server whose Broker uses the Redis at addr, as every
+// host of an app makes one.
+func newHost(addr string, opts ...clusterws.Option) *clusterws.Server {
+	// The Broker owns the client; the Server owns the Broker.
+	b, err := redisbroker.New(redis.NewClient(&redis.Options{Addr: addr}), redisbroker.Options{Prefix: "chat-app:"})
+	if err != nil {
+		panic(err)
+	}
+	srv, err := clusterws.New(append([]clusterws.Option{clusterws.WithBroker(b)}, opts...)...) // fails if Redis does not answer
+	if err != nil {
+		panic(err)
+	}
+	return srv
+}
+
+// connect serves srv over HTTP and connects a client to it; stop closes
+// both.
+func connect(srv *clusterws.Server) (c *client.Client, stop func()) {
+	hs := httptest.NewServer(srv)
+	c, err := client.Dial(context.Background(), "ws"+strings.TrimPrefix(hs.URL, "http"), client.Options{})
+	if err != nil {
+		panic(err)
+	}
+	return c, func() {
+		_ = c.Close()
+		hs.Close()
+	}
 }
 
 // New takes the client of the deployment: a single Redis, Sentinel (the
@@ -135,4 +147,60 @@ func ExampleOptions_sharedClient() {
 	}
 	defer b.Close() // usually the Server's Close does this
 	_ = rdb.Incr(context.Background(), "visits").Err()
+}
+
+// With a Broker, presence and history are the whole cluster's: host a
+// sees a socket of host b in a room's presence, and host b reads what host
+// a published, with offsets that every host agrees on. The Broker keeps
+// them in Redis; miniredis stands in for it here.
+func Example_presenceAndHistory() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	rooms := func(channel string) bool { return strings.HasPrefix(channel, "room:") }
+	opts := []clusterws.Option{
+		clusterws.WithPresence(rooms),
+		clusterws.WithHistory(func(channel string) (size int, ttl time.Duration) {
+			if rooms(channel) {
+				return 100, time.Hour
+			}
+			return 0, 0
+		}),
+	}
+	a, b := newHost(mr.Addr(), opts...), newHost(mr.Addr(), opts...)
+	defer a.Close()
+	defer b.Close()
+	c, stop := connect(b)
+	defer stop()
+	ctx := context.Background()
+
+	_, _ = c.Subscribe(ctx, "room:lobby")
+	// The subscribe reaches host b, and its join Redis, a moment later.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if members, err := a.Presence(ctx, "room:lobby"); err == nil && len(members) == 1 {
+			fmt.Println("members seen from host a:", len(members))
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	for i := 1; i <= 3; i++ {
+		_ = a.Publish(ctx, "room:lobby", fmt.Sprintf("message %d", i))
+	}
+	pubs, top, err := b.History(ctx, "room:lobby", hub.Position{}, 2) // the newest two
+	if err != nil {
+		panic(err)
+	}
+	for _, p := range pubs {
+		fmt.Println(p.Offset, string(p.Data))
+	}
+	fmt.Println("position:", top.Offset)
+	// Output:
+	// members seen from host a: 1
+	// 2 "message 2"
+	// 3 "message 3"
+	// position: 3
 }

@@ -29,3 +29,14 @@ func GoRedisLine(b *Broker, line string) {
 }
 
 var DroppedSince = droppedSince
+
+// Kill stops b as a killed process stops: its presence lease is no longer
+// renewed and its members stay in Redis until the lease lapses. The
+// publishes it queued still go out, and its connections close.
+func Kill(b *Broker) {
+	p := &b.presence
+	p.mu.Lock()
+	p.killed = true
+	p.mu.Unlock()
+	_ = b.Close()
+}

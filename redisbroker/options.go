@@ -44,10 +44,11 @@ func (m Mode) String() string {
 // cannot use is an error naming the field, never replaced, and the
 // caller's struct is never modified.
 type Options struct {
-	// Prefix is prepended to every channel name in Redis, so several
-	// applications can share one Redis. A prefix with a hash tag, such as
-	// "{app}:", puts every channel of a Redis Cluster in one slot, and so on
-	// one shard. default: "clusterws:"
+	// Prefix is prepended to every channel name and key in Redis, so
+	// several applications can share one Redis. A prefix with a hash tag,
+	// such as "{app}:", puts every channel and key of a Redis Cluster in
+	// one slot, and so on one shard; a '{' in it must open such a tag and
+	// close it. default: "clusterws:"
 	Prefix string
 
 	// Mode chooses classic or sharded pub/sub. default: ModeAuto, sharded
@@ -102,6 +103,13 @@ type Options struct {
 	// Start fails with ErrUnavailable
 	StartDisconnected bool
 
+	// PresenceTTL bounds how long the members of a process that vanished
+	// without a goodbye (killed, its host gone, cut off from Redis) stay
+	// in Presence: the process holds a lease in Redis for this long and
+	// renews it every third of it, one command per process. At least
+	// 100ms. default: 15s
+	PresenceTTL time.Duration
+
 	// SharedClient leaves the client given to New open when the Broker
 	// closes, for a client the caller uses for other work too and closes
 	// itself, after the Broker. default: false, the Broker owns the client
@@ -127,7 +135,12 @@ const (
 	DefaultPingInterval  = 5 * time.Second
 	DefaultDrainTimeout  = 2 * time.Second
 	DefaultStartTimeout  = 5 * time.Second
+	DefaultPresenceTTL   = 15 * time.Second
 )
+
+// minPresenceTTL is the shortest lease: a shorter one would lapse on a
+// slow round trip, and members would flicker.
+const minPresenceTTL = 100 * time.Millisecond
 
 // Errors.
 var (
@@ -169,6 +182,12 @@ func (o Options) withDefaults() (Options, error) {
 	option.NotNegative(c, "PingInterval", o.PingInterval)
 	option.NotNegative(c, "DrainTimeout", o.DrainTimeout)
 	option.NotNegative(c, "StartTimeout", o.StartTimeout)
+	if o.PresenceTTL != 0 && o.PresenceTTL < minPresenceTTL {
+		c.Failf("PresenceTTL", "must be at least %v (got %v)", minPresenceTTL, o.PresenceTTL)
+	}
+	if why := checkPrefix(o.Prefix); why != "" {
+		c.Failf("Prefix", "%s (got %q)", why, o.Prefix)
+	}
 	if err := c.Err(); err != nil {
 		return o, err
 	}
@@ -185,6 +204,7 @@ func (o Options) withDefaults() (Options, error) {
 	o.PingInterval = option.Default(o.PingInterval, DefaultPingInterval)
 	o.DrainTimeout = option.Default(o.DrainTimeout, DefaultDrainTimeout)
 	o.StartTimeout = option.Default(o.StartTimeout, DefaultStartTimeout)
+	o.PresenceTTL = option.Default(o.PresenceTTL, DefaultPresenceTTL)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

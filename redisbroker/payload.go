@@ -8,34 +8,43 @@ import (
 // A message in Redis is a 9-byte header followed by one client frame,
 // unchanged, or by several:
 //
-//	byte 0     version: 1, one frame; 2, several frames
+//	byte 0     version: 1, one frame; 2, several frames; 3, one frame
+//	           with its position in the channel's history
 //	bytes 1-8  origin: the publishing Broker's random id
-//	bytes 9-   version 1: the frame, as the hub encoded it for clients
+//	bytes 9-   version 1 and 3: the frame, as the hub encoded it for
+//	           clients (3: with the position the history script gave it)
 //	           version 2: frames, each preceded by its length as a uvarint
 //
 // The origin lets a Broker drop its own publishes when Redis echoes them
 // back (it is subscribed to the channels it has local interest in, and the
 // hub has delivered those publishes locally already). Version 2 carries
 // publishes to one channel that were queued together, in order: one Redis
-// command instead of many for a busy channel.
+// command instead of many for a busy channel. Version 3 is published by
+// the history script (PublishHistory), and goes to every interested
+// process, the publisher included: the hub delivers a publish with history
+// only when it comes back, in the order of its offsets.
 const (
-	versionSingle = 1
-	versionBatch  = 2
-	headerLen     = 9
+	versionSingle  = 1
+	versionBatch   = 2
+	versionHistory = 3
+	headerLen      = 9
 )
 
 type originID [8]byte
 
 func appendPayload(dst []byte, origin originID, frame []byte) []byte {
-	dst = append(dst, versionSingle)
-	dst = append(dst, origin[:]...)
-	return append(dst, frame...)
+	return append(appendHeader(dst, versionSingle, origin), frame...)
+}
+
+// appendHeader appends the header of a message of version.
+func appendHeader(dst []byte, version byte, origin originID) []byte {
+	dst = append(dst, version)
+	return append(dst, origin[:]...)
 }
 
 // appendBatch appends a version 2 message of frames.
 func appendBatch(dst []byte, origin originID, frames ...[]byte) []byte {
-	dst = append(dst, versionBatch)
-	dst = append(dst, origin[:]...)
+	dst = appendHeader(dst, versionBatch, origin)
 	for _, f := range frames {
 		dst = binary.AppendUvarint(dst, uint64(len(f)))
 		dst = append(dst, f...)
@@ -48,7 +57,7 @@ func appendBatch(dst []byte, origin originID, frames ...[]byte) []byte {
 // did not write, including a version 2 message that does not split into
 // frames exactly.
 func decodePayload(p string) (origin originID, version byte, body string, ok bool) {
-	if len(p) < headerLen || (p[0] != versionSingle && p[0] != versionBatch) {
+	if len(p) < headerLen || p[0] < versionSingle || p[0] > versionHistory {
 		return origin, 0, "", false
 	}
 	copy(origin[:], p[1:headerLen])

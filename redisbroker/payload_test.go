@@ -29,7 +29,13 @@ func TestPayloadRoundTrip(t *testing.T) {
 			t.Fatalf("frame %d = %q, want %q", i, f, want)
 		}
 	}
-	for _, bad := range []string{"", "\x01short", "\x03123456789", `{"#":["p","x",1]}`,
+	// Version 3, a frame with its position, is made by the history
+	// script: the header, then the frame.
+	hist := string(appendHeader(nil, versionHistory, origin)) + `{"#":["p","x",1,{"offset":1,"epoch":"e"}]}`
+	if o, v, body, ok := decodePayload(hist); !ok || o != origin || v != versionHistory || body != hist[headerLen:] || countFrames(v, body) != 1 {
+		t.Fatalf("version 3: %v %d %q %v", o, v, body, ok)
+	}
+	for _, bad := range []string{"", "\x01short", "\x04123456789", "\x00123456789", `{"#":["p","x",1]}`,
 		"\x0212345678\x05abc", "\x0212345678\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"} {
 		if _, _, _, ok := decodePayload(bad); ok {
 			t.Errorf("decodePayload(%q) accepted a foreign or broken message", bad)
@@ -47,13 +53,14 @@ func FuzzDecodePayload(f *testing.F) {
 	f.Add("\x01")
 	f.Add("\x0212345678\x80")
 	f.Add("hello world")
+	f.Add(string(appendHeader(nil, versionHistory, originID{9})) + `{"#":["p","ch",1,{"offset":7,"epoch":"abc"}]}`)
 	f.Fuzz(func(t *testing.T, p string) {
 		origin, version, body, ok := decodePayload(p)
 		if !ok {
 			return
 		}
 		frames := func(version byte, body string) []string {
-			if version == versionSingle {
+			if version != versionBatch {
 				return []string{body}
 			}
 			var out []string
@@ -69,8 +76,8 @@ func FuzzDecodePayload(f *testing.F) {
 		}
 		want := frames(version, body)
 		var again []byte
-		if version == versionSingle {
-			again = appendPayload(nil, origin, []byte(body))
+		if version != versionBatch {
+			again = append(appendHeader(nil, version, origin), body...)
 		} else {
 			bs := make([][]byte, len(want))
 			for i, f := range want {

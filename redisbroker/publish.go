@@ -234,6 +234,7 @@ func (p *publisher) health() {
 			}
 			p.up.Store(true)
 			b.log.Info("redis is reachable again; publishing resumes", "checks", failures)
+			b.presence.recheck()
 		}
 	}
 }

@@ -97,33 +97,50 @@ func deliverOnce(t *testing.T, a *redisbroker.Broker, p *brokertest.Process, cha
 	}, "a delivery on %s", channel)
 }
 
-// Every deployment passes the shared conformance suite.
-func TestConformance(t *testing.T) {
-	redisServer := func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+// backend is a Redis deployment a conformance test runs against.
+type backend struct {
+	client  func() redis.UniversalClient // a client for each Broker, which owns it
+	restart func(testing.TB)             // kills the deployment and starts it again, empty
+	// elapse, when set, lets d pass on the clock keys expire by:
+	// miniredis expires keys only when told that time passed.
+	elapse func(d time.Duration)
+}
+
+// deployment is one row of the conformance table.
+type deployment struct {
+	name     string
+	start    func(t *testing.T) backend
+	opts     redisbroker.Options
+	channels int // for brokertest.Harness.Channels; 0: the suite's default
+}
+
+// deployments are every kind of Redis the Broker runs on.
+func deployments() []deployment {
+	redisServer := func(t *testing.T) backend {
 		r := testutil.StartRedis(t)
-		return func() redis.UniversalClient { return dial(r.Addr()) }, r.Restart
+		return backend{client: func() redis.UniversalClient { return dial(r.Addr()) }, restart: r.Restart}
 	}
-	cluster := func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+	cluster := func(t *testing.T) backend {
 		c := testutil.StartRedisCluster(t)
-		return func() redis.UniversalClient { return dial(c.Addrs()...) }, c.Restart
+		return backend{client: func() redis.UniversalClient { return dial(c.Addrs()...) }, restart: c.Restart}
 	}
-	tests := []struct {
-		name string
-		// start starts the backend; it returns a client for each Broker
-		// and how to restart the backend.
-		start    func(t *testing.T) (client func() redis.UniversalClient, restart func(testing.TB))
-		opts     redisbroker.Options
-		channels int
-	}{
+	return []deployment{
 		{
 			name: "miniredis",
-			start: func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+			start: func(t *testing.T) backend {
 				m := testutil.StartMiniredis(t)
-				return func() redis.UniversalClient { return dial(m.Addr()) }, func(t testing.TB) {
-					addr := m.Addr()
-					m.Close()
-					testutil.Eventually(t, 10*time.Second, func() bool { return m.Restart() == nil },
-						"miniredis to listen again on %s", addr)
+				return backend{
+					client: func() redis.UniversalClient { return dial(m.Addr()) },
+					// Like the redis-server fixture, without persistence:
+					// miniredis would keep its data across a restart.
+					restart: func(t testing.TB) {
+						addr := m.Addr()
+						m.Close()
+						m.FlushAll()
+						testutil.Eventually(t, 10*time.Second, func() bool { return m.Restart() == nil },
+							"miniredis to listen again on %s", addr)
+					},
+					elapse: m.FastForward,
 				}
 			},
 			// miniredis (v2.40.0, Subscriber.Publish) scans a subscriber's
@@ -140,27 +157,89 @@ func TestConformance(t *testing.T) {
 			// A Sentinel failover client finds the master through
 			// Sentinel; the Broker uses it like any client.
 			name: "sentinel",
-			start: func(t *testing.T) (func() redis.UniversalClient, func(testing.TB)) {
+			start: func(t *testing.T) backend {
 				master := testutil.StartRedis(t)
 				sentinel := testutil.StartRedisSentinel(t, "mymaster", master)
-				return func() redis.UniversalClient {
-					return redis.NewFailoverClient(&redis.FailoverOptions{
-						MasterName:    "mymaster",
-						SentinelAddrs: []string{sentinel.Addr()},
-						DialTimeout:   time.Second,
-					})
-				}, master.Restart
+				return backend{
+					client: func() redis.UniversalClient {
+						return redis.NewFailoverClient(&redis.FailoverOptions{
+							MasterName:    "mymaster",
+							SentinelAddrs: []string{sentinel.Addr()},
+							DialTimeout:   time.Second,
+						})
+					},
+					restart: master.Restart,
+				}
 			},
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
+}
+
+// Every deployment passes the shared conformance suite: publish and
+// subscribe (Run) and users and addressing between two hubs
+// (RunAddressing), which travel on the hub's internal channels, whose
+// names start with a NUL byte.
+func TestConformance(t *testing.T) {
+	for _, d := range deployments() {
+		t.Run(d.name, func(t *testing.T) {
 			testutil.CheckGoroutines(t)
-			client, restart := tc.start(t)
-			brokertest.Run(t, brokertest.Harness{
-				NewBroker: func(t *testing.T) hub.Broker { return newBroker(t, client(), tc.opts) },
-				Restart:   func(t *testing.T) { restart(t) },
-				Channels:  tc.channels,
+			be := d.start(t)
+			h := brokertest.Harness{
+				NewBroker: func(t *testing.T) hub.Broker { return newBroker(t, be.client(), d.opts) },
+				Restart:   func(t *testing.T) { be.restart(t) },
+				Channels:  d.channels,
+			}
+			brokertest.Run(t, h)
+			t.Run("Addressing", func(t *testing.T) { brokertest.RunAddressing(t, h) })
+		})
+	}
+}
+
+// testPresenceTTL is the lease of the presence tests: short, so that a
+// killed process's members go quickly; testPresenceBound is how long the
+// suite waits for them to go.
+const (
+	testPresenceTTL   = 2 * time.Second
+	testPresenceBound = testPresenceTTL + time.Second
+)
+
+// Every deployment passes the presence suite, incl. a process killed
+// without a goodbye (Kill: its lease is no longer renewed, nor its members
+// removed) and a restart of Redis without its data.
+func TestPresenceConformance(t *testing.T) {
+	for _, d := range deployments() {
+		t.Run(d.name, func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			be := d.start(t)
+			opts := d.opts
+			opts.PresenceTTL = testPresenceTTL
+			brokertest.RunPresence(t, brokertest.Harness{
+				NewBroker: func(t *testing.T) hub.Broker { return newBroker(t, be.client(), opts) },
+				Restart:   func(t *testing.T) { be.restart(t) },
+				Kill: func(t *testing.T, b hub.Broker) {
+					redisbroker.Kill(b.(*redisbroker.Broker))
+					if be.elapse != nil {
+						be.elapse(testPresenceTTL)
+					}
+				},
+				PresenceBound: testPresenceBound,
+			})
+		})
+	}
+}
+
+// Every deployment passes the history suite: offsets given and
+// publications kept and published by one script, delivered to every
+// process in offset order, reads as internal/history answers them, and a
+// new epoch after a restart of Redis without its data.
+func TestHistoryConformance(t *testing.T) {
+	for _, d := range deployments() {
+		t.Run(d.name, func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			be := d.start(t)
+			brokertest.RunHistory(t, brokertest.Harness{
+				NewBroker: func(t *testing.T) hub.Broker { return newBroker(t, be.client(), d.opts) },
+				Restart:   func(t *testing.T) { be.restart(t) },
 			})
 		})
 	}
@@ -254,8 +333,10 @@ func TestInterestRoutingCluster(t *testing.T) {
 	}
 	node0 := newClient(t, c.Addrs()[0])
 	// The Broker groups sharded subscriptions by slot, computed as Redis
-	// does, hash tags included.
-	for _, name := range append(slices.Clone(brokertest.OddNames), "{tag}x", "a{tag}", "{}{tag}", "{", "}{") {
+	// does, hash tags included, and the hub's internal channels (a NUL
+	// byte first) too.
+	for _, name := range append(slices.Clone(brokertest.OddNames), "{tag}x", "a{tag}", "{}{tag}", "{", "}{",
+		"\x00u:alice", "\x00n:0123456789abcdef", "\x00u:{alice}", "\x00") {
 		key := redisbroker.DefaultPrefix + name
 		want, err := node0.ClusterKeySlot(ctx, key).Result()
 		if err != nil {
@@ -580,7 +661,7 @@ func TestOptions(t *testing.T) {
 		MaxBatch: redisbroker.DefaultMaxBatch, Writers: redisbroker.DefaultWriters,
 		ReconnectMin: redisbroker.DefaultReconnectMin, ReconnectMax: redisbroker.DefaultReconnectMax,
 		PingInterval: redisbroker.DefaultPingInterval, DrainTimeout: redisbroker.DefaultDrainTimeout,
-		StartTimeout: redisbroker.DefaultStartTimeout,
+		StartTimeout: redisbroker.DefaultStartTimeout, PresenceTTL: redisbroker.DefaultPresenceTTL,
 	}
 	tests := []struct {
 		name string
@@ -590,6 +671,9 @@ func TestOptions(t *testing.T) {
 	}{
 		{name: "zero", want: defaults},
 		{name: "Prefix", in: redisbroker.Options{Prefix: "{app}:"}, want: with(defaults, func(o *redisbroker.Options) { o.Prefix = "{app}:" })},
+		{name: "Prefix with a hash tag in it", in: redisbroker.Options{Prefix: "x{app}y:"}, want: with(defaults, func(o *redisbroker.Options) { o.Prefix = "x{app}y:" })},
+		{name: "Prefix with an open brace", in: redisbroker.Options{Prefix: "app{"}, bad: []string{"Prefix"}},
+		{name: "Prefix with an empty hash tag", in: redisbroker.Options{Prefix: "{}app:"}, bad: []string{"Prefix"}},
 		{name: "Mode", in: redisbroker.Options{Mode: redisbroker.ModeClassic}, want: with(defaults, func(o *redisbroker.Options) { o.Mode = redisbroker.ModeClassic })},
 		{name: "Mode too large", in: redisbroker.Options{Mode: redisbroker.Mode(7)}, bad: []string{"Mode"}},
 		{name: "Mode negative", in: redisbroker.Options{Mode: redisbroker.Mode(-1)}, bad: []string{"Mode"}},
@@ -616,6 +700,9 @@ func TestOptions(t *testing.T) {
 		{name: "DrainTimeout negative", in: redisbroker.Options{DrainTimeout: -time.Second}, bad: []string{"DrainTimeout"}},
 		{name: "StartTimeout", in: redisbroker.Options{StartTimeout: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.StartTimeout = time.Second })},
 		{name: "StartTimeout negative", in: redisbroker.Options{StartTimeout: -time.Second}, bad: []string{"StartTimeout"}},
+		{name: "PresenceTTL", in: redisbroker.Options{PresenceTTL: time.Second}, want: with(defaults, func(o *redisbroker.Options) { o.PresenceTTL = time.Second })},
+		{name: "PresenceTTL too short", in: redisbroker.Options{PresenceTTL: 99 * time.Millisecond}, bad: []string{"PresenceTTL"}},
+		{name: "PresenceTTL negative", in: redisbroker.Options{PresenceTTL: -time.Second}, bad: []string{"PresenceTTL"}},
 		{name: "StartDisconnected", in: redisbroker.Options{StartDisconnected: true}, want: with(defaults, func(o *redisbroker.Options) { o.StartDisconnected = true })},
 		{name: "SharedClient", in: redisbroker.Options{SharedClient: true}, want: with(defaults, func(o *redisbroker.Options) { o.SharedClient = true })},
 		{name: "Logger", in: redisbroker.Options{Logger: logger}, want: defaults},

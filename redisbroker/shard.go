@@ -154,6 +154,7 @@ func (s *shard) run() {
 		}
 		if failures > 0 || connectedOnce {
 			s.log.Info("pub/sub connected; subscribing again")
+			b.presence.recheck() // Redis may have restarted without its data
 		}
 		connectedOnce = true
 		upAt := time.Now()
