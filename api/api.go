@@ -194,7 +194,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, hub.ErrInvalidUser), errors.Is(err, hub.ErrUserTooLong),
 		errors.Is(err, hub.ErrInvalidSocketID), errors.Is(err, hub.ErrChannelTooLong),
-		errors.Is(err, hub.ErrEncode), errors.Is(err, hub.ErrPresenceDisabled),
+		errors.Is(err, hub.ErrEncode), errors.Is(err, hub.ErrPresenceDisabled), errors.Is(err, hub.ErrHistoryDisabled),
 		errors.Is(err, hub.ErrInvalidOption):
 		status = http.StatusBadRequest
 	case errors.Is(err, hub.ErrSocketNotFound):
@@ -322,19 +322,43 @@ func (h *Handler) presence(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// history answers 501 until the Server keeps history (Server.History).
+// history answers a channel's publications: the newest limit, or those
+// after since (an offset) in epoch.
 func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if !required(w, "channel", q.Get("channel")) {
+	channel := q.Get("channel")
+	if !required(w, "channel", channel) {
 		return
 	}
-	if l := q.Get("limit"); l != "" {
-		if n, err := strconv.Atoi(l); err != nil || n < 0 {
+	limit, since := 0, hub.Position{Epoch: q.Get("epoch")}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
 			WriteError(w, http.StatusBadRequest, "limit must be a non-negative integer")
 			return
 		}
+		limit = n
 	}
-	WriteError(w, http.StatusNotImplemented, "history is not available in this version of clusterws")
+	if v := q.Get("since"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || since.Epoch == "" {
+			WriteError(w, http.StatusBadRequest, "since must be an offset, with epoch")
+			return
+		}
+		since.Offset = n
+	}
+	ctx, cancel := h.ctx(r)
+	defer cancel()
+	pubs, top, err := h.srv.History(ctx, channel, since, limit)
+	if errors.Is(err, hub.ErrPositionLost) {
+		WriteJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "position": top})
+		return
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"channel": channel, "publications": pubs, "position": top})
 }
 
 func (h *Handler) stats(w http.ResponseWriter, _ *http.Request) {

@@ -65,7 +65,13 @@ func call(t *testing.T, method, url, auth, body string) (int, string) {
 
 func TestRequests(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	s := testutil.StartServer(t, nil, clusterws.WithPresence(func(ch string) bool { return strings.HasPrefix(ch, "room:") }))
+	s := testutil.StartServer(t, nil, clusterws.WithPresence(func(ch string) bool { return strings.HasPrefix(ch, "room:") }),
+		clusterws.WithHistory(func(ch string) (int, time.Duration) {
+			if strings.HasPrefix(ch, "room:") {
+				return 10, time.Minute
+			}
+			return 0, 0
+		}))
 	s.OnConnection(func(so *hub.Socket) { _ = so.SetUser("alice") })
 	h, err := api.New(s.Server, api.Options{Key: key, MaxBodyBytes: 256})
 	if err != nil {
@@ -107,8 +113,12 @@ func TestRequests(t *testing.T) {
 		{"disconnect with a bad code", "POST", "/api/disconnect_user", bearer, `{"user":"alice","code":1001}`, 400, "code"},
 		{"presence without presence", "GET", "/api/presence?channel=news", bearer, ``, 400, "presence"},
 		{"presence", "GET", "/api/presence?channel=room:lobby", bearer, ``, 200, `"user":"alice"`},
-		{"history", "GET", "/api/history?channel=news&limit=10", bearer, ``, 501, "history"},
+		{"publish with history", "POST", "/api/publish", bearer, `{"channel":"room:lobby","data":"kept"}`, 200, `"ok":true`},
+		{"history", "GET", "/api/history?channel=room:lobby&limit=10", bearer, ``, 200, `"publications":[{"offset":1,"data":"kept"}]`},
+		{"history after the top", "GET", "/api/history?channel=room:lobby&since=1&epoch=x", bearer, ``, 409, `"position":{"offset":1`},
+		{"history without history", "GET", "/api/history?channel=news&limit=10", bearer, ``, 400, "history"},
 		{"history with a bad limit", "GET", "/api/history?channel=news&limit=x", bearer, ``, 400, "limit"},
+		{"history with since but no epoch", "GET", "/api/history?channel=room:lobby&since=1", bearer, ``, 400, "epoch"},
 		{"stats", "GET", "/api/stats", bearer, ``, 200, `"connections":1`},
 	} {
 		status, body := call(t, tc.method, ts.URL+tc.path, tc.auth, tc.body)

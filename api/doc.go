@@ -21,7 +21,7 @@
 //	POST /api/send_to_socket   {"socket":"<socket ID>","event":"notice","data":{...}}
 //	POST /api/disconnect_user  {"user":"alice","code":4010,"reason":"logged out"}
 //	GET  /api/presence?channel=room:lobby   {"channel":...,"members":[{"socket":...,"user":...}],"sockets":n,"users":n}
-//	GET  /api/history?channel=...&limit=... 501 until the Server keeps history
+//	GET  /api/history?channel=...&limit=...[&since=N&epoch=E] publications and the position
 //	GET  /api/stats                          {"total":{...}} (under cluster.Run also "workers":{"1":{...},...})
 //
 // Status codes: 200 done; 400 bad input (malformed JSON, a missing or
