@@ -164,14 +164,15 @@ async function members(p) {
   return Object.fromEntries(lis);
 }
 
-// waitMembers waits until p lists exactly want ({user: [socket ids]}).
-async function waitMembers(p, want) {
+// waitMembers waits until p lists exactly want ({user: [socket ids]}),
+// for at most ms.
+async function waitMembers(p, want, ms = WAIT) {
   const norm = m => JSON.stringify(Object.keys(m).sort().map(u => [u, [...m[u]].sort()]));
-  const deadline = Date.now() + WAIT;
+  const deadline = Date.now() + ms;
   let got;
   while (norm(got = await members(p)) !== norm(want)) {
     if (Date.now() > deadline) {
-      throw new Error(`page ${p.name}: members ${JSON.stringify(got)}, want ${JSON.stringify(want)} within ${WAIT} ms; log: ${JSON.stringify(await lines(p))}`);
+      throw new Error(`page ${p.name}: members ${JSON.stringify(got)}, want ${JSON.stringify(want)} within ${ms} ms; log: ${JSON.stringify(await lines(p))}`);
     }
     await new Promise(resolve => setTimeout(resolve, 50));
   }
@@ -336,9 +337,11 @@ async function scenario(ctx) {
     if (presence) {
       await waitLine(A, 'alice joined lobby', { count: 2 });
       await waitLine(B, 'alice joined lobby'); // B joined after A's first join
-      // The killed worker announced no leave: the pages read the list again.
-      await waitMembers(A, { alice: [A.id], bob: [B.id, D.id] });
-      await waitMembers(B, { alice: [A.id], bob: [B.id, D.id] });
+      // The killed worker announced no leave: the pages read the list
+      // again (every 10 s; with Redis its members last up to their 15 s
+      // lease).
+      await waitMembers(A, { alice: [A.id], bob: [B.id, D.id] }, 3 * WAIT);
+      await waitMembers(B, { alice: [A.id], bob: [B.id, D.id] }, 3 * WAIT);
     }
     if (history) {
       for (const m of missed) await waitLine(A, `bob: ${m}`, { worker: B.worker });
