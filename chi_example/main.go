@@ -6,15 +6,24 @@
 //	go run ./chi_example -workers 4 -port 9000
 //	go run ./chi_example -redis localhost:6379 -port 8081   # one of several hosts
 //
-// Rooms are channels ("room:<name>"); a join is announced with a
-// server-side publish; a whisper reaches one socket, on whichever worker,
-// through its personal channel ("user:<socket id>"); rooms named
-// "private-…" need a token in the connection's query (?token=…). The page
-// loads the browser client from the server itself (/ws/clusterws.js):
-// running the example needs Go and nothing else.
+// The name a page connects with (?name=, checked before the upgrade) is
+// its socket's user. Rooms are channels ("room:<name>") with presence (the
+// page lists who is in the room: the members event, answered with
+// Server.Presence, then the joins and leaves published on
+// "room:<name>/presence") and history (the last 100 messages for 10
+// minutes: the page shows the recent ones on joining, the history event
+// answered with Server.History, and its client, with recover, gets what
+// it missed while reconnecting, after a worker was killed say), each as
+// far as the broker keeps it for all workers (see features). A whisper
+// goes to every socket of a user, on whichever worker or host
+// (Server.SendToUser). Rooms named "private-…" need a token in the
+// connection's query (?token=…). The page loads the browser client from
+// the server itself (/ws/clusterws.js): running the example needs Go and
+// nothing else.
 package main
 
 import (
+	"context"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -24,6 +33,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +46,7 @@ import (
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/cluster"
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/localbroker"
 	"github.com/clusterws/clusterws-go/redisbroker"
 )
 
@@ -61,6 +73,19 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	hostname, _ := os.Hostname()
 	app := &chat{tokens: strings.Split(*tokens, ","), host: hostname}
+	app.presence, app.history = features(*redisAddr != "")
+	options := []clusterws.Option{
+		clusterws.WithVerifyConnection(verifyName),
+		clusterws.WithOnSubscribe(app.allowSubscribe),
+		clusterws.WithOnPublish(app.allowPublish),
+		clusterws.WithLogger(logger),
+	}
+	if app.presence {
+		options = append(options, clusterws.WithPresence(isRoom))
+	}
+	if app.history {
+		options = append(options, clusterws.WithHistory(roomHistory))
+	}
 	var broker func() (hub.Broker, error) // nil: the built-in TCP broker
 	if *redisAddr != "" {
 		broker = func() (hub.Broker, error) {
@@ -80,12 +105,8 @@ func main() {
 		RestartOnFail: true,
 		Broker:        broker,
 		Logger:        logger,
-		Options: []clusterws.Option{
-			clusterws.WithOnSubscribe(app.allowSubscribe),
-			clusterws.WithOnPublish(app.allowPublish),
-			clusterws.WithLogger(logger),
-		},
-		Worker: app.worker,
+		Options:       options,
+		Worker:        app.worker,
 	})
 	if err != nil {
 		logger.Error("chi_example", "err", err)
@@ -138,33 +159,106 @@ func announce(host string, port int) {
 	}
 }
 
+// Rooms keep their last historySize messages for historyTTL; a page that
+// joins one is shown the last recentSize.
+const (
+	historySize = 100
+	historyTTL  = 10 * time.Minute
+	recentSize  = 50
+	// callTimeout bounds the broker round trips of presence and history
+	// queries, and of whispers.
+	callTimeout = 5 * time.Second
+)
+
+// validName is what a name may be: the user of a socket, shown to others.
+var validName = regexp.MustCompile(`^[\p{L}\p{N}_.-]{1,32}$`)
+
+var errName = &clusterws.HTTPError{
+	Status:  http.StatusBadRequest,
+	Message: "?name= must be 1 to 32 letters, digits, '_', '-' or '.'",
+}
+
+// verifyName admits connections with a valid name (?name=), which
+// OnConnection makes the socket's user.
+func verifyName(r *http.Request) error {
+	if !validName.MatchString(r.URL.Query().Get("name")) {
+		return errName
+	}
+	return nil
+}
+
+// features reports whether the broker that links the workers (Redis, or
+// the built-in TCP broker) keeps presence and history for all of them: a
+// Server refuses the options otherwise, as one process alone would know
+// only its own sockets and publications.
+func features(redis bool) (presence, history bool) {
+	var b any = (*localbroker.Broker)(nil)
+	if redis {
+		b = (*redisbroker.Broker)(nil)
+	}
+	_, presence = b.(hub.PresenceBroker)
+	_, history = b.(hub.HistoryBroker)
+	return presence, history
+}
+
+// isRoom reports whether channel is a room (not a room's presence
+// companion): the channels with presence and history.
+func isRoom(channel string) bool {
+	room, ok := strings.CutPrefix(channel, "room:")
+	return ok && room != "" && !strings.HasSuffix(room, hub.PresenceSuffix)
+}
+
+func roomHistory(channel string) (int, time.Duration) {
+	if isRoom(channel) {
+		return historySize, historyTTL
+	}
+	return 0, 0
+}
+
 type chat struct {
-	tokens []string
-	host   string // this machine's name, shown with each message
+	tokens            []string
+	host              string // this machine's name, shown with each message
+	presence, history bool   // what the broker keeps (features)
 }
 
 // worker builds one worker process's HTTP handler.
 func (c *chat) worker(w *cluster.Worker) http.Handler {
 	srv := w.Server
 	srv.OnConnection(func(s *hub.Socket) {
-		_ = s.Send("welcome", map[string]any{"id": s.ID(), "worker": w.ID, "host": c.host})
-		s.On("join", func(data json.RawMessage) {
-			var msg struct{ Room, Name string }
-			if json.Unmarshal(data, &msg) != nil || msg.Room == "" {
-				return
-			}
-			_ = srv.Publish(s.Context(), "room:"+msg.Room, map[string]any{
-				"type": "join", "name": msg.Name, "worker": w.ID, "host": c.host,
-			})
+		user := s.Request().URL.Query().Get("name") // checked by verifyName
+		if err := s.SetUser(user); err != nil {
+			s.Close(4000, err.Error())
+			return
+		}
+		_ = s.Send("welcome", map[string]any{
+			"id": s.ID(), "user": user, "worker": w.ID, "host": c.host,
+			"presence": c.presence, "history": c.history,
 		})
+		// A room's members and recent messages, for a socket in the room
+		// (so a private room's stay private).
+		answerRoom(s, "members", func(ctx context.Context, channel string) (map[string]any, error) {
+			members, err := srv.Presence(ctx, channel)
+			return map[string]any{"members": members}, err
+		})
+		answerRoom(s, "history", func(ctx context.Context, channel string) (map[string]any, error) {
+			messages, top, err := srv.History(ctx, channel, hub.Position{}, recentSize)
+			return map[string]any{"messages": messages, "position": top}, err
+		})
+		// A whisper reaches every socket of the user it is for, and every
+		// socket of its sender, wherever they are.
 		s.On("whisper", func(data json.RawMessage) {
-			var msg struct{ To, Name, Text string }
-			if json.Unmarshal(data, &msg) != nil || msg.To == "" {
+			var msg struct{ To, Text string }
+			if json.Unmarshal(data, &msg) != nil || !validName.MatchString(msg.To) || len(msg.Text) > 4<<10 {
+				_ = s.Send("failed", "a whisper needs a valid name to send it to, and at most 4 KiB of text")
 				return
 			}
-			err := srv.Publish(s.Context(), "user:"+msg.To, map[string]any{
-				"type": "whisper", "from": s.ID(), "name": msg.Name, "text": msg.Text,
-			})
+			ctx, cancel := context.WithTimeout(s.Context(), callTimeout)
+			defer cancel()
+			whisper := map[string]any{"from": user, "to": msg.To, "text": msg.Text, "worker": w.ID, "host": c.host}
+			err := srv.SendToUser(ctx, msg.To, "whisper", whisper)
+			if err == nil {
+				err = srv.SendToUser(ctx, user, "whispered", whisper)
+			}
 			if err != nil {
 				_ = s.Send("failed", err.Error())
 			}
@@ -191,19 +285,52 @@ func (c *chat) worker(w *cluster.Worker) http.Handler {
 	return r
 }
 
+// answerRoom answers the event named event, {"room": name}, from a socket
+// in that room with the same event: {"room": name} and what query returns
+// for the room's channel, or with "failed" and query's error.
+func answerRoom(s *hub.Socket, event string, query func(ctx context.Context, channel string) (map[string]any, error)) {
+	s.On(event, func(data json.RawMessage) {
+		room, ok := joined(s, data)
+		if !ok {
+			return
+		}
+		ctx, cancel := context.WithTimeout(s.Context(), callTimeout)
+		defer cancel()
+		answer, err := query(ctx, "room:"+room)
+		if err != nil {
+			_ = s.Send("failed", err.Error())
+			return
+		}
+		answer["room"] = room
+		_ = s.Send(event, answer)
+	})
+}
+
+// joined returns the room named in an event's data ({"room": name}) if s
+// is in it.
+func joined(s *hub.Socket, data json.RawMessage) (string, bool) {
+	var msg struct{ Room string }
+	if json.Unmarshal(data, &msg) != nil || msg.Room == "" {
+		return "", false
+	}
+	return msg.Room, slices.Contains(s.Channels(), "room:"+msg.Room)
+}
+
 var (
 	errDenied  = errors.New("not allowed")
 	errPrivate = errors.New("private room: open the page with ?token=…")
 	errTooLong = errors.New("message over 4 KiB")
+	errNotYou  = errors.New(`a message's "name" must be your own`)
 )
 
-// allowSubscribe admits rooms and the socket's own personal channel;
-// private rooms need a token.
+// allowSubscribe admits rooms and their presence companions; private
+// rooms, and their companions, need a token.
 func (c *chat) allowSubscribe(s *hub.Socket, channel string) error {
+	room, _ := strings.CutSuffix(channel, hub.PresenceSuffix)
 	switch {
-	case channel == "user:"+s.ID():
-		return nil
-	case strings.HasPrefix(channel, "room:private-"):
+	case !isRoom(room):
+		return errDenied
+	case strings.HasPrefix(room, "room:private-"):
 		token := s.Request().URL.Query().Get("token")
 		for _, t := range c.tokens {
 			if t != "" && token == t {
@@ -211,19 +338,21 @@ func (c *chat) allowSubscribe(s *hub.Socket, channel string) error {
 			}
 		}
 		return errPrivate
-	case strings.HasPrefix(channel, "room:"):
-		return nil
 	}
-	return errDenied
+	return nil
 }
 
-// allowPublish lets clients publish only chat messages to rooms.
-func (c *chat) allowPublish(_ *hub.Socket, channel string, data json.RawMessage) error {
+// allowPublish lets clients publish only chat messages to rooms, under
+// their own name: {"name": user, …}.
+func (c *chat) allowPublish(s *hub.Socket, channel string, data json.RawMessage) error {
+	var msg struct{ Name string }
 	switch {
-	case !strings.HasPrefix(channel, "room:"):
+	case !isRoom(channel):
 		return errDenied
 	case len(data) > 4<<10:
 		return errTooLong
+	case json.Unmarshal(data, &msg) != nil || msg.Name != s.User():
+		return errNotYou
 	}
 	return nil
 }

@@ -88,6 +88,12 @@ func runChat(t *testing.T, npm bool) {
 			if ev.A.Worker == ev.B.Worker || ev.A.Worker < 1 || ev.B.Worker < 1 {
 				t.Fatalf("pages A and B must be on two different workers, got %d and %d", ev.A.Worker, ev.B.Worker)
 			}
+		case "features":
+			t.Logf("browser: the example's broker keeps presence: %v, history: %v", ev.Presence, ev.History)
+			if !npm && !ev.History {
+				t.Logf("without history the page must say what it lost while its worker was dead, not recover it " +
+					"(the TCP broker is not a hub.HistoryBroker yet)")
+			}
 		case "kill":
 			if npm {
 				t.Fatalf("the npm scenario asked to kill worker %d", ev.Worker)
@@ -115,7 +121,7 @@ func runChat(t *testing.T, npm bool) {
 		t.Fatalf("the script passed without reporting its pages (%v) or killing a worker (%d)", pagesSeen, killedID)
 	}
 
-	for _, page := range []string{"A", "B", "C"} {
+	for _, page := range []string{"A", "B", "C", "D"} {
 		path := screenshots[page]
 		if path == "" {
 			t.Errorf("no screenshot of page %s", page)
@@ -242,8 +248,12 @@ func launchExample(t *testing.T, bin string, port, brokerPort int) *example {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex.cmd = exec.Command(bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-workers", strconv.Itoa(workers),
-		"-broker-port", strconv.Itoa(brokerPort))
+	args := []string{"-host", "127.0.0.1", "-port", strconv.Itoa(port), "-workers", strconv.Itoa(workers),
+		"-broker-port", strconv.Itoa(brokerPort)}
+	if addr := os.Getenv("E2E_REDIS"); addr != "" {
+		args = append(args, "-redis", addr) // the workers linked through that Redis
+	}
+	ex.cmd = exec.Command(bin, args...)
 	ex.cmd.Dir = filepath.Dir(bin) // it needs no file of the repository
 	// The workers inherit the master's stdout and stderr: the pipe ends
 	// when the last of them is gone.

@@ -6,12 +6,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +26,8 @@ import (
 // of TestJSClient.
 var clientScenarios = []string{
 	"events", "before-connect", "refused", "limits", "reconnect",
-	"options", "binary", "fallback", "heartbeat", "give-up",
+	"options", "binary", "fallback", "marker", "heartbeat", "give-up",
+	"recover", "gap", "recover-order",
 }
 
 // TestJSClient drives the browser client, clusterws.js as the server
@@ -93,10 +97,20 @@ func TestJSClient(t *testing.T) {
 //	/bin       binary mode
 //	/hb        a heartbeat every 2s
 //	/old       a server that does not select the subprotocol clusterws.v2 (as a 3.x server)
+//	/echo      a 3.x server that echoes the subprotocol offered, without the
+//	           config frame's "protocol":"clusterws.v2"
+//	/hist      history: "hist:…" channels keep 2000 publications, "small:…" 10
 //	/nope      404 to every upgrade
 //	/ws/clusterws.js, /ws/clusterws.d.ts     the browser client
 //	POST /ctl/close?code=&reason=           close every socket; {"closed": n}
-//	POST /ctl/publish?channel=              publish the body (JSON) from the server
+//	POST /ctl/publish?channel=[&server=hist] publish the body (JSON) from /ws's server, or /hist's
+//	POST /ctl/numbered?channel=&n=          publish n messages {"n": seq} on /hist's channel,
+//	                                        numbered from 1 per channel; {"last": seq}
+//	POST /ctl/away?channel=…&n=&then=       close /hist's sockets (1012), publish n numbered messages
+//	                                        on each channel while /hist has no socket, and once one
+//	                                        is back, then more on each at once; {"last": {channel: seq after n}}
+//	POST /ctl/restart-hist                  replace /hist's server by a new one (a new
+//	                                        history epoch); the old one shuts down (1001)
 //	POST /ctl/ban?channel=                  refuse the channel from now on
 //	GET  /ctl/closed?id=                    {"code","reason"} a socket closed with, null before
 //	GET  /ctl/hits                          {"hits": n}, the requests to /nope
@@ -111,7 +125,44 @@ type clientServer struct {
 	hold    chan struct{} // closed, and replaced, by /ctl/close
 	holding int           // publishes waiting on hold
 	nope    int
+
+	seqMu sync.Mutex     // protects seq; held while /ctl/away publishes
+	seq   map[string]int // by channel: the last "n" /ctl/away published
+
+	hist    atomic.Pointer[clusterws.Server] // /hist's server now
+	wg      sync.WaitGroup                   // /ctl/away's publishers
+	stopped chan struct{}                    // closed when the test ends: publishers stop
 }
+
+// histConfig is /hist's history.
+func histConfig(channel string) (int, time.Duration) {
+	switch {
+	case strings.HasPrefix(channel, "hist:"):
+		return 2000, 10 * time.Minute
+	case strings.HasPrefix(channel, "small:"):
+		return 10, 10 * time.Minute
+	}
+	return 0, 0
+}
+
+// echoProtocol makes a server that selects no subprotocol answer with
+// clusterws.v2, as servers that echo any offered subprotocol do.
+type echoProtocol struct{ http.ResponseWriter }
+
+func (w echoProtocol) WriteHeader(code int) {
+	if code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	// net/http sends the header as it is now; the server, which reads it
+	// back once the connection is hijacked, must not see it: it has not
+	// selected the subprotocol and speaks 3.x.
+	w.Header().Set("Sec-WebSocket-Protocol", "clusterws.v2")
+	w.ResponseWriter.WriteHeader(code)
+	w.Header().Del("Sec-WebSocket-Protocol")
+}
+
+func (w echoProtocol) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // holdTimeout bounds a "hold" publish when /ctl/close never comes.
 const holdTimeout = 30 * time.Second
@@ -123,6 +174,8 @@ func startClientServer(t *testing.T, here string) *clientServer {
 		closed:  map[string]hub.CloseError{},
 		banned:  map[string]bool{},
 		hold:    make(chan struct{}),
+		seq:     map[string]int{},
+		stopped: make(chan struct{}),
 	}
 	opts := []clusterws.Option{
 		clusterws.WithMaxChannelLength(32),
@@ -159,25 +212,40 @@ func startClientServer(t *testing.T, here string) *clientServer {
 			return nil
 		}),
 	}
-	server := func(extra ...clusterws.Option) *clusterws.Server {
+	shutdown := func(s *clusterws.Server) {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	}
+	newServer := func(extra ...clusterws.Option) *clusterws.Server {
 		s, err := clusterws.New(append(slices.Clone(opts), extra...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		s.OnConnection(cs.connect)
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-			defer cancel()
-			if err := s.Shutdown(ctx); err != nil {
-				t.Errorf("shutdown: %v", err)
-			}
-		})
+		return s
+	}
+	server := func(extra ...clusterws.Option) *clusterws.Server {
+		s := newServer(extra...)
+		t.Cleanup(func() { shutdown(s) })
 		return s
 	}
 	ws := server()
 	bin := server(clusterws.WithPath("/bin"), clusterws.WithBinary(true))
 	hb := server(clusterws.WithPath("/hb"), clusterws.WithPingInterval(2*time.Second))
 	old := server(clusterws.WithPath("/old"))
+	echo := server(clusterws.WithPath("/echo"))
+	newHist := func() *clusterws.Server {
+		return newServer(clusterws.WithPath("/hist"), clusterws.WithHistory(histConfig))
+	}
+	cs.hist.Store(newHist())
+	t.Cleanup(func() {
+		close(cs.stopped)
+		cs.wg.Wait()
+		shutdown(cs.hist.Load())
+	})
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -186,6 +254,13 @@ func startClientServer(t *testing.T, here string) *clientServer {
 	mux.HandleFunc("/old", func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del("Sec-WebSocket-Protocol")
 		old.ServeHTTP(w, r)
+	})
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del("Sec-WebSocket-Protocol")
+		echo.ServeHTTP(echoProtocol{w}, r)
+	})
+	mux.HandleFunc("/hist", func(w http.ResponseWriter, r *http.Request) {
+		cs.hist.Load().ServeHTTP(w, r)
 	})
 	mux.HandleFunc("/nope", func(w http.ResponseWriter, r *http.Request) {
 		cs.mu.Lock()
@@ -216,10 +291,34 @@ func startClientServer(t *testing.T, here string) *clientServer {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if err := ws.Publish(r.Context(), r.URL.Query().Get("channel"), data); err != nil {
+		to := ws
+		if r.URL.Query().Get("server") == "hist" {
+			to = cs.hist.Load()
+		}
+		if err := to.Publish(r.Context(), r.URL.Query().Get("channel"), data); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
+		writeJSON(w, map[string]bool{"ok": true})
+	})
+	mux.HandleFunc("POST /ctl/away", cs.away)
+	mux.HandleFunc("POST /ctl/numbered", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		channel := r.URL.Query().Get("channel")
+		if err != nil || n < 0 || channel == "" {
+			http.Error(w, "want channel and n", http.StatusBadRequest)
+			return
+		}
+		last, err := cs.numbered(cs.hist.Load(), []string{channel}, n)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, map[string]int{"last": last[channel]})
+	})
+	mux.HandleFunc("POST /ctl/restart-hist", func(w http.ResponseWriter, r *http.Request) {
+		// The new server first, so that reconnects find it.
+		shutdown(cs.hist.Swap(newHist()))
 		writeJSON(w, map[string]bool{"ok": true})
 	})
 	mux.HandleFunc("POST /ctl/ban", func(w http.ResponseWriter, r *http.Request) {
@@ -253,6 +352,82 @@ func startClientServer(t *testing.T, here string) *clientServer {
 	t.Cleanup(srv.Close) // before the Shutdowns, registered earlier
 	cs.url = srv.URL + "/"
 	return cs
+}
+
+// numbered publishes k messages {"n": seq} on each channel of /hist's
+// server, numbered from 1 per channel, and returns the last seq of each.
+func (cs *clientServer) numbered(hist *clusterws.Server, channels []string, k int) (map[string]int, error) {
+	cs.seqMu.Lock()
+	defer cs.seqMu.Unlock()
+	last := map[string]int{}
+	for _, ch := range channels {
+		for range k {
+			cs.seq[ch]++
+			if err := hist.Publish(context.Background(), ch, map[string]int{"n": cs.seq[ch]}); err != nil {
+				return nil, err
+			}
+		}
+		last[ch] = cs.seq[ch]
+	}
+	return last, nil
+}
+
+// away closes /hist's sockets with 1012, waits until it has none, and
+// publishes n numbered messages on each channel, checking that no socket
+// came back meanwhile (the page must reconnect slowly enough). Then, in the
+// background, once a socket is back, it publishes then more on each at
+// once, so that they race the page's recovery. It answers {"last":
+// {channel: seq after the n}}.
+func (cs *clientServer) away(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	channels := q["channel"]
+	n, err1 := strconv.Atoi(q.Get("n"))
+	then, err2 := strconv.Atoi(q.Get("then"))
+	if len(channels) == 0 || err1 != nil || err2 != nil || n < 0 || then < 0 {
+		http.Error(w, "want channel, n and then", http.StatusBadRequest)
+		return
+	}
+	hist := cs.hist.Load()
+	cs.mu.Lock()
+	for s := range cs.sockets {
+		if s.Request().URL.Path == "/hist" {
+			s.Close(1012, "away")
+		}
+	}
+	cs.mu.Unlock()
+	connections := func() int { return hist.Stats().Connections }
+	deadline := time.Now().Add(10 * time.Second)
+	for connections() > 0 {
+		if time.Now().After(deadline) {
+			http.Error(w, fmt.Sprintf("/hist still has %d sockets 10s after closing them", connections()), http.StatusInternalServerError)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	last, err := cs.numbered(hist, channels, n)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if c := connections(); c > 0 {
+		http.Error(w, fmt.Sprintf("%d sockets came back to /hist while it published: reconnect more slowly", c), http.StatusConflict)
+		return
+	}
+	cs.wg.Add(1)
+	go func() {
+		defer cs.wg.Done()
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for connections() == 0 {
+			select {
+			case <-cs.stopped:
+				return
+			case <-tick.C:
+			}
+		}
+		_, _ = cs.numbered(hist, channels, then) // the page sees what is missing
+	}()
+	writeJSON(w, map[string]any{"last": last})
 }
 
 // connect is every endpoint's OnConnection.

@@ -221,8 +221,10 @@ type event struct {
 	Error   string
 	Worker  int
 	Tries   int
-	Path    string
-	A, B    struct {
+
+	Presence, History bool
+	Path              string
+	A, B              struct {
 		Worker int
 		ID     string
 	}

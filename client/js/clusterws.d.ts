@@ -27,6 +27,34 @@ export interface Options {
   autoReconnectOptions?: ReconnectOptions;
   /** Subscribe every channel again after a reconnect; false drops them when a connection ends. default: true */
   autoResubscribe?: boolean;
+  /**
+   * On channels with history: a channel subscribed again after a reconnect
+   * first gets what it missed since its position, in order and exactly
+   * once, before live publications; when the server cannot give all of it,
+   * the client emits 'gap' and live publications follow. Needs the
+   * protocol extension (nothing changes against a 3.x server).
+   * default: false, live publications only
+   */
+  recover?: boolean;
+}
+
+/**
+ * A place in a channel's history: the offset of a publication, counted
+ * within an epoch; a new epoch means the server lost the channel's history.
+ */
+export interface Position {
+  readonly offset: number;
+  readonly epoch: string;
+}
+
+/** What the 'gap' event reports: a channel could not recover what it missed. */
+export interface Gap {
+  /** The channel's name. */
+  channel: string;
+  /** The channel's position before the reconnect: what came after it is partly lost. */
+  since: Position;
+  /** Where live publications continue from; null when the server keeps no history of the channel any more. */
+  position: Position | null;
 }
 
 /** Why a request failed: the server's answer codes and the client's own (below 100). */
@@ -69,6 +97,13 @@ export declare class Channel {
   readonly name: string;
   readonly state: ChannelState;
   /**
+   * On a channel with history, the position of the last publication
+   * delivered (or the later one a subscription was answered with); null
+   * before any and without history. A publication at or before it in the
+   * same epoch is dropped as a duplicate.
+   */
+  readonly position: Position | null;
+  /**
    * Resolves once the server accepted the subscription (at once with a 3.x
    * server); rejects with a ClusterWSError when it refused, or when the
    * channel was unsubscribed or the client stopped first. Replaced by a new
@@ -93,7 +128,13 @@ export default class ClusterWS {
   /** A frame that is not JSON, or a ClusterWSError for a channel refused on resubscribe (not failed connections). */
   on(event: 'error', listener: (err: Error) => void): this;
   on(event: 'state', listener: (state: ConnectionState) => void): this;
-  /** A server event; one listener per name. */
+  /**
+   * With recover: a channel subscribed again after a reconnect could not
+   * get all it missed (the server's history window was exceeded or its
+   * epoch changed). Comes before the publications after the gap.
+   */
+  on(event: 'gap', listener: (gap: Gap) => void): this;
+  /** A server event; one listener per name. Server events named like the client's own (above) are not delivered. */
   on(event: string, listener: (data: any) => void): this;
   off(event: string): this;
   /** Sends now, or once connected. Throws JSON.stringify's TypeError for data it cannot encode. */

@@ -19,6 +19,10 @@
 // the promises resolve as soon as the frame is sent: there is nothing to
 // wait for.
 //
+// The extension is on only when the server both selects the subprotocol
+// and says so in its config frame ("protocol":"clusterws.v2"): some servers
+// echo any subprotocol offered, and the client then speaks 3.x to them.
+//
 // Delivery. Calls made while the client is not connected (before the first
 // connection, or while it reconnects) are queued and sent, in call order,
 // once it is; a publish whose connection closes before its answer rejects
@@ -26,6 +30,17 @@
 // After a reconnect every channel is subscribed again (autoResubscribe);
 // each one's `ready` is then a new promise, and a channel the server now
 // refuses is dropped and reported through the client's 'error' event.
+//
+// Recovery. On a channel with history (server option WithHistory) every
+// publication has a position, {offset, epoch}: channel.position is the
+// last one delivered, and a publication at or before it in the same epoch
+// is dropped as a duplicate. With the option recover, a channel subscribed
+// again after a reconnect asks for what came after its position: the
+// watcher gets every publication it missed, in order, exactly once, before
+// live ones; when the server can no longer give them all (its history's
+// window was exceeded, or the epoch changed) it gives none of them, the
+// client emits 'gap' ({channel, since, position}) and live publications
+// follow.
 
 /** The subprotocol of the protocol extension. */
 const SUBPROTOCOL = 'clusterws.v2';
@@ -34,7 +49,7 @@ const PONG = new Uint8Array([0x41]); // 'A'
 /** How long a connection may take to open and send its config frame. */
 const CONNECT_TIMEOUT = 10000;
 /** Client events that a server event of the same name must not trigger. */
-const RESERVED = new Set(['connect', 'disconnect', 'error', 'state']);
+const RESERVED = new Set(['connect', 'disconnect', 'error', 'state', 'gap']);
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -94,6 +109,8 @@ const DELIVER = Symbol('deliver');
 const RENEW = Symbol('renew');
 const SETTLE = Symbol('settle');
 const ACCEPTED = Symbol('accepted');
+const HOLD = Symbol('hold');
+const RELEASE = Symbol('release');
 /** What a pending request's callback gets when its connection is gone. */
 const LOST = Symbol('lost');
 
@@ -134,6 +151,19 @@ function toJSON(data) {
   return JSON.stringify(data) ?? 'null';
 }
 
+/**
+ * The position of a publish frame or an answer, frozen, or null when pos
+ * is not one.
+ * @param {any} pos
+ * @returns {Position | null}
+ */
+function toPosition(pos) {
+  if (pos === null || typeof pos !== 'object') return null;
+  const { offset, epoch } = pos;
+  if (!Number.isSafeInteger(offset) || offset < 0 || typeof epoch !== 'string' || epoch === '') return null;
+  return Object.freeze({ offset, epoch });
+}
+
 /** The endpoint next to this module: http://h/ws/clusterws.js → ws://h/ws. */
 function defaultURL() {
   const u = new URL('.', import.meta.url);
@@ -147,7 +177,10 @@ function defaultURL() {
  * @typedef {'subscribing' | 'subscribed' | 'refused' | 'unsubscribed'} ChannelState
  * @typedef {{ attempts?: number, minInterval?: number, maxInterval?: number }} ReconnectOptions
  * @typedef {{ url?: string, autoConnect?: boolean, autoReconnect?: boolean,
- *   autoReconnectOptions?: ReconnectOptions, autoResubscribe?: boolean }} Options
+ *   autoReconnectOptions?: ReconnectOptions, autoResubscribe?: boolean, recover?: boolean }} Options
+ * @typedef {{ readonly offset: number, readonly epoch: string }} Position
+ * @typedef {{ channel: string, since: Position, position: Position | null }} Gap
+ * @typedef {(answer: { code: number, reason: string } | null | typeof LOST, body?: any) => void} Answered
  */
 
 /**
@@ -163,6 +196,10 @@ export class Channel {
   /** @type {((e: Error) => void) | null} */ #reject = null;
   #ready = this.#pending();
   #accepted = false;
+  /** @type {Position | null} the last publication delivered, or where the server said the channel is */
+  #position = null;
+  /** @type {[any, Position | null][] | null} publications held back until a recovery's answer */
+  #held = null;
 
   /**
    * @param {ClusterWS} client
@@ -181,6 +218,19 @@ export class Channel {
   /** Where the subscription stands. @returns {ChannelState} */
   get state() {
     return this.#state;
+  }
+
+  /**
+   * The channel's position, on a channel with history: that of the last
+   * publication delivered to the watcher, or the one the server answered a
+   * subscription with when later. Null before any, and on a channel
+   * without history. Offsets count publications within an epoch; a new
+   * epoch means the server lost the channel's history. Offsets beyond
+   * 2^53 are not supported.
+   * @returns {Position | null}
+   */
+  get position() {
+    return this.#position;
   }
 
   /**
@@ -233,9 +283,41 @@ export class Channel {
     return this.#client[UNSUBSCRIBE](this);
   }
 
-  /** @param {any} data */
-  [DELIVER](data) {
+  /**
+   * Delivers a publication, unless it is held back or a duplicate.
+   * @param {any} data
+   * @param {Position | null} pos
+   */
+  [DELIVER](data, pos) {
+    if (this.#held) {
+      this.#held.push([data, pos]);
+      return;
+    }
+    if (pos) {
+      const last = this.#position;
+      if (last && last.epoch === pos.epoch && pos.offset <= last.offset) return; // had it
+      this.#position = pos;
+    }
     if (this.#listener) call(this.#listener, [data]);
+  }
+
+  /** Holds publications back until RELEASE: a recovery is being asked. */
+  [HOLD]() {
+    this.#held = [];
+  }
+
+  /**
+   * Delivers what was held back, then moves the position up to pos, where
+   * the server said the subscription starts.
+   * @param {Position | null} pos
+   */
+  [RELEASE](pos) {
+    const held = this.#held ?? [];
+    this.#held = null;
+    for (const [data, p] of held) this[DELIVER](data, p);
+    const last = this.#position;
+    if (pos && !(last && last.epoch === pos.epoch && last.offset >= pos.offset)) this.#position = pos;
+    else if (!pos) this.#position = null; // the server keeps no history of it now
   }
 
   /**
@@ -255,6 +337,7 @@ export class Channel {
   /** Starts a new subscription attempt: a pending ready, unless one is. */
   [RENEW]() {
     this.#state = 'subscribing';
+    this.#held = null; // asked again on the next connection
     if (!this.#resolve) this.#ready = this.#pending();
   }
 
@@ -265,6 +348,7 @@ export class Channel {
   [SETTLE](state, err) {
     this.#state = state;
     if (state === 'subscribed') this.#accepted = true;
+    else this.#held = null;
     const resolve = this.#resolve, reject = this.#reject;
     this.#resolve = this.#reject = null;
     if (err) reject?.(err);
@@ -288,9 +372,14 @@ export class Channel {
  * refused to subscribe again after a reconnect (a ClusterWSError with
  * `channel` set; the channel is dropped), not for failed connections,
  * which 'state' and 'disconnect' report; 'state'
- * (ConnectionState) whenever connectionState changes; any other name is a
- * server event, with its data. Server events named like the client's own
- * are not delivered.
+ * (ConnectionState) whenever connectionState changes; 'gap' ({channel,
+ * since, position}), with the option recover, when a channel subscribed
+ * again after a reconnect could not get what it missed since its position
+ * `since` (the server's history no longer holds all of it, or lost it: a
+ * new epoch), before the publications that follow the gap, from
+ * `position` (null when the server keeps no history of the channel any
+ * more); any other name is a server event, with its data. Server events
+ * named like the client's own are not delivered.
  */
 export default class ClusterWS {
   /** @type {Required<Omit<Options, 'autoReconnectOptions'>> & { autoReconnectOptions: Required<ReconnectOptions> }} */
@@ -315,7 +404,7 @@ export default class ClusterWS {
   /** @type {Map<string, Channel>} */ #channels = new Map();
   /** @type {{ run: () => void, fail?: (e: Error) => void }[]} calls waiting for a connection */
   #queue = [];
-  /** @type {Map<number, (answer: { code: number, reason: string } | null | typeof LOST) => void>} */
+  /** @type {Map<number, Answered>} */
   #pending = new Map();
   #nextID = 1;
 
@@ -332,6 +421,11 @@ export default class ClusterWS {
    *   (ms; the wait doubles from min up to max, jittered; defaults 500 and
    *   5000). autoResubscribe: subscribe the channels again after a
    *   reconnect; default true (false drops them when a connection ends).
+   *   recover: on channels with history, a channel subscribed again after
+   *   a reconnect first gets what it missed since its position, in order
+   *   and exactly once, or the client emits 'gap' when the server cannot
+   *   give all of it; default false (live publications only). It needs
+   *   the protocol extension: against a 3.x server it does nothing.
    */
   constructor({
     url = defaultURL(),
@@ -339,6 +433,7 @@ export default class ClusterWS {
     autoReconnect = true,
     autoReconnectOptions: { attempts = 0, minInterval = 500, maxInterval = 5000 } = {},
     autoResubscribe = true,
+    recover = false,
   } = {}) {
     if (typeof url !== 'string' || url === '') throw new TypeError('ClusterWS: url must be a non-empty string');
     if (!(Number.isInteger(attempts) && attempts >= 0)) {
@@ -347,7 +442,10 @@ export default class ClusterWS {
     if (!(minInterval > 0 && maxInterval >= minInterval)) {
       throw new RangeError(`ClusterWS: autoReconnectOptions need 0 < minInterval <= maxInterval (got ${minInterval}, ${maxInterval})`);
     }
-    this.#opts = { url, autoConnect, autoReconnect, autoReconnectOptions: { attempts, minInterval, maxInterval }, autoResubscribe };
+    this.#opts = {
+      url, autoConnect, autoReconnect, autoReconnectOptions: { attempts, minInterval, maxInterval },
+      autoResubscribe, recover: recover === true,
+    };
     if (autoConnect) this.connect();
   }
 
@@ -490,9 +588,9 @@ export default class ClusterWS {
       }
       data = decoder.decode(bytes);
     }
-    let kind, name, body;
+    let kind, name, body, meta;
     try {
-      [kind, name, body] = JSON.parse(data)['#'];
+      [kind, name, body, meta] = JSON.parse(data)['#'];
     } catch (e) {
       this.#emit('error', e);
       return;
@@ -502,7 +600,7 @@ export default class ClusterWS {
         if (!RESERVED.has(name)) this.#emit(name, body);
         break;
       case 'p':
-        this.#channels.get(name)?.[DELIVER](body);
+        this.#channels.get(name)?.[DELIVER](body, toPosition(meta));
         break;
       case 's':
         this.#system(name, body);
@@ -525,17 +623,18 @@ export default class ClusterWS {
         const done = this.#pending.get(body?.id);
         if (!done) return;
         this.#pending.delete(body.id);
-        done(body.error ? { code: Number(body.error.code), reason: String(body.error.reason ?? '') } : null);
+        done(body.error ? { code: Number(body.error.code), reason: String(body.error.reason ?? '') } : null, body);
         break;
       }
     }
   }
 
-  /** @param {{ ping?: number, binary?: boolean }} config */
-  #configure({ ping, binary }) {
+  /** @param {{ ping?: number, binary?: boolean, protocol?: string }} config */
+  #configure({ ping, binary, protocol }) {
     if (this.#live) return;
     clearTimeout(this.#timer);
-    this.#ext = this.#ws?.protocol === SUBPROTOCOL;
+    // Both: a server may echo a subprotocol it does not speak.
+    this.#ext = this.#ws?.protocol === SUBPROTOCOL && protocol === SUBPROTOCOL;
     this.#binary = binary === true;
     this.#ping = typeof ping === 'number' && ping > 0 ? ping : 0;
     this.#resetWatchdog();
@@ -574,16 +673,15 @@ export default class ClusterWS {
 
   /**
    * Sends a request of the extension; done gets the answer's error, null
-   * for ok, or LOST when the connection ended first.
+   * for ok, or LOST when the connection ended first, and the answer.
    * @param {string} name 's', 'u' or 'p'
    * @param {string} channel
-   * @param {string | undefined} data JSON
-   * @param {(answer: { code: number, reason: string } | null | typeof LOST) => void} done
+   * @param {string} more JSON members to add ('' or ',"k":v…')
+   * @param {Answered} done
    */
-  #request(name, channel, data, done) {
+  #request(name, channel, more, done) {
     const id = this.#nextID++;
     this.#pending.set(id, done);
-    const more = data === undefined ? '' : `,"data":${data}`;
     this.#write(frame('s', name, `{"id":${id},"channel":${JSON.stringify(channel)}${more}}`));
   }
 
@@ -595,9 +693,20 @@ export default class ClusterWS {
       ch[SETTLE]('subscribed');
       return;
     }
-    this.#request('s', name, undefined, answer => {
+    // With recover, a channel that has a position asks for what came after
+    // it, and holds publications back until the answer says whether it
+    // got them all (offset 0, nothing published yet, cannot be asked for:
+    // the answer's position tells whether anything came meanwhile).
+    const since = this.#opts.recover ? ch.position : null;
+    const more = since && since.offset > 0 ? `,"since":${JSON.stringify(since)}` : '';
+    if (since) ch[HOLD]();
+    this.#request('s', name, more, (answer, body) => {
       if (answer === LOST || this.#channels.get(name) !== ch) return; // resubscribed later, or gone
       if (answer === null) {
+        const pos = toPosition(body?.position);
+        const moved = !pos || pos.epoch !== since?.epoch || pos.offset !== since.offset;
+        if (since && body?.recovered !== true && moved) this.#emit('gap', { channel: name, since, position: pos });
+        ch[RELEASE](pos);
         ch[SETTLE]('subscribed');
         return;
       }
@@ -633,7 +742,7 @@ export default class ClusterWS {
             this.#write(frame('p', name, json));
             resolve();
           } else {
-            this.#request('p', name, json, answer => {
+            this.#request('p', name, `,"data":${json}`, answer => {
               if (answer === LOST) reject(new ClusterWSError(Codes.CONNECTION_LOST, 'connection lost', name));
               else if (answer) reject(new ClusterWSError(answer.code, answer.reason, name));
               else resolve();
@@ -660,7 +769,7 @@ export default class ClusterWS {
       return Promise.resolve();
     }
     return new Promise((resolve, reject) => {
-      this.#request('u', name, undefined, answer => {
+      this.#request('u', name, '', answer => {
         if (answer && answer !== LOST) reject(new ClusterWSError(answer.code, answer.reason, name));
         else resolve(); // the server forgot it with the connection
       });

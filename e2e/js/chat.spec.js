@@ -15,6 +15,7 @@
 //   {"ev":"launched","version":"…"}                Chromium is up
 //   {"ev":"pages","a":{worker,id},"b":…,"tries":n} A and B are on different workers, after n
 //                                                  connections of B
+//   {"ev":"features","presence":b,"history":b}     what the example's broker keeps for all workers
 //   {"ev":"kill","worker":n}                       the Go side must kill that worker (kill -9),
 //                                                  then answer {"op":"continue"} on stdin
 //                                                  (first-party page only)
@@ -59,10 +60,11 @@ async function nextCommand(timeoutMs) {
 const pages = []; // every chat page opened, for the failure report
 const pageErrors = [];
 
-// openPage opens the chat in a new tab and waits until it is connected.
-async function openPage(ctx, name) {
+// openPage opens the chat in a new tab as user (?name=; none: the page's
+// guest name) and waits until it is connected.
+async function openPage(ctx, name, user) {
   const page = await ctx.newPage();
-  const p = { name, page, worker: null, id: null };
+  const p = { name, page, worker: null, id: null, user };
   pages.push(p);
   page.on('pageerror', e => {
     pageErrors.push(`${p.name}: ${e && e.stack || e}`);
@@ -73,7 +75,7 @@ async function openPage(ctx, name) {
       emit({ ev: 'console', page: p.name, type: m.type(), text: `${m.text()} (${m.location().url})` });
     }
   });
-  await page.goto(cfg.url, { timeout: WAIT });
+  await page.goto(user ? `${cfg.url}?name=${encodeURIComponent(user)}` : cfg.url, { timeout: WAIT });
   await connected(p);
   return p;
 }
@@ -82,9 +84,9 @@ async function openPage(ctx, name) {
 // worker, and how many connections that took. The master dispatches
 // connections round-robin, but a page's HTTP requests take turns too, so it
 // tries a few pages at once and reloads them until one lands elsewhere.
-async function openOnOtherWorker(ctx, name, worker) {
+async function openOnOtherWorker(ctx, name, user, worker) {
   const deadline = Date.now() + SPREAD;
-  const candidates = await Promise.all([1, 2, 3].map(i => openPage(ctx, `${name}${i}`)));
+  const candidates = await Promise.all([1, 2, 3].map(i => openPage(ctx, `${name}${i}`, user)));
   let tries = candidates.length;
   for (;;) {
     const hit = candidates.find(p => p.worker !== worker);
@@ -125,7 +127,7 @@ async function connected(p, notID) {
 
 async function lines(p) {
   try {
-    return await p.page.$$eval('#log li', lis => lis.map(li => li.dataset.line));
+    return await p.page.$$eval('#log li[data-line]', lis => lis.map(li => li.dataset.line));
   } catch (e) {
     return [`(cannot read the log: ${e.message})`];
   }
@@ -137,7 +139,7 @@ async function waitLine(p, text, { count = 1, prefix = false, worker = null } = 
   try {
     await p.page.waitForFunction(([text, count, prefix, worker]) => {
       let n = 0;
-      for (const li of document.querySelectorAll('#log li')) {
+      for (const li of document.querySelectorAll('#log li[data-line]')) {
         const t = li.dataset.line;
         if ((prefix ? t.startsWith(text) : t === text) && (worker === null || li.dataset.worker === String(worker))) n++;
       }
@@ -150,10 +152,37 @@ async function waitLine(p, text, { count = 1, prefix = false, worker = null } = 
   }
 }
 
-async function join(p, name, room) {
-  await p.page.fill('#name', name);
+async function join(p, room) {
   await p.page.fill('#room', room);
   await p.page.click('#join');
+}
+
+// members returns the first-party page's list of who is in its room:
+// {user: [socket ids]}.
+async function members(p) {
+  const lis = await p.page.$$eval('#members li', lis => lis.map(li => [li.dataset.user, li.dataset.sockets.split(' ')]));
+  return Object.fromEntries(lis);
+}
+
+// waitMembers waits until p lists exactly want ({user: [socket ids]}),
+// for at most ms.
+async function waitMembers(p, want, ms = WAIT) {
+  const norm = m => JSON.stringify(Object.keys(m).sort().map(u => [u, [...m[u]].sort()]));
+  const deadline = Date.now() + ms;
+  let got;
+  while (norm(got = await members(p)) !== norm(want)) {
+    if (Date.now() > deadline) {
+      throw new Error(`page ${p.name}: members ${JSON.stringify(got)}, want ${JSON.stringify(want)} within ${ms} ms; log: ${JSON.stringify(await lines(p))}`);
+    }
+    await new Promise(resolve => setTimeout(resolve, 50));
+  }
+}
+
+// offline cuts p off the network: its WebSocket stays up, but it cannot
+// open a new one (Chromium's network emulation), until online.
+async function offline(p, on) {
+  p.cdp ??= await p.page.context().newCDPSession(p.page);
+  await p.cdp.send('Network.emulateNetworkConditions', { offline: on, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
 }
 
 async function say(p, text) {
@@ -161,7 +190,7 @@ async function say(p, text) {
   await p.page.click('#send');
 }
 
-async function whisper(p, to, text) {
+async function whisper(p, to, text) { // to a user
   await p.page.fill('#to', to);
   await p.page.fill('#whisper-text', text);
   await p.page.click('#whisper');
@@ -180,22 +209,33 @@ async function screenshot(p, file) {
 async function scenario(ctx) {
   // 1. Two pages on different workers, in one room, chatting both ways.
   step('open page A');
-  const A = await openPage(ctx, 'A');
+  const A = await openPage(ctx, 'A', 'alice');
   step(`page A is on worker ${A.worker} as ${A.id}; open page B`);
-  const { page: B, tries } = await openOnOtherWorker(ctx, 'B', A.worker);
+  const { page: B, tries } = await openOnOtherWorker(ctx, 'B', 'bob', A.worker);
   emit({ ev: 'pages', a: { worker: A.worker, id: A.id }, b: { worker: B.worker, id: B.id }, tries });
+  const has = async what => (await A.page.getAttribute('body', `data-${what}`)) === 'true';
+  const presence = await has('presence'), history = await has('history');
+  emit({ ev: 'features', presence, history });
   if (FIRST) {
     const host = (await A.page.textContent('#host')).trim();
     check(host !== '' && host !== '?', `page A does not show its host: ${JSON.stringify(host)}`);
+    check((await A.page.textContent('#user')).trim() === 'alice', 'page A does not show its user');
     check(await A.page.isDisabled('#text') && await A.page.isDisabled('#send'), 'page A can send before joining a room');
   }
 
-  await join(A, 'alice', 'lobby');
-  await waitLine(A, 'alice joined lobby', { worker: A.worker });
-  await join(B, 'bob', 'lobby');
-  await waitLine(B, 'bob joined lobby', { worker: B.worker });
-  // A server-side publish on B's worker reaches A on the other worker.
-  await waitLine(A, 'bob joined lobby', { worker: B.worker });
+  // Joins are presence events of the room, published by the joining
+  // socket's worker: B's reaches A across workers.
+  await join(A, 'lobby');
+  if (presence) await waitLine(A, 'alice joined lobby');
+  await join(B, 'lobby');
+  if (presence) {
+    await waitLine(B, 'bob joined lobby');
+    await waitLine(A, 'bob joined lobby');
+    if (FIRST) {
+      await waitMembers(A, { alice: [A.id], bob: [B.id] });
+      await waitMembers(B, { alice: [A.id], bob: [B.id] });
+    }
+  }
 
   // Each message shows the worker that took it in: the sender's.
   const m1 = `hello from alice ${nonce}`;
@@ -211,16 +251,16 @@ async function scenario(ctx) {
   // 2. A page in another room hears nothing of the lobby; on the
   // first-party page, a private room without a token is refused first,
   // with the server's reason.
-  const C = await openPage(ctx, 'C');
+  const C = await openPage(ctx, 'C', 'carol');
   step(`page C is on worker ${C.worker}; it joins room "other"`);
   if (FIRST) {
-    await join(C, 'carol', 'private-club');
+    await join(C, 'private-club');
     await waitLine(C, 'cannot join private-club: 403 private room: open the page with ?token=…');
     check(await C.page.isDisabled('#send'), 'page C can send after its join was refused');
     step('page C was refused room "private-club", with the reason');
   }
-  await join(C, 'carol', 'other');
-  await waitLine(C, 'carol joined other', { worker: C.worker });
+  await join(C, 'other');
+  if (presence) await waitLine(C, 'carol joined other');
   const m3 = `still in the lobby ${nonce}`;
   await say(A, m3);
   await waitLine(B, `alice: ${m3}`);
@@ -228,32 +268,86 @@ async function scenario(ctx) {
   await say(C, c1);
   await waitLine(C, `carol: ${c1}`);
 
-  // 3. A whisper to B's socket id reaches B only.
+  // 3. Page D, bob's second tab: on the first-party page it comes as a
+  // guest, types the name bob and joins the lobby (the page connects
+  // again as bob), where it is shown the recent messages.
+  let D;
+  if (FIRST) {
+    D = await openPage(ctx, 'D');
+    const guest = (await D.page.textContent('#user')).trim();
+    check(/^guest-/.test(guest), `page D opened without a name is ${JSON.stringify(guest)}, not a guest`);
+    const guestID = D.id;
+    await D.page.fill('#name', 'bob');
+    await join(D, 'lobby');
+    await connected(D, guestID);
+    check((await D.page.textContent('#user')).trim() === 'bob', 'page D is not bob after typing the name');
+    if (presence) await waitLine(D, 'bob joined lobby');
+    if (history) {
+      for (const [who, m] of [['alice', m1], ['bob', m2], ['alice', m3]]) await waitLine(D, `${who}: ${m}`);
+      const old = await D.page.$$eval('#log li.old', lis => lis.map(li => li.dataset.line));
+      check(JSON.stringify(old) === JSON.stringify([`alice: ${m1}`, `bob: ${m2}`, `alice: ${m3}`]), `page D's recent messages: ${JSON.stringify(old)}`);
+    }
+    if (presence) {
+      await waitMembers(A, { alice: [A.id], bob: [B.id, D.id] });
+      await waitMembers(D, { alice: [A.id], bob: [B.id, D.id] });
+    }
+    step(`page D is bob's second tab, on worker ${D.worker}`);
+  } else {
+    D = await openPage(ctx, 'D', 'bob');
+  }
+
+  // 4. A whisper to bob reaches both his pages, and alice's.
   const w = `psst ${nonce}`;
-  await whisper(A, B.id, w);
-  await waitLine(A, `you whisper to ${B.id}: ${w}`); // local echo of the page
+  await whisper(A, 'bob', w);
+  await waitLine(A, `you whisper to bob: ${w}`);
   await waitLine(B, `alice whispers: ${w}`);
+  await waitLine(D, `alice whispers: ${w}`);
   const c2 = `carol after the whisper ${nonce}`;
   await say(C, c2);
   await waitLine(C, `carol: ${c2}`);
-  step('whisper delivered to B');
+  step('whisper delivered to both of bob\'s pages');
 
-  // 4. Kill A's worker: A reconnects (to whichever worker accepts), is in
-  // the lobby again and chats with B both ways; B stays connected.
+  // 5. Kill A's worker while A cannot reconnect (offline: its socket stays
+  // up until the kill, new ones fail); B chats meanwhile. Then A comes
+  // back (to whichever worker accepts): with history it gets what it
+  // missed, exactly once, otherwise the page says it is lost; it is in the
+  // lobby again and chats with B both ways; B stays connected.
   const messages = [m1, m2, m3];
+  let missed = [];
   if (FIRST) {
     const oldA = { worker: A.worker, id: A.id };
+    await offline(A, true);
     emit({ ev: 'kill', worker: A.worker });
     const cmd = await nextCommand(cfg.killWaitMs || 60000);
     check(cmd.op === 'continue', `the Go test said ${JSON.stringify(cmd)}`);
     await waitLine(A, 'disconnected: ', { prefix: true });
     const down = (await lines(A)).find(t => t.startsWith('disconnected: '));
     check(down.endsWith(', reconnecting…'), `page A does not say it reconnects: ${JSON.stringify(down)}`);
-    step('page A saw the disconnect; waiting for the reconnect');
+    missed = [1, 2, 3].map(i => `while alice is away ${i} ${nonce}`);
+    for (const m of missed) {
+      await say(B, m);
+      await waitLine(B, `bob: ${m}`);
+    }
+    check(!(await A.page.$eval('#state', el => el.classList.contains('up'))), 'page A reconnected while offline');
+    step('B chatted while A was away; A goes online');
+    await offline(A, false);
     await connected(A, oldA.id);
     step(`page A reconnected to worker ${A.worker} as ${A.id}`);
-    await waitLine(A, 'alice joined lobby', { count: 2 });
-    await waitLine(B, 'alice joined lobby', { worker: A.worker }); // B joined after A's first join
+    if (D.worker === oldA.worker) await connected(D, D.id); // D was on the killed worker too
+    if (presence) {
+      await waitLine(A, 'alice joined lobby', { count: 2 });
+      await waitLine(B, 'alice joined lobby'); // B joined after A's first join
+      // The killed worker announced no leave: the pages read the list
+      // again (every 10 s; with Redis its members last up to their 15 s
+      // lease).
+      await waitMembers(A, { alice: [A.id], bob: [B.id, D.id] }, 3 * WAIT);
+      await waitMembers(B, { alice: [A.id], bob: [B.id, D.id] }, 3 * WAIT);
+    }
+    if (history) {
+      for (const m of missed) await waitLine(A, `bob: ${m}`, { worker: B.worker });
+    } else {
+      await waitLine(A, 'messages sent to lobby while disconnected are lost: this server keeps no history');
+    }
     const m4 = `alice is back ${nonce}`;
     await say(A, m4);
     await waitLine(A, `alice: ${m4}`, { worker: A.worker });
@@ -263,32 +357,42 @@ async function scenario(ctx) {
     await waitLine(B, `bob: ${m5}`);
     await waitLine(A, `bob: ${m5}`, { worker: B.worker });
     messages.push(m4, m5);
-    step('A and B chat again after the worker was killed');
+    step(`A and B chat again after the worker was killed (history ${history ? 'on: A recovered what B said meanwhile' : 'off'})`);
   }
 
   // What must not have happened, checked once everything above was seen.
-  const la = await lines(A), lb = await lines(B), lc = await lines(C);
+  const la = await lines(A), lb = await lines(B), lc = await lines(C), ld = await lines(D);
   // C may have been on the killed worker too, and then reconnected.
-  const own = ['connected to worker ', 'disconnected: ', 'cannot join private-club: ', 'carol joined other', 'carol: '];
+  const own = ['connected to worker ', 'disconnected: ', 'cannot join private-club: ', 'carol joined other', 'carol: ', 'messages sent to other while disconnected'];
   const stray = lc.filter(t => !own.some(prefix => t.startsWith(prefix)));
   check(stray.length === 0, `page C (room "other") got lines that are not its own: ${JSON.stringify(stray)}; log: ${JSON.stringify(lc)}`);
-  check(!la.some(t => t.includes('whispers:')), `page A got a whisper: ${JSON.stringify(la)}`);
-  check(lb.filter(t => t.includes(w)).length === 1, `page B did not get the whisper exactly once: ${JSON.stringify(lb)}`);
-  check(!la.concat(lb).some(t => t.includes('carol')), `a lobby page got something from room "other": A ${JSON.stringify(la)} B ${JSON.stringify(lb)}`);
-  check(!lb.some(t => t.startsWith('disconnected')), `page B was disconnected: ${JSON.stringify(lb)}`);
-  check(!la.concat(lb, lc).some(t => t.startsWith('error') || t.startsWith('not sent')), `a page shows an error: A ${JSON.stringify(la)} B ${JSON.stringify(lb)} C ${JSON.stringify(lc)}`);
-  for (const m of messages) {
-    for (const [p, l] of [[A, la], [B, lb]]) {
-      const n = l.filter(t => t.endsWith(`: ${m}`)).length;
-      check(n === 1, `page ${p.name} got ${JSON.stringify(m)} ${n} times: ${JSON.stringify(l)}`);
-    }
+  check(!la.concat(lc).some(t => t.includes('whispers:')), `page A or C got a whisper: A ${JSON.stringify(la)} C ${JSON.stringify(lc)}`);
+  for (const [p, l] of [[B, lb], [D, ld]]) {
+    check(l.filter(t => t.includes(w)).length === 1, `page ${p.name} did not get the whisper exactly once: ${JSON.stringify(l)}`);
   }
+  check(la.filter(t => t.includes(w)).length === 1, `page A did not see its whisper exactly once: ${JSON.stringify(la)}`);
+  check(!la.concat(lb, ld).some(t => t.includes('carol')), `a lobby page got something from room "other": A ${JSON.stringify(la)} B ${JSON.stringify(lb)} D ${JSON.stringify(ld)}`);
+  check(!lb.some(t => t.startsWith('disconnected')), `page B was disconnected: ${JSON.stringify(lb)}`);
+  const all = [la, lb, lc, ld].flat();
+  check(!all.some(t => t.startsWith('error') || t.startsWith('not sent') || t.includes('were lost')), `a page shows an error: A ${JSON.stringify(la)} B ${JSON.stringify(lb)} C ${JSON.stringify(lc)} D ${JSON.stringify(ld)}`);
+  const count = (l, m) => l.filter(t => t.endsWith(`: ${m}`)).length;
+  for (const m of [...messages, ...missed]) {
+    check(count(lb, m) === 1, `page B got ${JSON.stringify(m)} ${count(lb, m)} times: ${JSON.stringify(lb)}`);
+    check(count(ld, m) <= 1, `page D got ${JSON.stringify(m)} ${count(ld, m)} times: ${JSON.stringify(ld)}`);
+    const want = missed.includes(m) && !history ? 0 : 1;
+    check(count(la, m) === want, `page A got ${JSON.stringify(m)} ${count(la, m)} times, want ${want}: ${JSON.stringify(la)}`);
+  }
+  // In order: what A got is what B got.
+  const order = l => l.filter(t => [...messages, ...missed].some(m => t.endsWith(`: ${m}`)));
+  const want = order(lb).filter(t => history || !missed.some(m => t.endsWith(`: ${m}`)));
+  check(JSON.stringify(order(la)) === JSON.stringify(want), `page A's messages are not B's, in order: A ${JSON.stringify(order(la))} B ${JSON.stringify(order(lb))}`);
   check(pageErrors.length === 0, `uncaught errors in the pages: ${pageErrors.join('\n')}`);
 
-  // 5. Screenshots.
+  // 6. Screenshots.
   await screenshot(A, 'chat-a.png');
   await screenshot(B, 'chat-b.png');
   await screenshot(C, 'chat-c.png');
+  await screenshot(D, 'chat-d.png');
 }
 
 async function main() {

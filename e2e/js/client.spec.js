@@ -210,6 +210,215 @@ const scenarios = {
     await ch.unsubscribe();
   },
 
+  // A server that echoes the subprotocol offered but does not speak the
+  // extension (no "protocol" in its config frame): one connection, spoken
+  // in 3.x, with recover doing nothing.
+  marker: async t => {
+    const { c, log } = t.open('/echo', { recover: true });
+    const got = [];
+    const ch = c.subscribe('news').watch(d => got.push(d));
+    const priv = c.subscribe('private-z');
+    await t.until(() => c.connectionState === 'connected', 'the connection');
+    t.eq(t.sockets.map(ws => [ws.offered, ws.protocol]), [[['clusterws.v2'], 'clusterws.v2']], 'subprotocols offered and selected');
+    t.eq(JSON.parse(t.sockets[0].receivedText[0]), { '#': ['s', 'c', { ping: 20000, binary: false }] }, 'the config frame');
+    t.eq([ch.state, priv.state], ['subscribed', 'subscribed'], 'the channels once connected');
+    await Promise.all([ch.ready, priv.ready]);
+    await ch.publish('plain');
+    await t.until(() => got.length === 1, 'the publish');
+    t.eq(got, ['plain'], 'what news got');
+    t.eq(t.sockets[0].sentText, ['{"#":["s","s","news"]}', '{"#":["s","s","private-z"]}', '{"#":["p","news","plain"]}'], 'the frames sent: 3.x');
+    t.eq(log, [['state', 'connecting'], ['state', 'connected'], ['connect']], 'the client events');
+  },
+
+  // Recovery: 1,000 publications while the page is away, then 200 more
+  // as it comes back (racing its resubscribe): after the automatic
+  // reconnect the watcher has every one, in order, once.
+  recover: async t => {
+    const { c, log, ids } = t.open('/hist', { recover: true, autoReconnectOptions: { minInterval: 2000, maxInterval: 2000 } });
+    const got = [];
+    const a = c.subscribe('hist:a').watch(d => got.push(d.n));
+    const quiet = c.subscribe('hist:quiet'); // nothing published on it: nothing missed, no gap
+    await Promise.all([a.ready, quiet.ready]);
+    t.eq([a.position.offset, typeof a.position.epoch, a.position.epoch.length > 0], [0, 'string', true], 'the position of a new channel');
+    t.eq(Object.isFrozen(a.position), true, 'the position is read-only');
+    await t.ctl('POST', 'numbered', { channel: 'hist:a', n: 5 });
+    await t.until(() => got.length === 5, 'the first 5');
+    const before = a.position;
+    t.eq(before, { offset: 5, epoch: before.epoch }, 'the position after 5');
+    const firstReady = a.ready;
+    const { last } = await t.ctl('POST', 'away', { channel: 'hist:a', n: 1000, then: 200 });
+    t.eq(last, { 'hist:a': 1005 }, 'published while away');
+    await t.until(() => got.length >= 1205, 'the 1,200 publications after the reconnect');
+    t.eq(a.ready !== firstReady && (await a.ready) === a, true, 'a new ready, resolved');
+    // One more, live: nothing missed or repeated came late.
+    await t.ctl('POST', 'numbered', { channel: 'hist:a', n: 1 });
+    await t.until(() => got.length >= 1206, 'the live one');
+    t.seq(got, 1, 1206, 'what hist:a got');
+    t.eq(a.position, { offset: 1206, epoch: before.epoch }, 'the position at the end');
+    t.eq(quiet.position, { offset: 0, epoch: quiet.position.epoch }, 'the position of the quiet channel');
+    // The resubscribe asked for what came after offset 5, of that epoch.
+    const since = t.sockets[1].sentText.filter(f => f.includes('"since"')).map(f => JSON.parse(f)['#'][2]);
+    t.eq(since.map(r => [r.channel, r.since]), [['hist:a', before]], 'the subscribes with since');
+    t.eq(log, [
+      ['state', 'connecting'], ['state', 'connected'], ['connect'],
+      ['state', 'reconnecting'], ['disconnect', 1012, 'away'], ['state', 'connected'], ['connect'],
+    ], 'the client events (no gap)');
+    t.eq(ids.length, 2, 'connections');
+  },
+
+  // Gaps: a channel whose missed publications are no longer all kept
+  // (window exceeded), one that had no position to ask from (offset 0),
+  // then every channel after the server lost its history (a new epoch):
+  // each is reported by a 'gap' event before what follows it, and live
+  // delivery continues.
+  gap: async t => {
+    const { c, log } = t.open('/hist', { recover: true, autoReconnectOptions: { minInterval: 1000, maxInterval: 1000 } });
+    const chans = {};
+    for (const name of ['small:g', 'hist:z', 'hist:k']) {
+      chans[name] = c.subscribe(name).watch(d => log.push(['p', name, d.n]));
+    }
+    const small = chans['small:g'], zero = chans['hist:z'], kept = chans['hist:k'];
+    await Promise.all(Object.values(chans).map(ch => ch.ready));
+    await t.ctl('POST', 'numbered', { channel: 'small:g', n: 3 });
+    await t.ctl('POST', 'numbered', { channel: 'hist:k', n: 2 });
+    await t.until(() => small.position.offset === 3 && kept.position.offset === 2, 'the first publications');
+    const e = Object.fromEntries(Object.entries(chans).map(([name, ch]) => [name, ch.position.epoch]));
+    const pos = (offset, epoch) => ({ offset, epoch });
+    // small:g keeps 10: 20 more is beyond its window. hist:z was at offset
+    // 0, which cannot be asked for. hist:k keeps them all. 5 more each as
+    // the page comes back: before its resubscribe they are part of the
+    // gap, after it they follow it.
+    const channels = Object.keys(chans).map(name => ['channel', name]);
+    await t.ctl('POST', 'away', [...channels, ['n', 20], ['then', 5]]);
+    const gapOf = name => log.find(x => x[0] === 'gap' && x[1].channel === name)?.[1];
+    const got = name => log.filter(x => x[0] === 'p' && x[1] === name).map(x => x[2]);
+    await t.until(() => gapOf('small:g') && gapOf('hist:z') && got('hist:k').length === 27, 'the gaps and the recovery');
+    for (const name of Object.keys(chans)) await t.ctl('POST', 'numbered', { channel: name, n: 1 }); // live
+    await t.until(() => small.position.offset === 29 && zero.position.offset === 26 && kept.position.offset === 28, 'the live publications');
+    t.eq(log.filter(x => x[0] === 'gap').length, 2, 'gaps');
+    const gs = gapOf('small:g'), gz = gapOf('hist:z');
+    t.eq([gs.since, gz.since], [pos(3, e['small:g']), pos(0, e['hist:z'])], 'where the gaps start');
+    t.eq([gs.position.epoch, gz.position.epoch], [e['small:g'], e['hist:z']], 'the epochs after the gaps');
+    t.eq([gs.position.offset >= 23 && gs.position.offset <= 28, gz.position.offset >= 20 && gz.position.offset <= 25], [true, true],
+      `where live delivery resumes: small:g after ${gs.position.offset} (23…28), hist:z after ${gz.position.offset} (20…25)`);
+    t.seq(got('small:g').slice(0, 3), 1, 3, 'small:g before the gap');
+    t.seq(got('small:g').slice(3), gs.position.offset + 1, 29, 'small:g after the gap');
+    t.seq(got('hist:z'), gz.position.offset + 1, 26, 'hist:z after the gap');
+    t.seq(got('hist:k'), 1, 28, 'hist:k, recovered');
+    for (const name of ['small:g', 'hist:z']) {
+      const gapAt = log.findIndex(x => x[0] === 'gap' && x[1].channel === name);
+      const firstAfter = log.findIndex(x => x[0] === 'p' && x[1] === name && x[2] > (name === 'small:g' ? 3 : 0));
+      t.eq(gapAt >= 0 && gapAt < firstAfter, true, `the gap of ${name} (at ${gapAt}) before the publications after it (from ${firstAfter})`);
+    }
+
+    // A new server, a new epoch: every channel has a gap, then gets live ones.
+    log.length = 0;
+    await t.ctl('POST', 'restart-hist');
+    await t.until(() => log.filter(x => x[0] === 'gap').length === 3, 'a gap on every channel');
+    t.eq(log.slice(0, 2), [['state', 'reconnecting'], ['disconnect', 1001, 'server shutting down']], 'the shutdown');
+    const lastN = { 'small:g': 29, 'hist:z': 26, 'hist:k': 28 };
+    for (const [name, ch] of Object.entries(chans)) {
+      const g = gapOf(name);
+      t.eq([g.since, g.position.offset, g.position.epoch !== e[name]], [pos(lastN[name], e[name]), 0, true], `the gap of ${name}`);
+      await ch.ready;
+      await t.ctl('POST', 'numbered', { channel: name, n: 1 });
+      await t.until(() => ch.position.offset === 1, `the live publication on ${name}`);
+      t.eq(ch.position.epoch, g.position.epoch, `the epoch of ${name}`);
+    }
+    t.eq(log.filter(x => x[0] === 'p').map(x => x.slice(1)), [['small:g', 30], ['hist:z', 27], ['hist:k', 29]], 'the publications after the restart');
+  },
+
+  // The order of recovery, against a server scripted in the page (a fake
+  // WebSocket): duplicates dropped; what comes before a recovery's answer
+  // held back until it, then delivered after its 'gap' if any; what was
+  // held when the connection ends dropped and asked for again.
+  'recover-order': async t => {
+    const conns = [];
+    class ScriptedWebSocket {
+      static CONNECTING = 0;
+      static OPEN = 1;
+      static CLOSING = 2;
+      static CLOSED = 3;
+      constructor(url, protocols) {
+        Object.assign(this, { url, offered: protocols, protocol: '', readyState: 0, binaryType: 'blob', sent: [] });
+        this.onopen = this.onmessage = this.onclose = null;
+        conns.push(this);
+        setTimeout(() => {
+          Object.assign(this, { readyState: 1, protocol: 'clusterws.v2' });
+          this.onopen?.({});
+          this.frame(['s', 'c', { ping: 0, binary: false, protocol: 'clusterws.v2' }]);
+        }, 0);
+      }
+      send(data) { this.sent.push(data); }
+      close() { this.readyState = 3; }
+      frame(f) { this.onmessage?.({ data: JSON.stringify({ '#': f }) }); }
+      subscribes() { return this.sent.map(d => JSON.parse(d)['#']).filter(f => f[0] === 's' && f[1] === 's').map(f => f[2]); }
+      drop() { // the server closes
+        this.readyState = 3;
+        this.onclose?.({ code: 1012, reason: 'restart' });
+      }
+    }
+    window.WebSocket = ScriptedWebSocket;
+    const { c, log } = t.open('/scripted', { recover: true, autoReconnectOptions: { minInterval: 10, maxInterval: 10 } });
+    const ch = c.subscribe('c').watch(d => log.push(['p', d]));
+    const P = (offset, epoch = 'e1') => ({ offset, epoch });
+    // request waits for connection n (from 1) and its subscribe.
+    const request = async n => {
+      await t.until(() => conns.length >= n && conns[n - 1].subscribes().length === 1, `the subscribe on connection ${n}`);
+      return [conns[n - 1], conns[n - 1].subscribes()[0]];
+    };
+    const delivered = () => log.filter(x => x[0] === 'p').map(x => x[1]);
+
+    let [ws, req] = await request(1);
+    t.eq(req, { id: req.id, channel: 'c' }, 'the first subscribe');
+    ws.frame(['s', 'a', { id: req.id, position: P(0) }]);
+    await ch.ready;
+    for (const n of [1, 2, 3, 2, 1, 3]) ws.frame(['p', 'c', n, P(n)]);
+    t.eq([delivered(), ch.position], [[1, 2, 3], P(3)], 'duplicates dropped');
+
+    // Recovered: what comes before the answer (the missed ones) is held
+    // back until it.
+    ws.drop();
+    [ws, req] = await request(2);
+    t.eq(req, { id: req.id, channel: 'c', since: P(3) }, 'the subscribe after a reconnect');
+    ws.frame(['p', 'c', 4, P(4)]);
+    ws.frame(['p', 'c', 5, P(5)]);
+    t.eq(delivered(), [1, 2, 3], 'delivered before the answer');
+    ws.frame(['s', 'a', { id: req.id, position: P(5), recovered: true }]);
+    await ch.ready;
+    ws.frame(['p', 'c', 5, P(5)]);
+    ws.frame(['p', 'c', 6, P(6)]);
+    t.eq(delivered(), [1, 2, 3, 4, 5, 6], 'recovered');
+
+    // Not recovered, a new epoch: the live one that came before the
+    // answer is delivered after the gap.
+    ws.drop();
+    [ws, req] = await request(3);
+    t.eq(req.since, P(6), 'since');
+    ws.frame(['p', 'c', 'x1', P(1, 'e2')]);
+    ws.frame(['s', 'a', { id: req.id, position: P(1, 'e2'), recovered: false }]);
+    await ch.ready;
+    ws.frame(['p', 'c', 'x2', P(2, 'e2')]);
+
+    // The connection ends before the answer: what was held back is
+    // dropped, and asked for again from the same position.
+    ws.drop();
+    [ws, req] = await request(4);
+    t.eq(req.since, P(2, 'e2'), 'since, on the 4th connection');
+    ws.frame(['p', 'c', 'x3', P(3, 'e2')]);
+    ws.drop();
+    [ws, req] = await request(5);
+    t.eq(req.since, P(2, 'e2'), 'since, on the 5th connection');
+    ws.frame(['p', 'c', 'x3', P(3, 'e2')]);
+    ws.frame(['s', 'a', { id: req.id, position: P(3, 'e2'), recovered: true }]);
+    await ch.ready;
+    t.eq(log.filter(x => x[0] === 'p' || x[0] === 'gap'), [
+      ['p', 1], ['p', 2], ['p', 3], ['p', 4], ['p', 5], ['p', 6],
+      ['gap', { channel: 'c', since: P(6), position: P(1, 'e2') }], ['p', 'x1'], ['p', 'x2'], ['p', 'x3'],
+    ], 'the deliveries and the gap');
+    t.eq(ch.position, P(3, 'e2'), 'the position at the end');
+  },
+
   // Heartbeats: pings answered; a connection without pings dropped with
   // 4001 after 2×ping+100 ms, and replaced.
   heartbeat: async t => {
