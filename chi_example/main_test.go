@@ -58,10 +58,21 @@ func TestGoAlone(t *testing.T) {
 
 	port := testutil.FreePort(t)
 	url := "http://127.0.0.1:" + strconv.Itoa(port)
+	admin := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
 	logs := start(t, bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port),
-		"-broker-port", strconv.Itoa(testutil.FreePort(t)), "-workers", "2")
+		"-broker-port", strconv.Itoa(testutil.FreePort(t)), "-workers", "2", "-admin", admin)
 	testutil.Eventually(t, time.Minute, func() bool { return strings.Contains(logs.String(), "open "+url+"\n") },
 		"the example did not print the URL; its output:\n%s", logs)
+	// The admin listener: both workers' metrics in one scrape.
+	testutil.Eventually(t, time.Minute, func() bool {
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return bytes.Contains(b, []byte(`clusterws_ready{worker="1"} 1`)) && bytes.Contains(b, []byte(`clusterws_ready{worker="2"} 1`))
+	}, "the admin listener's /metrics lacks both workers")
 
 	page := get(t, url+"/", "text/html")
 	if !bytes.Contains(page, []byte(`import ClusterWS from '/ws/clusterws.js'`)) {

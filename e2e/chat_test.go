@@ -249,7 +249,7 @@ func launchExample(t *testing.T, bin string, port, brokerPort int) *example {
 		t.Fatal(err)
 	}
 	args := []string{"-host", "127.0.0.1", "-port", strconv.Itoa(port), "-workers", strconv.Itoa(workers),
-		"-broker-port", strconv.Itoa(brokerPort)}
+		"-broker-port", strconv.Itoa(brokerPort), "-admin="}
 	if addr := os.Getenv("E2E_REDIS"); addr != "" {
 		args = append(args, "-redis", addr) // the workers linked through that Redis
 	}

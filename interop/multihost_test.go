@@ -88,7 +88,7 @@ func startHost(t *testing.T, bin, redisAddr string) string {
 	t.Helper()
 	port, brokerPort := testutil.FreePort(t), testutil.FreePort(t)
 	cmd := exec.Command(bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port),
-		"-broker-port", strconv.Itoa(brokerPort), "-workers", "2", "-redis", redisAddr)
+		"-broker-port", strconv.Itoa(brokerPort), "-workers", "2", "-redis", redisAddr, "-admin=")
 	cmd.Dir = ".."
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second // workers share the output pipes; never wait on them forever
