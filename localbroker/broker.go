@@ -33,8 +33,8 @@ type Broker struct {
 	presence map[string]members // this process's members by channel
 	link     *clientLink        // nil while disconnected
 	acks     map[uint32]chan error
-	queries  map[uint32]*query
-	lastID   uint32 // the last ack or query id handed out
+	calls    map[uint32]*call // presence queries and history requests waiting for their answers
+	lastID   uint32           // the last ack or request id handed out
 	started  bool
 	closed   bool
 	deliver  func(channel string, frame []byte)
@@ -70,7 +70,7 @@ func New(opts Options) (*Broker, error) {
 		interest: make(map[string]struct{}),
 		presence: make(map[string]members),
 		acks:     make(map[uint32]chan error),
-		queries:  make(map[uint32]*query),
+		calls:    make(map[uint32]*call),
 	}, nil
 }
 
@@ -133,13 +133,70 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	return b.request(ctx, func() { b.interest[channel] = struct{}{} }, channel)
 }
 
-// newIDLocked returns an ack or query id that no call waits on.
+// newIDLocked returns an ack or request id that no call waits on.
 func (b *Broker) newIDLocked() uint32 {
 	b.lastID++
 	if b.lastID == 0 { // 0 is the announce's ack, which no one waits for
 		b.lastID = 1
 	}
 	return b.lastID
+}
+
+// call is a request sent to the Server and waiting for its answer: a
+// presence query, or a history publish or read. The link's reader fills
+// it in, under Broker.mu, as the answer's frames come.
+type call struct {
+	members []hub.Member // a presence answer's
+	frames  [][]byte     // a history answer's, views into its link frames
+	top     hub.Position // a history answer's
+	broken  error        // the outcome if the link breaks before the answer is in
+	done    chan error   // capacity 1: the outcome, once the answer is in
+}
+
+func newCall(broken error) *call { return &call{broken: broken, done: make(chan error, 1)} }
+
+// roundTrip queues the frame build makes for a fresh request id, and
+// waits for c's answer. It returns ErrClosed after Close, ErrUnavailable
+// while the link is down, ErrBacklog when the link cannot take the frame,
+// c.broken when the link breaks before the answer is in, and ctx's error
+// when ctx ends first; a late answer is then ignored.
+func (b *Broker) roundTrip(ctx context.Context, c *call, build func(id uint32) []byte) error {
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return ErrClosed
+	case b.link == nil:
+		b.mu.Unlock()
+		return ErrUnavailable
+	}
+	id := b.newIDLocked()
+	b.calls[id] = c
+	ok := b.link.q.push(build(id))
+	b.mu.Unlock()
+	if !ok {
+		b.forgetCall(id)
+		return ErrBacklog
+	}
+	select {
+	case err := <-c.done:
+		return err
+	case <-ctx.Done():
+		b.forgetCall(id)
+		return ctx.Err()
+	}
+}
+
+// finishLocked ends the wait of call id with err.
+func (b *Broker) finishLocked(id uint32, c *call, err error) {
+	c.done <- err
+	delete(b.calls, id)
+}
+
+func (b *Broker) forgetCall(id uint32) {
+	b.mu.Lock()
+	delete(b.calls, id)
+	b.mu.Unlock()
 }
 
 func (b *Broker) forgetAck(id uint32) {
@@ -283,9 +340,8 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 		ch <- ErrUnavailable
 		delete(b.acks, id)
 	}
-	for id, q := range b.queries {
-		q.done <- ErrUnavailable
-		delete(b.queries, id)
+	for id, c := range b.calls {
+		b.finishLocked(id, c, c.broken)
 	}
 	b.mu.Unlock()
 	close(done)

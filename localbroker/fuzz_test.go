@@ -349,11 +349,11 @@ func FuzzBrokerStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var delivered [][]byte
 		acked := make(chan error, 1)
-		q := &query{done: make(chan error, 1)}
+		q := newCall(ErrUnavailable)
 		b := &Broker{
-			log:     slog.New(slog.DiscardHandler),
-			acks:    map[uint32]chan error{7: acked},
-			queries: map[uint32]*query{7: q},
+			log:   slog.New(slog.DiscardHandler),
+			acks:  map[uint32]chan error{7: acked},
+			calls: map[uint32]*call{7: q},
 			deliver: func(ch string, frame []byte) {
 				delivered = append(delivered, pubFrame(ch, frame))
 			},
@@ -392,7 +392,7 @@ func FuzzBrokerStream(f *testing.F) {
 			if err != nil || !complete || !slices.Equal(q.members, want) {
 				t.Fatalf("query answered %v (%v), want %v", q.members, err, want)
 			}
-			if _, ok := b.queries[7]; ok {
+			if _, ok := b.calls[7]; ok {
 				t.Fatal("the answered query is still pending")
 			}
 		default:

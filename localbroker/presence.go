@@ -239,12 +239,6 @@ func (t *presenceTable) drop(l *link) {
 	t.mu.Unlock()
 }
 
-// query is a Presence call waiting for its answer.
-type query struct {
-	members []hub.Member // appended by the link's reader under Broker.mu
-	done    chan error   // capacity 1: nil once the last frame is in
-}
-
 var _ hub.PresenceBroker = (*Broker)(nil)
 
 // UpdatePresence records changes of this process's members, in order, and
@@ -344,39 +338,11 @@ func (b *Broker) Presence(ctx context.Context, channel string) ([]hub.Member, er
 	if len(channel) > maxName {
 		return nil, hub.ErrChannelTooLong
 	}
-	b.mu.Lock()
-	switch {
-	case b.closed:
-		b.mu.Unlock()
-		return nil, ErrClosed
-	case b.link == nil:
-		b.mu.Unlock()
-		return nil, ErrUnavailable
+	c := newCall(ErrUnavailable)
+	if err := b.roundTrip(ctx, c, func(id uint32) []byte { return queryFrame(id, channel) }); err != nil {
+		return nil, err
 	}
-	id, q := b.newIDLocked(), &query{done: make(chan error, 1)}
-	b.queries[id] = q
-	ok := b.link.q.push(queryFrame(id, channel))
-	b.mu.Unlock()
-	if !ok {
-		b.forgetQuery(id)
-		return nil, ErrBacklog
-	}
-	select {
-	case err := <-q.done:
-		if err != nil {
-			return nil, err
-		}
-		return q.members, nil
-	case <-ctx.Done():
-		b.forgetQuery(id)
-		return nil, ctx.Err()
-	}
-}
-
-func (b *Broker) forgetQuery(id uint32) {
-	b.mu.Lock()
-	delete(b.queries, id)
-	b.mu.Unlock()
+	return c.members, nil
 }
 
 // answered takes a typeMembers frame's members to the query waiting for
@@ -388,18 +354,17 @@ func (b *Broker) answered(p []byte) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	q, ok := b.queries[id]
+	c, ok := b.calls[id]
 	if !ok {
 		return nil
 	}
-	if q.members == nil {
-		q.members = ms
+	if c.members == nil {
+		c.members = ms
 	} else {
-		q.members = append(q.members, ms...)
+		c.members = append(c.members, ms...)
 	}
 	if last {
-		q.done <- nil
-		delete(b.queries, id)
+		b.finishLocked(id, c, nil)
 	}
 	return nil
 }

@@ -328,7 +328,7 @@ func TestPresenceQueryEnds(t *testing.T) {
 		t.Fatalf("Presence unanswered = %v, want context.DeadlineExceeded", err)
 	}
 	b.mu.Lock()
-	n := len(b.queries)
+	n := len(b.calls)
 	b.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d queries left after their ctx ended", n)
