@@ -146,6 +146,7 @@ func (b *Broker) newIDLocked() uint32 {
 // presence query, or a history publish or read. The link's reader fills
 // it in, under Broker.mu, as the answer's frames come.
 type call struct {
+	answer  byte         // the type of the answer's frames: typeMembers or typeEntries
 	members []hub.Member // a presence answer's
 	frames  [][]byte     // a history answer's, views into its link frames
 	top     hub.Position // a history answer's
@@ -153,14 +154,20 @@ type call struct {
 	done    chan error   // capacity 1: the outcome, once the answer is in
 }
 
-func newCall(broken error) *call { return &call{broken: broken, done: make(chan error, 1)} }
+func newCall(answer byte, broken error) *call {
+	return &call{answer: answer, broken: broken, done: make(chan error, 1)}
+}
 
 // roundTrip queues the frame build makes for a fresh request id, and
 // waits for c's answer. It returns ErrClosed after Close, ErrUnavailable
 // while the link is down, ErrBacklog when the link cannot take the frame,
 // c.broken when the link breaks before the answer is in, and ctx's error
-// when ctx ends first; a late answer is then ignored.
+// when ctx ends first; a late answer is then ignored. A ctx already done
+// sends nothing: a history publish is then surely not applied.
 func (b *Broker) roundTrip(ctx context.Context, c *call, build func(id uint32) []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	b.mu.Lock()
 	switch {
 	case b.closed:
@@ -391,6 +398,8 @@ func (b *Broker) handle(typ byte, f []byte) error {
 		b.mu.Unlock()
 	case typeMembers:
 		return b.answered(p)
+	case typeEntries:
+		return b.answeredHistory(p)
 	default:
 		return errBadFrame
 	}

@@ -99,12 +99,7 @@ func (e *membersEncoder) add(socket, user string) {
 }
 
 // done returns the frames, at least one: an empty channel is answered too.
-func (e *membersEncoder) done() [][]byte {
-	e.room(0)
-	frames := e.chunker.done()
-	frames[len(frames)-1][headerLen+4] = 1
-	return frames
-}
+func (e *membersEncoder) done() [][]byte { return e.finish(1) }
 
 // parseMembers reads a typeMembers payload. The members' strings are
 // substrings of one allocation: an answer of 10,000 members costs a few
@@ -338,7 +333,7 @@ func (b *Broker) Presence(ctx context.Context, channel string) ([]hub.Member, er
 	if len(channel) > maxName {
 		return nil, hub.ErrChannelTooLong
 	}
-	c := newCall(ErrUnavailable)
+	c := newCall(typeMembers, ErrUnavailable)
 	if err := b.roundTrip(ctx, c, func(id uint32) []byte { return queryFrame(id, channel) }); err != nil {
 		return nil, err
 	}
@@ -355,8 +350,11 @@ func (b *Broker) answered(p []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c, ok := b.calls[id]
-	if !ok {
+	switch {
+	case !ok:
 		return nil
+	case c.answer != typeMembers:
+		return errBadFrame
 	}
 	if c.members == nil {
 		c.members = ms
