@@ -100,13 +100,19 @@ func (b *Broker) Connected() bool {
 
 // Publish queues frame for the broker and returns at once: it never
 // blocks, so it ignores ctx. It returns ErrUnavailable while the link is
-// down and ErrBacklog when the link is too far behind (Options.MaxPending);
-// the frame is then not delivered to other workers. Frames published while
-// the link is up may still be lost if it breaks before the broker forwards
-// them: delivery is at most once.
+// down, ErrBacklog when the link is too far behind (Options.MaxPending)
+// and ErrTooBig for a frame a link cannot carry; the frame is then not
+// delivered to other workers. Frames published while the link is up may
+// still be lost if it breaks before the broker forwards them: delivery is
+// at most once.
 func (b *Broker) Publish(_ context.Context, channel string, frame []byte) error {
-	if len(channel) > maxName {
+	switch {
+	case len(channel) > maxName:
 		return hub.ErrChannelTooLong
+	case 1+2+len(channel)+len(frame) > maxFrame:
+		// The Server would drop the link for it, and what was queued
+		// behind it.
+		return ErrTooBig
 	}
 	b.mu.Lock()
 	l, closed := b.link, b.closed

@@ -24,7 +24,8 @@
 //
 // A link is one TCP connection carrying frames both ways. A frame is a
 // big-endian uint32 length of what follows (1 byte to 64 MiB + 64 KiB), a
-// type byte and a payload. A name (a channel) in a payload is a big-endian
+// type byte and a payload; a publish that would not fit is refused with
+// ErrTooBig. A name (a channel) in a payload is a big-endian
 // uint16 length and that many bytes, so channel names are at most 65,535
 // bytes long (hub.ErrChannelTooLong beyond).
 //

@@ -395,8 +395,12 @@ func TestHistoryArgs(t *testing.T) {
 	b, _ := connectedBroker(t, s, Options{})
 	ctx := context.Background()
 	long := strings.Repeat("c", maxName+1)
-	big := make([]byte, maxFrame-historyRoom) // with a channel of 1 byte, 1 too many
-	copy(big[len(big)-2:], "]}")
+	big := make([]byte, maxFrame-3)       // with a channel of 1 byte, 1 too many for a plain publish
+	keepBig := big[:maxFrame-historyRoom] // and for one with history
+	copy(keepBig[len(keepBig)-2:], "]}")
+	if !keepFits(1, len(keepBig)-1) {
+		t.Fatal("a keep 1 byte shorter does not fit either")
+	}
 	for _, tc := range []struct {
 		name    string
 		channel string
@@ -408,7 +412,7 @@ func TestHistoryArgs(t *testing.T) {
 		{"no TTL", "h", histFrame("h", "1"), hub.HistoryOptions{Size: 1}, hub.ErrHistoryDisabled},
 		{"long channel", long, histFrame("h", "1"), histOpts, hub.ErrChannelTooLong},
 		{"not a publish frame", "h", []byte("x"), histOpts, hub.ErrMalformedMessage},
-		{"too big", "h", big, histOpts, ErrTooBig},
+		{"too big", "h", keepBig, histOpts, ErrTooBig},
 	} {
 		if _, err := b.PublishHistory(ctx, tc.channel, tc.frame, tc.opts); !errors.Is(err, tc.want) {
 			t.Errorf("%s: PublishHistory = %v, want %v", tc.name, err, tc.want)
@@ -420,6 +424,15 @@ func TestHistoryArgs(t *testing.T) {
 			t.Errorf("%s: History = %v, want %v", tc.name, err, tc.want)
 		}
 	}
+	// A plain publish too big for a link is refused too, instead of
+	// sent for the Server to drop the link.
+	if err := b.Publish(ctx, "h", big); !errors.Is(err, ErrTooBig) {
+		t.Fatalf("Publish of %d bytes = %v, want ErrTooBig", len(big), err)
+	}
+	if err := b.Publish(ctx, "h", histFrame("h", "1")); err != nil || !b.Connected() {
+		t.Fatalf("after a refused publish: %v, connected %v", err, b.Connected())
+	}
+
 	// A size past the link's uint32 is as good as unbounded; an epoch too
 	// long for a link frame is no epoch of the Server's.
 	huge := hub.HistoryOptions{Size: math.MaxInt, TTL: time.Minute}
