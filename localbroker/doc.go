@@ -174,7 +174,7 @@
 // too big for the link's queue (ServerOptions.MaxPending) is refused with
 // status 3 (ErrBacklog on the worker), and the link stays; one that finds
 // the queue empty is always taken, so 1,000 publications of 1 KiB come in
-// one answer (17 frames) whatever MaxPending is.
+// one answer (about 17 frames) whatever MaxPending is.
 //
 // Order: a channel's append and its forwards, and a get's read and its
 // answer, happen under the channel's history lock. So every link gets a
@@ -192,7 +192,8 @@
 // applied, or not. Broker.History sends a get and waits likewise.
 //
 // A sweeper goroutine of the Server drops expired entries every 10
-// seconds (reads and appends drop those of their channel too), and
+// seconds (a read drops those of its channel too; a full ring drops its
+// oldest as it takes a new one), and
 // channels idle for a day (history.IdleTTL, which gives the channel a new
 // epoch). The history lives as long as the Server: it goes with the
 // cluster master, and workers that reconnect to a new Server see new
@@ -203,7 +204,7 @@
 // size class) and a ring slot of 56 bytes; per channel with history a few
 // hundred bytes more, and its ring, which grows by doubling up to the
 // size and is given back once every entry has expired. With a client
-// frame of 1,023 bytes that is 1,212 bytes a publication, 100 to a
+// frame of 1,023 bytes that is about 1,215 bytes a publication, 100 to a
 // channel (TestHistoryMemory).
 //
 // # Goroutines
