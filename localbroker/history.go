@@ -247,8 +247,8 @@ func (s *Server) get(l *link, r getRequest) {
 }
 
 // sweepLoop drops expired entries and idle channels from the history
-// every interval until Close. Reads and appends expire entries too, but
-// only those of the channel they touch.
+// every interval until Close. A read expires entries too, but only
+// those of its channel, and a channel no one reads would keep them.
 func (s *Server) sweepLoop(interval time.Duration) {
 	defer s.wg.Done()
 	t := time.NewTicker(interval)
