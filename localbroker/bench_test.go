@@ -12,29 +12,39 @@ import (
 	"github.com/clusterws/clusterws-go/localbroker"
 )
 
-// BenchmarkLink measures worker-to-worker throughput through the broker
-// server: b.N publishes of a 100-byte frame from one Broker, timed until a
-// second Broker has delivered them all.
-func BenchmarkLink(b *testing.B) {
+// benchServer starts a Server for b, closed when b ends, and returns a
+// function that starts a Broker linked to it (delivering to deliver, nil
+// for nowhere) and returns once the link is up.
+func benchServer(b *testing.B) func(deliver func(string, []byte)) *localbroker.Broker {
 	srv, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: secret})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer srv.Close()
-	var got atomic.Int64
-	newBroker := func(deliver func(string, []byte)) *localbroker.Broker {
+	b.Cleanup(func() { _ = srv.Close() })
+	return func(deliver func(string, []byte)) *localbroker.Broker {
 		br, err := localbroker.New(localbroker.Options{Addr: srv.Addr().String(), Secret: secret})
 		if err != nil {
 			b.Fatal(err)
+		}
+		if deliver == nil {
+			deliver = func(string, []byte) {}
 		}
 		if err := br.Start(deliver); err != nil {
 			b.Fatal(err)
 		}
 		for !br.Connected() {
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // polling, in setup: no deadline, the benchmark's own
 		}
 		return br
 	}
+}
+
+// BenchmarkLink measures worker-to-worker throughput through the broker
+// server: b.N publishes of a 100-byte frame from one Broker, timed until a
+// second Broker has delivered them all.
+func BenchmarkLink(b *testing.B) {
+	newBroker := benchServer(b)
+	var got atomic.Int64
 	pub := newBroker(func(string, []byte) {})
 	defer pub.Close()
 	sub := newBroker(func(string, []byte) { got.Add(1) })
@@ -70,25 +80,8 @@ func BenchmarkLink(b *testing.B) {
 // BenchmarkPresenceQuery asks a Server, through a worker's link, for a
 // channel that another worker filled with 10,000 members.
 func BenchmarkPresenceQuery(b *testing.B) {
-	srv, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: secret})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	newBroker := func() *localbroker.Broker {
-		br, err := localbroker.New(localbroker.Options{Addr: srv.Addr().String(), Secret: secret})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := br.Start(func(string, []byte) {}); err != nil {
-			b.Fatal(err)
-		}
-		for !br.Connected() {
-			time.Sleep(time.Millisecond)
-		}
-		return br
-	}
-	filler, asker := newBroker(), newBroker()
+	newBroker := benchServer(b)
+	filler, asker := newBroker(nil), newBroker(nil)
 	defer filler.Close()
 	defer asker.Close()
 	const n = 10_000
@@ -116,5 +109,64 @@ func BenchmarkPresenceQuery(b *testing.B) {
 				b.Fatalf("%d members, %v", len(ms), err)
 			}
 		}
+	})
+}
+
+// BenchmarkHistoryLink compares, through a Server on loopback, a publish
+// with history to a plain one. seq: one at a time, the plain publish timed
+// until another worker has it, the history one until its answer (its own
+// worker has it by then); parallel: many publishers on one link.
+func BenchmarkHistoryLink(b *testing.B) {
+	newBroker := benchServer(b)
+	got := make(chan struct{}, 1)
+	sub := newBroker(func(string, []byte) {
+		select {
+		case got <- struct{}{}:
+		default:
+		}
+	})
+	defer sub.Close()
+	pub := newBroker(func(string, []byte) {})
+	defer pub.Close()
+	ctx := context.Background()
+	if err := sub.Subscribe(ctx, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	if err := pub.Subscribe(ctx, "bench"); err != nil { // history goes to the publisher's worker too
+		b.Fatal(err)
+	}
+	frame := []byte(`{"#":["p","bench","` + strings.Repeat("x", 1000) + `"]}`)
+	opts := hub.HistoryOptions{Size: 1000, TTL: time.Minute}
+	b.Run("plain/seq/size=1KiB", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(frame)))
+		for b.Loop() {
+			if err := pub.Publish(ctx, "bench", frame); err != nil {
+				b.Fatal(err)
+			}
+			<-got
+		}
+	})
+	b.Run("history/seq/size=1KiB", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(frame)))
+		for b.Loop() {
+			if _, err := pub.PublishHistory(ctx, "bench", frame, opts); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("history/parallel/size=1KiB", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(frame)))
+		b.SetParallelism(8)
+		b.RunParallel(func(p *testing.PB) {
+			for p.Next() {
+				if _, err := pub.PublishHistory(ctx, "bench", frame, opts); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
 	})
 }

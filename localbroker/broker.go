@@ -33,8 +33,8 @@ type Broker struct {
 	presence map[string]members // this process's members by channel
 	link     *clientLink        // nil while disconnected
 	acks     map[uint32]chan error
-	queries  map[uint32]*query
-	lastID   uint32 // the last ack or query id handed out
+	calls    map[uint32]*call // presence queries and history requests waiting for their answers
+	lastID   uint32           // the last ack or request id handed out
 	started  bool
 	closed   bool
 	deliver  func(channel string, frame []byte)
@@ -70,7 +70,7 @@ func New(opts Options) (*Broker, error) {
 		interest: make(map[string]struct{}),
 		presence: make(map[string]members),
 		acks:     make(map[uint32]chan error),
-		queries:  make(map[uint32]*query),
+		calls:    make(map[uint32]*call),
 	}, nil
 }
 
@@ -100,13 +100,19 @@ func (b *Broker) Connected() bool {
 
 // Publish queues frame for the broker and returns at once: it never
 // blocks, so it ignores ctx. It returns ErrUnavailable while the link is
-// down and ErrBacklog when the link is too far behind (Options.MaxPending);
-// the frame is then not delivered to other workers. Frames published while
-// the link is up may still be lost if it breaks before the broker forwards
-// them: delivery is at most once.
+// down, ErrBacklog when the link is too far behind (Options.MaxPending)
+// and ErrTooBig for a frame a link cannot carry; the frame is then not
+// delivered to other workers. Frames published while the link is up may
+// still be lost if it breaks before the broker forwards them: delivery is
+// at most once.
 func (b *Broker) Publish(_ context.Context, channel string, frame []byte) error {
-	if len(channel) > maxName {
+	switch {
+	case len(channel) > maxName:
 		return hub.ErrChannelTooLong
+	case 1+2+len(channel)+len(frame) > maxFrame:
+		// The Server would drop the link for it, and what was queued
+		// behind it.
+		return ErrTooBig
 	}
 	b.mu.Lock()
 	l, closed := b.link, b.closed
@@ -133,13 +139,77 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	return b.request(ctx, func() { b.interest[channel] = struct{}{} }, channel)
 }
 
-// newIDLocked returns an ack or query id that no call waits on.
+// newIDLocked returns an ack or request id that no call waits on.
 func (b *Broker) newIDLocked() uint32 {
 	b.lastID++
 	if b.lastID == 0 { // 0 is the announce's ack, which no one waits for
 		b.lastID = 1
 	}
 	return b.lastID
+}
+
+// call is a request sent to the Server and waiting for its answer: a
+// presence query, or a history publish or read. The link's reader fills
+// it in, under Broker.mu, as the answer's frames come.
+type call struct {
+	answer  byte         // the type of the answer's frames: typeMembers or typeEntries
+	members []hub.Member // a presence answer's
+	frames  [][]byte     // a history answer's, views into its link frames
+	top     hub.Position // a history answer's
+	broken  error        // the outcome if the link breaks before the answer is in
+	done    chan error   // capacity 1: the outcome, once the answer is in
+}
+
+func newCall(answer byte, broken error) *call {
+	return &call{answer: answer, broken: broken, done: make(chan error, 1)}
+}
+
+// roundTrip queues the frame build makes for a fresh request id, and
+// waits for c's answer. It returns ErrClosed after Close, ErrUnavailable
+// while the link is down, ErrBacklog when the link cannot take the frame,
+// c.broken when the link breaks before the answer is in, and ctx's error
+// when ctx ends first; a late answer is then ignored. A ctx already done
+// sends nothing: a history publish is then surely not applied.
+func (b *Broker) roundTrip(ctx context.Context, c *call, build func(id uint32) []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return ErrClosed
+	case b.link == nil:
+		b.mu.Unlock()
+		return ErrUnavailable
+	}
+	id := b.newIDLocked()
+	b.calls[id] = c
+	ok := b.link.q.push(build(id))
+	b.mu.Unlock()
+	if !ok {
+		b.forgetCall(id)
+		return ErrBacklog
+	}
+	select {
+	case err := <-c.done:
+		return err
+	case <-ctx.Done():
+		b.forgetCall(id)
+		return ctx.Err()
+	}
+}
+
+// finishLocked ends the wait of call id with err.
+func (b *Broker) finishLocked(id uint32, c *call, err error) {
+	c.done <- err
+	delete(b.calls, id)
+}
+
+func (b *Broker) forgetCall(id uint32) {
+	b.mu.Lock()
+	delete(b.calls, id)
+	b.mu.Unlock()
 }
 
 func (b *Broker) forgetAck(id uint32) {
@@ -283,9 +353,8 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 		ch <- ErrUnavailable
 		delete(b.acks, id)
 	}
-	for id, q := range b.queries {
-		q.done <- ErrUnavailable
-		delete(b.queries, id)
+	for id, c := range b.calls {
+		b.finishLocked(id, c, c.broken)
 	}
 	b.mu.Unlock()
 	close(done)
@@ -335,6 +404,8 @@ func (b *Broker) handle(typ byte, f []byte) error {
 		b.mu.Unlock()
 	case typeMembers:
 		return b.answered(p)
+	case typeEntries:
+		return b.answeredHistory(p)
 	default:
 		return errBadFrame
 	}

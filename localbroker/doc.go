@@ -6,27 +6,31 @@
 //
 // A Broker tells the Server which channels its process has subscribers
 // for; the Server forwards each publish, as received, to every other
-// worker interested in its channel and to no one else. Nothing is stored:
-// while a link is down Publish fails with ErrUnavailable, and publishes in
-// flight when a link breaks are lost, so delivery is at most once. The
-// Broker redials by itself with jittered exponential backoff
+// worker interested in its channel and to no one else. A plain publish is
+// not stored: while a link is down Publish fails with ErrUnavailable, and
+// publishes in flight when a link breaks are lost, so delivery is at most
+// once. The Broker redials by itself with jittered exponential backoff
 // (Options.ReconnectMin to ReconnectMax) and then announces its whole
 // interest again.
 //
 // A Broker is also a hub.PresenceBroker: the Server keeps the presence
 // members of every worker, and each Broker keeps its own process's to
-// announce again; see Presence below.
+// announce again; see Presence below. And it is a hub.HistoryBroker: the
+// Server keeps the history of the cluster's channels, gives their
+// publications offsets and forwards them to every interested worker, the
+// publisher's included; see History below.
 //
 // # Link protocol
 //
 // A link is one TCP connection carrying frames both ways. A frame is a
 // big-endian uint32 length of what follows (1 byte to 64 MiB + 64 KiB), a
-// type byte and a payload. A name (a channel) in a payload is a big-endian
+// type byte and a payload; a publish that would not fit is refused with
+// ErrTooBig. A name (a channel) in a payload is a big-endian
 // uint16 length and that many bytes, so channel names are at most 65,535
 // bytes long (hub.ErrChannelTooLong beyond).
 //
 //	type          direction      payload
-//	'H' hello     worker→server  version (2), token (uint64), then the secret
+//	'H' hello     worker→server  version (3), token (uint64), then the secret
 //	'W' welcome   server→worker  none: the hello was accepted
 //	'S' sub       worker→server  ack id (uint32), then names
 //	'U' unsub     worker→server  names
@@ -39,6 +43,17 @@
 //	'Q' query     worker→server  query id (uint32), a channel's name
 //	'R' members   server→worker  query id (uint32), last (0 or 1), then
 //	                             pairs of names: socket ID, user
+//	'K' keep      worker→server  request id (uint32), a channel's name, size
+//	                             (uint32), TTL (uint64, ns), then the client frame
+//	'G' get       worker→server  request id (uint32), a channel's name, since
+//	                             (offset uint64, epoch as a name), limit
+//	                             (uint32, 0: all), size (uint32)
+//	'E' entries   server→worker  request id (uint32), status (0 more to come,
+//	                             1 last, 2 last: since is lost, 3 last: refused
+//	                             as too big for the link's queue), the
+//	                             channel's position (offset uint64, epoch as
+//	                             a name), then entries: length (uint32) and a
+//	                             positioned client frame
 //
 // Subscribe sends a sub with a fresh ack id and returns when the ack
 // comes back, so a publish made anywhere after it returns reaches this
@@ -46,27 +61,31 @@
 // subs of up to 64 KiB with ack id 0, which no one waits for. Unsubscribe
 // is not acknowledged. A malformed frame (unknown type, a name overrunning
 // its payload, an ack that is not 4 bytes, an unknown change, anything
-// after a query's channel, a frame sent the wrong way, a length of 0 or
-// over the bound) ends the link.
+// after a query's channel or a get's size, a keep or get of size 0, a
+// keep with a TTL of 0 or past math.MaxInt64 or a client frame that does
+// not end in "]}", an 'E' with entries and status 2 or 3, an answer of
+// the wrong type for its request, a frame sent the wrong way, a length of
+// 0 or over the bound) ends the link.
 //
 // The frames that carry many entries (the announce's subs, presence
-// changes, an answer's members) are cut at 64 KiB; an entry is never
-// split, so one larger than that (a user of 65,535 bytes) has a frame of
-// its own. A 'J' covers one channel: a batch becomes one frame per run of
-// changes of the same channel. An answer is any number of 'R' frames with
-// the query's id, the last one marked; an empty channel's is one frame
-// with no pairs. The frames of a batch or an answer are queued together,
-// all or none, with nothing between them.
+// changes, an answer's members or history entries) are cut at 64 KiB; an
+// entry is never split, so one larger than that (a user of 65,535 bytes,
+// a publication of 1 MiB) has a frame of its own. A 'J' covers one
+// channel: a batch becomes one frame per run of changes of the same
+// channel. An answer is any number of 'R' (or 'E') frames with the
+// request's id, the last one marked; an empty one is one frame with no
+// pairs (entries). The frames of a batch or an answer are queued
+// together, all or none, with nothing between them.
 //
 // Both sides of a link are the same build under cluster.Run, so the
 // protocol has no negotiation: a Server refuses a hello of another
-// version, and version 1 peers (before presence and the token) are
-// refused that way.
+// version, and version 1 peers (before presence and the token) and
+// version 2 peers (before history) are refused that way.
 //
 // # Handshake
 //
 // The worker speaks first, with a hello. The server answers with a
-// welcome if the version is 2 and the secret is the cluster's (compared in
+// welcome if the version is 3 and the secret is the cluster's (compared in
 // constant time); otherwise it hangs up without a word and logs the
 // refusal with the peer's address, and the worker logs ErrRefused and
 // retries. The token is random, drawn once per Broker: it tells the
@@ -138,16 +157,68 @@
 // its growths. The Broker's copy shares the hub's strings and costs about
 // a map slot per member.
 //
+// # History
+//
+// The Server keeps, in an internal/history Store, a ring of each channel's
+// newest publications with history: a channel's size and TTL come with
+// every keep and get (the hub's Options.History), the last ones win, and
+// the ring takes slots as publications come. A keep is appended, which
+// gives it the channel's next offset, in the order the Server reads the
+// keeps of all links; its client frame, with the position added as a
+// fourth element, is forwarded as a 'P' to every link interested in the
+// channel, the sender's included; then the sender gets an 'E' with the
+// position and no entries. A get is answered from the Store: the
+// positioned frames after since (the newest limit for a zero since), or
+// status 2 with the channel's position when since is in another epoch or
+// older than what is kept (hub.ErrPositionLost on the worker). An answer
+// too big for the link's queue (ServerOptions.MaxPending) is refused with
+// status 3 (ErrBacklog on the worker), and the link stays; one that finds
+// the queue empty is always taken, so 1,000 publications of 1 KiB come in
+// one answer (about 17 frames) whatever MaxPending is.
+//
+// Order: a channel's append and its forwards, and a get's read and its
+// answer, happen under the channel's history lock. So every link gets a
+// channel's publications in offset order, and an answer after exactly
+// those it covers: a hub that recovers a socket's missed publications
+// while live ones arrive relies on that, to skip what it replayed.
+//
+// Broker.PublishHistory sends a keep and waits, until its ctx ends, for
+// the answer; by then its own process has the publication, if it has
+// subscribers, since the forward comes first on the link. While the link
+// is down it returns ErrUnavailable: a publish is never dropped
+// silently. When the link breaks after the keep was sent and before the
+// answer came, it returns ErrUnconfirmed (which wraps ErrUnavailable), and
+// when its ctx ends first ctx's error: the publish may then have been
+// applied, or not. Broker.History sends a get and waits likewise.
+//
+// A sweeper goroutine of the Server drops expired entries every 10
+// seconds (a read drops those of its channel too; a full ring drops its
+// oldest as it takes a new one), and
+// channels idle for a day (history.IdleTTL, which gives the channel a new
+// epoch). The history lives as long as the Server: it goes with the
+// cluster master, and workers that reconnect to a new Server see new
+// epochs, so their clients learn that what they missed is lost.
+//
+// Memory: per stored publication the Server keeps its positioned frame
+// (the client frame and about 40 bytes of position, rounded up to Go's
+// size class) and a ring slot of 56 bytes; per channel with history a few
+// hundred bytes more, and its ring, which grows by doubling up to the
+// size and is given back once every entry has expired. With a client
+// frame of 1,023 bytes that is about 1,215 bytes a publication, 100 to a
+// channel (TestHistoryMemory).
+//
 // # Goroutines
 //
 // Server: one accept goroutine; per connection a reader goroutine, which
 // runs the handshake (and waits for the link it replaces to be dropped)
 // and then reads, and once the worker is admitted a writer goroutine that
 // drains the link's queue, many frames per system call. A link's reader
-// applies its presence changes and answers its queries itself. After failed accepts (out of file descriptors and the like) the
-// accept goroutine waits, from 5ms doubling to 1s, jittered. Close stops
-// that wait, closes the listener and every connection, which ends all the
-// others, and waits for them.
+// applies its presence changes, keeps its history publishes and answers
+// its queries and reads itself. One sweeper goroutine sweeps the history.
+// After failed accepts (out of file descriptors and the like) the accept
+// goroutine waits, from 5ms doubling to 1s, jittered. Close stops that
+// wait and the sweeper, closes the listener and every connection, which
+// ends all the others, and waits for them.
 //
 // Broker: Start starts one goroutine that dials, runs the link and dials
 // again. While a link is up that goroutine reads it and runs the hub's
@@ -161,13 +232,18 @@
 // The methods of Server and Broker are safe for concurrent use. Server.mu
 // protects the channel map, the set of connections and the links by
 // token; the presence table's mutex protects the members of every link
-// (an answer is encoded under it); Broker.mu the interest, the presence
-// copy, the link and the pending acks and queries; and each link's send
-// queue has its own mutex. Lock order: Server.mu or Broker.mu, then a
-// send queue's; the presence table's mutex is held alone. No lock is held during network I/O. A
-// link's own set of channels on the server is touched only by its reader
-// goroutine. Subscribe, Unsubscribe and UpdatePresence queue their frames
-// under Broker.mu, so the server sees them in call order.
+// (an answer is encoded under it); a channel's history lock (one of 64
+// stripes by hash) orders its appends and forwards and its reads and
+// answers (an answer is encoded under it); the Store has its own mutex;
+// Broker.mu protects the interest, the presence copy, the link and the
+// pending acks and calls (presence queries, history keeps and gets); and
+// each link's send queue has its own mutex. Lock order: a history lock,
+// then Server.mu, then a send queue's; Broker.mu, then a send queue's;
+// the presence table's mutex and the Store's are held with no other taken
+// after them. No lock is held during network I/O. A link's own set of
+// channels on the server is touched only by its reader goroutine.
+// Subscribe, Unsubscribe and UpdatePresence queue their frames under
+// Broker.mu, so the server sees them in call order.
 //
 // # Logging
 //

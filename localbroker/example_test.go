@@ -114,3 +114,62 @@ func ExampleBroker_Presence() {
 	fmt.Println("not both within 10s")
 	// Output: [alice bob]
 }
+
+// History across workers: the Server keeps each channel's recent
+// publications and gives them offsets; any worker reads them back. A hub
+// with Options.History (clusterws.WithHistory) makes these calls for you.
+func ExampleBroker_PublishHistory() {
+	server, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: "s3cret"})
+	if err != nil {
+		panic(err)
+	}
+	defer server.Close()
+	worker := func() *localbroker.Broker {
+		b, err := localbroker.New(localbroker.Options{Addr: server.Addr().String(), Secret: "s3cret"})
+		if err != nil {
+			panic(err)
+		}
+		if err := b.Start(func(string, []byte) {}); err != nil {
+			panic(err)
+		}
+		// Until the link is up the calls return ErrUnavailable.
+		for deadline := time.Now().Add(10 * time.Second); !b.Connected() && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		return b
+	}
+	a, b := worker(), worker()
+	defer a.Close()
+	defer b.Close()
+
+	ctx := context.Background()
+	opts := hub.HistoryOptions{Size: 100, TTL: time.Minute}
+	var first hub.Position
+	for i := 1; i <= 3; i++ {
+		frame := fmt.Appendf(nil, `{"#":["p","news","item %d"]}`, i) // as the hub encodes a publish
+		pos, err := a.PublishHistory(ctx, "news", frame, opts)
+		if err != nil {
+			panic(err)
+		}
+		if i == 1 {
+			first = pos
+		}
+	}
+	// What came after the first, as another worker reads it.
+	frames, top, err := b.History(ctx, "news", first, 0, opts)
+	if err != nil {
+		panic(err)
+	}
+	for _, f := range frames {
+		var msg struct {
+			Hash []json.RawMessage `json:"#"`
+		}
+		_ = json.Unmarshal(f, &msg)
+		fmt.Printf("%s %s\n", msg.Hash[2], msg.Hash[3][:12]) // the data, the position's start
+	}
+	fmt.Println("top:", top.Offset)
+	// Output:
+	// "item 2" {"offset":2,
+	// "item 3" {"offset":3,
+	// top: 3
+}

@@ -22,13 +22,17 @@ const (
 	typePresence = 'J' // worker→server: channel name, then changes (opJoin socket user, opLeave socket)
 	typeQuery    = 'Q' // worker→server: query id (4 bytes), channel name
 	typeMembers  = 'R' // server→worker: query id (4 bytes), last (0 or 1), then socket and user names
+	typeKeep     = 'K' // worker→server: request id (4 bytes), channel name, size (4), TTL (8, ns), then the client frame
+	typeGet      = 'G' // worker→server: request id (4 bytes), channel name, since offset (8), since epoch (name), limit (4), size (4)
+	typeEntries  = 'E' // server→worker: request id (4 bytes), status, position offset (8), epoch (name), then entries (4-byte length, frame)
 
 	// Changes in a typePresence payload.
 	opJoin  = '+'
 	opLeave = '-'
 
-	// version 2 added the token to the hello and the presence frames.
-	version  = 2
+	// version 2 added the token to the hello and the presence frames,
+	// version 3 the history frames.
+	version  = 3
 	tokenLen = 8
 
 	headerLen = 5
@@ -69,11 +73,14 @@ func appendName(dst []byte, name string) []byte {
 
 // pubFrame builds the typePub link frame for channel and client frame.
 func pubFrame(channel string, frame []byte) []byte {
-	n := 2 + len(channel) + len(frame)
-	b := make([]byte, 0, headerLen+n)
-	b = appendHeader(b, typePub, n)
-	b = appendName(b, channel)
-	return append(b, frame...)
+	b := make([]byte, 0, headerLen+2+len(channel)+len(frame))
+	return append(appendPubHead(b, channel, len(frame)), frame...)
+}
+
+// appendPubHead appends the start of a typePub link frame: all but the
+// client frame of n bytes.
+func appendPubHead(dst []byte, channel string, n int) []byte {
+	return appendName(appendHeader(dst, typePub, 2+len(channel)+n), channel)
 }
 
 // helloFrame is the worker's first frame. token names the worker's
@@ -159,6 +166,15 @@ func (c *chunker) cut() {
 func (c *chunker) done() [][]byte {
 	c.cut()
 	return c.frames
+}
+
+// finish returns the frames of an answer, at least one (an empty answer
+// is sent too), with status as the last one's byte after the request id.
+func (c *chunker) finish(status byte) [][]byte {
+	c.room(0)
+	frames := c.done()
+	frames[len(frames)-1][headerLen+4] = status
+	return frames
 }
 
 // readFrame reads one frame whose length (type byte and payload) is at

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"maps"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/history"
+	"github.com/clusterws/clusterws-go/internal/protocol"
 )
 
 // fuzzLimit replaces maxFrame: the check is the same, without 64 MiB
@@ -53,7 +56,29 @@ func seedFrames() [][]byte {
 		queryFrame(8, ""),
 		more,
 		newMembersEncoder(8).done()[0],
-	}, append(joins.done(), answered...)...)
+	}, append(append(joins.done(), answered...), historySeeds()...)...)
+}
+
+// historySeeds are the history frames of seedFrames, from index 16 on:
+// two keeps, two gets, and answers to FuzzBrokerStream's pending history
+// call 8 (more, done, lost, backlog).
+func historySeeds() [][]byte {
+	top := protocol.Position{Offset: 3, Epoch: "ep"}
+	more := newEntriesEncoder(8, top)
+	more.add([]byte(`{"#":["p","a",1,{"offset":2,"epoch":"ep"}]}`))
+	more.add(nil)
+	done := newEntriesEncoder(8, top)
+	done.add([]byte(`{"#":["p","a",2,{"offset":3,"epoch":"ep"}]}`))
+	return [][]byte{
+		keepFrame(9, "a", 10, time.Minute, []byte(`{"#":["p","a",1]}`)),
+		keepFrame(10, "b", 1, time.Second, []byte(`{"#":["p","b",2]}`)),
+		getFrame(11, "a", hub.Position{}, 0, 10),
+		getFrame(12, "a", hub.Position{Offset: 1, Epoch: "e"}, 5, 10),
+		more.finish(histMore)[0],
+		done.finish(histDone)[0],
+		newEntriesEncoder(8, top).finish(histLost)[0],
+		newEntriesEncoder(8, top).finish(histBacklog)[0],
+	}
 }
 
 // addSeeds adds each seed frame alone, all in a row, and some malformed
@@ -64,22 +89,30 @@ func addSeeds(f *testing.F, prefix []byte) {
 		f.Add(append(bytes.Clone(prefix), fr...))
 	}
 	f.Add(append(bytes.Clone(prefix), bytes.Join(frames[2:], nil)...))
-	toServer := [][]byte{frames[2], frames[3], frames[5], frames[13], frames[14], frames[9], frames[10], frames[7]}
+	toServer := [][]byte{frames[2], frames[3], frames[5], frames[13], frames[14], frames[9], frames[10], frames[7],
+		frames[16], frames[18], frames[2], frames[16], frames[17], frames[19], frames[18]}
 	f.Add(append(bytes.Clone(prefix), bytes.Join(toServer, nil)...))
-	toWorker := [][]byte{frames[4], frames[5], frames[11], frames[12], frames[15], frames[7]}
+	toWorker := [][]byte{frames[4], frames[5], frames[11], frames[12], frames[15], frames[7], frames[20], frames[21], frames[22]}
 	f.Add(append(bytes.Clone(prefix), bytes.Join(toWorker, nil)...))
 	for _, bad := range [][]byte{
-		{0, 0, 0, 0},                                   // no type
-		{0, 0, 0, 9, typePub, 0, 1},                    // truncated
-		{0, 0, 0, 3, typePub, 0, 5},                    // name longer than the frame
-		{0, 0, 0, 4, typeAck, 0, 0},                    // short ack
-		{0, 0, 0, 1, 'Z'},                              // unknown type
-		{0xff, 0xff, 0xff, 0xff, 'P'},                  // too big
-		frameOf(typePresence, 0, 1, 'a', '*', 0),       // unknown change
-		frameOf(typePresence, 0, 1, 'a', '+', 0, 0, 0), // a join without its user's length
-		frameOf(typeQuery, 0, 0, 0, 1, 0, 0, 'x'),      // bytes after the channel
-		frameOf(typeMembers, 0, 0, 0, 7, 2),            // last flag not 0 or 1
-		frameOf(typeMembers, 0, 0, 0, 7, 1, 0, 0, 0),   // a socket without its user
+		{0, 0, 0, 0},                                    // no type
+		{0, 0, 0, 9, typePub, 0, 1},                     // truncated
+		{0, 0, 0, 3, typePub, 0, 5},                     // name longer than the frame
+		{0, 0, 0, 4, typeAck, 0, 0},                     // short ack
+		{0, 0, 0, 1, 'Z'},                               // unknown type
+		{0xff, 0xff, 0xff, 0xff, 'P'},                   // too big
+		frameOf(typePresence, 0, 1, 'a', '*', 0),        // unknown change
+		frameOf(typePresence, 0, 1, 'a', '+', 0, 0, 0),  // a join without its user's length
+		frameOf(typeQuery, 0, 0, 0, 1, 0, 0, 'x'),       // bytes after the channel
+		frameOf(typeMembers, 0, 0, 0, 7, 2),             // last flag not 0 or 1
+		frameOf(typeMembers, 0, 0, 0, 7, 1, 0, 0, 0),    // a socket without its user
+		keepFrame(9, "a", 0, time.Minute, []byte("]}")), // size 0
+		keepFrame(9, "a", 1, time.Minute, []byte("]")),  // not a publish frame
+		frameOf(typeGet, append(payload(getFrame(11, "a", hub.Position{}, 0, 10)), 0)...),         // bytes after the size
+		frameOf(typeEntries, 0, 0, 0, 8, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),                         // unknown status
+		frameOf(typeEntries, 0, 0, 0, 8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 'x'),        // an entry overrunning
+		frameOf(typeEntries, 0, 0, 0, 8, histLost, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'x'), // lost, with an entry
+		newEntriesEncoder(7, protocol.Position{}).finish(1)[0],                                    // an answer of the wrong type for query 7
 	} {
 		f.Add(append(bytes.Clone(prefix), bad...))
 	}
@@ -121,6 +154,7 @@ func FuzzReadFrame(f *testing.F) {
 			read += len(fr)
 			checkNames(t, payload(fr))
 			checkPresence(t, payload(fr))
+			checkHistory(t, payload(fr))
 		}
 	})
 }
@@ -175,6 +209,33 @@ func checkPresence(t *testing.T, p []byte) {
 	}
 }
 
+// checkHistory reads p as each history payload and checks that what a
+// decoder accepts re-encodes to p.
+func checkHistory(t *testing.T, p []byte) {
+	if r, err := parseKeep(p); err == nil {
+		got := keepFrame(r.id, string(r.channel), uint32(r.size), r.ttl, r.frame)
+		if !bytes.Equal(payload(got), p) || r.size == 0 || r.ttl <= 0 || !isPublishFrame(r.frame) {
+			t.Fatalf("parseKeep(%q) = %+v", p, r)
+		}
+	}
+	if r, err := parseGet(p); err == nil {
+		got := getFrame(r.id, string(r.channel), hub.Position(r.since), uint32(r.limit), uint32(r.size))
+		if !bytes.Equal(payload(got), p) || r.size == 0 {
+			t.Fatalf("parseGet(%q) = %+v", p, r)
+		}
+	}
+	if a, err := parseEntries(p); err == nil {
+		got := append(binary.BigEndian.AppendUint32(nil, a.id), a.status)
+		got = appendName(binary.BigEndian.AppendUint64(got, a.top.Offset), a.top.Epoch)
+		for _, f := range a.frames {
+			got = append(binary.BigEndian.AppendUint32(got, uint32(len(f))), f...)
+		}
+		if !bytes.Equal(got, p) || len(a.frames) > 0 && a.status > histDone {
+			t.Fatalf("parseEntries(%q) = %+v", p, a)
+		}
+	}
+}
+
 // isHello reports whether data starts with a hello the server admits:
 // this version, any token, the secret.
 func isHello(data []byte, secret string) bool {
@@ -193,7 +254,9 @@ func fuzzServer(secret string) (s *Server, peer, l *link) {
 		channels: make(map[string]map[*link]struct{}),
 		procs:    make(map[uint64]*link),
 		presence: newPresenceTable(),
+		history:  history.New(),
 	}
+	s.histLocks.seed = maphash.MakeSeed()
 	newLink := func(token uint64) *link {
 		return &link{conn: nopConn{}, q: newSendQueue(1<<30, time.Hour), token: token, channels: make(map[string]struct{}), gone: make(chan struct{})}
 	}
@@ -238,8 +301,26 @@ func FuzzServerStream(f *testing.F) {
 			members []hub.Member // the right answer
 		}
 		var queries []question
+		type request struct { // a history request, and what its answer must say
+			id      uint32
+			keep    bool
+			channel string
+			top     uint64 // the channel's offset: keeps on it so far
+			since   protocol.Position
+		}
+		var requests []request
+		kept := make(map[string]uint64)
 		err := readLoop(l.conn, br, fuzzLimit, l.q, time.Hour, func(typ byte, f []byte) error {
 			switch typ {
+			case typeKeep:
+				if r, err := parseKeep(payload(f)); err == nil {
+					kept[string(r.channel)]++
+					requests = append(requests, request{id: r.id, keep: true, channel: string(r.channel), top: kept[string(r.channel)]})
+				}
+			case typeGet:
+				if r, err := parseGet(payload(f)); err == nil {
+					requests = append(requests, request{id: r.id, channel: string(r.channel), top: kept[string(r.channel)], since: r.since})
+				}
 			case typePresence:
 				if channel, changes, err := cut(payload(f)); err == nil {
 					ms := want[string(channel)]
@@ -294,16 +375,69 @@ func FuzzServerStream(f *testing.F) {
 				}
 			}
 		}
+		epochs := make(map[string]string) // of each channel's positions: one store, one epoch
+		checkEpoch := func(ch, epoch string) {
+			if e, ok := epochs[ch]; ok && e != epoch || epoch == "" {
+				t.Fatalf("positions of %q in epochs %q and %q", ch, e, epoch)
+			}
+			epochs[ch] = epoch
+		}
+		var lastA uint64 // the offset of the last keep on "a" forwarded to peer
 		for _, fr := range frames(t, peer.q) {
-			ch, _, err := cutName(payload(fr))
-			if fr[4] != typePub || err != nil || ch != "a" || !bytes.Contains(data, fr) {
+			ch, cf, err := cutName(payload(fr))
+			if fr[4] != typePub || err != nil || ch != "a" {
 				t.Fatalf("forwarded %q", fr)
 			}
+			if bytes.Contains(data, fr) {
+				continue // a publish, as received
+			}
+			orig, pos, ok := unposition(cf)
+			if !ok || !bytes.Contains(data, orig) || pos.Offset != lastA+1 {
+				t.Fatalf("forwarded %q after offset %d", fr, lastA)
+			}
+			checkEpoch(ch, pos.Epoch)
+			lastA = pos.Offset
+		}
+		if lastA != kept["a"] {
+			t.Fatalf("forwarded %d keeps of %d on a", lastA, kept["a"])
 		}
 		var answer []hub.Member
+		var entries [][]byte
+		lastL := make(map[string]uint64) // the offset of the last keep forwarded to l, by channel
 		for _, fr := range frames(t, l.q) {
 			switch {
 			case bytes.Equal(fr, pongFrame), fr[4] == typeAck && len(fr) == headerLen+4:
+			case fr[4] == typePub: // a keep on a channel l wants, back to l too
+				ch, cf, _ := cutName(payload(fr))
+				orig, pos, ok := unposition(cf)
+				if !ok || !bytes.Contains(data, orig) || pos.Offset <= lastL[ch] || pos.Offset > kept[ch] {
+					t.Fatalf("forwarded %q to the link after offset %d", fr, lastL[ch])
+				}
+				checkEpoch(ch, pos.Epoch)
+				lastL[ch] = pos.Offset
+			case fr[4] == typeEntries:
+				a, err := parseEntries(payload(fr))
+				if err != nil || len(requests) == 0 || a.id != requests[0].id {
+					t.Fatalf("answered %q (%v), want an answer to %v", fr, err, requests)
+				}
+				entries = append(entries, a.frames...)
+				if a.status == histMore {
+					continue
+				}
+				r := requests[0]
+				checkEpoch(r.channel, a.top.Epoch)
+				if a.top.Offset != r.top || r.keep && (a.status != histDone || len(entries) > 0) || a.status == histBacklog {
+					t.Fatalf("request %+v answered %+v with %d entries", r, a, len(entries))
+				}
+				next := uint64(0) // the offset the next entry must have
+				for _, e := range entries {
+					pos, ok := protocol.FramePosition(e)
+					if !ok || pos.Epoch != a.top.Epoch || pos.Offset > r.top || pos.Offset <= r.since.Offset && r.since != (protocol.Position{}) || next != 0 && pos.Offset != next {
+						t.Fatalf("request %+v answered with %q", r, e)
+					}
+					next = pos.Offset + 1
+				}
+				entries, requests = nil, requests[1:]
 			case fr[4] == typeMembers:
 				id, last, ms, err := parseMembers(payload(fr))
 				if err != nil || len(queries) == 0 || id != queries[0].id {
@@ -323,8 +457,8 @@ func FuzzServerStream(f *testing.F) {
 				t.Fatalf("answered %q", fr)
 			}
 		}
-		if len(queries) > 0 {
-			t.Fatalf("queries %v unanswered", queries)
+		if len(queries) > 0 || len(requests) > 0 {
+			t.Fatalf("queries %v and requests %v unanswered", queries, requests)
 		}
 		s.drop(l)
 		if len(s.channels) != 1 || len(s.channels["a"]) != 1 {
@@ -349,22 +483,33 @@ func FuzzBrokerStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var delivered [][]byte
 		acked := make(chan error, 1)
-		q := &query{done: make(chan error, 1)}
+		q := newCall(typeMembers, ErrUnavailable)
+		h := newCall(typeEntries, ErrUnavailable)
 		b := &Broker{
-			log:     slog.New(slog.DiscardHandler),
-			acks:    map[uint32]chan error{7: acked},
-			queries: map[uint32]*query{7: q},
+			log:   slog.New(slog.DiscardHandler),
+			acks:  map[uint32]chan error{7: acked},
+			calls: map[uint32]*call{7: q, 8: h},
 			deliver: func(ch string, frame []byte) {
 				delivered = append(delivered, pubFrame(ch, frame))
 			},
 		}
 		var want []hub.Member // the members of query 7's answer, from the frames handled
 		complete := false
+		var wantFrames [][]byte // the entries of history call 8's answer, from the frames handled
+		var wantErr error
+		answered := false
 		handle := func(typ byte, f []byte) error {
 			if typ == typeMembers && !complete {
 				if id, last, ms, err := parseMembers(payload(f)); err == nil && id == 7 {
 					want = append(want, ms...)
 					complete = last
+				}
+			}
+			if typ == typeEntries && !answered {
+				if a, err := parseEntries(payload(f)); err == nil && a.id == 8 {
+					wantFrames = append(wantFrames, a.frames...)
+					answered = a.status != histMore
+					wantErr = map[byte]error{histLost: hub.ErrPositionLost, histBacklog: ErrBacklog}[a.status]
 				}
 			}
 			return b.handle(typ, f)
@@ -392,7 +537,7 @@ func FuzzBrokerStream(f *testing.F) {
 			if err != nil || !complete || !slices.Equal(q.members, want) {
 				t.Fatalf("query answered %v (%v), want %v", q.members, err, want)
 			}
-			if _, ok := b.queries[7]; ok {
+			if _, ok := b.calls[7]; ok {
 				t.Fatal("the answered query is still pending")
 			}
 		default:
@@ -400,20 +545,49 @@ func FuzzBrokerStream(f *testing.F) {
 				t.Fatalf("query pending with %v (complete %v), want %v", q.members, complete, want)
 			}
 		}
+		select {
+		case err := <-h.done:
+			if err != wantErr || !answered || !slices.EqualFunc(h.frames, wantFrames, bytes.Equal) {
+				t.Fatalf("history call answered %q (%v), want %q (%v)", h.frames, err, wantFrames, wantErr)
+			}
+			if _, ok := b.calls[8]; ok {
+				t.Fatal("the answered history call is still pending")
+			}
+		default:
+			if answered || !slices.EqualFunc(h.frames, wantFrames, bytes.Equal) {
+				t.Fatalf("history call pending with %q (answered %v), want %q", h.frames, answered, wantFrames)
+			}
+		}
 	})
 }
 
-// frames returns the frames queued in q, each checked to be whole.
+// frames returns the frames queued in q, which may be queued in pieces,
+// each checked to be whole.
 func frames(t *testing.T, q *sendQueue) [][]byte {
 	var out [][]byte
-	for _, fr := range q.frames {
-		typ, got, err := readFrame(bufio.NewReader(bytes.NewReader(fr)), maxFrame)
-		if err != nil || !bytes.Equal(got, fr) || typ != fr[4] {
+	br := bufio.NewReader(bytes.NewReader(bytes.Join(q.frames, nil)))
+	for {
+		typ, fr, err := readFrame(br, maxFrame)
+		if err == io.EOF {
+			return out
+		}
+		if err != nil || typ != fr[4] {
 			t.Fatalf("queued a malformed frame %q: %v", fr, err)
 		}
 		out = append(out, fr)
 	}
-	return out
+}
+
+// unposition returns the frame that protocol.AppendPosition made cf of,
+// and the position.
+func unposition(cf []byte) (frame []byte, pos protocol.Position, ok bool) {
+	pos, ok = protocol.FramePosition(cf)
+	i := bytes.LastIndex(cf, []byte(`,{"offset":`))
+	if !ok || i < 0 {
+		return nil, pos, false
+	}
+	frame = append(bytes.Clone(cf[:i]), "]}"...)
+	return frame, pos, bytes.Equal(protocol.AppendPosition(frame, pos), cf)
 }
 
 // nopConn stands for a connection whose reads come from elsewhere.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -131,6 +132,16 @@ func TestPresenceConformance(t *testing.T) {
 	h.Restart = nil
 	h.Kill = func(t *testing.T, b hub.Broker) { localbroker.Kill(b.(connected).Broker) }
 	brokertest.RunPresence(t, h)
+}
+
+// TestHistoryConformance runs the history suite. There is no Restart:
+// the Server holds the history and lives in the cluster master, which
+// does not restart without its workers.
+func TestHistoryConformance(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	h := newFixture(t, localbroker.ServerOptions{}).harness()
+	h.Restart = nil
+	brokertest.RunHistory(t, h)
 }
 
 // TestPresenceKilledProcess runs a worker in a child process and kills it
@@ -265,6 +276,124 @@ func TestHubPresence(t *testing.T) {
 
 	localbroker.Kill(b.broker)
 	stats(a, hub.PresenceStats{Sockets: 2, Users: 1})
+}
+
+// TestHubHistory runs two hubs with history over one Server, a socket on
+// each, and publishes from both hubs and both sockets at once: every
+// socket gets every publication once, its own process's too, in offset
+// order, and History reads them back as delivered.
+func TestHubHistory(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	f := newFixture(t, localbroker.ServerOptions{})
+	start := func() *testutil.Server {
+		b, _ := newBroker(t, f.addr(), localbroker.Options{})
+		s := testutil.StartServer(t, nil,
+			clusterws.WithBroker(b),
+			clusterws.WithHistory(func(ch string) (int, time.Duration) {
+				if ch == "room" {
+					return 1000, time.Minute
+				}
+				return 0, 0
+			}),
+		)
+		testutil.Eventually(t, waitLong, b.Connected, "the link to the broker")
+		return s
+	}
+	servers := []*testutil.Server{start(), start()}
+	var sockets []*testutil.RawClient
+	for i, s := range servers {
+		c := testutil.DialRawExt(t, s.URL)
+		if kind, name, _ := c.ReadJSON(waitLong); kind != "s" || name != "c" {
+			t.Fatalf("first frame %s/%s, want the config", kind, name)
+		}
+		c.Send(fmt.Sprintf(`{"#":["s","s",{"id":%d,"channel":"room"}]}`, i+1))
+		if pubs := readPublications(t, c, 0, uint64(i+1)); len(pubs) != 0 {
+			t.Fatalf("publications before the subscribe was answered: %v", pubs)
+		}
+		sockets = append(sockets, c)
+	}
+
+	const n = 100 // from each hub and each socket
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range n {
+				if err := s.Publish(ctx, "room", fmt.Sprintf("hub%d-%d", i, j)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		for j := range n {
+			sockets[i].Send(fmt.Sprintf(`{"#":["p","room","socket%d-%d"]}`, i, j))
+		}
+	}
+	wg.Wait()
+
+	var got [][]hub.Publication
+	for i, c := range sockets {
+		pubs := readPublications(t, c, 4*n, 0)
+		seen := make(map[string]bool)
+		for k, p := range pubs {
+			if p.Offset != uint64(k+1) || seen[string(p.Data)] {
+				t.Fatalf("socket %d: publication %d is %s at offset %d (seen before: %v)", i, k, p.Data, p.Offset, seen[string(p.Data)])
+			}
+			seen[string(p.Data)] = true
+		}
+		got = append(got, pubs)
+	}
+	want, top, err := servers[0].History(ctx, "room", hub.Position{}, 0)
+	if err != nil || top.Offset != 4*n {
+		t.Fatalf("History = %d publications, at %v, %v", len(want), top, err)
+	}
+	for i, pubs := range got {
+		if !slices.EqualFunc(pubs, want, func(a, b hub.Publication) bool { return a.Offset == b.Offset && bytes.Equal(a.Data, b.Data) }) {
+			t.Fatalf("socket %d got other publications than History has", i)
+		}
+	}
+}
+
+// readPublications reads c's publications, with their offsets, until it
+// has n of them, or (id > 0) until the answer to request id.
+func readPublications(t *testing.T, c *testutil.RawClient, n int, id uint64) []hub.Publication {
+	t.Helper()
+	var pubs []hub.Publication
+	for id > 0 || len(pubs) < n {
+		f := c.Read(waitLong)
+		if len(f.Data) == 1 {
+			continue // a heartbeat
+		}
+		var env struct {
+			Hash []json.RawMessage `json:"#"`
+		}
+		if err := json.Unmarshal(f.Data, &env); err != nil || len(env.Hash) < 3 {
+			t.Fatalf("%s: %v", f.Data, err)
+		}
+		var kind, name string
+		_ = json.Unmarshal(env.Hash[0], &kind)
+		_ = json.Unmarshal(env.Hash[1], &name)
+		switch {
+		case kind == "s" && name == "a":
+			var a struct {
+				ID    uint64
+				Error *struct{ Code int }
+			}
+			if err := json.Unmarshal(env.Hash[2], &a); err != nil || a.Error != nil || a.ID != id {
+				t.Fatalf("answer %s, want an ok for %d", env.Hash[2], id)
+			}
+			return pubs
+		case kind == "p":
+			var pos hub.Position
+			if len(env.Hash) != 4 || json.Unmarshal(env.Hash[3], &pos) != nil {
+				t.Fatalf("a publication without a position: %s", f.Data)
+			}
+			pubs = append(pubs, hub.Publication{Offset: pos.Offset, Data: env.Hash[2]})
+		}
+	}
+	return pubs
 }
 
 func TestAddressing(t *testing.T) {

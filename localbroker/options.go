@@ -26,8 +26,9 @@ type ServerOptions struct {
 	// theirs); a link silent for three intervals is dropped. default: 5s
 	PingInterval time.Duration
 	// MaxPending bounds the bytes queued for one worker link; a link that
-	// falls further behind is disconnected (the worker reconnects).
-	// default: 64 MiB
+	// falls further behind is disconnected (the worker reconnects), except
+	// that an answer to a history read that does not fit is refused
+	// instead (the worker's History returns ErrBacklog). default: 64 MiB
 	MaxPending int
 	// Logger receives refused peers and dropped links, with the attribute
 	// component=localbroker. default: discard
@@ -45,8 +46,9 @@ type Options struct {
 	// PingInterval is the heartbeat period; a link silent for three
 	// intervals is considered dead and redialled. default: 5s
 	PingInterval time.Duration
-	// MaxPending bounds the bytes queued for the link; Publish, Presence
-	// and UpdatePresence return ErrBacklog beyond it. default: 64 MiB
+	// MaxPending bounds the bytes queued for the link; Publish,
+	// PublishHistory, History, Presence and UpdatePresence return
+	// ErrBacklog beyond it. default: 64 MiB
 	MaxPending int
 	// ReconnectMin and ReconnectMax bound the jittered exponential backoff
 	// between dial attempts; ReconnectMax below ReconnectMin is an error.
@@ -78,11 +80,20 @@ var (
 	// reconnect).
 	ErrUnavailable = errors.New("localbroker: not connected to the broker")
 	// ErrBacklog: the link is too far behind (Options.MaxPending); a
-	// publish or query was not sent (presence changes are sent on
-	// reconnect).
+	// publish, query or history request was not sent (presence changes
+	// are sent on reconnect). History returns it too when the Server's
+	// queue for the link could not take the answer
+	// (ServerOptions.MaxPending).
 	ErrBacklog = errors.New("localbroker: too many publishes queued for the broker")
 	// ErrClosed: the Broker was closed.
 	ErrClosed = errors.New("localbroker: closed")
+	// ErrUnconfirmed: the link broke after a history publish was sent and
+	// before the Server confirmed it, so the publish may or may not have
+	// been kept and delivered. It wraps ErrUnavailable.
+	ErrUnconfirmed = fmt.Errorf("%w: the link broke before the broker confirmed the publish, which may have been applied", ErrUnavailable)
+	// ErrTooBig: a publish does not fit in a link frame (64 MiB with its
+	// channel); it was not sent.
+	ErrTooBig = errors.New("localbroker: publish too big for the link")
 	// ErrRefused: the broker Server did not accept the Secret (or this
 	// version of the link).
 	ErrRefused = errors.New("localbroker: refused by the broker (wrong secret)")
@@ -96,8 +107,15 @@ type config struct {
 	maxPending   int
 	retry        backoff.Policy // between failed dials (worker) or accepts (server)
 	handshake    time.Duration  // bounds a handshake
+	sweep        time.Duration  // between sweeps of the server's history
 	log          *slog.Logger
 }
+
+// historySweep is how often the Server drops expired history entries
+// that no read or append touched: a sweep holds the history's lock for
+// a time that grows with the number of channels, so not too often; the
+// memory of an expired entry waits for it at most that long.
+const historySweep = 10 * time.Second
 
 // acceptRetry spaces accept attempts after failures (out of file
 // descriptors and the like), as net/http does.
@@ -108,6 +126,7 @@ func (o ServerOptions) config() (config, error) {
 	c := option.NewCheck(ErrInvalidOption)
 	cfg := newConfig(c, o.Addr, o.Secret, o.PingInterval, o.MaxPending, o.Logger)
 	cfg.retry = acceptRetry
+	cfg.sweep = historySweep
 	return cfg, cfg.err(c)
 }
 

@@ -69,10 +69,10 @@ func TestOptionDefaults(t *testing.T) {
 		opts options
 		want config
 	}{
-		{"server zero", ServerOptions{Secret: "s"}, config{addr: DefaultAddr, pingInterval: DefaultPingInterval, maxPending: DefaultMaxPending, retry: acceptRetry}},
+		{"server zero", ServerOptions{Secret: "s"}, config{addr: DefaultAddr, pingInterval: DefaultPingInterval, maxPending: DefaultMaxPending, retry: acceptRetry, sweep: historySweep}},
 		{"worker zero", Options{Secret: "s"}, config{addr: DefaultAddr, pingInterval: DefaultPingInterval, maxPending: DefaultMaxPending, retry: reconnect}},
 		{"server set", ServerOptions{Secret: "s", Addr: ":1", PingInterval: time.Second, MaxPending: 7, Logger: log},
-			config{addr: ":1", pingInterval: time.Second, maxPending: 7, retry: acceptRetry}},
+			config{addr: ":1", pingInterval: time.Second, maxPending: 7, retry: acceptRetry, sweep: historySweep}},
 		{"worker set", Options{Secret: "s", Addr: ":1", PingInterval: time.Second, MaxPending: 7, ReconnectMin: time.Second, ReconnectMax: time.Minute, Logger: log},
 			config{addr: ":1", pingInterval: time.Second, maxPending: 7, retry: backoff.Policy{Min: time.Second, Max: time.Minute}}},
 		{"equal bounds", Options{Secret: "s", ReconnectMin: time.Second, ReconnectMax: time.Second},

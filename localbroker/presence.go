@@ -99,12 +99,7 @@ func (e *membersEncoder) add(socket, user string) {
 }
 
 // done returns the frames, at least one: an empty channel is answered too.
-func (e *membersEncoder) done() [][]byte {
-	e.room(0)
-	frames := e.chunker.done()
-	frames[len(frames)-1][headerLen+4] = 1
-	return frames
-}
+func (e *membersEncoder) done() [][]byte { return e.finish(1) }
 
 // parseMembers reads a typeMembers payload. The members' strings are
 // substrings of one allocation: an answer of 10,000 members costs a few
@@ -239,12 +234,6 @@ func (t *presenceTable) drop(l *link) {
 	t.mu.Unlock()
 }
 
-// query is a Presence call waiting for its answer.
-type query struct {
-	members []hub.Member // appended by the link's reader under Broker.mu
-	done    chan error   // capacity 1: nil once the last frame is in
-}
-
 var _ hub.PresenceBroker = (*Broker)(nil)
 
 // UpdatePresence records changes of this process's members, in order, and
@@ -344,39 +333,11 @@ func (b *Broker) Presence(ctx context.Context, channel string) ([]hub.Member, er
 	if len(channel) > maxName {
 		return nil, hub.ErrChannelTooLong
 	}
-	b.mu.Lock()
-	switch {
-	case b.closed:
-		b.mu.Unlock()
-		return nil, ErrClosed
-	case b.link == nil:
-		b.mu.Unlock()
-		return nil, ErrUnavailable
+	c := newCall(typeMembers, ErrUnavailable)
+	if err := b.roundTrip(ctx, c, func(id uint32) []byte { return queryFrame(id, channel) }); err != nil {
+		return nil, err
 	}
-	id, q := b.newIDLocked(), &query{done: make(chan error, 1)}
-	b.queries[id] = q
-	ok := b.link.q.push(queryFrame(id, channel))
-	b.mu.Unlock()
-	if !ok {
-		b.forgetQuery(id)
-		return nil, ErrBacklog
-	}
-	select {
-	case err := <-q.done:
-		if err != nil {
-			return nil, err
-		}
-		return q.members, nil
-	case <-ctx.Done():
-		b.forgetQuery(id)
-		return nil, ctx.Err()
-	}
-}
-
-func (b *Broker) forgetQuery(id uint32) {
-	b.mu.Lock()
-	delete(b.queries, id)
-	b.mu.Unlock()
+	return c.members, nil
 }
 
 // answered takes a typeMembers frame's members to the query waiting for
@@ -388,18 +349,20 @@ func (b *Broker) answered(p []byte) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	q, ok := b.queries[id]
-	if !ok {
+	c, ok := b.calls[id]
+	switch {
+	case !ok:
 		return nil
+	case c.answer != typeMembers:
+		return errBadFrame
 	}
-	if q.members == nil {
-		q.members = ms
+	if c.members == nil {
+		c.members = ms
 	} else {
-		q.members = append(q.members, ms...)
+		c.members = append(c.members, ms...)
 	}
 	if last {
-		q.done <- nil
-		delete(b.queries, id)
+		b.finishLocked(id, c, nil)
 	}
 	return nil
 }

@@ -122,10 +122,7 @@ func TestPresenceReannounced(t *testing.T) {
 // link: the server drops that link and its members, and nothing else.
 func TestPresenceMalformed(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	var log *LogRecorder
-	opts := ServerOptions{Secret: "s"}
-	opts.Logger, log = NewLogRecorder(t)
-	s := startServer(t, testConfig(t, opts))
+	s, log := loggedServer(t)
 	deliveries := make(chan string, 16)
 	good, _ := connectedBroker(t, s, Options{})
 	watcher, _ := startBroker(t, Options{Addr: s.Addr().String(), Secret: "s"}, func(_ string, frame []byte) { deliveries <- string(frame) })
@@ -301,6 +298,30 @@ func drain(t *testing.T, c net.Conn) {
 	}
 }
 
+// loggedServer starts a Server with the secret "s" and returns what it
+// logs.
+func loggedServer(t *testing.T) (*Server, *LogRecorder) {
+	t.Helper()
+	opts := ServerOptions{Secret: "s"}
+	var log *LogRecorder
+	opts.Logger, log = NewLogRecorder(t)
+	return startServer(t, testConfig(t, opts)), log
+}
+
+// skipTo reads frames from br until one of type typ, and returns it.
+func skipTo(t *testing.T, br *bufio.Reader, typ byte) []byte {
+	t.Helper()
+	for {
+		got, f, err := readFrame(br, maxFrame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == typ {
+			return f
+		}
+	}
+}
+
 func accept(t *testing.T, conns <-chan net.Conn) net.Conn {
 	t.Helper()
 	select {
@@ -328,7 +349,7 @@ func TestPresenceQueryEnds(t *testing.T) {
 		t.Fatalf("Presence unanswered = %v, want context.DeadlineExceeded", err)
 	}
 	b.mu.Lock()
-	n := len(b.queries)
+	n := len(b.calls)
 	b.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d queries left after their ctx ended", n)
@@ -336,17 +357,7 @@ func TestPresenceQueryEnds(t *testing.T) {
 
 	// A late answer to that query is ignored; the link stays.
 	br := bufio.NewReader(c)
-	var id uint32
-	for {
-		typ, f, err := readFrame(br, maxFrame)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if typ == typeQuery {
-			id, _, _ = parseQuery(payload(f))
-			break
-		}
-	}
+	id, _, _ := parseQuery(payload(skipTo(t, br, typeQuery)))
 	late := newMembersEncoder(id)
 	late.add("s", "u")
 	if _, err := c.Write(bytes.Join(late.done(), nil)); err != nil {
@@ -358,15 +369,7 @@ func TestPresenceQueryEnds(t *testing.T) {
 		_, err := b.Presence(context.Background(), "room")
 		errc <- err
 	}()
-	for {
-		typ, _, err := readFrame(br, maxFrame)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if typ == typeQuery {
-			break
-		}
-	}
+	skipTo(t, br, typeQuery)
 	_ = c.Close()
 	select {
 	case err := <-errc:

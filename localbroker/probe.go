@@ -106,8 +106,8 @@ func (o *serverOps) admitted() func() {
 type ServerStats struct {
 	Links     int    // workers linked now
 	Channels  int    // channels some worker is interested in
-	Published uint64 // publish frames received from workers
-	Forwarded uint64 // publish frames queued to other workers
+	Published uint64 // publish frames received from workers, with history or not
+	Forwarded uint64 // publish frames queued to workers (a publish with history goes to its sender's too)
 	SlowLinks uint64 // links disconnected for being too far behind
 }
 

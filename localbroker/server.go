@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/clusterws/clusterws-go/internal/backoff"
+	"github.com/clusterws/clusterws-go/internal/history"
 )
 
 // Server is the broker process's side: it accepts worker links, tracks the
@@ -31,6 +33,9 @@ type Server struct {
 	closed   bool
 
 	presence presenceTable // has its own mutex, never held with mu
+
+	history   *history.Store // every channel's history; has its own mutex, held alone
+	histLocks historyLocks   // a channel's history lock, then mu
 
 	wg sync.WaitGroup // acceptLoop and one serve per connection
 
@@ -73,9 +78,12 @@ func newServer(cfg config, ln net.Listener) *Server {
 		conns:    make(map[net.Conn]struct{}),
 		procs:    make(map[uint64]*link),
 		presence: newPresenceTable(),
+		history:  history.New(),
 	}
-	s.wg.Add(1)
+	s.histLocks.seed = maphash.MakeSeed()
+	s.wg.Add(2)
 	go s.acceptLoop()
+	go s.sweepLoop(cfg.sweep)
 	return s
 }
 
@@ -243,19 +251,33 @@ func (s *Server) handle(l *link, typ byte, f []byte) error {
 		if !l.q.push(s.presence.answer(id, channel)...) {
 			s.tooSlow(l)
 		}
+	case typeKeep:
+		r, err := parseKeep(p)
+		if err != nil {
+			return err
+		}
+		s.ops.published.Add(1)
+		s.keep(l, r)
+	case typeGet:
+		r, err := parseGet(p)
+		if err != nil {
+			return err
+		}
+		s.get(l, r)
 	default:
 		return errBadFrame
 	}
 	return nil
 }
 
-// forward queues the publish frame, as received, to every other link
-// interested in channel. A link whose queue overflows is disconnected.
-func (s *Server) forward(from *link, channel string, frame []byte) {
+// forward queues the publish frame, as received (or in pieces), to every
+// link interested in channel but from (nil: to every one). A link whose
+// queue overflows is disconnected.
+func (s *Server) forward(from *link, channel string, frame ...[]byte) {
 	var stuck []*link
 	s.mu.Lock()
 	for l := range s.channels[channel] {
-		if l != from && !l.q.push(frame) {
+		if l != from && !l.q.push(frame...) {
 			stuck = append(stuck, l)
 		} else if l != from {
 			s.ops.forwarded.Add(1)

@@ -36,11 +36,17 @@ type Store struct {
 }
 
 type stream struct {
-	epoch   string
-	top     uint64
-	entries []entry // a ring of at most cap(entries)
-	head    int     // index of the oldest entry
-	n       int     // entries in use
+	epoch string
+	top   uint64
+	size  int // the most entries kept
+	// entries is a ring of up to size slots, grown as publications come
+	// (and dropped by Sweep once empty): a channel that is read but
+	// seldom published to must not cost size slots. The TCP broker's
+	// server keeps the history of every channel of a cluster, and every
+	// subscribe to a channel with history reads it.
+	entries []entry
+	head    int // index of the oldest entry
+	n       int // entries in use
 	used    time.Time
 }
 
@@ -68,10 +74,10 @@ func (s *Store) streamLocked(channel string, size int, now time.Time) *stream {
 	size = max(size, 1)
 	st := s.streams[channel]
 	if st == nil || now.Sub(st.used) > IdleTTL {
-		st = &stream{epoch: NewEpoch()}
+		st = &stream{epoch: NewEpoch(), size: size}
 		s.streams[channel] = st
 	}
-	if cap(st.entries) != size {
+	if st.size != size {
 		st.resize(size)
 	}
 	st.used = now
@@ -80,11 +86,28 @@ func (s *Store) streamLocked(channel string, size int, now time.Time) *stream {
 
 // resize keeps the newest entries that fit size.
 func (st *stream) resize(size int) {
-	kept := make([]entry, 0, size)
-	for i := max(0, st.n-size); i < st.n; i++ {
-		kept = append(kept, st.entries[(st.head+i)%cap(st.entries)])
+	st.size = size
+	for st.n > size {
+		st.dropOldest()
 	}
-	st.entries, st.head, st.n = kept[:size], 0, len(kept)
+	if len(st.entries) > size {
+		st.regrow(size)
+	}
+}
+
+// regrow moves the entries, oldest first, into a ring of slots slots.
+func (st *stream) regrow(slots int) {
+	kept := make([]entry, slots)
+	for i := range st.n {
+		kept[i] = *st.at(i)
+	}
+	st.entries, st.head = kept, 0
+}
+
+func (st *stream) dropOldest() {
+	*st.at(0) = entry{} // the frame can go now
+	st.head = (st.head + 1) % len(st.entries)
+	st.n--
 }
 
 func (st *stream) at(i int) *entry { return &st.entries[(st.head+i)%len(st.entries)] }
@@ -92,9 +115,7 @@ func (st *stream) at(i int) *entry { return &st.entries[(st.head+i)%len(st.entri
 // expire drops the entries whose time is up; they are the oldest.
 func (st *stream) expire(now time.Time) {
 	for st.n > 0 && !now.Before(st.at(0).expires) {
-		*st.at(0) = entry{}
-		st.head = (st.head + 1) % len(st.entries)
-		st.n--
+		st.dropOldest()
 	}
 }
 
@@ -109,10 +130,13 @@ func (s *Store) Append(channel string, frame []byte, size int, ttl time.Duration
 	st.top++
 	pos := protocol.Position{Offset: st.top, Epoch: st.epoch}
 	pf := protocol.AppendPosition(frame, pos)
-	if st.n == len(st.entries) {
-		*st.at(0) = entry{}
-		st.head = (st.head + 1) % len(st.entries)
-		st.n--
+	switch {
+	case st.n == st.size:
+		st.dropOldest()
+	case st.n == len(st.entries):
+		// Doubling: a full ring of size slots costs what it did when
+		// allocated at once, plus copies of half as many entries.
+		st.regrow(min(st.size, max(4, 2*len(st.entries))))
 	}
 	*st.at(st.n) = entry{offset: st.top, frame: pf, expires: now.Add(ttl)}
 	st.n++
@@ -168,5 +192,8 @@ func (s *Store) Sweep() {
 			continue
 		}
 		st.expire(now)
+		if st.n == 0 {
+			st.entries, st.head = nil, 0 // an idle channel keeps its position only
+		}
 	}
 }

@@ -3,6 +3,7 @@ package history
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -98,5 +99,55 @@ func BenchmarkAppend(b *testing.B) {
 	b.SetBytes(int64(len(f)))
 	for i := 0; b.Loop(); i++ {
 		s.Append(fmt.Sprint("ch", i%100), f, 1000, time.Minute)
+	}
+}
+
+// TestLazyRing checks that a ring takes slots as publications come, not
+// its whole size at once, keeps order across growths that find it
+// wrapped, and gives its slots back to Sweep once empty.
+func TestLazyRing(t *testing.T) {
+	s := New()
+	now := time.Unix(1000, 0)
+	s.now = func() time.Time { return now }
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, _, err := s.Read("big", protocol.Position{}, 0, 1_000_000); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
+		t.Fatalf("reading a channel of size 1,000,000 allocated %d bytes", n)
+	}
+
+	// 4 slots, the 2 oldest expired: the next 3 wrap around, and the
+	// fourth grows the ring from a head that is not at slot 0.
+	for i := 1; i <= 4; i++ {
+		s.Append("ch", frame(i), 10, time.Duration(i)*time.Minute)
+	}
+	now = now.Add(2 * time.Minute)
+	if frames, _, _ := s.Read("ch", protocol.Position{}, 0, 10); fmt.Sprint(offsets(t, frames)) != "[3 4]" {
+		t.Fatalf("after 2 expired: %v", offsets(t, frames))
+	}
+	for i := 5; i <= 12; i++ {
+		s.Append("ch", frame(i), 10, time.Hour)
+	}
+	if frames, _, _ := s.Read("ch", protocol.Position{}, 0, 10); fmt.Sprint(offsets(t, frames)) != "[3 4 5 6 7 8 9 10 11 12]" {
+		t.Fatalf("after growths and wraps: %v", offsets(t, frames))
+	}
+	if st := s.streams["ch"]; len(st.entries) != 10 {
+		t.Fatalf("a full ring of size 10 has %d slots", len(st.entries))
+	}
+	s.Append("ch", frame(13), 10, time.Hour)
+	if frames, _, _ := s.Read("ch", protocol.Position{}, 0, 10); fmt.Sprint(offsets(t, frames)) != "[4 5 6 7 8 9 10 11 12 13]" {
+		t.Fatalf("a full ring drops its oldest: %v", offsets(t, frames))
+	}
+
+	now = now.Add(2 * time.Hour)
+	s.Sweep()
+	if st := s.streams["ch"]; st.entries != nil || st.top != 13 {
+		t.Fatalf("after Sweep an expired ring keeps %d slots, top %d", len(st.entries), st.top)
+	}
+	if _, pos := s.Append("ch", frame(14), 10, time.Hour); pos.Offset != 14 {
+		t.Fatalf("after Sweep emptied the ring: offset %d", pos.Offset)
 	}
 }
