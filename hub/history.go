@@ -185,7 +185,11 @@ func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions
 		subs.recovering[s] = rec
 	})
 	ctx, cancel := context.WithTimeout(s.ctx, h.opts.BrokerTimeout)
-	frames, top, err := h.readHistory(ctx, channel, since, 0, opts)
+	limit := 0 // everything after since
+	if since == (Position{}) {
+		limit = 1 // only the position is wanted
+	}
+	frames, top, err := h.readHistory(ctx, channel, since, limit, opts)
 	cancel()
 	recovered = err == nil
 	if since == (Position{}) {
