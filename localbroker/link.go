@@ -16,8 +16,11 @@ import (
 // ends the loop.
 func readLoop(c net.Conn, br *bufio.Reader, limit uint32, q *sendQueue, silence time.Duration, handle func(typ byte, frame []byte) error) error {
 	dl := deadline{conn: c, silence: silence}
-	for {
-		if br.Buffered() == 0 { // about to read from the socket: a frame-rate clock read would cost more than the frame
+	for n := 0; ; n++ {
+		// A clock read per frame would cost more than the frame: extend
+		// when about to read from the socket, and every 256 frames, since
+		// a busy stream may never empty the buffer at a frame boundary.
+		if br.Buffered() == 0 || n&255 == 0 {
 			dl.extend()
 		}
 		typ, f, err := readFrame(br, limit)
@@ -45,8 +48,11 @@ type deadline struct {
 	set     time.Time
 }
 
+// linkClock reads the time for deadlines (tests replace it).
+var linkClock = time.Now
+
 func (d *deadline) extend() {
-	now := time.Now()
+	now := linkClock()
 	if now.Sub(d.set) > d.silence/3 {
 		d.set = now
 		_ = d.conn.SetReadDeadline(now.Add(d.silence))
