@@ -112,6 +112,11 @@ func TestHistoryRecovery(t *testing.T) {
 		t.Fatalf("lost epoch: %v, answer %+v", data, a)
 	}
 
+	// Three sockets in room:a, each subscribed through the history path.
+	if got := s.Metrics().Subscriptions; got != 3 {
+		t.Errorf("Metrics().Subscriptions = %d, want 3", got)
+	}
+
 	// History reads.
 	pubs, top, err := s.History(ctx, "room:a", hub.Position{}, 2)
 	if err != nil || len(pubs) != 2 || pubs[0].Offset != 6 || string(pubs[1].Data) != "7" || top.Offset != 7 {

@@ -30,7 +30,7 @@ const apiKey = "admin-test-key-0123456789"
 func startAdminApp(t *testing.T, workers int, args ...string) (*app, string) {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-	a := startApp(t, workers, append([]string{"-admin-addr", addr, "-api-key", apiKey}, args...))
+	a := startApp(t, workers, append([]string{"-admin-addr", addr, "-api-key", apiKey, "-history", "news"}, args...))
 	a.waitStarted(workers)
 	return a, "http://" + addr
 }
@@ -175,8 +175,10 @@ func TestAdminScrape(t *testing.T) {
 	if st.Total.Connections != n-2 || len(st.Workers) != 2 || !st.Total.Ready {
 		t.Fatalf("/api/stats = %+v, want %d connections in 2 workers, ready", st, n-2)
 	}
-	if status, _ := request(t, "GET", base+"/api/history?channel=news", apiKey, ""); status != http.StatusNotImplemented {
-		t.Fatalf("/api/history: %d, want 501", status)
+	// The publications of both workers, kept by the broker for the cluster.
+	status, body = request(t, "GET", base+"/api/history?channel=news&limit=10", apiKey, "")
+	if status != http.StatusOK || !strings.Contains(body, `"data":"api0"},{"offset":`) || !strings.HasSuffix(strings.TrimSpace(body), `"data":"api1"}]}`) {
+		t.Fatalf("/api/history: %d %s, want api0 then api1 last", status, body)
 	}
 }
 
@@ -346,7 +348,7 @@ func TestAdminAPIAcrossHostsThroughRedis(t *testing.T) {
 	var bases []string
 	for range 2 {
 		addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-		a := startApp(t, 1, []string{"-admin-addr", addr, "-api-key", apiKey, "-redis", r.Addr()})
+		a := startApp(t, 1, []string{"-admin-addr", addr, "-api-key", apiKey, "-redis", r.Addr(), "-history", "news"})
 		a.waitFor("master is running", msgIs("master is running"))
 		hosts, bases = append(hosts, a), append(bases, "http://"+addr)
 		waitAdminReady(t, "http://"+addr)
@@ -362,6 +364,10 @@ func TestAdminAPIAcrossHostsThroughRedis(t *testing.T) {
 	testutil.Eventually(t, wait, func() bool { return slices.Contains(c.received(), "across") }, "the other host's client did not get the publish")
 	if got := c.received(); !slices.Equal(got, []string{"across"}) {
 		t.Fatalf("got %v, want the authorized publish only", got)
+	}
+	// Redis keeps the history for both hosts.
+	if status, body := request(t, "GET", bases[1]+"/api/history?channel=news&limit=10", apiKey, ""); status != http.StatusOK || !strings.Contains(body, `"publications":[{"offset":1,"data":"across"}]`) {
+		t.Fatalf("/api/history on the other host: %d %s, want the one publication", status, body)
 	}
 	fams := testutil.Scrape(t, bases[1]+"/metrics", nil)
 	if v, _ := fams.Value("clusterws_broker_up", "broker", "redis", "worker", "1"); v != 1 {

@@ -213,6 +213,7 @@ func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions
 	delete(subs.recovering, s)
 	subs.index[s] = len(subs.sockets)
 	subs.sockets = append(subs.sockets, s)
+	h.ops.obs.subscriptions.Add(1)
 	rec.mu.Lock()
 	held := rec.frames
 	rec.frames = nil

@@ -12,20 +12,21 @@ const room = 'room:lobby';
 const fail = (msg) => { console.log(JSON.stringify({ error: msg })); process.exit(1); };
 setTimeout(() => fail('timed out'), 60000);
 
-// connect resolves once the client is subscribed on its host: its own join
-// announcement comes back through the room, after the subscription is in.
+// connect resolves once the client is subscribed on its host: its own
+// hello, published to the room after subscribing, comes back through it.
+// The example admits a client by ?name= and lets it publish under that name.
 function connect(url, name) {
   return new Promise((resolve) => {
-    const c = new ClusterWS({ url });
+    const c = new ClusterWS({ url: `${url}?name=${name}` });
     const me = { name, c, worker: null, got: [], joined: false };
     c.on('error', (e) => fail(`${name}: ${e && e.message}`));
     c.on('welcome', (w) => {
       me.worker = w.worker;
-      c.subscribe(room).watch((m) => {
-        if (m.type === 'join' && m.name === name && !me.joined) { me.joined = true; resolve(me); }
+      const ch = c.subscribe(room).watch((m) => {
+        if (m.type === 'hello' && m.name === name && !me.joined) { me.joined = true; resolve(me); }
         if (m.type === 'msg') me.got.push(m.text);
       });
-      c.send('join', { room: room.slice('room:'.length), name });
+      ch.publish({ type: 'hello', name });
     });
   });
 }

@@ -33,6 +33,7 @@ func main() {
 	adminAddr := flag.String("admin-addr", "", "AdminAddr")
 	apiKey := flag.String("api-key", "", "APIKey")
 	drainWindow := flag.Duration("drain-window", 0, "DrainWindow")
+	history := flag.String("history", "", "keep the history of this channel (100 publications)")
 	redisAddr := flag.String("redis", "", "link the workers through the Redis at this address (redisbroker) instead of the TCP broker")
 	flag.Parse()
 
@@ -43,6 +44,15 @@ func main() {
 			// The process exits with the worker: the client is not closed.
 			return redisbroker.New(redis.NewClient(&redis.Options{Addr: *redisAddr}), redisbroker.Options{})
 		}
+	}
+	opts := []clusterws.Option{clusterws.WithPingInterval(5 * time.Second)}
+	if *history != "" {
+		opts = append(opts, clusterws.WithHistory(func(channel string) (int, time.Duration) {
+			if channel == *history {
+				return 100, time.Minute
+			}
+			return 0, 0
+		}))
 	}
 	err := cluster.Run(cluster.Config{
 		Workers:         *workers,
@@ -55,7 +65,7 @@ func main() {
 		APIKey:          *apiKey,
 		DrainWindow:     *drainWindow,
 		Broker:          broker,
-		Options:         []clusterws.Option{clusterws.WithPingInterval(5 * time.Second)},
+		Options:         opts,
 		Logger:          log,
 		Worker: func(w *cluster.Worker) http.Handler {
 			if os.Getenv("APP_CRASH_WORKER") == strconv.Itoa(w.ID) {
