@@ -229,9 +229,15 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "channel: reserved name")
 		return
 	}
+	h.act(w, r, func(ctx context.Context) error { return h.srv.Publish(ctx, req.Channel, req.Data) })
+}
+
+// act runs an action bounded by the request's timeout and answers ok or
+// its error.
+func (h *Handler) act(w http.ResponseWriter, r *http.Request, do func(ctx context.Context) error) {
 	ctx, cancel := h.ctx(r)
 	defer cancel()
-	if err := h.srv.Publish(ctx, req.Channel, req.Data); err != nil {
+	if err := do(ctx); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -247,13 +253,7 @@ func (h *Handler) sendToUser(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) || !required(w, "user", req.User, "event", req.Event) {
 		return
 	}
-	ctx, cancel := h.ctx(r)
-	defer cancel()
-	if err := h.srv.SendToUser(ctx, req.User, req.Event, orNull(req.Data)); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	WriteJSON(w, http.StatusOK, ok)
+	h.act(w, r, func(ctx context.Context) error { return h.srv.SendToUser(ctx, req.User, req.Event, orNull(req.Data)) })
 }
 
 func (h *Handler) sendToSocket(w http.ResponseWriter, r *http.Request) {
@@ -265,13 +265,9 @@ func (h *Handler) sendToSocket(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) || !required(w, "socket", req.Socket, "event", req.Event) {
 		return
 	}
-	ctx, cancel := h.ctx(r)
-	defer cancel()
-	if err := h.srv.SendToSocket(ctx, req.Socket, req.Event, orNull(req.Data)); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	WriteJSON(w, http.StatusOK, ok)
+	h.act(w, r, func(ctx context.Context) error {
+		return h.srv.SendToSocket(ctx, req.Socket, req.Event, orNull(req.Data))
+	})
 }
 
 func (h *Handler) disconnectUser(w http.ResponseWriter, r *http.Request) {
@@ -290,13 +286,9 @@ func (h *Handler) disconnectUser(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, fmt.Sprintf("code must be 1000 or from 3000 to 4999 (got %d)", req.Code))
 		return
 	}
-	ctx, cancel := h.ctx(r)
-	defer cancel()
-	if err := h.srv.DisconnectUser(ctx, req.User, hub.CloseCode(req.Code), req.Reason); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	WriteJSON(w, http.StatusOK, ok)
+	h.act(w, r, func(ctx context.Context) error {
+		return h.srv.DisconnectUser(ctx, req.User, hub.CloseCode(req.Code), req.Reason)
+	})
 }
 
 func (h *Handler) presence(w http.ResponseWriter, r *http.Request) {
