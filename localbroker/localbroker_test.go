@@ -1,18 +1,15 @@
 package localbroker_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -156,49 +153,11 @@ func TestPresenceKilledProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPresenceChildProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childAddrEnv+"="+f.addr())
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	}()
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err == nil && line != "ready\n" {
-			err = fmt.Errorf("the child said %q", line)
-		}
-		ready <- err
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(waitLong):
-		t.Fatal("the child did not get ready")
-	}
+	child := testutil.StartChild(t, "TestPresenceChildProcess", childAddrEnv+"="+f.addr())
 	observed := observer.Broker.(hub.PresenceBroker)
 	localbroker.ExpectPresence(t, observed, "room", append(slices.Clone(stay), childMembers()...)...)
 
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	killed = true
-	if err := cmd.Wait(); err == nil {
-		t.Fatal("the child exited cleanly")
-	}
+	child.Kill(t)
 	localbroker.ExpectPresence(t, observed, "room", stay...)
 }
 

@@ -1,15 +1,12 @@
 package redisbroker_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -239,48 +236,10 @@ func TestPresenceKilledProcess(t *testing.T) {
 	if err := observer.UpdatePresence(ctx, join("room", stay)); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPresenceChildProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childAddrEnv+"="+r.Addr())
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	}()
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err == nil && line != "ready\n" {
-			err = fmt.Errorf("the child said %q", line)
-		}
-		ready <- err
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the child did not get ready")
-	}
+	child := testutil.StartChild(t, "TestPresenceChildProcess", childAddrEnv+"="+r.Addr())
 	expectPresence(t, observer, "room", append([]hub.Member{stay}, childMembers()...)...)
 
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	killed = true
-	if err := cmd.Wait(); err == nil {
-		t.Fatal("the child exited cleanly")
-	}
+	child.Kill(t)
 	start := time.Now()
 	expectPresence(t, observer, "room", stay)
 	if d := time.Since(start); d > childTTL+time.Second {
