@@ -67,7 +67,9 @@ func TestSmokeCentrifuge(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/connection/websocket", centrifuge.NewWebsocketHandler(node, centrifuge.WebsocketConfig{}))
+	// Centrifuge drops a connection whose write takes over a second (its
+	// default); a race-enabled run on a busy CI machine can take that long.
+	mux.Handle("/connection/websocket", centrifuge.NewWebsocketHandler(node, centrifuge.WebsocketConfig{WriteTimeout: 10 * time.Second}))
 	hs := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		hs.Close()
