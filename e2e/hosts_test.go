@@ -66,16 +66,15 @@ func TestHostsTCP(t *testing.T) {
 	env.run(t, []*host{a}, 0)
 }
 
-// hostsEnv is what the hosts tests share: the tools, the built example
-// and CLI, the node script with its clients.
+// hostsEnv is what a hosts test's steps share: the tools, the built
+// example, the key and a nonce, the test's deadline.
 type hostsEnv struct {
 	tl        tools
 	here, tmp string
-	chi, cli  string // binaries
+	chi       string // the example's binary
 	key       string // the API key of every host
 	nonce     string
 	ctx       context.Context
-	d         *driver
 }
 
 func setupHosts(t *testing.T) *hostsEnv {
@@ -87,14 +86,6 @@ func setupHosts(t *testing.T) *hostsEnv {
 	e := &hostsEnv{tl: tl, here: here, tmp: t.TempDir(), key: randomHex(t, 16), nonce: randomHex(t, 4)}
 	repo := filepath.Dir(here)
 	e.chi = buildExample(t, repo, e.tmp)
-	e.cli = filepath.Join(e.tmp, "clusterws")
-	bctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-	defer cancel()
-	build := exec.CommandContext(bctx, "go", "build", "-o", e.cli, "./cmd/clusterws")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/clusterws: %v\n%s", err, out)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), hostsTimeout)
 	t.Cleanup(cancel)
 	e.ctx = ctx
@@ -774,6 +765,14 @@ func (e *hostsEnv) publish(t *testing.T, d *driver, from, to *host) {
 	if err != nil {
 		t.Fatalf("curl is not on PATH (Debian: apt-get install curl): %v", err)
 	}
+	bin := filepath.Join(e.tmp, "clusterws")
+	bctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	build := exec.CommandContext(bctx, "go", "build", "-o", bin, "./cmd/clusterws")
+	build.Dir = filepath.Dir(e.here)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/clusterws: %v\n%s", err, out)
+	}
 	page := d.open("ops-page", "opsuser", to, true, ops)
 	t.Logf("client %v", page)
 	n := func(s string) string { return s + "-" + e.nonce }
@@ -796,7 +795,7 @@ func (e *hostsEnv) publish(t *testing.T, d *driver, from, to *host) {
 	cli := func(env []string, data string, flags ...string) (int, string) {
 		t.Helper()
 		args := append([]string{"publish", "--api", from.admin}, flags...)
-		cmd := e.command(ctx, env, e.cli, append(args, ops, fmt.Sprintf(`{"n":%q}`, data))...)
+		cmd := e.command(ctx, env, bin, append(args, ops, fmt.Sprintf(`{"n":%q}`, data))...)
 		out, err := cmd.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); ok {
 			return ee.ExitCode(), string(out)
