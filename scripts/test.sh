@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs what is
-# missing (redis-server, redis-cli and Chromium from Debian; npm packages for
+# missing (redis-server, redis-cli, Chromium and curl from Debian; npm packages for
 # the interop and browser tests and the example page), then vet and the
 # race-enabled test suite. Usage: ./scripts/test.sh [extra go test flags]
 set -euo pipefail
@@ -10,6 +10,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "test.sh: installing ${missing[*]}" >&2
 	sudo=""
