@@ -72,8 +72,9 @@ const (
 	benchChannel    = "bench"
 	benchQueueBytes = hub.DefaultSendQueueBytes
 	// countedFrame is the smallest frame a subscriber counts: the config
-	// frame, heartbeats and readiness probes are shorter, publishes longer.
-	countedFrame = 64
+	// frame, heartbeats and readiness probes are shorter (a probe with a
+	// history position is up to ~80 bytes), publishes (≥ 119 bytes) longer.
+	countedFrame = 100
 )
 
 type broadcastFixture struct {
