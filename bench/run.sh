@@ -33,9 +33,22 @@ for tool in redis-server redis-benchmark; do
 		exit 1
 	fi
 done
-if [ ! -x peers/clusterws-node/node_modules/.bin/node ]; then
-	(cd peers/clusterws-node && npm ci --no-audit --no-fund)
-fi
+# The Node peer is installed only when it will run: every system by
+# default, or a -systems list that names it.
+systems=all
+prev=
+for arg in "$@"; do
+	case "$prev" in -systems | --systems) systems=$arg ;; esac
+	case "$arg" in -systems=* | --systems=*) systems=${arg#*=} ;; esac
+	prev=$arg
+done
+case "$systems" in
+all | *clusterws-node*)
+	if [ ! -x peers/clusterws-node/node_modules/.bin/node ]; then
+		(cd peers/clusterws-node && npm ci --no-audit --no-fund)
+	fi
+	;;
+esac
 go build -o bin/ ./cmd/...
 mkdir -p results
 stamp=$(date +%Y%m%d-%H%M%S)
