@@ -7,6 +7,19 @@
 #   bench/run.sh -quick -trials 1      # end-to-end check in ~2 min
 #   bench/run.sh -workloads w2 -systems ours,centrifuge
 #
+# Ours before / after: build the baseline's ourserver from its tree and run
+# it as system ours-base; -ratios puts after / before in the report:
+#
+#   (cd /path/to/base-tree/bench && go build -o /tmp/ourserver-base ./cmd/ourserver)
+#   bench/run.sh -systems ours,ours-base -ours-base-bin /tmp/ourserver-base \
+#       -ratios ours/ours-base -workloads w2,w4 -w2-subs 1000 -w2-search=false
+#
+# A feature's cost: ours-presence and ours-history are ours with presence,
+# or history (100 publications), on every channel:
+#
+#   bench/run.sh -systems ours,ours-presence,ours-history \
+#       -ratios ours-presence/ours,ours-history/ours -workloads w2 -w2-subs 1000 -w2-search=false
+#
 # Extra arguments go to bench/cmd/runner (see its -h). Needs Go, npm and
 # redis-server/redis-benchmark (Debian: redis-server, redis-tools). Every
 # server runs on free loopback ports and is stopped by the PIDs the runner
@@ -20,9 +33,22 @@ for tool in redis-server redis-benchmark; do
 		exit 1
 	fi
 done
-if [ ! -x peers/clusterws-node/node_modules/.bin/node ]; then
-	(cd peers/clusterws-node && npm ci --no-audit --no-fund)
-fi
+# The Node peer is installed only when it will run: every system by
+# default, or a -systems list that names it.
+systems=all
+prev=
+for arg in "$@"; do
+	case "$prev" in -systems | --systems) systems=$arg ;; esac
+	case "$arg" in -systems=* | --systems=*) systems=${arg#*=} ;; esac
+	prev=$arg
+done
+case "$systems" in
+all | *clusterws-node*)
+	if [ ! -x peers/clusterws-node/node_modules/.bin/node ]; then
+		(cd peers/clusterws-node && npm ci --no-audit --no-fund)
+	fi
+	;;
+esac
 go build -o bin/ ./cmd/...
 mkdir -p results
 stamp=$(date +%Y%m%d-%H%M%S)

@@ -43,7 +43,7 @@ import (
 func BenchmarkBroadcast(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
 		b.Run("subs="+strconv.Itoa(n), func(b *testing.B) {
-			f := startBroadcastFixture(b, n, false)
+			f := startBroadcastFixture(b, n, fixtureOptions{})
 			for _, sz := range []struct {
 				name string
 				size int
@@ -62,7 +62,7 @@ func BenchmarkBroadcast(b *testing.B) {
 func BenchmarkBroadcastBroker(b *testing.B) {
 	for _, n := range []int{1000} {
 		b.Run("subs="+strconv.Itoa(n), func(b *testing.B) {
-			f := startBroadcastFixture(b, n, true)
+			f := startBroadcastFixture(b, n, fixtureOptions{viaBroker: true})
 			b.Run("size=100B", func(b *testing.B) { f.run(b, 100) })
 		})
 	}
@@ -72,8 +72,9 @@ const (
 	benchChannel    = "bench"
 	benchQueueBytes = hub.DefaultSendQueueBytes
 	// countedFrame is the smallest frame a subscriber counts: the config
-	// frame, heartbeats and readiness probes are shorter, publishes longer.
-	countedFrame = 64
+	// frame, heartbeats and readiness probes are shorter (a probe with a
+	// history position is up to ~80 bytes), publishes (≥ 119 bytes) longer.
+	countedFrame = 100
 )
 
 type broadcastFixture struct {
@@ -88,11 +89,27 @@ type broadcastFixture struct {
 	sum, min, closed atomic.Int64
 	exited           chan struct{} // closed when the child's stdout ends
 	childErr         atomic.Pointer[string]
+	close            func() // stops the child, the hubs and the broker; idempotent
 }
 
-func startBroadcastFixture(b *testing.B, n int, viaBroker bool) *broadcastFixture {
+// fixtureOptions shape a broadcastFixture: the publisher on a second hub
+// behind the TCP broker, and presence or history on every channel.
+type fixtureOptions struct {
+	viaBroker bool
+	presence  bool
+	history   int // publications kept per channel; 0: no history
+}
+
+func startBroadcastFixture(b *testing.B, n int, fo fixtureOptions) *broadcastFixture {
 	b.Helper()
+	viaBroker := fo.viaBroker
 	opts := hub.Options{PingInterval: time.Hour, SendQueueBytes: benchQueueBytes}
+	if fo.presence {
+		opts.Presence = func(string) bool { return true }
+	}
+	if fo.history > 0 {
+		opts.History = func(string) (int, time.Duration) { return fo.history, time.Hour }
+	}
 	var bs *localbroker.Server
 	if viaBroker {
 		var err error
@@ -117,7 +134,7 @@ func startBroadcastFixture(b *testing.B, n int, viaBroker bool) *broadcastFixtur
 		_ = h.Upgrade(w, r, hub.UpgradeOptions{})
 	}))
 	f := &broadcastFixture{n: n, hub: h, pub: pub, exited: make(chan struct{})}
-	b.Cleanup(func() {
+	f.close = sync.OnceFunc(func() {
 		f.stop(b)
 		_ = h.Close()
 		_ = pub.Close()
@@ -126,6 +143,7 @@ func startBroadcastFixture(b *testing.B, n int, viaBroker bool) *broadcastFixtur
 			_ = bs.Close()
 		}
 	})
+	b.Cleanup(f.close)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchSubscriberProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(),

@@ -4,6 +4,13 @@
 // "echo" and "whoami" events and relays "pub" events ({"c":channel,"d":data})
 // with Server.Publish. Worker i serves pprof and /debug/stats on
 // 127.0.0.1:(debug-port + i), the master (and its TCP broker) on debug-port.
+//
+// Bench-only switches turn features on for every channel, so that the same
+// workload can run with and without them (the runner's ours-presence and
+// ours-history systems): -presence tracks presence (the TCP broker keeps the
+// members; joins and leaves go to each channel's companion), -history N keeps
+// the last N publications of each channel for -history-ttl (the TCP broker
+// orders and keeps them; every publication carries its position).
 package main
 
 import (
@@ -17,6 +24,7 @@ import (
 	"strconv"
 	"time"
 
+	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/bench/internal/debugsrv"
 	"github.com/clusterws/clusterws-go/cluster"
 	"github.com/clusterws/clusterws-go/hub"
@@ -27,7 +35,19 @@ func main() {
 	brokerPort := flag.Int("broker-port", 9346, "TCP broker port")
 	workers := flag.Int("workers", 2, "worker processes")
 	debugPort := flag.Int("debug-port", 0, "worker i serves pprof on 127.0.0.1:debug-port+i; 0: off")
+	presence := flag.Bool("presence", false, "track presence on every channel")
+	history := flag.Int("history", 0, "keep this many publications of every channel (0: no history)")
+	historyTTL := flag.Duration("history-ttl", 10*time.Minute, "how long -history keeps each publication")
 	flag.Parse()
+
+	var opts []clusterws.Option
+	if *presence {
+		opts = append(opts, clusterws.WithPresence(func(string) bool { return true }))
+	}
+	if *history > 0 {
+		size, ttl := *history, *historyTTL
+		opts = append(opts, clusterws.WithHistory(func(string) (int, time.Duration) { return size, ttl }))
+	}
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if *debugPort > 0 && !cluster.IsWorker() {
@@ -42,6 +62,7 @@ func main() {
 		Host:       "127.0.0.1",
 		BrokerPort: *brokerPort,
 		Logger:     log,
+		Options:    opts,
 		Worker: func(w *cluster.Worker) http.Handler {
 			if *debugPort > 0 {
 				if err := debugsrv.Start(fmt.Sprintf("127.0.0.1:%d", *debugPort+w.ID)); err != nil {

@@ -5,6 +5,16 @@
 //
 //	go build -o bin/ ./cmd/... && bin/runner -bin bin -node-dir peers/clusterws-node -out results.md
 //
+// Before / after: -ours-base-bin names an ourserver built from another tree
+// (the baseline), which runs as system ours-base beside ours; -ratios
+// ours/ours-base then puts the ratio after / before in the report instead
+// of ours / best peer. ours-presence and ours-history are ours with a
+// feature on for every channel (see sysrun.Variants):
+//
+//	cd ../other-tree/bench && go build -o /tmp/ourserver-base ./cmd/ourserver
+//	bin/runner -systems ours,ours-base -ours-base-bin /tmp/ourserver-base -ratios ours/ours-base -workloads w2,w4
+//	bin/runner -systems ours,ours-presence,ours-history -ratios ours-presence/ours,ours-history/ours -workloads w2
+//
 // -quick shrinks every workload for a fast end-to-end check. The servers
 // are started on free loopback ports and stopped by the PIDs the runner
 // started; nothing else is touched.
@@ -55,8 +65,20 @@ func main() {
 		logDir    = flag.String("log-dir", "", "server logs (default: a temporary directory)")
 		timeout   = flag.Duration("timeout", 3*time.Hour, "give up after this long")
 		fromJSON  = flag.String("from-json", "", "run nothing: render the report from this raw records file")
+		baseBin   = flag.String("ours-base-bin", "", "ourserver built from another tree, run as system ours-base (add it to -systems)")
+		ratiosArg = flag.String("ratios", "", "comma list of A/B system pairs to report as ratio columns (e.g. ours/ours-base); default: ours / best peer")
+		w2Subs    = flag.String("w2-subs", "1000,10000", "W2: subscriber counts (1000 adds the 1 KiB case)")
+		w2Search  = flag.Bool("w2-search", true, "W2: search the max rate after the fixed rates")
 	)
 	flag.Parse()
+	ratios, err := parseRatios(*ratiosArg)
+	if err != nil {
+		fatal(err)
+	}
+	w2 := w2Plan{search: *w2Search}
+	if w2.subs, err = load.ParseList[int](*w2Subs); err != nil || len(w2.subs) == 0 {
+		fatal(fmt.Errorf("-w2-subs %q: want a comma-separated list of counts", *w2Subs))
+	}
 	if *fromJSON != "" {
 		b, err := os.ReadFile(*fromJSON)
 		if err != nil {
@@ -66,7 +88,7 @@ func main() {
 		if err := json.Unmarshal(b, &recs); err != nil {
 			fatal(err)
 		}
-		report := render(recs, load.SplitList(*systems), load.SplitList(*workloads), describeMachine(), time.Now(), *trials, *quick)
+		report := render(recs, load.SplitList(*systems), load.SplitList(*workloads), ratios, describeMachine(), time.Now(), *trials, *quick)
 		if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
 			fatal(err)
 		}
@@ -91,13 +113,18 @@ func main() {
 	absBin, _ := filepath.Abs(*bin)
 	absNode, _ := filepath.Abs(*nodeDir)
 	cfg := sysrun.Config{BinDir: absBin, NodeDir: absNode, LogDir: *logDir}
+	if *baseBin != "" {
+		if cfg.OursBaseBin, err = filepath.Abs(*baseBin); err != nil {
+			fatal(err)
+		}
+	}
 	names := load.SplitList(*systems)
 	wls := load.SplitList(*workloads)
 	if per, err := load.ParseList[int](*w1Per); err != nil || len(per) == 0 {
 		fatal(fmt.Errorf("-w1-per-worker %q: want a comma-separated list of counts", *w1Per))
 	}
 	for _, wl := range wls {
-		if wl != "w7" && plan(wl, 1, false, *dur, *w1Per) == nil {
+		if wl != "w7" && plan(wl, 1, false, *dur, *w1Per, w2) == nil {
 			fatal(fmt.Errorf("unknown workload %q", wl))
 		}
 	}
@@ -109,7 +136,7 @@ func main() {
 	save := func() {
 		b, _ := json.MarshalIndent(recs, "", " ")
 		_ = os.WriteFile(*rawOut, b, 0o644)
-		report := render(recs, names, wls, machine, started, *trials, *quick)
+		report := render(recs, names, wls, ratios, machine, started, *trials, *quick)
 		_ = os.WriteFile(*out, []byte(report), 0o644)
 	}
 	for _, wl := range wls {
@@ -129,7 +156,7 @@ func main() {
 				if ctx.Err() != nil {
 					break
 				}
-				rs, err := runOne(ctx, cfg, name, wl, trial, *quick, *dur, *w1Per)
+				rs, err := runOne(ctx, cfg, name, wl, trial, *quick, *dur, *w1Per, w2)
 				if err != nil {
 					logf("runner: %s %s trial %d: %v", name, wl, trial, err)
 				}
@@ -144,9 +171,16 @@ func main() {
 	logf("runner: done in %v; wrote %s and %s", time.Since(started).Round(time.Second), *out, *rawOut)
 }
 
+// w2Plan is what W2 runs: subscriber counts, and whether to search the
+// max rate.
+type w2Plan struct {
+	subs   []int
+	search bool
+}
+
 // plan returns the loadgen invocations for workload wl on a system with
 // workers server processes.
-func plan(wl string, workers int, quick bool, dur time.Duration, w1Per string) [][]string {
+func plan(wl string, workers int, quick bool, dur time.Duration, w1Per string, w2 w2Plan) [][]string {
 	d := dur.String()
 	if quick {
 		d = "1s"
@@ -167,11 +201,19 @@ func plan(wl string, workers int, quick bool, dur time.Duration, w1Per string) [
 		if quick {
 			return [][]string{{"-workload", "w2", "-subs", "200", "-rates", "100", "-search=false", "-dur", d}}
 		}
-		return [][]string{
-			{"-workload", "w2", "-subs", "1000", "-rates", "100,1000,5000", "-search", "-dur", d},
-			{"-workload", "w2", "-subs", "10000", "-rates", "100", "-search", "-dur", d},
-			{"-workload", "w2", "-subs", "1000", "-size", "1024", "-rates", "1000", "-search=false", "-dur", d},
+		search := "-search=" + strconv.FormatBool(w2.search)
+		var out [][]string
+		for _, n := range w2.subs {
+			rates := "100"
+			if n <= 1000 {
+				rates = "100,1000,5000"
+			}
+			out = append(out, []string{"-workload", "w2", "-subs", strconv.Itoa(n), "-rates", rates, search, "-dur", d})
 		}
+		if slices.Contains(w2.subs, 1000) {
+			out = append(out, []string{"-workload", "w2", "-subs", "1000", "-size", "1024", "-rates", "1000", "-search=false", "-dur", d})
+		}
+		return out
 	case "w2lat":
 		return [][]string{{"-workload", "w2lat", "-subs", "10", "-rates", "100", "-dur", d}}
 	case "w3":
@@ -198,14 +240,14 @@ func plan(wl string, workers int, quick bool, dur time.Duration, w1Per string) [
 	return nil
 }
 
-func runOne(ctx context.Context, cfg sysrun.Config, name, wl string, trial int, quick bool, dur time.Duration, w1Per string) ([]load.Result, error) {
+func runOne(ctx context.Context, cfg sysrun.Config, name, wl string, trial int, quick bool, dur time.Duration, w1Per string, w2 w2Plan) ([]load.Result, error) {
 	var out []load.Result
 	for i := 0; ; i++ {
 		sys, err := sysrun.Start(ctx, cfg, name)
 		if err != nil {
 			return out, err
 		}
-		steps := plan(wl, sys.Workers, quick, dur, w1Per)
+		steps := plan(wl, sys.Workers, quick, dur, w1Per, w2)
 		last := true
 		if wl == "w1" {
 			// Memory is measured as growth over a fresh server, which a
@@ -315,7 +357,22 @@ var shown = map[string][]metric{
 	"W7": {{"msgs_per_s", "messages/s", true}, {"p50_us", "p50 µs", false}, {"p99_us", "p99 µs", false}, {"cpu_us_per_msg", "CPU µs/msg (all processes)", false}},
 }
 
-func render(recs []Record, names, wls []string, machine string, started time.Time, trials int, quick bool) string {
+// ratioCol is a ratio column of the report: system num / system den.
+type ratioCol struct{ num, den string }
+
+func parseRatios(arg string) ([]ratioCol, error) {
+	var out []ratioCol
+	for _, r := range load.SplitList(arg) {
+		num, den, ok := strings.Cut(r, "/")
+		if !ok || num == "" || den == "" {
+			return nil, fmt.Errorf("-ratios: %q is not A/B", r)
+		}
+		out = append(out, ratioCol{num, den})
+	}
+	return out, nil
+}
+
+func render(recs []Record, names, wls []string, ratios []ratioCol, machine string, started time.Time, trials int, quick bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Generated by `bench/cmd/runner` on %s (%s).\n\n", started.Format("2006-01-02 15:04 MST"), time.Since(started).Round(time.Second))
 	fmt.Fprintf(&b, "Command: `%s`\n\n", strings.Join(os.Args, " "))
@@ -327,7 +384,20 @@ func render(recs []Record, names, wls []string, machine string, started time.Tim
 	for _, n := range names {
 		fmt.Fprintf(&b, "- `%s`: %s\n", n, sysrun.Describe[n])
 	}
-	fmt.Fprintf(&b, "\nEach cell is the median over %d trials (systems interleaved per trial); `ours/best` divides ours by the best peer in the metric's direction, so > 1 is better for throughput and < 1 is better for latency, CPU and memory.\n\n", trials)
+	if len(ratios) == 0 {
+		fmt.Fprintf(&b, "\nEach cell is the median over %d trials (systems interleaved per trial); `ours/best` divides ours by the best peer (not a variant of ours) in the metric's direction, so > 1 is better for throughput and < 1 is better for latency, CPU and memory.\n\n", trials)
+	} else {
+		fmt.Fprintf(&b, "\nEach cell is the median over %d trials (systems interleaved per trial); a column `A/B` divides A's median by B's, so > 1 means A is higher.\n\n", trials)
+	}
+	ratioHead := "ours/best"
+	if len(ratios) > 0 {
+		var hs []string
+		for _, r := range ratios {
+			hs = append(hs, r.num+"/"+r.den)
+		}
+		ratioHead = strings.Join(hs, " | ")
+	}
+	nRatios := max(len(ratios), 1)
 
 	type key struct{ wl, cs string }
 	cases := map[key]bool{}
@@ -356,7 +426,7 @@ func render(recs []Record, names, wls []string, machine string, started time.Tim
 	for _, wl := range wlOrder {
 		cols := sysCols[wl]
 		sort.SliceStable(cols, func(i, j int) bool { return rank(cols[i], names) < rank(cols[j], names) })
-		fmt.Fprintf(&b, "### %s\n\n| case | metric | %s | ours/best |\n|---|---|%s---:|\n", wl, strings.Join(cols, " | "), strings.Repeat("---:|", len(cols)))
+		fmt.Fprintf(&b, "### %s\n\n| case | metric | %s | %s |\n|---|---|%s\n", wl, strings.Join(cols, " | "), ratioHead, strings.Repeat("---:|", len(cols)+nRatios))
 		for _, k := range byWL[wl] {
 			for _, m := range shown[wl] {
 				vals := map[string]float64{}
@@ -386,7 +456,20 @@ func render(recs []Record, names, wls []string, machine string, started time.Tim
 						b.WriteString(" – |")
 					}
 				}
-				b.WriteString(" " + ratio(vals, m.higher) + " |\n")
+				if len(ratios) == 0 {
+					b.WriteString(" " + ratio(vals, m.higher) + " |\n")
+					continue
+				}
+				for _, r := range ratios {
+					num, ok1 := vals[r.num]
+					den, ok2 := vals[r.den]
+					if !ok1 || !ok2 || den == 0 {
+						b.WriteString(" – |")
+					} else {
+						fmt.Fprintf(&b, " %.2f |", num/den)
+					}
+				}
+				b.WriteString("\n")
 			}
 		}
 		b.WriteString("\n")
@@ -422,7 +505,7 @@ func rank(s string, names []string) int {
 	return len(names)
 }
 
-// ratio is ours / the best peer.
+// ratio is ours / the best peer; variants of ours are not peers.
 func ratio(vals map[string]float64, higher bool) string {
 	ours, ok := vals["ours"]
 	if !ok {
@@ -430,7 +513,7 @@ func ratio(vals map[string]float64, higher bool) string {
 	}
 	best, found := 0.0, false
 	for sys, v := range vals {
-		if sys == "ours" {
+		if sysrun.IsOurs(sys) {
 			continue
 		}
 		if !found || (higher && v > best) || (!higher && v < best) {

@@ -26,12 +26,32 @@ import (
 // Names of the systems, in the order the runner interleaves them.
 var Names = []string{"ours", "centrifuge", "centrifuge-redis", "clusterws-node"}
 
+// Variants of ours, run only when named: the same ourserver with a
+// feature on for every channel, or (ours-base) another build of ourserver,
+// Config.OursBaseBin, for "before / after" comparisons. Each is started
+// exactly as ours is, with these extra flags.
+var Variants = map[string][]string{
+	"ours-base":     nil,
+	"ours-presence": {"-presence"},
+	"ours-history":  {"-history", "100"},
+}
+
 // Describe says what each system is, for the report.
 var Describe = map[string]string{
 	"ours":             "clusterws-go: cluster.Run, 2 workers on one port, built-in TCP broker (bench/cmd/ourserver)",
 	"centrifuge":       "Centrifuge v0.40.1, 1 node, memory broker (bench/cmd/centrifugeserver)",
 	"centrifuge-redis": "Centrifuge v0.40.1, 2 nodes on 2 ports, Redis broker, own redis-server (bench/cmd/centrifugeserver -redis)",
 	"clusterws-node":   "ClusterWS 3.3.1 on Node 10.24.1 (uWS 10.148.1), 2 workers + 1 broker (bench/peers/clusterws-node)",
+	"ours-base":        "ours built from another tree (runner -ours-base-bin), started the same way",
+	"ours-presence":    "ours with presence on every channel (ourserver -presence)",
+	"ours-history":     "ours with history on every channel, 100 publications for 10 min (ourserver -history 100)",
+}
+
+// IsOurs reports whether name is ours or one of its Variants: a build of
+// this framework rather than a peer.
+func IsOurs(name string) bool {
+	_, ok := Variants[name]
+	return name == "ours" || ok
 }
 
 // Config locates the programs.
@@ -39,7 +59,10 @@ type Config struct {
 	BinDir  string // ourserver, centrifugeserver
 	NodeDir string // bench/peers/clusterws-node with node_modules installed
 	Redis   string // redis-server binary; default "redis-server"
-	LogDir  string // servers' output; default os.TempDir()
+	// OursBaseBin is the ourserver binary of system ours-base, built from
+	// another tree (the baseline of a before / after comparison).
+	OursBaseBin string
+	LogDir      string // servers' output; default os.TempDir()
 }
 
 // System is a running system under test.
@@ -120,8 +143,15 @@ func Start(ctx context.Context, cfg Config, name string) (*System, error) {
 		return nil, err
 	}
 	loopback := func(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-	switch name {
-	case "ours":
+	switch {
+	case IsOurs(name):
+		bin := filepath.Join(cfg.BinDir, "ourserver")
+		if name == "ours-base" {
+			if cfg.OursBaseBin == "" {
+				return nil, errors.New("sysrun: ours-base needs Config.OursBaseBin (runner -ours-base-bin)")
+			}
+			bin = cfg.OursBaseBin
+		}
 		s.Proto, s.Workers = proto.ClusterWS{}, 2
 		s.Targets = []string{loopback(p[0])}
 		// Worker i serves debug on debug-port+i: pick a base whose two
@@ -130,15 +160,16 @@ func Start(ctx context.Context, cfg Config, name string) (*System, error) {
 		if derr != nil {
 			return nil, derr
 		}
-		err = s.spawn(cfg, "", filepath.Join(cfg.BinDir, "ourserver"), "-port", strconv.Itoa(p[0]),
-			"-broker-port", strconv.Itoa(p[4]), "-workers", "2", "-debug-port", strconv.Itoa(dbg))
+		args := append([]string{"-port", strconv.Itoa(p[0]), "-broker-port", strconv.Itoa(p[4]),
+			"-workers", "2", "-debug-port", strconv.Itoa(dbg)}, Variants[name]...)
+		err = s.spawn(cfg, "", bin, args...)
 		s.DebugURLs = []string{fmt.Sprintf("http://127.0.0.1:%d", dbg+1), fmt.Sprintf("http://127.0.0.1:%d", dbg+2)}
-	case "centrifuge":
+	case name == "centrifuge":
 		s.Proto, s.Workers = proto.Centrifuge{}, 1
 		s.Targets = []string{loopback(p[0])}
 		err = s.spawn(cfg, "", filepath.Join(cfg.BinDir, "centrifugeserver"), "-addr", loopback(p[0]), "-debug", loopback(p[1]))
 		s.DebugURLs = []string{"http://" + loopback(p[1])}
-	case "centrifuge-redis":
+	case name == "centrifuge-redis":
 		s.Proto, s.Workers = proto.Centrifuge{}, 2
 		err = s.spawn(cfg, "", cfg.Redis, "--port", strconv.Itoa(p[4]), "--bind", "127.0.0.1", "--save", "",
 			"--appendonly", "no", "--protected-mode", "yes")
@@ -151,7 +182,7 @@ func Start(ctx context.Context, cfg Config, name string) (*System, error) {
 			err = s.spawn(cfg, "", filepath.Join(cfg.BinDir, "centrifugeserver"), "-addr", loopback(p[2*i]),
 				"-debug", loopback(p[2*i+1]), "-redis", loopback(p[4]))
 		}
-	case "clusterws-node":
+	case name == "clusterws-node":
 		s.Proto, s.Workers = proto.ClusterWS{}, 2
 		s.Targets = []string{loopback(p[0])}
 		err = s.spawn(cfg, cfg.NodeDir, filepath.Join(cfg.NodeDir, "node_modules", ".bin", "node"), "server.js",
