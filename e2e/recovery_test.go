@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,8 +44,8 @@ import (
 //   - redis-restart (Redis only): the clients are closed as in close,
 //     then Redis restarts without persistence: a new epoch.
 //
-// The clients are kept offline (Chromium's network emulation; the Go
-// client's dialer) from just before the disconnect until the 1,000
+// The clients are kept away (their cluster refuses upgrades while a gate
+// file exists) from just before the disconnect until the 1,000
 // publications are made, so that all of them are missed, then go back;
 // 100 more race their return and 10 follow it. With Redis the
 // publications come from another host: a second cluster on the same
@@ -166,6 +165,8 @@ type record struct {
 	Errors     []string
 	Subscribed bool
 	Raw        [][3]int // npm: [connection, offset, n] of each publication frame
+	Pings      int      // npm: heartbeats received
+	Wire       []string // fp: its subscribe requests and the answers
 }
 
 // rawOf returns, for a failure report, the frames of r (npm) that
@@ -210,34 +211,21 @@ type gap struct {
 	Err      error `json:"-"`
 }
 
-// goClient is the Go client of the test, with a dialer the test can cut
-// off: an offline client keeps its connection but cannot make a new one.
+// goClient is the Go client of the test and what it got.
 type goClient struct {
-	c       *client.Client
-	ch      atomic.Pointer[client.Channel]
-	offline atomic.Bool
+	c  *client.Client
+	ch atomic.Pointer[client.Channel]
 
 	mu  sync.Mutex // protects rec
 	rec record
 }
 
-var errOffline = errors.New("offline (the test cut the Go client off)")
-
 func dialGo(t *testing.T, ctx context.Context, url string) *goClient {
 	t.Helper()
 	g := &goClient{}
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if g.offline.Load() {
-			return nil, errOffline
-		}
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}}
-	t.Cleanup(tr.CloseIdleConnections)
 	c, err := client.New(url, client.Options{
 		AutoReconnect: true, Recover: true,
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond,
-		HTTPClient: &http.Client{Transport: tr},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -333,6 +321,7 @@ type recoveryRun struct {
 	aAdmin   string   // its admin listener, with the API
 	pub      *publisher
 	restart  func() // restarts the broker's Redis without persistence; nil for the TCP broker
+	gate     string // the clients' cluster refuses upgrades while this file exists
 	goc      *goClient
 	table    []string
 	rolling  int // rolling restarts finished so far
@@ -355,13 +344,23 @@ func (r *recoveryRun) run(broker string) {
 		args = []string{"-redis-cluster", strings.Join(rc.Addrs(), ",")}
 		r.restart = func() { rc.Restart(t) }
 	}
-	r.a, r.aAdmin = r.startCluster(2, args...)
+	r.gate = filepath.Join(t.TempDir(), "away")
+	r.a, r.aAdmin = r.startCluster(2, append([]string{"-gate", r.gate}, args...)...)
 	r.pub = &publisher{url: r.a.url, next: 1}
+	var b *example
 	if r.restart != nil {
 		// Another host on the same Redis publishes.
-		b, _ := r.startCluster(1, args...)
+		b, _ = r.startCluster(1, args...)
 		r.pub.url = b.url
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the clients' cluster's log (tail):\n%s", tail(r.a.log.String(), 60))
+			if b != nil {
+				t.Logf("the publishing cluster's log (tail):\n%s", tail(b.log.String(), 20))
+			}
+		}
+	})
 	r.br.do(t, r.ctx, map[string]any{"op": "open", "url": r.a.url})
 	// Before the clusters stop: no page left reconnecting.
 	t.Cleanup(func() { r.br.do(t, r.ctx, map[string]any{"op": "close"}) })
@@ -428,6 +427,9 @@ func (r *recoveryRun) startCluster(workers int, extra ...string) (*example, stri
 			"-port", strconv.Itoa(testutil.FreePort(t)), "-broker-port", strconv.Itoa(testutil.FreePort(t)),
 			"-workers", strconv.Itoa(workers), "-admin", admin, "-api-key", apiKey,
 			"-page", filepath.Join(r.here, "js", "recovery.html"), "-npm", npm,
+			// Heartbeats confirm what the 3.x client got: often enough for the
+			// test to wait for two, not so often that a loaded machine misses one.
+			"-ping", "3s",
 		}, extra...)
 		ex := launchProgram(t, r.bin, args)
 		if poll(r.ctx, func() bool {
@@ -563,14 +565,23 @@ func (r *recoveryRun) waitAll(d time.Duration, cond func(name string, c record) 
 	return ok
 }
 
-// setOffline cuts every client off the network, or lets them back.
+// setOffline keeps every client away, or lets them back: while the gate
+// file exists the clients' cluster refuses upgrades (503), so their
+// sockets stay up but reconnects fail.
 func (r *recoveryRun) setOffline(on bool) {
-	r.goc.offline.Store(on)
-	r.br.do(r.t, r.ctx, map[string]any{"op": "offline", "on": on})
+	var err error
+	if on {
+		err = os.WriteFile(r.gate, nil, 0o600)
+	} else {
+		err = os.Remove(r.gate)
+	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
 }
 
 // mode runs one way of losing the connection: disconnect, with the
-// clients offline, must end their connections with code; then the
+// clients kept away, must end their connections with code; then the
 // publications; then their return, and the checks.
 func (r *recoveryRun) mode(name string, code int, disconnect func()) {
 	t := r.t
@@ -578,6 +589,14 @@ func (r *recoveryRun) mode(name string, code int, disconnect func()) {
 	start := time.Now()
 	before := r.status(false)
 	first := r.pub.next
+	if name == "kill" {
+		// The 3.x client's second heartbeat from now: the pong to the
+		// first confirmed all it has, and the session is written (every
+		// second) before the second. Then only what comes next is
+		// unconfirmed when its worker dies.
+		p0 := before["npm"].Pings
+		r.waitAll(recoveryWait, func(n string, c record) bool { return n != "npm" || c.Pings >= p0+2 }, name+": two heartbeats")
+	}
 	// Just before: on the 3.x client, unconfirmed by a heartbeat yet.
 	r.pub.publish(t, r.ctx, nBefore, false)
 	lastBefore := r.pub.next - 1
@@ -614,6 +633,9 @@ func (r *recoveryRun) mode(name string, code int, disconnect func()) {
 			dups, err := atLeastOnce(got, first, final, lastBefore)
 			if err != nil {
 				t.Errorf("%s %s: %v", name, n, err)
+			}
+			if dups > nBefore {
+				t.Errorf("%s %s: %d publications came twice, want at most the %d since its last confirmed heartbeat", name, n, dups, nBefore)
 			}
 			outcome = fmt.Sprintf("all %d once, in order, then %d again (the unconfirmed interval)", final-first+1, dups)
 			t.Logf("%s %s: %d publications delivered twice after SIGKILL, the ones since its last answered heartbeat", name, n, dups)
@@ -684,7 +706,7 @@ func (r *recoveryRun) redisRestart() {
 			continue
 		}
 		if len(newGaps) != 1 {
-			t.Errorf("%s %s: want one gap reported, got %+v", name, n, newGaps)
+			t.Errorf("%s %s: want one gap reported, got %+v; subscribes: %q", name, n, newGaps, c.Wire[max(0, len(c.Wire)-6):])
 			continue
 		}
 		g := newGaps[0]

@@ -1,8 +1,9 @@
 // Command recovery is the cluster of TestRecovery (../../recovery_test.go):
 // workers that keep the history of the channel "feed", make each socket's
 // ?user= its user (so the admin API's disconnect_user can close it with a
-// close handshake), greet it with the worker it is on, serve the test page
-// and the npm client's bundle, and publish numbered messages on request.
+// close handshake), greet it with the worker it is on, refuse upgrades
+// while a file exists (-gate), serve the test page and the npm client's
+// bundle, and publish numbered messages on request.
 // The test builds it and drives it as a black box.
 //
 //	GET  /recovery.html                the page (-page)
@@ -47,6 +48,7 @@ func main() {
 	npm := flag.String("npm", "", "the npm client's browser bundle to serve at /clusterws.min.js")
 	ping := flag.Duration("ping", 5*time.Second, "heartbeat interval")
 	drain := flag.Duration("drain-window", 200*time.Millisecond, "DrainWindow: short, so a rolling restart is quick")
+	gate := flag.String("gate", "", "while this file exists, upgrades are refused (503): the clients stay away")
 	flag.Parse()
 
 	var broker func() (hub.Broker, error)
@@ -73,6 +75,12 @@ func main() {
 		Broker:        broker,
 		Options: []clusterws.Option{
 			clusterws.WithPingInterval(*ping),
+			clusterws.WithVerifyConnection(func(*http.Request) error {
+				if _, err := os.Stat(*gate); *gate != "" && err == nil {
+					return &clusterws.HTTPError{Status: http.StatusServiceUnavailable, Message: "away"}
+				}
+				return nil
+			}),
 			clusterws.WithHistory(func(ch string) (int, time.Duration) {
 				if ch == channel {
 					return 10000, time.Hour
