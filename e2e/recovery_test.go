@@ -361,6 +361,7 @@ func (r *recoveryRun) run(broker string) {
 			}
 		}
 	})
+	start := time.Now()
 	r.br.do(t, r.ctx, map[string]any{"op": "open", "url": r.a.url})
 	// Before the clusters stop: no page left reconnecting.
 	t.Cleanup(func() { r.br.do(t, r.ctx, map[string]any{"op": "close"}) })
@@ -376,6 +377,7 @@ func (r *recoveryRun) run(broker string) {
 	}
 	r.pub.publish(t, r.ctx, nBefore, false)
 	r.waitAll(recoveryWait, func(_ string, c record) bool { return c.Last == r.pub.next-1 }, "the first publications")
+	t.Logf("%s: the clients are connected and subscribed (%v)", broker, time.Since(start).Round(time.Millisecond))
 
 	r.mode("close", 4000, func() {
 		r.api("/api/disconnect_user", `{"user":"rec","code":4000,"reason":"recovery test"}`)
@@ -657,6 +659,8 @@ func (r *recoveryRun) mode(name string, code int, disconnect func()) {
 func (r *recoveryRun) redisRestart() {
 	t := r.t
 	name := "redis-restart"
+	start := time.Now()
+	defer func() { t.Logf("%s %s: done in %v", r.broker, name, time.Since(start).Round(time.Millisecond)) }()
 	before := r.status(true)
 	r.pub.publish(t, r.ctx, nBefore, false)
 	lastBefore := r.pub.next - 1
