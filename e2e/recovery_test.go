@@ -640,7 +640,7 @@ func (r *recoveryRun) mode(name string, code int, disconnect func()) {
 				t.Errorf("%s %s: %d publications came twice, want at most the %d since its last confirmed heartbeat", name, n, dups, nBefore)
 			}
 			outcome = fmt.Sprintf("all %d once, in order, then %d again (the unconfirmed interval)", final-first+1, dups)
-			t.Logf("%s %s: %d publications delivered twice after SIGKILL, the ones since its last answered heartbeat", name, n, dups)
+			t.Logf("%s %s %s: %d publications delivered twice after SIGKILL, the ones since its last answered heartbeat", r.broker, name, n, dups)
 		} else {
 			if err := exactlyOnce(got, first, final); err != nil {
 				t.Errorf("%s %s: %v%s", name, n, err, rawOf(c, got, err))
