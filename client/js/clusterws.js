@@ -389,6 +389,13 @@ export default class ClusterWS {
   #live = false;
   /** Whether the current WebSocket offered no subprotocol. */
   #plain = false;
+  /**
+   * Whether a connection of this client had the extension: the server
+   * speaks it, so a failed handshake is a network or server failure, not a
+   * 3.x server, and the subprotocol is kept (without it a reconnect would
+   * silently lose recovery).
+   */
+  #spoke = false;
   /** Whether the current WebSocket has opened. */
   #opened = false;
   #ext = false;
@@ -635,6 +642,7 @@ export default class ClusterWS {
     clearTimeout(this.#timer);
     // Both: a server may echo a subprotocol it does not speak.
     this.#ext = this.#ws?.protocol === SUBPROTOCOL && protocol === SUBPROTOCOL;
+    this.#spoke ||= this.#ext;
     this.#binary = binary === true;
     this.#ping = typeof ping === 'number' && ping > 0 ? ping : 0;
     this.#resetWatchdog();
@@ -795,7 +803,7 @@ export default class ClusterWS {
     const pending = this.#pending;
     this.#pending = new Map();
     for (const done of pending.values()) done(LOST);
-    if (!final && !this.#opened && !this.#plain) {
+    if (!final && !this.#opened && !this.#plain && !this.#spoke) {
       // Browsers fail the handshake with a server that ignores the
       // subprotocol offered (a 3.x server): try again at once without.
       this.#open(true);
