@@ -386,8 +386,8 @@ func (d *driver) do(cmd map[string]any) reply {
 	}
 }
 
-// client is a client of the npm 3.x client that the script holds.
-type client struct {
+// npmClient is a client of the npm 3.x client that the script holds.
+type npmClient struct {
 	name, user string
 	host       *host
 	page       bool // in Chromium, not Node
@@ -395,7 +395,7 @@ type client struct {
 	socket     string
 }
 
-func (c *client) String() string {
+func (c *npmClient) String() string {
 	where := "node"
 	if c.page {
 		where = "chromium"
@@ -405,7 +405,7 @@ func (c *client) String() string {
 
 // open starts a client of user on h that joins rooms, and returns once it
 // is welcomed and in them.
-func (d *driver) open(name, user string, h *host, page bool, rooms ...string) *client {
+func (d *driver) open(name, user string, h *host, page bool, rooms ...string) *npmClient {
 	d.t.Helper()
 	q := "?name=" + url.QueryEscape(user)
 	cmd := map[string]any{"op": "open", "name": name, "url": h.ws + q, "rooms": rooms}
@@ -414,7 +414,7 @@ func (d *driver) open(name, user string, h *host, page bool, rooms ...string) *c
 		cmd["page"], cmd["url"] = origin, "ws"+strings.TrimPrefix(origin, "http")+"/ws"+q
 	}
 	r := d.do(cmd)
-	c := &client{name: name, user: user, host: h, page: page, worker: r.Worker, socket: r.Socket}
+	c := &npmClient{name: name, user: user, host: h, page: page, worker: r.Worker, socket: r.Socket}
 	if c.worker < 1 || c.worker > workers || c.socket == "" {
 		d.t.Fatalf("client %v: odd welcome", c)
 	}
@@ -423,9 +423,9 @@ func (d *driver) open(name, user string, h *host, page bool, rooms ...string) *c
 
 // spread opens Node clients of user on h, named prefix1…, until they are
 // on every worker of h.
-func (d *driver) spread(prefix, user string, h *host, rooms ...string) []*client {
+func (d *driver) spread(prefix, user string, h *host, rooms ...string) []*npmClient {
 	d.t.Helper()
-	var out []*client
+	var out []*npmClient
 	seen := map[int]bool{}
 	for i := 1; len(seen) < workers; i++ {
 		if i > 4*workers {
@@ -528,7 +528,7 @@ func (h *host) members(t *testing.T, ctx context.Context) (map[string]string, er
 
 // wantMembers waits until every host lists exactly the clients cs as
 // lobby's members.
-func wantMembers(t *testing.T, ctx context.Context, hosts []*host, cs []*client) {
+func wantMembers(t *testing.T, ctx context.Context, hosts []*host, cs []*npmClient) {
 	t.Helper()
 	want := map[string]string{}
 	for _, c := range cs {
@@ -575,7 +575,7 @@ func (e *hostsEnv) run(t *testing.T, hosts []*host, leaseTTL time.Duration) {
 	}
 
 	// Observers first, so that they see every join of ann.
-	var obs, ann []*client
+	var obs, ann []*npmClient
 	for _, h := range hosts {
 		obs = append(obs, d.spread("obs-"+h.name, "obs", h, lobby)...)
 	}
@@ -707,7 +707,7 @@ func (e *hostsEnv) run(t *testing.T, hosts []*host, leaseTTL time.Duration) {
 		kim := d.open("kim-page", "kim", last, true, lobby)
 		t.Logf("client %v", kim)
 		wantMembers(t, ctx, hosts, append(slices.Clone(obs), kim))
-		gone, kept := []*client{kim}, []*client{}
+		gone, kept := []*npmClient{kim}, []*npmClient{}
 		for _, o := range obs {
 			if o.host == last && o.worker == kim.worker {
 				gone = append(gone, o)

@@ -151,8 +151,8 @@ func (r *remote) do(t *testing.T, ctx context.Context, cmd map[string]any) json.
 	}
 }
 
-// record is what one client got, as of a moment.
-type record struct {
+// clientRecord is what one client got, as of a moment.
+type clientRecord struct {
 	Connected  bool
 	Worker     int
 	Connects   int
@@ -171,7 +171,7 @@ type record struct {
 
 // rawOf returns, for a failure report, the frames of r (npm) that
 // carried n-2…n+2, with the connection they came on and their offset.
-func rawOf(r record, got []int, err error) string {
+func rawOf(r clientRecord, got []int, err error) string {
 	var n int
 	if _, e := fmt.Sscanf(err.Error(), "publication %d is n=%d", new(int), &n); e != nil || len(r.Raw) == 0 {
 		return ""
@@ -217,7 +217,7 @@ type goClient struct {
 	ch atomic.Pointer[client.Channel]
 
 	mu  sync.Mutex // protects rec
-	rec record
+	rec clientRecord
 }
 
 func dialGo(t *testing.T, ctx context.Context, url string) *goClient {
@@ -287,7 +287,7 @@ func dialGo(t *testing.T, ctx context.Context, url string) *goClient {
 	return g
 }
 
-func (g *goClient) snapshot(full bool) record {
+func (g *goClient) snapshot(full bool) clientRecord {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	r := g.rec
@@ -371,12 +371,12 @@ func (r *recoveryRun) run(broker string) {
 	// publish until every one has one.
 	if !poll(r.ctx, func() bool {
 		r.pub.publish(t, r.ctx, 1, false)
-		return r.waitAll(2*time.Second, func(_ string, c record) bool { return c.Count > 0 })
+		return r.waitAll(2*time.Second, func(_ string, c clientRecord) bool { return c.Count > 0 })
 	}) {
 		t.Fatalf("the clients got no publication: %v", r.status(false))
 	}
 	r.pub.publish(t, r.ctx, nBefore, false)
-	r.waitAll(recoveryWait, func(_ string, c record) bool { return c.Last == r.pub.next-1 }, "the first publications")
+	r.waitAll(recoveryWait, func(_ string, c clientRecord) bool { return c.Last == r.pub.next-1 }, "the first publications")
 	t.Logf("%s: the clients are connected and subscribed (%v)", broker, time.Since(start).Round(time.Millisecond))
 
 	r.mode("close", 4000, func() {
@@ -528,19 +528,19 @@ func (r *recoveryRun) api(path, body string) {
 	}
 }
 
-// status returns every client's record.
-func (r *recoveryRun) status(full bool) map[string]record {
+// status returns every client's clientRecord.
+func (r *recoveryRun) status(full bool) map[string]clientRecord {
 	op := "status"
 	if full {
 		op = "received"
 	}
-	var st struct{ Pages map[string]record }
+	var st struct{ Pages map[string]clientRecord }
 	data := r.br.do(r.t, r.ctx, map[string]any{"op": op})
 	if err := json.Unmarshal(data, &st); err != nil {
 		r.t.Fatalf("browser %s: %v: %s", op, err, data)
 	}
 	if st.Pages == nil {
-		st.Pages = map[string]record{}
+		st.Pages = map[string]clientRecord{}
 	}
 	st.Pages["go"] = r.goc.snapshot(full)
 	return st.Pages
@@ -548,10 +548,10 @@ func (r *recoveryRun) status(full bool) map[string]record {
 
 // waitAll waits up to d until cond holds for every client. With a
 // message, it fails the test when it does not; otherwise it reports.
-func (r *recoveryRun) waitAll(d time.Duration, cond func(name string, c record) bool, msg ...string) bool {
+func (r *recoveryRun) waitAll(d time.Duration, cond func(name string, c clientRecord) bool, msg ...string) bool {
 	ctx, cancel := context.WithTimeout(r.ctx, d)
 	defer cancel()
-	var last map[string]record
+	var last map[string]clientRecord
 	ok := poll(ctx, func() bool {
 		last = r.status(false)
 		for _, name := range clientNames {
@@ -597,24 +597,24 @@ func (r *recoveryRun) mode(name string, code int, disconnect func()) {
 		// second) before the second. Then only what comes next is
 		// unconfirmed when its worker dies.
 		p0 := before["npm"].Pings
-		r.waitAll(recoveryWait, func(n string, c record) bool { return n != "npm" || c.Pings >= p0+2 }, name+": two heartbeats")
+		r.waitAll(recoveryWait, func(n string, c clientRecord) bool { return n != "npm" || c.Pings >= p0+2 }, name+": two heartbeats")
 	}
 	// Just before: on the 3.x client, unconfirmed by a heartbeat yet.
 	r.pub.publish(t, r.ctx, nBefore, false)
 	lastBefore := r.pub.next - 1
-	r.waitAll(recoveryWait, func(_ string, c record) bool { return c.Last == lastBefore }, name+": the publications before")
+	r.waitAll(recoveryWait, func(_ string, c clientRecord) bool { return c.Last == lastBefore }, name+": the publications before")
 	r.setOffline(true)
 	disconnect()
-	r.waitAll(recoveryWait, func(n string, c record) bool {
+	r.waitAll(recoveryWait, func(n string, c clientRecord) bool {
 		return !c.Connected && len(c.Closes) > len(before[n].Closes)
 	}, name+": the clients' disconnect")
 	r.pub.publish(t, r.ctx, nAway, false)
 	r.setOffline(false)
 	r.pub.publish(t, r.ctx, nRacing, false)
-	r.waitAll(recoveryWait, func(_ string, c record) bool { return c.Connected && c.Worker > 0 }, name+": the clients' reconnect")
+	r.waitAll(recoveryWait, func(_ string, c clientRecord) bool { return c.Connected && c.Worker > 0 }, name+": the clients' reconnect")
 	r.pub.publish(t, r.ctx, nAfter, false)
 	final := r.pub.next - 1
-	r.waitAll(recoveryWait, func(_ string, c record) bool { return c.Last == final }, name+": the last publication")
+	r.waitAll(recoveryWait, func(_ string, c clientRecord) bool { return c.Last == final }, name+": the last publication")
 	elapsed := time.Since(start)
 
 	after := r.status(true)
@@ -664,10 +664,10 @@ func (r *recoveryRun) redisRestart() {
 	before := r.status(true)
 	r.pub.publish(t, r.ctx, nBefore, false)
 	lastBefore := r.pub.next - 1
-	r.waitAll(recoveryWait, func(_ string, c record) bool { return c.Last == lastBefore }, name+": the publications before")
+	r.waitAll(recoveryWait, func(_ string, c clientRecord) bool { return c.Last == lastBefore }, name+": the publications before")
 	r.setOffline(true)
 	r.api("/api/disconnect_user", `{"user":"rec","code":4000,"reason":"recovery test"}`)
-	r.waitAll(recoveryWait, func(n string, c record) bool {
+	r.waitAll(recoveryWait, func(n string, c clientRecord) bool {
 		return !c.Connected && len(c.Closes) > len(before[n].Closes)
 	}, name+": the clients' disconnect")
 	r.restart()
@@ -676,19 +676,19 @@ func (r *recoveryRun) redisRestart() {
 		t.Fatalf("the cluster is not ready after the Redis restart; log:\n%s", tail(r.a.log.String(), 30))
 	}
 	r.setOffline(false)
-	r.waitAll(recoveryWait, func(_ string, c record) bool { return c.Connected && c.Worker > 0 }, name+": the clients' reconnect")
+	r.waitAll(recoveryWait, func(_ string, c clientRecord) bool { return c.Connected && c.Worker > 0 }, name+": the clients' reconnect")
 	// What is published from now on reaches every client: publish until
 	// each has one, then more.
 	awayEnd := r.pub.next - 1
 	if !poll(r.ctx, func() bool {
 		r.pub.publish(t, r.ctx, 1, false)
-		return r.waitAll(time.Second, func(_ string, c record) bool { return c.Last > awayEnd })
+		return r.waitAll(time.Second, func(_ string, c clientRecord) bool { return c.Last > awayEnd })
 	}) {
 		t.Fatalf("%s: no publication reached every client after the restart: %+v", name, r.status(false))
 	}
 	r.pub.publish(t, r.ctx, nAfter, false)
 	final := r.pub.next - 1
-	r.waitAll(recoveryWait, func(_ string, c record) bool { return c.Last == final }, name+": the last publication")
+	r.waitAll(recoveryWait, func(_ string, c clientRecord) bool { return c.Last == final }, name+": the last publication")
 
 	after := r.status(true)
 	for _, n := range clientNames {
