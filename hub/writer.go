@@ -54,10 +54,11 @@ type writer struct {
 	mu       sync.Mutex // protects the fields below
 	state    writeState
 	q        frameQueue
-	last     time.Duration // since clock: when the previous frame was offered
+	last     time.Duration // since clock: when the previous inline-allowed frame was offered
 	closeDue bool          // a close frame is to be sent once the queue is written
 	closed   bool          // closeErr is set: the server chose how the socket ends
 	closeErr CloseError
+	runFn    func() // run, bound once
 	// hsDone is made when the close handshake starts and closed when it
 	// ended; hsOK then says whether the client answered it.
 	hsDone chan struct{}
@@ -125,19 +126,27 @@ var (
 // send writes f inline or queues it; see the rules on writer. It returns
 // the queue's size in bytes with overflow.
 func (w *writer) send(f wsconn.Frame, inline bool) (sendResult, int) {
-	t := now()
+	// The clock is read for an inline offer (the hot rule needs it) and
+	// otherwise only when the frame starts a chunk (for the latency): a
+	// wide fan-out reads it once per chunk of a socket, not per frame.
+	var t time.Duration
+	if inline {
+		t = now()
+	}
 	w.mu.Lock()
 	if w.closed || w.state == stateDone {
 		w.mu.Unlock()
 		return rejected, 0
 	}
-	hot := t-w.last < hotGap
-	w.last = t
-	if inline && !hot && w.state == stateIdle && w.link.CanTryWrite() {
-		w.state = stateInline
-		w.mu.Unlock()
-		w.writeInline(f, t)
-		return sent, 0
+	if inline {
+		hot := t-w.last < hotGap
+		w.last = t
+		if !hot && w.state == stateIdle && w.link.CanTryWrite() {
+			w.state = stateInline
+			w.mu.Unlock()
+			w.writeInline(f, t)
+			return sent, 0
+		}
 	}
 	if queued := w.q.bytes; queued > 0 && queued+len(f.Data) > w.limit {
 		w.requestCloseLocked(closeErr(CloseSlowConsumer), false)
@@ -220,20 +229,38 @@ func (w *writer) scheduleLocked() {
 func (w *writer) ownLocked() {
 	w.state = stateOwn
 	w.wg.Add(1)
-	go w.run()
+	if w.runFn == nil {
+		w.runFn = w.run // once per writer: go w.run() would allocate on every start
+	}
+	go w.runFn()
 }
 
-// poolWrite runs on a pool writer: one batch, written without waiting.
+// poolWrite runs on a pool writer: up to two batches, written without
+// waiting; then a socket with more to write goes back in line.
 func (w *writer) poolWrite() {
-	w.mu.Lock()
-	if w.state != statePooled {
+	for round := 0; ; round++ {
+		w.mu.Lock()
+		if w.state != statePooled {
+			w.mu.Unlock()
+			return
+		}
+		list := w.q.take()
 		w.mu.Unlock()
+
+		rest, blocked, err := w.writeChunks(list, false)
+		if round == 0 && !blocked && err == nil && w.pending() {
+			continue
+		}
+		w.afterTry(rest, blocked, err)
 		return
 	}
-	list := w.q.take()
-	w.mu.Unlock()
+}
 
-	w.afterTry(w.writeChunks(list, false))
+// pending reports whether frames were queued meanwhile.
+func (w *writer) pending() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.q.empty()
 }
 
 // run is the socket's own writer goroutine: it writes, waiting as long as
