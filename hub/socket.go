@@ -54,7 +54,8 @@ func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request, ses
 	req.Body, req.GetBody = http.NoBody, nil
 	ctx, cancel := context.WithCancel(req.Context())
 	s := &Socket{hub: h, id: h.newID(), ws: ws, req: req, remote: r.RemoteAddr, ctx: ctx, cancel: cancel}
-	s.w = writer{link: wsLink{ws: ws, nc: nc}, pool: h.pool, wg: &h.wg, limit: h.opts.SendQueueBytes}
+	s.w = writer{link: wsLink{ws: ws, nc: nc}, pool: h.pool, wg: &h.wg, limit: h.opts.SendQueueBytes,
+		shard: h.pool.shard.Add(1) % latencyShards}
 	s.session = session
 	return s
 }

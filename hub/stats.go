@@ -51,6 +51,15 @@ func (h *Histogram) ObserveN(d time.Duration, n int) {
 	h.sum.Add(int64(d) * int64(n))
 }
 
+// add adds o's counts to s.
+func (s *HistogramSnapshot) add(o HistogramSnapshot) {
+	for i := range s.Counts {
+		s.Counts[i] += o.Counts[i]
+	}
+	s.Count += o.Count
+	s.Sum += o.Sum
+}
+
 // Snapshot returns the histogram's current counts.
 func (h *Histogram) Snapshot() HistogramSnapshot {
 	var s HistogramSnapshot
@@ -237,7 +246,7 @@ func (h *Hub) Metrics() Metrics {
 	for i := range o.refusedBy {
 		m.RefusedBy[i] = o.refusedBy[i].Load()
 	}
-	m.FanoutLatency = h.pool.latency.Snapshot()
+	m.FanoutLatency = h.pool.latencySnapshot()
 	m.QueuedBytes = h.queuedBytes()
 	if sb, ok := h.opts.Broker.(StatsBroker); ok {
 		bs := sb.BrokerStats()
