@@ -386,3 +386,56 @@ func TestCompressionOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestCompressionBadFrames: an RSV1 frame from a client that did not
+// negotiate permessage-deflate, and corrupt compressed data from one that
+// did, close that socket only; the hub serves the next client.
+func TestCompressionBadFrames(t *testing.T) {
+	h, addr := startCompressHub(t, hub.Options{Compression: hub.Compression{Enabled: true}})
+	for _, tc := range []struct {
+		name, ext string
+		payload   []byte
+	}{
+		{"rsv1 without the extension", "", []byte(`{"#":["e","echo",1]}`)},
+		{"corrupt deflate data", "permessage-deflate", []byte{0xff, 0xfe, 0xfd, 0x00, 0x13, 0x37}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := dialRawSub(t, addr, tc.ext)
+			if err := s.c.WriteRaw(wsc.AppendFrame(nil, 0x40|wsc.OpText, tc.payload)); err != nil {
+				t.Fatal(err)
+			}
+			_ = s.nc.SetReadDeadline(time.Now().Add(compressWait))
+			for {
+				if _, _, err := s.c.ReadMessage(); err != nil {
+					var ce *wsc.CloseError
+					if errors.As(err, &ce) && ce.Code != 1002 && ce.Code != 1007 {
+						t.Fatalf("closed with %d %q, want 1002 or 1007", ce.Code, ce.Reason)
+					}
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						t.Fatal("the socket was not closed")
+					}
+					break
+				}
+			}
+			// The next client is served as usual.
+			ok := dialRawSub(t, addr, "permessage-deflate")
+			ok.send(t, `{"#":["e","echo",`+string(compressible(1024))+`]}`)
+			if f := ok.read(t); !f.rsv1 || !bytes.Contains(f.message(t), compressible(1024)) {
+				t.Fatalf("echo after a bad frame: RSV1=%v %.80q", f.rsv1, f.message(t))
+			}
+		})
+	}
+	testPollConnections(t, h, 0) // every socket ended, the bad ones included
+}
+
+// testPollConnections waits until h has n sockets open.
+func testPollConnections(t *testing.T, h *hub.Hub, n int) {
+	t.Helper()
+	deadline := time.Now().Add(compressWait)
+	for h.Stats().Connections != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections, want %d", h.Stats().Connections, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
