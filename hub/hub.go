@@ -219,9 +219,6 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	s.ext = !h.opts.Legacy && ws.Subprotocol() == protocol.Subprotocol
 	s.deflate = mode != websocket.CompressionDisabled &&
 		strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
-	if s.deflate {
-		h.counters.deflateSockets.Add(1)
-	}
 
 	h.mu.Lock()
 	if h.closed {
@@ -233,6 +230,9 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	h.wg.Add(1) // the reader
 	h.mu.Unlock()
 	h.counters.accepted.Add(1)
+	if s.deflate {
+		h.counters.deflateSockets.Add(1) // until removeSocket
+	}
 
 	if s.ext {
 		s.send(h.ext, true)
