@@ -108,3 +108,28 @@ func sizeName(n int) string {
 	}
 	return strconv.Itoa(n) + "B"
 }
+
+// FuzzDeflate: whatever the message, what Deflate returns inflates back to
+// it, and is shorter; or Deflate declines.
+func FuzzDeflate(f *testing.F) {
+	f.Add([]byte(`{"#":["p","news",{"title":"hi"}]}`), 1)
+	f.Add(jsonLike(1024), 6)
+	f.Add([]byte{}, 9)
+	f.Add(bytes.Repeat([]byte{0}, 70000), 1)
+	f.Fuzz(func(t *testing.T, msg []byte, level int) {
+		level = flate.BestSpeed + (level%9+9)%9
+		out, ok := Deflate(msg, level)
+		if !ok {
+			if out != nil {
+				t.Fatal("declined with output")
+			}
+			return
+		}
+		if len(out) >= len(msg) {
+			t.Fatalf("%d bytes compressed to %d", len(msg), len(out))
+		}
+		if got := inflate(t, out); !bytes.Equal(got, msg) {
+			t.Fatalf("inflated %d bytes, not the %d of the message", len(got), len(msg))
+		}
+	})
+}
