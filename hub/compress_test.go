@@ -428,6 +428,36 @@ func TestCompressionBadFrames(t *testing.T) {
 	testPollConnections(t, h, 0) // every socket ended, the bad ones included
 }
 
+// TestCompressionBomb: the read limit applies to the inflated message, so
+// 4 MiB of zeros that compress to 4 KiB close the socket with 1009.
+func TestCompressionBomb(t *testing.T) {
+	_, addr := startCompressHub(t, hub.Options{ReadLimit: 1 << 20, Compression: hub.Compression{Enabled: true}})
+	s := dialRawSub(t, addr, "permessage-deflate")
+	var buf bytes.Buffer
+	fw, _ := flate.NewWriter(&buf, flate.BestCompression)
+	_, _ = fw.Write(make([]byte, 4<<20))
+	_ = fw.Flush()
+	payload := bytes.TrimSuffix(buf.Bytes(), []byte("\x00\x00\xff\xff"))
+	if len(payload) > 8<<10 {
+		t.Fatalf("the bomb is %d bytes", len(payload))
+	}
+	if err := s.c.WriteRaw(wsc.AppendFrame(nil, 0x40|wsc.OpText, payload)); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.nc.SetReadDeadline(time.Now().Add(compressWait))
+	for {
+		_, _, err := s.c.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *wsc.CloseError
+		if !errors.As(err, &ce) || ce.Code != 1009 {
+			t.Fatalf("got %v, want a close with 1009", err)
+		}
+		return
+	}
+}
+
 // testPollConnections waits until h has n sockets open.
 func testPollConnections(t *testing.T, h *hub.Hub, n int) {
 	t.Helper()
