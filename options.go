@@ -135,6 +135,14 @@ func WithSessions(on bool) Option { return func(c *config) { c.hub.DisableSessio
 // bytes. default: 256
 func WithMaxUserLength(n int) Option { return func(c *config) { c.hub.MaxUserLength = n } }
 
+// WithCompression configures permessage-deflate (RFC 7692) with the
+// clients that offer it (browsers, the Node ws package): frames of at
+// least c.MinSize bytes (default 256) go to them compressed at c.Level
+// (default 1, flate.BestSpeed), a publish compressed once for all its
+// subscribers; other clients get plain frames. c.Enabled turns it on.
+// default: off (see the README's Compression section)
+func WithCompression(c hub.Compression) Option { return func(cfg *config) { cfg.hub.Compression = c } }
+
 // WithLogger sets the logger for connection errors, refused input and
 // slow-consumer closes. default: discard
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.hub.Logger = l } }

@@ -43,7 +43,7 @@ func BenchmarkBroadcastFeatures(b *testing.B) {
 	} {
 		b.Run("subs=1000/size=100B/feature="+fc.name, func(b *testing.B) {
 			f := startBroadcastFixture(b, 1000, fc.fo)
-			f.run(b, 100)
+			f.run(b, benchPayload(100))
 		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,7 +49,7 @@ func BenchmarkBroadcast(b *testing.B) {
 				name string
 				size int
 			}{{"100B", 100}, {"1KiB", 1024}} {
-				b.Run("size="+sz.name, func(b *testing.B) { f.run(b, sz.size) })
+				b.Run("size="+sz.name, func(b *testing.B) { f.run(b, benchPayload(sz.size)) })
 			}
 		})
 	}
@@ -63,8 +64,26 @@ func BenchmarkBroadcastBroker(b *testing.B) {
 	for _, n := range []int{1000} {
 		b.Run("subs="+strconv.Itoa(n), func(b *testing.B) {
 			f := startBroadcastFixture(b, n, fixtureOptions{viaBroker: true})
-			b.Run("size=100B", func(b *testing.B) { f.run(b, 100) })
+			b.Run("size=100B", func(b *testing.B) { f.run(b, benchPayload(100)) })
 		})
+	}
+}
+
+// BenchmarkBroadcastDeflate is BenchmarkBroadcast with 1 and 1,000
+// subscribers that offer permessage-deflate, as browsers do, and a typical 1 KiB JSON
+// publish (objects with repeated keys), with compression off and on. Its
+// extra metrics: wire-B/delivery, the bytes the subscribers read per
+// delivery (frame headers included), and cpu-µs/delivery, the CPU time of
+// this process (publisher, hub, writers) per delivery.
+func BenchmarkBroadcastDeflate(b *testing.B) {
+	payload := compressible(1024)
+	for _, n := range []int{1, 1000} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("subs=%d/size=1KiB/compression=%v", n, on), func(b *testing.B) {
+				f := startBroadcastFixture(b, n, fixtureOptions{offerDeflate: true, compress: on})
+				f.run(b, payload)
+			})
+		}
 	}
 }
 
@@ -85,25 +104,28 @@ type broadcastFixture struct {
 	stdin io.WriteCloser
 
 	// Progress reported by the child: frames counted over all connections,
-	// the fewest counted by one connection, and connections that ended.
-	sum, min, closed atomic.Int64
-	exited           chan struct{} // closed when the child's stdout ends
-	childErr         atomic.Pointer[string]
-	close            func() // stops the child, the hubs and the broker; idempotent
+	// the fewest counted by one connection, connections that ended, and
+	// the bytes of the counted frames (with deflate only).
+	sum, min, closed, bytes atomic.Int64
+	exited                  chan struct{} // closed when the child's stdout ends
+	childErr                atomic.Pointer[string]
+	close                   func() // stops the child, the hubs and the broker; idempotent
 }
 
-// fixtureOptions shape a broadcastFixture: the publisher on a second hub
-// behind the TCP broker, and presence or history on every channel.
+// fixtureOptions vary the broadcast fixture.
 type fixtureOptions struct {
-	viaBroker bool
-	presence  bool
-	history   int // publications kept per channel; 0: no history
+	viaBroker    bool // publish on a second hub, through the TCP broker
+	presence     bool // presence on every channel
+	history      int  // publications kept per channel; 0: no history
+	offerDeflate bool // the subscribers offer permessage-deflate, and count the bytes they read
+	compress     bool // the hub has compression on
 }
 
 func startBroadcastFixture(b *testing.B, n int, fo fixtureOptions) *broadcastFixture {
 	b.Helper()
 	viaBroker := fo.viaBroker
-	opts := hub.Options{PingInterval: time.Hour, SendQueueBytes: benchQueueBytes}
+	opts := hub.Options{PingInterval: time.Hour, SendQueueBytes: benchQueueBytes,
+		Compression: hub.Compression{Enabled: fo.compress}}
 	if fo.presence {
 		opts.Presence = func(string) bool { return true }
 	}
@@ -149,6 +171,9 @@ func startBroadcastFixture(b *testing.B, n int, fo fixtureOptions) *broadcastFix
 	cmd.Env = append(os.Environ(),
 		envSubscriberAddr+"="+srv.Listener.Addr().String(),
 		envSubscriberCount+"="+strconv.Itoa(n))
+	if fo.offerDeflate {
+		cmd.Env = append(cmd.Env, envSubscriberDeflate+"=1")
+	}
 	cmd.Stderr = os.Stderr
 	if f.stdin, err = cmd.StdinPipe(); err != nil {
 		b.Fatal(err)
@@ -212,7 +237,7 @@ func (f *broadcastFixture) readProgress(stdout io.Reader, ready chan<- struct{})
 			msg := string(line)
 			f.childErr.Store(&msg)
 		default:
-			var v [3]int64
+			var v [4]int64
 			if !parseInts(line, v[:]) {
 				msg := "bad progress line " + strconv.Quote(string(line))
 				f.childErr.Store(&msg)
@@ -221,6 +246,7 @@ func (f *broadcastFixture) readProgress(stdout io.Reader, ready chan<- struct{})
 			f.sum.Store(v[0])
 			f.min.Store(v[1])
 			f.closed.Store(v[2])
+			f.bytes.Store(v[3])
 		}
 	}
 }
@@ -284,15 +310,16 @@ func (f *broadcastFixture) healthy(b *testing.B) {
 	}
 }
 
-func (f *broadcastFixture) run(b *testing.B, size int) {
-	payload := benchPayload(size)
+func (f *broadcastFixture) run(b *testing.B, payload json.RawMessage) {
 	frameLen := len(`{"#":["p","`+benchChannel+`",]}`) + len(payload)
 	// A quarter of the send queue in flight keeps every queue far from
 	// overflowing while leaving the writers plenty to batch.
 	window := int64(min(max(benchQueueBytes/4/frameLen, 16), 4096))
 	slowBefore := f.hub.Stats().SlowConsumers
 	base := f.min.Load() // every subscriber has read exactly base frames
+	baseBytes := f.bytes.Load()
 	ctx := context.Background()
+	cpu := cpuTime()
 
 	b.ReportAllocs()
 	b.SetBytes(int64(frameLen * f.n))
@@ -317,11 +344,26 @@ func (f *broadcastFixture) run(b *testing.B, size int) {
 		time.Sleep(20 * time.Microsecond)
 	}
 	b.StopTimer()
+	cpu = cpuTime() - cpu
 	if sum := f.sum.Load(); sum != target*int64(f.n) {
 		b.Fatalf("subscribers read %d frames in all; want %d", sum, target*int64(f.n))
 	}
 	b.ReportMetric(float64(b.N)*float64(f.n)/b.Elapsed().Seconds(), "deliveries/s")
 	b.ReportMetric(float64(f.hub.Stats().SlowConsumers-slowBefore), "drops")
+	if wire := f.bytes.Load() - baseBytes; wire > 0 {
+		deliveries := float64(b.N) * float64(f.n)
+		b.ReportMetric(float64(wire)/deliveries, "wire-B/delivery")
+		b.ReportMetric(float64(cpu.Microseconds())/deliveries, "cpu-µs/delivery")
+	}
+}
+
+// cpuTime is the user and system CPU time of this process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchPayload is a JSON object of exactly size bytes.
@@ -333,6 +375,9 @@ func benchPayload(size int) json.RawMessage {
 const (
 	envSubscriberAddr  = "CLUSTERWS_BENCH_SUBSCRIBER_ADDR"
 	envSubscriberCount = "CLUSTERWS_BENCH_SUBSCRIBER_COUNT"
+	// envSubscriberDeflate makes the subscribers offer permessage-deflate
+	// and count the bytes they read.
+	envSubscriberDeflate = "CLUSTERWS_BENCH_SUBSCRIBER_DEFLATE"
 )
 
 // TestBenchSubscriberProcess is not a test: BenchmarkBroadcast runs the
@@ -349,7 +394,7 @@ func TestBenchSubscriberProcess(t *testing.T) {
 		fmt.Printf("error: %v\n", err)
 		os.Exit(1)
 	}
-	os.Exit(runSubscribers(addr, n))
+	os.Exit(runSubscribers(addr, n, os.Getenv(envSubscriberDeflate) == "1"))
 }
 
 type paddedCounter struct {
@@ -357,8 +402,12 @@ type paddedCounter struct {
 	_ [56]byte // one cache line each: the readers run in parallel
 }
 
-func runSubscribers(addr string, n int) int {
+func runSubscribers(addr string, n int, deflate bool) int {
 	counts := make([]paddedCounter, n)
+	var wire []paddedCounter // bytes read, only with deflate
+	if deflate {
+		wire = make([]paddedCounter, n)
+	}
 	var closed atomic.Int64
 	conns := make([]net.Conn, n)
 
@@ -372,14 +421,18 @@ func runSubscribers(addr string, n int) int {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, br, err := dialSubscriber(addr)
+			c, br, err := dialSubscriber(addr, deflate)
 			if err != nil {
 				firstErr.CompareAndSwap(nil, &err)
 				return
 			}
 			conns[i] = c
 			go func() {
-				drainFrames(br, &counts[i].Int64)
+				var nb *atomic.Int64
+				if deflate {
+					nb = &wire[i].Int64
+				}
+				drainFrames(br, &counts[i].Int64, nb)
 				closed.Add(1)
 			}()
 		}()
@@ -398,7 +451,7 @@ func runSubscribers(addr string, n int) int {
 	}()
 	t := time.NewTicker(250 * time.Microsecond)
 	defer t.Stop()
-	var last [3]int64
+	var last [4]int64
 	for {
 		select {
 		case <-stopped:
@@ -417,20 +470,30 @@ func runSubscribers(addr string, n int) int {
 				least = c
 			}
 		}
-		now := [3]int64{sum, least, closed.Load()}
+		var nb int64
+		for i := range wire {
+			nb += wire[i].Load()
+		}
+		now := [4]int64{sum, least, closed.Load(), nb}
 		if now != last {
 			last = now
-			fmt.Printf("%d %d %d\n", now[0], now[1], now[2])
+			fmt.Printf("%d %d %d %d\n", now[0], now[1], now[2], now[3])
 		}
 	}
 }
 
-// dialSubscriber opens a raw WebSocket connection and subscribes it to
-// benchChannel.
-func dialSubscriber(addr string) (net.Conn, *bufio.Reader, error) {
+// dialSubscriber opens a raw WebSocket connection, offering
+// permessage-deflate with deflate, and subscribes it to benchChannel.
+func dialSubscriber(addr string, deflate bool) (net.Conn, *bufio.Reader, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := wsc.Dial(ctx, addr, "/ws", nil)
+	var c *wsc.Conn
+	var err error
+	if deflate {
+		c, _, err = wsc.DialExtensions(ctx, addr, "/ws", "permessage-deflate; client_max_window_bits")
+	} else {
+		c, err = wsc.Dial(ctx, addr, "/ws", nil)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -444,8 +507,9 @@ func dialSubscriber(addr string) (net.Conn, *bufio.Reader, error) {
 }
 
 // drainFrames reads server frames until the connection ends, counting the
-// data frames of at least countedFrame bytes.
-func drainFrames(br *bufio.Reader, count *atomic.Int64) {
+// data frames of at least countedFrame bytes, and compressed ones (RSV1)
+// of any size, and their bytes on the wire when nbytes is not nil.
+func drainFrames(br *bufio.Reader, count, nbytes *atomic.Int64) {
 	var ext [8]byte
 	for {
 		b0, err := br.ReadByte()
@@ -457,17 +521,20 @@ func drainFrames(br *bufio.Reader, count *atomic.Int64) {
 			return
 		}
 		n := uint64(b1 & 0x7f)
+		head := 2
 		switch n {
 		case 126:
 			if _, err := io.ReadFull(br, ext[:2]); err != nil {
 				return
 			}
 			n = uint64(binary.BigEndian.Uint16(ext[:2]))
+			head += 2
 		case 127:
 			if _, err := io.ReadFull(br, ext[:8]); err != nil {
 				return
 			}
 			n = binary.BigEndian.Uint64(ext[:8])
+			head += 8
 		}
 		if b1&0x80 != 0 { // servers do not mask, but skip a key anyway
 			if _, err := br.Discard(4); err != nil {
@@ -480,8 +547,11 @@ func drainFrames(br *bufio.Reader, count *atomic.Int64) {
 		switch op := b0 & 0x0f; {
 		case op == 0x8: // close
 			return
-		case (op == 0x1 || op == 0x2) && n >= countedFrame:
+		case (op == 0x1 || op == 0x2) && (n >= countedFrame || b0&0x40 != 0):
 			count.Add(1)
+			if nbytes != nil {
+				nbytes.Add(int64(head) + int64(n))
+			}
 		}
 	}
 }

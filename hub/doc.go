@@ -16,7 +16,11 @@
 // holds up the pool. Enqueueing never blocks: a queue that would exceed
 // Options.SendQueueBytes closes its socket with CloseSlowConsumer, logged
 // at warn, and the publisher moves on. A publish is encoded once; the same
-// bytes are queued to every subscriber and handed to the Broker. Hub locks
+// bytes are queued to every subscriber and handed to the Broker. With
+// Options.Compression, it is also compressed at most once, on the
+// publishing goroutine, for the first subscriber that negotiated
+// permessage-deflate, and those bytes go to every such subscriber
+// (compress.go). Hub locks
 // are held only to snapshot or change the registry, never during socket
 // I/O or a Broker call other than Subscribe and Unsubscribe.
 //

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,7 +90,8 @@ func (s *subscribers) empty() bool {
 
 type counters struct {
 	accepted, closed, published, delivered, brokerErrors, ignored,
-	refused, slowConsumers, noPong, panics atomic.Uint64
+	refused, slowConsumers, noPong, panics, compressed, deflated atomic.Uint64
+	deflateSockets atomic.Int64 // open sockets that negotiated permessage-deflate
 }
 
 // Stats is a snapshot of a Hub's gauges and counters.
@@ -106,6 +108,10 @@ type Stats struct {
 	SlowConsumers uint64 // sockets closed with CloseSlowConsumer
 	NoPong        uint64 // sockets closed with CloseNoPong
 	Panics        uint64 // handler panics recovered
+	// Compression (Options.Compression); all zero when it is off.
+	DeflateSockets int    // sockets open now that negotiated permessage-deflate
+	Compressed     uint64 // messages compressed: once per publish, however many subscribers get it
+	Deflated       uint64 // frames queued compressed, to sockets that negotiated it
 }
 
 // New returns a Hub and starts its heartbeat and its Broker, if any.
@@ -187,10 +193,18 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	if !h.opts.Legacy { // the seed-era dialect has no extension
 		subprotocols = []string{protocol.Subprotocol}
 	}
+	// With compression, coder/websocket negotiates permessage-deflate
+	// without context takeover and inflates what the client compressed;
+	// the data frames it would compress are the ones the writer frames
+	// itself (see Compression), so it never writes a compressed frame.
+	mode := websocket.CompressionDisabled
+	if h.opts.Compression.Enabled {
+		mode = websocket.CompressionNoContextTakeover
+	}
 	ws, nc, err := wsconn.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:    subprotocols,
 		OriginPatterns:  opts.OriginPatterns,
-		CompressionMode: websocket.CompressionDisabled,
+		CompressionMode: mode,
 	})
 	if err != nil {
 		// A cross-origin browser, a plain GET, a bad handshake: the
@@ -203,6 +217,8 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	nc.SetTimeout(h.opts.WriteTimeout)
 	s := newSocket(h, ws, nc, r, session)
 	s.ext = !h.opts.Legacy && ws.Subprotocol() == protocol.Subprotocol
+	s.deflate = mode != websocket.CompressionDisabled &&
+		strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
 
 	h.mu.Lock()
 	if h.closed {
@@ -214,6 +230,9 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	h.wg.Add(1) // the reader
 	h.mu.Unlock()
 	h.counters.accepted.Add(1)
+	if s.deflate {
+		h.counters.deflateSockets.Add(1) // until removeSocket
+	}
 
 	if s.ext {
 		s.send(h.ext, true)
@@ -320,9 +339,11 @@ func (h *Hub) fanOut(channel string, frame, data []byte, inline bool) {
 	h.mu.RUnlock()
 
 	n := len(sockets)
+	shared := sharedFrame{plain: frame}
 	for _, s := range sockets {
-		s.send(frame, inline && n <= inlineFanout)
+		s.sendFrame(h.frameFor(s, &shared), inline && n <= inlineFanout)
 	}
+	h.countDeflated(&shared)
 	if h.sessions.on {
 		// Queued to every subscriber now: what a session's ping confirms.
 		if pos, ok := protocol.FramePosition(frame); ok {
@@ -511,6 +532,9 @@ func (h *Hub) removeSocket(s *Socket) {
 	delete(h.sockets, s.id)
 	h.mu.Unlock()
 	h.counters.closed.Add(1)
+	if s.deflate {
+		h.counters.deflateSockets.Add(-1)
+	}
 }
 
 // Stats returns the current gauges and counters.
@@ -523,6 +547,8 @@ func (h *Hub) Stats() Stats {
 	st.Published, st.Delivered = c.published.Load(), c.delivered.Load()
 	st.BrokerErrors, st.Ignored, st.Refused = c.brokerErrors.Load(), c.ignored.Load(), c.refused.Load()
 	st.SlowConsumers, st.NoPong, st.Panics = c.slowConsumers.Load(), c.noPong.Load(), c.panics.Load()
+	st.DeflateSockets = int(c.deflateSockets.Load())
+	st.Compressed, st.Deflated = c.compressed.Load(), c.deflated.Load()
 	return st
 }
 

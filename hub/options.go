@@ -88,6 +88,30 @@ type Options struct {
 	// ProbeInterval is how often a Broker that implements Prober is probed
 	// for readiness (Hub.Ready). default: 2s
 	ProbeInterval time.Duration
+	// Compression configures permessage-deflate. default: off
+	Compression Compression
+}
+
+// Compression configures permessage-deflate (RFC 7692): compressed frames
+// to the clients that offer the extension at the upgrade (browsers and the
+// Node ws package do), plain ones to the others. It is negotiated without
+// context takeover in both directions, so every message is compressed on
+// its own, and a publish is compressed once, for all its subscribers that
+// negotiated it: the CPU cost grows with publishes, not with deliveries.
+// Client messages compressed by the client are read in any case once it
+// is negotiated.
+type Compression struct {
+	// Enabled negotiates permessage-deflate with clients that offer it.
+	// default: false (see the README's Compression section for why)
+	Enabled bool
+	// Level is the compress/flate level, from 1 (flate.BestSpeed) to 9
+	// (flate.BestCompression). default: 1, which compresses typical JSON
+	// almost as well as 6 at a fraction of the CPU
+	Level int
+	// MinSize is the smallest frame, in bytes, that is compressed; smaller
+	// ones, and those compression does not shrink, are sent as they are.
+	// default: 256
+	MinSize int
 }
 
 // Defaults.
@@ -103,6 +127,9 @@ const (
 	DefaultSessionTTL       = 5 * time.Minute
 	DefaultDrainWindow      = 5 * time.Second
 	DefaultProbeInterval    = 2 * time.Second
+	// DefaultCompressionLevel is flate.BestSpeed.
+	DefaultCompressionLevel   = 1
+	DefaultCompressionMinSize = 256
 )
 
 // withDefaults validates o and returns a copy with defaults filled in.
@@ -120,6 +147,10 @@ func (o Options) withDefaults() (Options, error) {
 	option.NotNegative(c, "SessionTTL", o.SessionTTL)
 	option.NotNegative(c, "DrainWindow", o.DrainWindow)
 	option.NotNegative(c, "ProbeInterval", o.ProbeInterval)
+	option.NotNegative(c, "Compression.MinSize", o.Compression.MinSize)
+	if l := o.Compression.Level; l < 0 || l > 9 {
+		c.Failf("Compression.Level", "must be 1 to 9, or 0 for the default (got %d)", l)
+	}
 	if _, ok := o.Broker.(PresenceBroker); o.Presence != nil && o.Broker != nil && !ok {
 		c.Failf("Presence", "needs a Broker that implements hub.PresenceBroker (got %T)", o.Broker)
 	}
@@ -140,6 +171,8 @@ func (o Options) withDefaults() (Options, error) {
 	o.SessionTTL = option.Default(o.SessionTTL, DefaultSessionTTL)
 	o.DrainWindow = option.Default(o.DrainWindow, DefaultDrainWindow)
 	o.ProbeInterval = option.Default(o.ProbeInterval, DefaultProbeInterval)
+	o.Compression.Level = option.Default(o.Compression.Level, DefaultCompressionLevel)
+	o.Compression.MinSize = option.Default(o.Compression.MinSize, DefaultCompressionMinSize)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

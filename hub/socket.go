@@ -35,6 +35,7 @@ type Socket struct {
 	pingSent atomic.Int64  // UnixNano of the unanswered ping; 0 when answered
 	session  *sessionState // the 3.x client's session (history recovery), or nil
 	ext      bool          // the client speaks the protocol extension
+	deflate  bool          // permessage-deflate was negotiated: large frames go compressed
 
 	userMu sync.Mutex // serialises SetUser with the end of the socket; taken before the hub's locks
 
@@ -62,6 +63,11 @@ func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request, ses
 
 // ID returns the socket's identifier, unique across processes.
 func (s *Socket) ID() string { return s.id }
+
+// Compressed reports whether the client negotiated permessage-deflate
+// (Options.Compression): frames of at least Compression.MinSize go to it
+// compressed.
+func (s *Socket) Compressed() bool { return s.deflate }
 
 // Request returns the upgrade request (without its body). Its context keeps
 // the values middleware set, but is never cancelled; use Context.
@@ -155,7 +161,10 @@ func (s *Socket) close(e CloseError) {
 // inline allows it to be written on the calling goroutine. It reports
 // whether the frame was accepted.
 func (s *Socket) send(frame []byte, inline bool) bool {
-	return s.sendFrame(wsconn.Frame{Data: frame, Binary: s.hub.opts.Binary}, inline)
+	sf := sharedFrame{plain: frame}
+	ok := s.sendFrame(s.hub.frameFor(s, &sf), inline)
+	s.hub.countDeflated(&sf)
+	return ok
 }
 
 func (s *Socket) sendFrame(f wsconn.Frame, inline bool) bool {

@@ -57,6 +57,9 @@ var (
 	dSlow           = desc("slow_consumer_closes_total", "Sockets closed because their send queue overflowed.")
 	dNoPong         = desc("heartbeat_timeouts_total", "Sockets closed for not answering a heartbeat.")
 	dPanics         = desc("handler_panics_total", "Application handler panics recovered.")
+	dDeflateSockets = desc("deflate_sockets", "Sockets open now that negotiated permessage-deflate.")
+	dCompressions   = desc("compressions_total", "Messages compressed for permessage-deflate: once per publish, however many subscribers get it.")
+	dDeflated       = desc("deflated_frames_total", "Frames sent compressed (permessage-deflate).")
 	dQueued         = desc("send_queue_bytes", "Bytes waiting in the sockets' send queues.")
 	dFanout         = desc("fanout_latency_seconds", "Time from a frame queued for a socket to its write to the connection, per frame.")
 	dReady          = desc("ready", "1 while the server accepts sockets and its broker delivers, else 0.")
@@ -71,7 +74,7 @@ var (
 	dProbeFailures  = desc("broker_probe_failures_total", "Readiness probes through the broker that failed.", "broker")
 	allDescriptions = []*prometheus.Desc{
 		dConnections, dConnects, dDisconnects, dSubscriptions, dChannels, dMessagesIn, dIgnored, dRefused,
-		dPublishes, dDeliveries, dSlow, dNoPong, dPanics, dQueued, dFanout, dReady, dCallErrors,
+		dPublishes, dDeliveries, dSlow, dNoPong, dPanics, dDeflateSockets, dCompressions, dDeflated, dQueued, dFanout, dReady, dCallErrors,
 		dBrokerUp, dBrokerPub, dBrokerRecv, dBrokerErrors, dBrokerReconn, dBrokerLatency, dProbeRTT, dProbeFailures,
 	}
 )
@@ -114,6 +117,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dSlow, m.SlowConsumers)
 	counter(dNoPong, m.NoPong)
 	counter(dPanics, m.Panics)
+	gauge(dDeflateSockets, float64(m.DeflateSockets))
+	counter(dCompressions, m.Compressed)
+	counter(dDeflated, m.Deflated)
 	gauge(dQueued, float64(m.QueuedBytes))
 	ch <- histogram(dFanout, m.FanoutLatency)
 	gauge(dReady, boolValue(m.Ready == nil))

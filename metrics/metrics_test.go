@@ -87,6 +87,8 @@ func TestCountersMatchWhatHappened(t *testing.T) {
 		{"clusterws_publishes_total", nil, 5},
 		{"clusterws_deliveries_total", nil, 10},
 		{"clusterws_slow_consumer_closes_total", nil, 0},
+		{"clusterws_deflate_sockets", nil, 0},
+		{"clusterws_compressions_total", nil, 0},
 		{"clusterws_send_queue_bytes", nil, 0},
 		{"clusterws_ready", nil, 1},
 	}

@@ -60,6 +60,24 @@ func Dial(ctx context.Context, addr, path string, src net.IP) (*Conn, error) {
 // kernel from absorbing much of what a slow reader leaves unread. A source
 // address or a receive buffer needs Linux.
 func DialRcvBuf(ctx context.Context, addr, path string, src net.IP, rcvbuf int) (*Conn, error) {
+	c, _, err := dial(ctx, addr, path, src, rcvbuf, "")
+	return c, err
+}
+
+// DialExtensions is Dial offering the WebSocket extensions ext (the value
+// of a Sec-WebSocket-Extensions header, e.g. "permessage-deflate"); it
+// returns the server's answer, "" when it accepted none. The Conn does
+// not implement them: ReadMessage returns payloads as they came, and a
+// caller that needs their RSV bits parses frames itself (NetConn).
+func DialExtensions(ctx context.Context, addr, path, ext string) (*Conn, string, error) {
+	c, resp, err := dial(ctx, addr, path, nil, 0, "Sec-WebSocket-Extensions: "+ext+"\r\n")
+	if err != nil {
+		return nil, "", err
+	}
+	return c, resp.Header.Get("Sec-WebSocket-Extensions"), nil
+}
+
+func dial(ctx context.Context, addr, path string, src net.IP, rcvbuf int, header string) (*Conn, *http.Response, error) {
 	d := net.Dialer{Timeout: 30 * time.Second}
 	if src != nil {
 		d.LocalAddr = &net.TCPAddr{IP: src}
@@ -69,7 +87,7 @@ func DialRcvBuf(ctx context.Context, addr, path string, src net.IP, rcvbuf int) 
 	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
@@ -77,23 +95,23 @@ func DialRcvBuf(ctx context.Context, addr, path string, src net.IP, rcvbuf int) 
 		_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
 	}
 	req := "GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + header + "\r\n"
 	if _, err := io.WriteString(nc, req); err != nil {
 		nc.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	br := bufio.NewReaderSize(nc, ReadBufferSize)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("wsc: handshake: %w", err)
+		return nil, nil, fmt.Errorf("wsc: handshake: %w", err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		nc.Close()
-		return nil, fmt.Errorf("wsc: handshake: %s", resp.Status)
+		return nil, nil, fmt.Errorf("wsc: handshake: %s", resp.Status)
 	}
-	return &Conn{nc: nc, br: br}, nil
+	return &Conn{nc: nc, br: br}, resp, nil
 }
 
 // NetConn returns the TCP connection and the reader that buffers what the

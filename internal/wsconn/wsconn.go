@@ -4,8 +4,10 @@
 // coder/websocket handles the handshake, reading, control frames and the
 // close handshake. Its Write costs two channel-based locks and a flush per
 // message, a third of a busy server's CPU when every delivery is one
-// message. Server-to-client data frames are simple (unmasked, final, no
-// compression): the hub frames a whole batch with AppendFrame into one
+// message. Server-to-client data frames are simple (unmasked, final, and
+// when permessage-deflate was negotiated, compressed by the caller with
+// Deflate and sent with RSV1 set): the hub frames a whole batch with
+// AppendFrame into one
 // buffer and writes it with one syscall, through Conn.TryWrite (without
 // waiting) or Conn.Write. The library's own writes (pongs, close frames)
 // go through Conn.Write too; all of them hold one lock, bytes a TryWrite
@@ -38,14 +40,21 @@ const (
 type Frame struct {
 	Data   []byte
 	Binary bool
+	// Deflated says Data is the message compressed by Deflate, for a
+	// connection that negotiated permessage-deflate: the frame is sent
+	// with RSV1 set (RFC 7692, section 6).
+	Deflated bool
 }
 
 // AppendFrame appends f as an unmasked, final text or binary frame
-// (RFC 6455, section 5.2).
+// (RFC 6455, section 5.2), with RSV1 set when f is deflated.
 func AppendFrame(dst []byte, f Frame) []byte {
 	b0 := byte(0x81) // FIN, text
 	if f.Binary {
 		b0 = 0x82
+	}
+	if f.Deflated {
+		b0 |= 0x40 // RSV1: "Per-Message Compressed"
 	}
 	switch n := len(f.Data); {
 	case n <= 125:
