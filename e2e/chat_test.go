@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -237,24 +236,32 @@ func startExample(t *testing.T, ctx context.Context, bin string) *example {
 
 func launchExample(t *testing.T, bin string, port, brokerPort int) *example {
 	t.Helper()
-	ex := &example{
-		bin:     bin,
-		url:     fmt.Sprintf("http://127.0.0.1:%d/", port),
-		exited:  make(chan struct{}),
-		logDone: make(chan struct{}),
-		pids:    map[int]int{},
-	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	args := []string{"-host", "127.0.0.1", "-port", strconv.Itoa(port), "-workers", strconv.Itoa(workers),
 		"-broker-port", strconv.Itoa(brokerPort), "-admin="}
 	if addr := os.Getenv("E2E_REDIS"); addr != "" {
 		args = append(args, "-redis", addr) // the workers linked through that Redis
 	}
+	return launchProgram(t, bin, args)
+}
+
+// launchProgram starts bin, a cluster.Run program (the example or a test
+// program), with args and env added to the environment; it reads the
+// workers' PIDs from the log and stops the cluster at cleanup.
+func launchProgram(t *testing.T, bin string, args []string, env ...string) *example {
+	t.Helper()
+	ex := &example{bin: bin, exited: make(chan struct{}), logDone: make(chan struct{}), pids: map[int]int{}}
+	for i, a := range args {
+		if a == "-port" {
+			ex.url = "http://127.0.0.1:" + args[i+1] + "/"
+		}
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ex.cmd = exec.Command(bin, args...)
 	ex.cmd.Dir = filepath.Dir(bin) // it needs no file of the repository
+	ex.cmd.Env = append(os.Environ(), env...)
 	// The workers inherit the master's stdout and stderr: the pipe ends
 	// when the last of them is gone.
 	ex.cmd.Stdout, ex.cmd.Stderr = pw, pw
@@ -263,7 +270,7 @@ func launchExample(t *testing.T, bin string, port, brokerPort int) *example {
 	pw.Close()
 	if err != nil {
 		pr.Close()
-		t.Fatalf("start the example: %v", err)
+		t.Fatalf("start %s: %v", bin, err)
 	}
 	go func() {
 		defer close(ex.logDone)

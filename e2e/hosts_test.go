@@ -3,7 +3,6 @@
 package e2e_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -157,56 +156,12 @@ func (e *hostsEnv) startHost(t *testing.T, name, redisAddr string) *host {
 // the environment and Redis.
 func (e *hostsEnv) launchHost(t *testing.T, port, brokerPort, adminPort int, redisAddr string) *example {
 	t.Helper()
-	ex := &example{
-		bin:     e.chi,
-		url:     fmt.Sprintf("http://127.0.0.1:%d/", port),
-		exited:  make(chan struct{}),
-		logDone: make(chan struct{}),
-		pids:    map[int]int{},
-	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	args := []string{"-host", "127.0.0.1", "-port", strconv.Itoa(port), "-workers", strconv.Itoa(workers),
 		"-broker-port", strconv.Itoa(brokerPort), "-admin", fmt.Sprintf("127.0.0.1:%d", adminPort)}
 	if redisAddr != "" {
 		args = append(args, "-redis", redisAddr)
 	}
-	ex.cmd = exec.Command(e.chi, args...)
-	ex.cmd.Dir = filepath.Dir(e.chi)
-	ex.cmd.Env = append(os.Environ(), "CLUSTERWS_API_KEY="+e.key)
-	ex.cmd.Stdout, ex.cmd.Stderr = pw, pw // the workers inherit them
-	ex.cmd.SysProcAttr = dieWithTest(syscall.SIGTERM)
-	err = ex.cmd.Start()
-	pw.Close()
-	if err != nil {
-		pr.Close()
-		t.Fatalf("start the example: %v", err)
-	}
-	go func() {
-		defer close(ex.logDone)
-		defer pr.Close()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			ex.log.Write([]byte(line + "\n"))
-			if m := workerLine.FindStringSubmatch(line); m != nil {
-				id, _ := strconv.Atoi(m[1])
-				pid, _ := strconv.Atoi(m[2])
-				ex.mu.Lock()
-				ex.pids[id] = pid
-				ex.mu.Unlock()
-			}
-		}
-	}()
-	go func() {
-		_ = ex.cmd.Wait()
-		close(ex.exited)
-	}()
-	t.Cleanup(func() { ex.stop(t) })
-	return ex
+	return launchProgram(t, e.chi, args, "CLUSTERWS_API_KEY="+e.key)
 }
 
 // pageURL returns the origin of h's pages: a server of the test that

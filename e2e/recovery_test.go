@@ -3,7 +3,6 @@
 package e2e_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -445,55 +444,6 @@ func (r *recoveryRun) startCluster(workers int, extra ...string) (*example, stri
 		}
 		t.Logf("the test program exited at start (attempt %d; a port taken meanwhile?); log:\n%s", attempt, tail(ex.log.String(), 10))
 	}
-}
-
-// launchProgram starts the test program bin as an example (see
-// chat_test.go), stopped at cleanup.
-func launchProgram(t *testing.T, bin string, args []string) *example {
-	t.Helper()
-	ex := &example{bin: bin, exited: make(chan struct{}), logDone: make(chan struct{}), pids: map[int]int{}}
-	for i, a := range args {
-		if a == "-port" {
-			ex.url = "http://127.0.0.1:" + args[i+1] + "/"
-		}
-	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ex.cmd = exec.Command(bin, args...)
-	ex.cmd.Dir = filepath.Dir(bin)
-	ex.cmd.Stdout, ex.cmd.Stderr = pw, pw
-	ex.cmd.SysProcAttr = dieWithTest(syscall.SIGTERM)
-	err = ex.cmd.Start()
-	pw.Close()
-	if err != nil {
-		pr.Close()
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	go func() {
-		defer close(ex.logDone)
-		defer pr.Close()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			ex.log.Write([]byte(line + "\n"))
-			if m := workerLine.FindStringSubmatch(line); m != nil {
-				id, _ := strconv.Atoi(m[1])
-				pid, _ := strconv.Atoi(m[2])
-				ex.mu.Lock()
-				ex.pids[id] = pid
-				ex.mu.Unlock()
-			}
-		}
-	}()
-	go func() {
-		_ = ex.cmd.Wait()
-		close(ex.exited)
-	}()
-	t.Cleanup(func() { ex.stop(t) })
-	return ex
 }
 
 // ready reports whether the admin listener at addr says the cluster is
