@@ -301,10 +301,13 @@ func (s *session) write(ctx context.Context, frame []byte) error {
 		// coder/websocket would break the connection.
 		return fmt.Errorf("client: write: %w", err)
 	}
-	if err := s.conn.Write(ctx, s.typ, frame); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("client: write: %w", err)
-		}
+	// Not with ctx: coder/websocket closes the connection when the ctx
+	// of a write ends while it runs, and a caller giving up on a request
+	// (ctx canceled just as its frame went out) must not end the
+	// connection for everyone. A write that stalls is bounded anyway.
+	wctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
+	defer cancel()
+	if err := s.conn.Write(wctx, s.typ, frame); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotConnected, err)
 	}
 	return nil
