@@ -12,6 +12,7 @@ import (
 
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/localbroker"
 	"github.com/clusterws/clusterws-go/testutil"
 	"github.com/coder/websocket"
 )
@@ -282,5 +283,67 @@ func TestSessionRecovery(t *testing.T) {
 	again.readPubs(t, 2)
 	if fmt.Sprint(again.got) != "[8 9]" {
 		t.Fatalf("after a dropped connection the client got %v, want [8 9]", again.got)
+	}
+}
+
+// A client's publishes to a channel with history through the TCP broker
+// are pipelined: every one answered ok, delivered once, in the order
+// sent, with consecutive offsets.
+func TestHistoryPublishPipelined(t *testing.T) {
+	ls, err := localbroker.Listen(localbroker.ServerOptions{Addr: "127.0.0.1:0", Secret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ls.Close() })
+	b, err := localbroker.New(localbroker.Options{Addr: ls.Addr().String(), Secret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := testutil.StartServer(t, nil, clusterws.WithBroker(b), clusterws.WithHistory(func(string) (int, time.Duration) {
+		return 1000, time.Minute
+	}))
+	testutil.Eventually(t, timeout, func() bool { return s.Ready() == nil }, "never ready")
+	sub := testutil.DialRawExt(t, s.URL)
+	handshake(t, sub)
+	sub.Send(`{"#":["s","s",{"id":1,"channel":"room:p"}]}`)
+	if _, _, a := readUntilAnswer(t, sub, 1); a.Error != nil {
+		t.Fatalf("subscribe: %+v", a)
+	}
+	pub := testutil.DialRawExt(t, s.URL)
+	handshake(t, pub)
+	pub.Send(`{"#":["s","s",{"id":1,"channel":"room:p"}]}`)
+	readUntilAnswer(t, pub, 1)
+	const n = 300
+	for i := range n {
+		pub.Send(fmt.Sprintf(`{"#":["s","p",{"id":%d,"channel":"room:p","data":%d}]}`, 100+i, i))
+	}
+	answered := map[uint64]bool{}
+	for len(answered) < n {
+		kind, name, data := pub.ReadJSON(timeout)
+		if kind != "s" || name != "a" {
+			continue // its own publications
+		}
+		var a subAnswer
+		if err := json.Unmarshal(data, &a); err != nil || a.Error != nil || a.ID < 100 || a.ID >= 100+n || answered[a.ID] {
+			t.Fatalf("answer %s", data)
+		}
+		answered[a.ID] = true
+	}
+	var first uint64
+	for i := range n {
+		f := sub.Read(timeout)
+		var env struct {
+			Hash []json.RawMessage `json:"#"`
+		}
+		var pos hub.Position
+		if json.Unmarshal(f.Data, &env) != nil || len(env.Hash) != 4 || json.Unmarshal(env.Hash[3], &pos) != nil {
+			t.Fatalf("publication %d: %s", i, f.Data)
+		}
+		if i == 0 {
+			first = pos.Offset
+		}
+		if string(env.Hash[2]) != fmt.Sprint(i) || pos.Offset != first+uint64(i) {
+			t.Fatalf("publication %d: %s", i, f.Data)
+		}
 	}
 }

@@ -60,6 +60,17 @@ type HistoryBroker interface {
 	History(ctx context.Context, channel string, since Position, limit int, opts HistoryOptions) ([][]byte, Position, error)
 }
 
+// HistoryPipeliner is a HistoryBroker that also takes a publication
+// without waiting for its position: done is called once with what
+// PublishHistory would have returned, on a goroutine of the broker's.
+// The publications of one process keep the order of the calls. The Hub
+// uses it for its sockets' publishes, so that one client's publishes to a
+// channel with history are not held to one per broker round trip.
+type HistoryPipeliner interface {
+	HistoryBroker
+	PublishHistoryAsync(channel string, frame []byte, opts HistoryOptions, done func(Position, error))
+}
+
 // Errors of history.
 var (
 	ErrHistoryDisabled = errors.New("hub: history is not enabled for this channel")

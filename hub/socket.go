@@ -102,7 +102,10 @@ func (s *Socket) OnDisconnect(fn func(code CloseCode, reason string)) {
 }
 
 // OnError sets the function called with errors on this socket: ignored
-// input, refused subscriptions, handler panics and connection errors.
+// input, refused subscriptions, handler panics and connection errors. It
+// runs on the socket's reader, except for a failed publish to a channel
+// with history through the TCP broker, which is reported when the
+// broker's answer comes, from another goroutine.
 func (s *Socket) OnError(fn func(err error)) {
 	s.mu.Lock()
 	s.onError = fn
@@ -294,7 +297,9 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 			s.safely("event handler "+m.Name, func() { fn(m.Data) })
 		}
 	case protocol.KindPublish:
-		s.done(0, m.Name, s.publish(m.Name, m.Data), nil)
+		if err := s.publish(m.Name, m.Data, 0); err != errPending {
+			s.done(0, m.Name, err, nil)
+		}
 	case protocol.KindSystem:
 		req, err := protocol.DecodeRequest(m.Data, s.ext)
 		if err != nil {
@@ -315,7 +320,9 @@ func (s *Socket) handle(typ websocket.MessageType, b []byte) {
 			if req.Data == nil {
 				req.Data = json.RawMessage("null")
 			}
-			err = s.publish(req.Channel, req.Data)
+			if err = s.publish(req.Channel, req.Data, req.ID); err == errPending {
+				return // answered when the broker has given it a position
+			}
 		default:
 			s.ignore(ErrUnknownKind, m.Name)
 			return
@@ -421,9 +428,15 @@ func (s *Socket) unsubscribe(ch string) {
 	}
 }
 
+// errPending is publish's answer for a publish still on its way.
+var errPending = errors.New("hub: publish pending")
+
 // publish relays a client publish: only to a channel the socket is
-// subscribed to, and only if OnPublish allows it.
-func (s *Socket) publish(ch string, data json.RawMessage) error {
+// subscribed to, and only if OnPublish allows it. On a channel with
+// history through a HistoryPipeliner it returns errPending and reports
+// the outcome with done(id, …) once the broker has answered, so that a
+// client's publishes are not held to one per broker round trip.
+func (s *Socket) publish(ch string, data json.RawMessage, id uint64) error {
 	h := s.hub
 	s.mu.Lock()
 	_, ok := s.channels[ch]
@@ -440,6 +453,18 @@ func (s *Socket) publish(ch string, data json.RawMessage) error {
 		return err
 	}
 	frame := h.enc.AppendFrame(make([]byte, 0, len(data)+len(ch)+16), protocol.KindPublish, ch, data)
+	if hp, ok := h.opts.Broker.(HistoryPipeliner); ok && !h.isClosed() {
+		if opts, ok := h.historyOf(ch); ok {
+			hp.PublishHistoryAsync(ch, frame, opts, func(_ Position, err error) {
+				if err != nil {
+					h.counters.brokerErrors.Add(1)
+					err = fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
+				}
+				s.done(id, ch, err, nil)
+			})
+			return errPending
+		}
+	}
 	// Brokers' Publish does not block (see Broker), so no timeout is set.
 	if err := h.publish(s.ctx, ch, frame, data); err != nil {
 		return fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)

@@ -158,6 +158,7 @@ type call struct {
 	top     hub.Position // a history answer's
 	broken  error        // the outcome if the link breaks before the answer is in
 	done    chan error   // capacity 1: the outcome, once the answer is in
+	then    func(error)  // instead of done, for a call nobody waits for: run on a goroutine of its own
 }
 
 func newCall(answer byte, broken error) *call {
@@ -174,22 +175,9 @@ func (b *Broker) roundTrip(ctx context.Context, c *call, build func(id uint32) [
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	b.mu.Lock()
-	switch {
-	case b.closed:
-		b.mu.Unlock()
-		return ErrClosed
-	case b.link == nil:
-		b.mu.Unlock()
-		return ErrUnavailable
-	}
-	id := b.newIDLocked()
-	b.calls[id] = c
-	ok := b.link.q.push(build(id))
-	b.mu.Unlock()
-	if !ok {
-		b.forgetCall(id)
-		return ErrBacklog
+	id, err := b.start(c, build)
+	if err != nil {
+		return err
 	}
 	select {
 	case err := <-c.done:
@@ -200,9 +188,36 @@ func (b *Broker) roundTrip(ctx context.Context, c *call, build func(id uint32) [
 	}
 }
 
+// start registers c under a fresh request id and queues the frame build
+// makes for it; see roundTrip for its errors.
+func (b *Broker) start(c *call, build func(id uint32) []byte) (uint32, error) {
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return 0, ErrClosed
+	case b.link == nil:
+		b.mu.Unlock()
+		return 0, ErrUnavailable
+	}
+	id := b.newIDLocked()
+	b.calls[id] = c
+	ok := b.link.q.push(build(id))
+	b.mu.Unlock()
+	if !ok {
+		b.forgetCall(id)
+		return 0, ErrBacklog
+	}
+	return id, nil
+}
+
 // finishLocked ends the wait of call id with err.
 func (b *Broker) finishLocked(id uint32, c *call, err error) {
-	c.done <- err
+	if c.then != nil {
+		go c.then(err) // not under b.mu: it may call the Broker
+	} else {
+		c.done <- err
+	}
 	delete(b.calls, id)
 }
 

@@ -296,21 +296,52 @@ func historySize(channel string, opts hub.HistoryOptions) (uint32, error) {
 // for a frame too big for a link, ErrTooBig; for a frame that is not a
 // publish frame, an error wrapping hub.ErrMalformedMessage.
 func (b *Broker) PublishHistory(ctx context.Context, channel string, frame []byte, opts hub.HistoryOptions) (hub.Position, error) {
-	size, err := historySize(channel, opts)
-	switch {
-	case err != nil:
+	c, build, err := b.keepCall(channel, frame, opts)
+	if err != nil {
 		return hub.Position{}, err
-	case !isPublishFrame(frame):
-		return hub.Position{}, fmt.Errorf("%w: not a publish frame", hub.ErrMalformedMessage)
-	case !keepFits(len(channel), len(frame)):
-		return hub.Position{}, ErrTooBig
 	}
-	c := newCall(typeEntries, ErrUnconfirmed)
-	if err := b.roundTrip(ctx, c, func(id uint32) []byte { return keepFrame(id, channel, size, opts.TTL, frame) }); err != nil {
+	if err := b.roundTrip(ctx, c, build); err != nil {
 		return hub.Position{}, err
 	}
 	b.ops.published.Add(1)
 	return c.top, nil
+}
+
+var _ hub.HistoryPipeliner = (*Broker)(nil)
+
+// PublishHistoryAsync is PublishHistory without the wait: done gets its
+// outcome, on a goroutine of its own; the link carries the publications
+// in the order of the calls, so the Server gives them offsets in that
+// order.
+func (b *Broker) PublishHistoryAsync(channel string, frame []byte, opts hub.HistoryOptions, done func(hub.Position, error)) {
+	c, build, err := b.keepCall(channel, frame, opts)
+	if err == nil {
+		c.then = func(err error) {
+			if err == nil {
+				b.ops.published.Add(1)
+			}
+			done(c.top, err)
+		}
+		_, err = b.start(c, build)
+	}
+	if err != nil {
+		done(hub.Position{}, err)
+	}
+}
+
+// keepCall checks a history publish and returns its call and frame.
+func (b *Broker) keepCall(channel string, frame []byte, opts hub.HistoryOptions) (*call, func(uint32) []byte, error) {
+	size, err := historySize(channel, opts)
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case !isPublishFrame(frame):
+		return nil, nil, fmt.Errorf("%w: not a publish frame", hub.ErrMalformedMessage)
+	case !keepFits(len(channel), len(frame)):
+		return nil, nil, ErrTooBig
+	}
+	build := func(id uint32) []byte { return keepFrame(id, channel, size, opts.TTL, frame) }
+	return newCall(typeEntries, ErrUnconfirmed), build, nil
 }
 
 // History asks the Server for channel's kept publications after since,

@@ -623,3 +623,50 @@ func BenchmarkServerPublish(b *testing.B) {
 		})
 	}
 }
+
+// PublishHistoryAsync: publications made one after another without
+// waiting get offsets in the order of the calls, each done called once;
+// after Close, done says so at once.
+func TestPublishHistoryAsync(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	s, _ := loggedServer(t)
+	b, _ := connectedBroker(t, s, Options{})
+	const n = 500
+	got := make([]hub.Position, n)
+	errs := make(chan error, n)
+	for i := range n {
+		b.PublishHistoryAsync("h", histFrame("h", fmt.Sprint(i)), histOpts, func(pos hub.Position, err error) {
+			got[i] = pos
+			errs <- err
+		})
+	}
+	for range n {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(WaitLong):
+			t.Fatal("not every publication was answered")
+		}
+	}
+	for i, pos := range got {
+		if pos.Offset != uint64(i+1) || pos.Epoch != got[0].Epoch {
+			t.Fatalf("publication %d got %v (the first %v)", i, pos, got[0])
+		}
+	}
+	frames, top, err := b.History(context.Background(), "h", hub.Position{}, 0, histOpts)
+	if err != nil || len(frames) != n || top.Offset != n {
+		t.Fatalf("History: %d frames, top %v, %v", len(frames), top, err)
+	}
+	for i, f := range frames {
+		if !bytes.Contains(f, []byte(fmt.Sprintf(`,%d,{"offset":%d,`, i, i+1))) {
+			t.Fatalf("frame %d is %s", i, f)
+		}
+	}
+	_ = b.Close()
+	b.PublishHistoryAsync("h", histFrame("h", "late"), histOpts, func(_ hub.Position, err error) { errs <- err })
+	if err := <-errs; !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
