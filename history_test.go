@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -345,5 +346,39 @@ func TestHistoryPublishPipelined(t *testing.T) {
 		if string(env.Hash[2]) != fmt.Sprint(i) || pos.Offset != first+uint64(i) {
 			t.Fatalf("publication %d: %s", i, f.Data)
 		}
+	}
+}
+
+// A watcher of a channel with history (no Broker: the hub keeps it) may
+// stop itself and publish from its callback: it runs after the channel's
+// lock, which both take.
+func TestHistoryWatcherStopsAndPublishes(t *testing.T) {
+	s := historyServer(t)
+	got := make(chan string, 4)
+	var stop func()
+	var once sync.Once
+	stop = s.Watch("room:w", func(data json.RawMessage) {
+		got <- string(data)
+		once.Do(func() {
+			stop()
+			_ = s.Publish(context.Background(), "room:w", "again")
+		})
+	})
+	done := make(chan error, 1)
+	go func() { done <- s.Publish(context.Background(), "room:w", "first") }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(timeout):
+		t.Fatal("Publish hung: the watcher's stop or publish waited for the channel's lock")
+	}
+	if d := <-got; d != `"first"` {
+		t.Fatalf("watcher got %s", d)
+	}
+	pubs, _, err := s.History(context.Background(), "room:w", hub.Position{}, 0)
+	if err != nil || len(pubs) != 2 || string(pubs[1].Data) != `"again"` {
+		t.Fatalf("History = %v, %v", pubs, err)
 	}
 }

@@ -105,11 +105,14 @@ func (h *Hub) publishHistory(ctx context.Context, channel string, frame, data []
 	}
 	// Offsets are given and fanned out under the channel's stripe lock, so
 	// local subscribers get them in order; fanOut only queues then.
+	// Watchers are called after the lock: one that publishes or stops
+	// would take it again.
 	st := h.stripe(channel)
 	st.Lock()
-	defer st.Unlock()
 	pf, _ := h.history.Append(channel, frame, opts.Size, opts.TTL)
-	h.fanOut(channel, pf, data, false)
+	watchers := h.offer(channel, pf, false)
+	st.Unlock()
+	h.watch(channel, watchers, pf, data)
 	return nil
 }
 

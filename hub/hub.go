@@ -317,15 +317,20 @@ func (h *Hub) local(channel string, frame, data []byte) {
 var snapshots = sync.Pool{New: func() any { return new([]*Socket) }}
 
 // fanOut offers frame to every local subscriber of channel and passes its
-// data to the channel's watchers (decoded from frame when data is nil). The
-// subscribers are copied under the read lock and offered after it, so no
-// lock is held while sockets are written.
+// data to the channel's watchers (decoded from frame when data is nil).
 func (h *Hub) fanOut(channel string, frame, data []byte, inline bool) {
+	h.watch(channel, h.offer(channel, frame, inline), frame, data)
+}
+
+// offer offers frame to every local subscriber of channel and returns the
+// channel's watchers, for watch. The subscribers are copied under the read
+// lock and offered after it, so no lock is held while sockets are written.
+func (h *Hub) offer(channel string, frame []byte, inline bool) []*watcher {
 	h.mu.RLock()
 	subs := h.channels[channel]
 	if subs == nil {
 		h.mu.RUnlock()
-		return
+		return nil
 	}
 	sp := snapshots.Get().(*[]*Socket)
 	sockets := append((*sp)[:0], subs.sockets...)
@@ -356,6 +361,12 @@ func (h *Hub) fanOut(channel string, frame, data []byte, inline bool) {
 	snapshots.Put(sp)
 	h.counters.published.Add(1)
 	h.counters.delivered.Add(uint64(n))
+	return watchers
+}
+
+// watch passes frame's data to watchers (decoded from frame when data is
+// nil). It runs with no lock held: a watcher may publish or stop.
+func (h *Hub) watch(channel string, watchers []*watcher, frame, data []byte) {
 	if len(watchers) == 0 {
 		return
 	}
@@ -496,6 +507,9 @@ func (h *Hub) heartbeat() {
 		case <-h.stop:
 			return
 		case <-t.C:
+		}
+		if h.history != nil {
+			h.history.Sweep() // nobody else does: expired entries, idle channels, ended sessions
 		}
 		batch = batch[:0]
 		h.mu.RLock()

@@ -60,8 +60,9 @@ type sessions struct {
 	mu    sync.Mutex // protects dirty
 	dirty map[*Socket]struct{}
 
-	stop chan struct{}
-	done chan struct{}
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
 }
 
 func (ss *sessions) init(h *Hub) {
@@ -107,16 +108,7 @@ func (ss *sessions) run() {
 // close writes what is dirty and stops the writer; it runs after every
 // socket has ended.
 func (ss *sessions) close() {
-	select {
-	case <-ss.done:
-		return
-	default:
-	}
-	select {
-	case <-ss.stop:
-	default:
-		close(ss.stop)
-	}
+	ss.stopOnce.Do(func() { close(ss.stop) })
 	<-ss.done
 }
 
