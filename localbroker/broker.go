@@ -158,11 +158,11 @@ type call struct {
 	top     hub.Position // a history answer's
 	broken  error        // the outcome if the link breaks before the answer is in
 	done    chan error   // capacity 1: the outcome, once the answer is in
-	then    func(error)  // instead of done, for a call nobody waits for: run on a goroutine of its own
+	then    func(error)  // instead of done, for a call nobody waits for (see finishLocked)
 }
 
 func newCall(answer byte, broken error) *call {
-	return &call{answer: answer, broken: broken, done: make(chan error, 1)}
+	return &call{answer: answer, broken: broken}
 }
 
 // roundTrip queues the frame build makes for a fresh request id, and
@@ -175,6 +175,7 @@ func (b *Broker) roundTrip(ctx context.Context, c *call, build func(id uint32) [
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	c.done = make(chan error, 1)
 	id, err := b.start(c, build)
 	if err != nil {
 		return err
@@ -211,14 +212,16 @@ func (b *Broker) start(c *call, build func(id uint32) []byte) (uint32, error) {
 	return id, nil
 }
 
-// finishLocked ends the wait of call id with err.
-func (b *Broker) finishLocked(id uint32, c *call, err error) {
-	if c.then != nil {
-		go c.then(err) // not under b.mu: it may call the Broker
-	} else {
-		c.done <- err
-	}
+// finishLocked ends call id with err: it ends the wait of roundTrip, or
+// returns c.then for the caller to run with err once b.mu is released (on
+// the link's reader, so answers are reported in the order they came).
+func (b *Broker) finishLocked(id uint32, c *call, err error) (then func(error)) {
 	delete(b.calls, id)
+	if c.then != nil {
+		return c.then
+	}
+	c.done <- err
+	return nil
 }
 
 func (b *Broker) forgetCall(id uint32) {
@@ -368,10 +371,16 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 		ch <- ErrUnavailable
 		delete(b.acks, id)
 	}
+	var broken []*call
 	for id, c := range b.calls {
-		b.finishLocked(id, c, c.broken)
+		if b.finishLocked(id, c, c.broken) != nil {
+			broken = append(broken, c)
+		}
 	}
 	b.mu.Unlock()
+	for _, c := range broken {
+		c.then(c.broken)
+	}
 	close(done)
 	l.q.close()
 	_ = conn.Close()

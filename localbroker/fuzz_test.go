@@ -485,6 +485,7 @@ func FuzzBrokerStream(f *testing.F) {
 		acked := make(chan error, 1)
 		q := newCall(typeMembers, ErrUnavailable)
 		h := newCall(typeEntries, ErrUnavailable)
+		q.done, h.done = make(chan error, 1), make(chan error, 1) // as roundTrip makes them
 		b := &Broker{
 			log:   slog.New(slog.DiscardHandler),
 			acks:  map[uint32]chan error{7: acked},

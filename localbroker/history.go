@@ -310,9 +310,10 @@ func (b *Broker) PublishHistory(ctx context.Context, channel string, frame []byt
 var _ hub.HistoryPipeliner = (*Broker)(nil)
 
 // PublishHistoryAsync is PublishHistory without the wait: done gets its
-// outcome, on a goroutine of its own; the link carries the publications
-// in the order of the calls, so the Server gives them offsets in that
-// order.
+// outcome, on the link's reader, in the order of the calls, or at once
+// on the caller's goroutine when the publication cannot be sent. The link
+// carries the publications in the order of the calls, so the Server gives
+// them offsets in that order. done must not block.
 func (b *Broker) PublishHistoryAsync(channel string, frame []byte, opts hub.HistoryOptions, done func(hub.Position, error)) {
 	c, build, err := b.keepCall(channel, frame, opts)
 	if err == nil {
@@ -387,23 +388,32 @@ func (b *Broker) answeredHistory(p []byte) error {
 		return err
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	c, ok := b.calls[a.id]
 	switch {
 	case !ok:
+		b.mu.Unlock()
 		return nil
 	case c.answer != typeEntries:
+		b.mu.Unlock()
 		return errBadFrame
 	}
 	c.frames = append(c.frames, a.frames...)
 	c.top = a.top
+	var end error
 	switch a.status {
 	case histDone:
-		b.finishLocked(a.id, c, nil)
 	case histLost:
-		b.finishLocked(a.id, c, hub.ErrPositionLost)
+		end = hub.ErrPositionLost
 	case histBacklog:
-		b.finishLocked(a.id, c, ErrBacklog)
+		end = ErrBacklog
+	default:
+		b.mu.Unlock()
+		return nil // more entries follow
+	}
+	then := b.finishLocked(a.id, c, end)
+	b.mu.Unlock()
+	if then != nil {
+		then(end)
 	}
 	return nil
 }

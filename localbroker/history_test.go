@@ -625,8 +625,8 @@ func BenchmarkServerPublish(b *testing.B) {
 }
 
 // PublishHistoryAsync: publications made one after another without
-// waiting get offsets in the order of the calls, each done called once;
-// after Close, done says so at once.
+// waiting get offsets in the order of the calls, each done called once
+// and in that order; after Close, done says so at once.
 func TestPublishHistoryAsync(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	s, _ := loggedServer(t)
@@ -634,9 +634,11 @@ func TestPublishHistoryAsync(t *testing.T) {
 	const n = 500
 	got := make([]hub.Position, n)
 	errs := make(chan error, n)
+	order := make(chan int, n) // the order the answers were reported in
 	for i := range n {
 		b.PublishHistoryAsync("h", histFrame("h", fmt.Sprint(i)), histOpts, func(pos hub.Position, err error) {
 			got[i] = pos
+			order <- i
 			errs <- err
 		})
 	}
@@ -648,6 +650,11 @@ func TestPublishHistoryAsync(t *testing.T) {
 			}
 		case <-time.After(WaitLong):
 			t.Fatal("not every publication was answered")
+		}
+	}
+	for i := range n {
+		if j := <-order; j != i {
+			t.Fatalf("answer %d reported as the %dth", j, i)
 		}
 	}
 	for i, pos := range got {
