@@ -62,6 +62,11 @@ func TestSendToUser(t *testing.T) {
 		barrier(t, c) // nothing else in between: exactly once
 	}
 	barrier(t, b)
+	// Users are internal channels: they count in neither Stats.Channels
+	// nor Metrics.Subscriptions.
+	if m := s.Metrics(); m.Subscriptions != 0 || m.Channels != 0 {
+		t.Errorf("with 3 sockets of 2 users and no subscription: Subscriptions %d, Channels %d, want 0", m.Subscriptions, m.Channels)
+	}
 	if err := s.SendToUser(ctx, "nobody", "notice", 1); err != nil {
 		t.Fatalf("a user without sockets: %v", err)
 	}

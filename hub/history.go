@@ -62,7 +62,9 @@ type HistoryBroker interface {
 
 // HistoryPipeliner is a HistoryBroker that also takes a publication
 // without waiting for its position: done is called once with what
-// PublishHistory would have returned, on a goroutine of the broker's.
+// PublishHistory would have returned: at once when the publication could
+// not be sent, else from the Broker's reader, in the order of the calls.
+// done must not block.
 // The publications of one process keep the order of the calls. The Hub
 // uses it for its sockets' publishes, so that one client's publishes to a
 // channel with history are not held to one per broker round trip.
@@ -114,6 +116,28 @@ func (h *Hub) publishHistory(ctx context.Context, channel string, frame, data []
 	st.Unlock()
 	h.watch(channel, watchers, pf, data)
 	return nil
+}
+
+// publishHistoryAsync is publishHistory without the wait, for a socket's
+// publish through a HistoryPipeliner: done gets the outcome (see
+// PublishHistoryAsync). It reports false, doing nothing, for a channel
+// without history or a Broker that cannot pipeline.
+func (h *Hub) publishHistoryAsync(channel string, frame []byte, done func(error)) bool {
+	hp, ok := h.opts.Broker.(HistoryPipeliner)
+	if !ok {
+		return false
+	}
+	opts, ok := h.historyOf(channel)
+	if !ok {
+		return false
+	}
+	hp.PublishHistoryAsync(channel, frame, opts, func(_ Position, err error) {
+		if err != nil {
+			h.counters.brokerErrors.Add(1)
+		}
+		done(err)
+	})
+	return true
 }
 
 // readHistory reads channel's history from the broker or the hub's store.
@@ -225,9 +249,7 @@ func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions
 	h.mu.Lock()
 	subs := h.channels[channel]
 	delete(subs.recovering, s)
-	subs.index[s] = len(subs.sockets)
-	subs.sockets = append(subs.sockets, s)
-	h.ops.obs.subscriptions.Add(1)
+	h.joinLocked(channel, subs, s)
 	rec.mu.Lock()
 	held := rec.frames
 	rec.frames = nil

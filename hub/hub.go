@@ -469,13 +469,21 @@ func (h *Hub) changeInterest(channel string, change func(*subscribers)) {
 }
 
 func (h *Hub) addSubscriber(channel string, s *Socket) {
-	h.changeInterest(channel, func(subs *subscribers) {
-		if _, ok := subs.index[s]; !ok {
-			subs.index[s] = len(subs.sockets)
-			subs.sockets = append(subs.sockets, s)
-			h.ops.obs.subscriptions.Add(1)
-		}
-	})
+	h.changeInterest(channel, func(subs *subscribers) { h.joinLocked(channel, subs, s) })
+}
+
+// joinLocked adds s to subs, channel's subscribers; h.mu is held. Only
+// application channels count in Metrics.Subscriptions, as in
+// Stats.Channels.
+func (h *Hub) joinLocked(channel string, subs *subscribers, s *Socket) {
+	if _, ok := subs.index[s]; ok {
+		return
+	}
+	subs.index[s] = len(subs.sockets)
+	subs.sockets = append(subs.sockets, s)
+	if !isInternal(channel) {
+		h.ops.obs.subscriptions.Add(1)
+	}
 }
 
 func (h *Hub) removeSubscriber(channel string, s *Socket) {
@@ -491,7 +499,9 @@ func (h *Hub) removeSubscriber(channel string, s *Socket) {
 		subs.sockets[last] = nil
 		subs.sockets = subs.sockets[:last]
 		delete(subs.index, s)
-		h.ops.obs.subscriptions.Add(-1)
+		if !isInternal(channel) {
+			h.ops.obs.subscriptions.Add(-1)
+		}
 	})
 }
 

@@ -453,17 +453,13 @@ func (s *Socket) publish(ch string, data json.RawMessage, id uint64) error {
 		return err
 	}
 	frame := h.enc.AppendFrame(make([]byte, 0, len(data)+len(ch)+16), protocol.KindPublish, ch, data)
-	if hp, ok := h.opts.Broker.(HistoryPipeliner); ok && !h.isClosed() {
-		if opts, ok := h.historyOf(ch); ok {
-			hp.PublishHistoryAsync(ch, frame, opts, func(_ Position, err error) {
-				if err != nil {
-					h.counters.brokerErrors.Add(1)
-					err = fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
-				}
-				s.done(id, ch, err, nil)
-			})
-			return errPending
+	if !h.isClosed() && h.publishHistoryAsync(ch, frame, func(err error) {
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
 		}
+		s.done(id, ch, err, nil)
+	}) {
+		return errPending
 	}
 	// Brokers' Publish does not block (see Broker), so no timeout is set.
 	if err := h.publish(s.ctx, ch, frame, data); err != nil {
