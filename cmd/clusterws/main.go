@@ -72,6 +72,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "stats":
 		return stats(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
+		if len(args) > 1 && (args[1] == "publish" || args[1] == "stats") {
+			return run([]string{args[1], "--help"}, stdout, stderr) // help publish: its flags
+		}
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	}

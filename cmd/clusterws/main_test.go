@@ -38,6 +38,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"help"}, exitOK, "clusterws publish [flags] CHANNEL DATA"},
 		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
 		{[]string{"publish", "--help"}, exitOK, "--redis"},
+		{[]string{"help", "publish"}, exitOK, "--redis-prefix"},
+		{[]string{"help", "stats"}, exitOK, "/api/stats"},
 		{[]string{"stats", "-h"}, exitOK, "/api/stats"},
 		{[]string{"publish", "news"}, exitUsage, "want CHANNEL and DATA"},
 		{[]string{"publish", "news", "not json"}, exitUsage, "DATA must be JSON"},
