@@ -65,6 +65,16 @@ func TestCountersMatchWhatHappened(t *testing.T) {
 	testutil.Eventually(t, timeout, func() bool { return s.Stats().Connections == 1 }, "sockets did not close")
 
 	fams := testutil.Scrape(t, scrape.URL, nil)
+	// No label carries a channel name (README, Operations).
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v := l.GetValue(); v == "news" || v == "second" {
+					t.Errorf("%s has label %s=%q: a channel name", name, l.GetName(), v)
+				}
+			}
+		}
+	}
 	want := []struct {
 		name   string
 		labels []string
