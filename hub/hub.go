@@ -345,8 +345,9 @@ func (h *Hub) offer(channel string, frame []byte, inline bool) []*watcher {
 
 	n := len(sockets)
 	shared := sharedFrame{plain: frame}
+	t := now()
 	for _, s := range sockets {
-		s.sendFrame(h.frameFor(s, &shared), inline && n <= inlineFanout)
+		s.sendFrame(h.frameFor(s, &shared), inline && n <= inlineFanout, t)
 	}
 	h.countDeflated(&shared)
 	if h.sessions.on {
@@ -529,6 +530,7 @@ func (h *Hub) heartbeat() {
 		h.mu.RUnlock()
 		// A ping counts from when it was queued: on a loaded machine a late
 		// tick must not shorten the next socket's time to answer.
+		offered := now()
 		now := time.Now().UnixNano()
 		due := now - int64(h.opts.PingInterval)*9/10
 		for _, s := range batch {
@@ -539,7 +541,7 @@ func (h *Hub) heartbeat() {
 				if s.session != nil {
 					s.pinged()
 				}
-				s.sendFrame(wsconn.Frame{Data: h.ping, Binary: h.pingBin}, false)
+				s.sendFrame(wsconn.Frame{Data: h.ping, Binary: h.pingBin}, false, offered)
 			case sent > due:
 				// The previous ping is not a full interval old yet.
 			default:

@@ -39,9 +39,6 @@ func (q *frameQueue) empty() bool { return q.head == nil }
 func (q *frameQueue) push(f wsconn.Frame, t time.Duration) {
 	if q.tail == nil || q.tail.n == chunkFrames {
 		c := chunkPool.Get().(*chunk)
-		if t == 0 {
-			t = now()
-		}
 		c.since = t
 		if q.tail == nil {
 			q.head = c

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -165,13 +166,14 @@ func (s *Socket) close(e CloseError) {
 // whether the frame was accepted.
 func (s *Socket) send(frame []byte, inline bool) bool {
 	sf := sharedFrame{plain: frame}
-	ok := s.sendFrame(s.hub.frameFor(s, &sf), inline)
+	ok := s.sendFrame(s.hub.frameFor(s, &sf), inline, now())
 	s.hub.countDeflated(&sf)
 	return ok
 }
 
-func (s *Socket) sendFrame(f wsconn.Frame, inline bool) bool {
-	res, queued := s.w.send(f, inline)
+// sendFrame offers f, offered at t (now), to the socket's writer.
+func (s *Socket) sendFrame(f wsconn.Frame, inline bool, t time.Duration) bool {
+	res, queued := s.w.send(f, inline, t)
 	if res == overflow {
 		s.hub.counters.slowConsumers.Add(1)
 		s.hub.limited.Log(slog.LevelWarn, "closing a slow consumer", "socket", s.id, "queued_bytes", queued,

@@ -43,12 +43,50 @@ func (h *Histogram) ObserveN(d time.Duration, n int) {
 		return
 	}
 	d = max(d, 0)
+	h.buckets[bucketOf(d)].Add(uint64(n))
+	h.sum.Add(int64(d) * int64(n))
+}
+
+// bucketOf is the index of d's bucket.
+func bucketOf(d time.Duration) int {
 	i := 0
 	for i < len(LatencyBuckets) && d > LatencyBuckets[i] {
 		i++
 	}
-	h.buckets[i].Add(uint64(n))
-	h.sum.Add(int64(d) * int64(n))
+	return i
+}
+
+// latencyAcc gathers observations on one goroutine, without atomics, for a
+// Histogram: a writer goroutine observes every write, and atomics shared
+// by the cores cost more than the rest of a small write.
+type latencyAcc struct {
+	counts [len(LatencyBuckets) + 1]uint64
+	sum    int64
+	n      int // observations since the last flush
+}
+
+func (a *latencyAcc) observe(d time.Duration, frames int) {
+	if frames <= 0 {
+		return
+	}
+	d = max(d, 0)
+	a.counts[bucketOf(d)] += uint64(frames)
+	a.sum += int64(d) * int64(frames)
+	a.n++
+}
+
+// flush adds what a gathered to h and empties a.
+func (a *latencyAcc) flush(h *Histogram) {
+	if a.n == 0 {
+		return
+	}
+	for i, c := range a.counts {
+		if c > 0 {
+			h.buckets[i].Add(c)
+		}
+	}
+	h.sum.Add(a.sum)
+	*a = latencyAcc{}
 }
 
 // add adds o's counts to s.

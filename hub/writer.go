@@ -125,16 +125,10 @@ var (
 	now   = func() time.Duration { return time.Since(clock) }
 )
 
-// send writes f inline or queues it; see the rules on writer. It returns
-// the queue's size in bytes with overflow.
-func (w *writer) send(f wsconn.Frame, inline bool) (sendResult, int) {
-	// The clock is read for an inline offer (the hot rule needs it) and
-	// otherwise only when the frame starts a chunk (for the latency): a
-	// wide fan-out reads it once per chunk of a socket, not per frame.
-	var t time.Duration
-	if inline {
-		t = now()
-	}
+// send writes f inline or queues it; see the rules on writer. t is when
+// f was offered (now): a fan-out reads the clock once for all its
+// sockets. send returns the queue's size in bytes with overflow.
+func (w *writer) send(f wsconn.Frame, inline bool, t time.Duration) (sendResult, int) {
 	w.mu.Lock()
 	if w.closed || w.state == stateDone {
 		w.mu.Unlock()
@@ -183,7 +177,7 @@ func (w *writer) writeInline(f wsconn.Frame, t time.Duration) {
 	bp := bufPool.Get().(*[]byte)
 	buf := wsconn.AppendFrame((*bp)[:0], f)
 	done, err := w.link.TryWrite(buf)
-	w.observe(now()-t, 1)
+	w.pool.latency[w.shard].Observe(now() - t)
 	putBuf(bp, buf)
 	w.afterTry(nil, !done, err)
 }
@@ -238,8 +232,9 @@ func (w *writer) ownLocked() {
 }
 
 // poolWrite runs on a pool writer: up to two batches, written without
-// waiting; then a socket with more to write goes back in line.
-func (w *writer) poolWrite() {
+// waiting; then a socket with more to write goes back in line. The pool
+// writer's acc gathers the latency.
+func (w *writer) poolWrite(acc *latencyAcc) {
 	for round := 0; ; round++ {
 		w.mu.Lock()
 		if w.state != statePooled {
@@ -249,7 +244,7 @@ func (w *writer) poolWrite() {
 		list := w.q.take()
 		w.mu.Unlock()
 
-		rest, blocked, err := w.writeChunks(list, false)
+		rest, blocked, err := w.writeChunks(list, false, acc)
 		if round == 0 && !blocked && err == nil && w.pending() {
 			continue
 		}
@@ -270,6 +265,8 @@ func (w *writer) pending() bool {
 // frame if one is due.
 func (w *writer) run() {
 	defer w.wg.Done()
+	var acc latencyAcc
+	defer acc.flush(&w.pool.latency[w.shard].Histogram)
 	for {
 		// Bytes a non-blocking write kept go first.
 		if err := w.link.Flush(); err != nil {
@@ -284,7 +281,7 @@ func (w *writer) run() {
 		case !w.q.empty():
 			list := w.q.take()
 			w.mu.Unlock()
-			if _, _, err := w.writeChunks(list, true); err != nil {
+			if _, _, err := w.writeChunks(list, true, &acc); err != nil {
 				w.fail()
 				return
 			}
@@ -326,8 +323,8 @@ func putBuf(bp *[]byte, buf []byte) {
 // bytes and writes them, releasing the chunks. With wait it may wait for
 // the socket buffer, up to the write timeout. Without, it stops when the
 // buffer is full (blocked): the link keeps the bytes it could not write,
-// and rest holds the frames not yet framed.
-func (w *writer) writeChunks(list *chunk, wait bool) (rest *chunk, blocked bool, err error) {
+// and rest holds the frames not yet framed. The latency goes to acc.
+func (w *writer) writeChunks(list *chunk, wait bool, acc *latencyAcc) (rest *chunk, blocked bool, err error) {
 	bp := bufPool.Get().(*[]byte)
 	buf := (*bp)[:0]
 	defer func() { putBuf(bp, buf) }()
@@ -339,11 +336,11 @@ func (w *writer) writeChunks(list *chunk, wait bool) (rest *chunk, blocked bool,
 		defer func() { buf, frames = buf[:0], 0 }()
 		if wait {
 			err := w.link.Write(buf)
-			w.observe(now()-oldest, frames)
+			acc.observe(now()-oldest, frames)
 			return true, err
 		}
 		done, err := w.link.TryWrite(buf)
-		w.observe(now()-oldest, frames)
+		acc.observe(now()-oldest, frames)
 		return done, err
 	}
 	for c := list; c != nil; {
@@ -473,9 +470,10 @@ func (w *writer) answered() bool {
 // goroutine per write would cost more than the write.
 type writerPool struct {
 	// latency is the hub's fan-out latency (Metrics.FanoutLatency) in
-	// shards: one histogram hit by every writer on every write made the
-	// cores fight over its cache lines, at small frames a fifth of a wide
-	// fan-out's time.
+	// shards. Pool writers and own goroutines gather it in a latencyAcc
+	// and add it here now and then; inline writes add theirs directly.
+	// Atomics hit by every write made the cores fight over their cache
+	// lines, at small frames a fifth of a wide fan-out's time.
 	latency [latencyShards]struct {
 		Histogram
 		_ [64]byte // keeps neighbouring shards off one cache line
@@ -488,11 +486,6 @@ type writerPool struct {
 }
 
 const latencyShards = 8
-
-// observe records that frames waited d; see writerPool.latency.
-func (w *writer) observe(d time.Duration, frames int) {
-	w.pool.latency[w.shard].ObserveN(d, frames)
-}
 
 // latencySnapshot sums the shards of the fan-out latency.
 func (p *writerPool) latencySnapshot() HistogramSnapshot {
@@ -511,20 +504,34 @@ func newWriterPool() *writerPool {
 	p := &writerPool{ready: make(chan *writer, poolBacklog), stop: make(chan struct{})}
 	n := max(2, runtime.GOMAXPROCS(0))
 	p.wg.Add(n)
-	for range n {
-		go p.run()
+	for i := range n {
+		go p.run(&p.latency[i%latencyShards].Histogram)
 	}
 	return p
 }
 
-func (p *writerPool) run() {
+// run is one pool writer. Its latency observations go to lat when it
+// has nothing to do, and every flushEvery writes while it is busy.
+func (p *writerPool) run(lat *Histogram) {
 	defer p.wg.Done()
+	const flushEvery = 256
+	var acc latencyAcc
+	defer acc.flush(lat)
 	for {
+		var w *writer
 		select {
-		case w := <-p.ready:
-			w.poolWrite()
-		case <-p.stop:
-			return
+		case w = <-p.ready:
+		default:
+			acc.flush(lat)
+			select {
+			case w = <-p.ready:
+			case <-p.stop:
+				return
+			}
+		}
+		w.poolWrite(&acc)
+		if acc.n >= flushEvery {
+			acc.flush(lat)
 		}
 	}
 }

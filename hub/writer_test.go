@@ -172,7 +172,8 @@ func drainPool(p *writerPool) {
 	for {
 		select {
 		case w := <-p.ready:
-			w.poolWrite()
+			var acc latencyAcc
+			w.poolWrite(&acc)
 		default:
 			return
 		}
@@ -235,7 +236,7 @@ func TestWriterInlineWhenIdle(t *testing.T) {
 	l := newFakeLink()
 	w, pool, _ := testWriter(l, 1<<20)
 	for i := range 3 {
-		if res, _ := w.send(text(strconv.Itoa(i)), true); res != sent {
+		if res, _ := w.send(text(strconv.Itoa(i)), true, now()); res != sent {
 			t.Fatalf("send %d: %v", i, res)
 		}
 		// Written before send returned, on this goroutine.
@@ -269,7 +270,7 @@ func TestWriterQueuesWhatInlineMayNotTake(t *testing.T) {
 			if tc.step < hotGap {
 				w.last = now() // a previous frame just went out
 			}
-			if res, _ := w.send(text("a"), tc.inline); res != sent {
+			if res, _ := w.send(text("a"), tc.inline, now()); res != sent {
 				t.Fatal(res)
 			}
 			if st := w.stateNow(); st != tc.want {
@@ -302,11 +303,11 @@ func TestWriterShortWrite(t *testing.T) {
 	l.gate = make(chan error)
 	w, pool, wg := testWriter(l, 1<<20)
 	big := string(make([]byte, 300))
-	w.send(text(big), true)
+	w.send(text(big), true, now())
 	if st := w.stateNow(); st != stateOwn {
 		t.Fatalf("state %d after a short write, want own", st)
 	}
-	w.send(text("next"), true) // queued behind the rest
+	w.send(text("next"), true, now()) // queued behind the rest
 	if len(pool.ready) != 0 {
 		t.Fatal("a busy socket was handed to the pool")
 	}
@@ -331,7 +332,7 @@ func TestWriterPoolBlocked(t *testing.T) {
 	for i := range 3000 { // several flushAt buffers
 		s := fmt.Sprintf("%04d%s", i, make([]byte, 60))
 		want = append(want, s)
-		w.send(text(s), false)
+		w.send(text(s), false, now())
 	}
 	drainPool(pool)
 	wg.Wait()
@@ -347,11 +348,11 @@ func TestWriterPoolBlocked(t *testing.T) {
 // refused and the goroutine ends.
 func TestWriterWriteTimeout(t *testing.T) {
 	l, w, wg := gatedWriter(t)
-	w.send(text("a"), false)
-	w.send(text("b"), false)
+	w.send(text("a"), false, now())
+	w.send(text("b"), false, now())
 	l.gate <- errors.New("i/o timeout")
 	wg.Wait()
-	if res, _ := w.send(text("c"), true); res != rejected {
+	if res, _ := w.send(text("c"), true, now()); res != rejected {
 		t.Fatalf("send after a failed write: %v", res)
 	}
 	out, closes, dropped := l.snapshot()
@@ -371,12 +372,12 @@ func TestWriterCloseDuringFlush(t *testing.T) {
 			l.noTry = true
 			l.gate = make(chan error)
 			w, _, wg := testWriter(l, 1<<20)
-			w.send(text("in flight"), false)
+			w.send(text("in flight"), false, now())
 			l.awaitWrite(t)
-			w.send(text("queued"), false)
+			w.send(text("queued"), false, now())
 			w.close(CloseError{Code: 4321, Reason: "bye"}, drain)
 			w.close(CloseError{Code: 4000, Reason: "second"}, true) // only the first counts
-			if res, _ := w.send(text("late"), true); res != rejected {
+			if res, _ := w.send(text("late"), true, now()); res != rejected {
 				t.Fatalf("send after close: %v", res)
 			}
 			if !w.closing() {
@@ -414,13 +415,13 @@ func TestWriterOverflow(t *testing.T) {
 	var res sendResult
 	var queued, n int
 	for res != overflow {
-		res, queued = w.send(text("0123456789012345678901234567890123456789"), false) // 40 bytes
+		res, queued = w.send(text("0123456789012345678901234567890123456789"), false, now()) // 40 bytes
 		n++
 	}
 	if n != 3 || queued != 80 {
 		t.Fatalf("overflow at frame %d with %d bytes queued; want frame 3 with 80", n, queued)
 	}
-	if res, _ := w.send(text("x"), false); res != rejected {
+	if res, _ := w.send(text("x"), false, now()); res != rejected {
 		t.Fatalf("send after overflow: %v", res)
 	}
 	drainPool(pool) // the pool finds the close due and hands it on
@@ -433,12 +434,12 @@ func TestWriterOverflow(t *testing.T) {
 
 func TestWriterDropWhileWriting(t *testing.T) {
 	l, w, wg := gatedWriter(t)
-	w.send(text("a"), false)
+	w.send(text("a"), false, now())
 	l.awaitWrite(t)
 	w.drop(closeErr(CloseGoingAway))
 	l.gate <- errors.New("use of closed connection") // what a dropped connection's write returns
 	wg.Wait()
-	if res, _ := w.send(text("b"), true); res != rejected {
+	if res, _ := w.send(text("b"), true, now()); res != rejected {
 		t.Fatalf("send after drop: %v", res)
 	}
 	if e, ok := w.end(); !ok || e.Code != CloseGoingAway {
@@ -465,7 +466,7 @@ func TestWriterOrder(t *testing.T) {
 			go func() {
 				defer senders.Done()
 				for i := range n {
-					if res, _ := w.send(text(fmt.Sprintf("%d:%d", sender, i)), rand.IntN(2) == 0); res != sent {
+					if res, _ := w.send(text(fmt.Sprintf("%d:%d", sender, i)), rand.IntN(2) == 0, now()); res != sent {
 						t.Errorf("send: %v", res)
 						return
 					}
