@@ -323,6 +323,7 @@ func (f *broadcastFixture) run(b *testing.B, payload json.RawMessage) {
 	ctx := context.Background()
 	cpu := cpuTime()
 	spawned := goroutinesCreated()
+	wcalls := writeCalls()
 
 	b.ReportAllocs()
 	b.SetBytes(int64(frameLen * f.n))
@@ -349,6 +350,7 @@ func (f *broadcastFixture) run(b *testing.B, payload json.RawMessage) {
 	b.StopTimer()
 	cpu = cpuTime() - cpu
 	spawned = goroutinesCreated() - spawned
+	wcalls = writeCalls() - wcalls
 	if sum := f.sum.Load(); sum != target*int64(f.n) {
 		b.Fatalf("subscribers read %d frames in all; want %d", sum, target*int64(f.n))
 	}
@@ -360,6 +362,9 @@ func (f *broadcastFixture) run(b *testing.B, payload json.RawMessage) {
 	// sockets that got a writer goroutine of their own.
 	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/deliveries, "cpu-µs/delivery")
 	b.ReportMetric(float64(spawned)/float64(b.N), "goroutines/op")
+	if wcalls > 0 {
+		b.ReportMetric(float64(wcalls)/float64(b.N), "writes/op")
+	}
 	if wire := f.bytes.Load() - baseBytes; wire > 0 {
 		b.ReportMetric(float64(wire)/deliveries, "wire-B/delivery")
 	}
@@ -572,4 +577,20 @@ func goroutinesCreated() uint64 {
 		return 0
 	}
 	return s[0].Value.Uint64()
+}
+
+// writeCalls counts the write system calls of this process so far (Linux:
+// syscw in /proc/self/io), 0 where it cannot tell.
+func writeCalls() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
 }

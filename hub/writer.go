@@ -34,9 +34,8 @@ import (
 //     fast stream to one socket thus costs one system call per batch, not
 //     per frame, and wide fan-outs are written in parallel.
 //   - Own goroutine: when the socket buffer is full (a write would block),
-//     the pool is swamped, the connection cannot be written without
-//     blocking (TLS), or a close handshake is due, a goroutine of the
-//     socket's own takes over. It may wait, each write bounded by the write
+//     the connection cannot be written without blocking (TLS), or a close
+//     handshake is due, a goroutine of the socket's own takes over. It may wait, each write bounded by the write
 //     timeout, and exits when the queue is empty, so an idle socket costs
 //     no goroutine and a slow one never holds up the pool.
 //   - Slow consumer: a frame that would take a non-empty queue over its
@@ -179,14 +178,14 @@ func (w *writer) writeInline(f wsconn.Frame, t time.Duration) {
 	done, err := w.link.TryWrite(buf)
 	w.pool.latency[w.shard].Observe(now() - t)
 	putBuf(bp, buf)
-	w.afterTry(nil, !done, err)
+	w.mu.Lock()
+	w.afterTryLocked(nil, !done, err)
 }
 
-// afterTry decides who writes next after a non-blocking write by the
-// inline or a pool writer: rest holds the frames not yet framed, blocked
-// says the socket buffer was full.
-func (w *writer) afterTry(rest *chunk, blocked bool, err error) {
-	w.mu.Lock()
+// afterTryLocked decides who writes next after a non-blocking write by
+// the inline or a pool writer: rest holds the frames not yet framed,
+// blocked says the socket buffer was full. It unlocks w.mu.
+func (w *writer) afterTryLocked(rest *chunk, blocked bool, err error) {
 	switch {
 	case w.state == stateDone:
 		releaseChunks(rest)
@@ -211,10 +210,11 @@ func (w *writer) afterTry(rest *chunk, blocked bool, err error) {
 }
 
 // scheduleLocked hands the queue to the pool, or to a goroutine of the
-// socket's own when the pool cannot take it or only waiting will do.
+// socket's own when only waiting will do.
 func (w *writer) scheduleLocked() {
-	if !w.closeDue && w.link.CanTryWrite() && w.pool.offer(w) {
+	if !w.closeDue && w.link.CanTryWrite() {
 		w.state = statePooled
+		w.pool.offer(w)
 		return
 	}
 	w.ownLocked()
@@ -235,8 +235,8 @@ func (w *writer) ownLocked() {
 // waiting; then a socket with more to write goes back in line. The pool
 // writer's acc gathers the latency.
 func (w *writer) poolWrite(acc *latencyAcc) {
+	w.mu.Lock()
 	for round := 0; ; round++ {
-		w.mu.Lock()
 		if w.state != statePooled {
 			w.mu.Unlock()
 			return
@@ -245,19 +245,13 @@ func (w *writer) poolWrite(acc *latencyAcc) {
 		w.mu.Unlock()
 
 		rest, blocked, err := w.writeChunks(list, false, acc)
-		if round == 0 && !blocked && err == nil && w.pending() {
+		w.mu.Lock()
+		if round == 0 && !blocked && err == nil && !w.q.empty() {
 			continue
 		}
-		w.afterTry(rest, blocked, err)
+		w.afterTryLocked(rest, blocked, err)
 		return
 	}
-}
-
-// pending reports whether frames were queued meanwhile.
-func (w *writer) pending() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return !w.q.empty()
 }
 
 // run is the socket's own writer goroutine: it writes, waiting as long as
@@ -467,7 +461,11 @@ func (w *writer) answered() bool {
 }
 
 // writerPool is a hub's pool of writer goroutines (see writer). A
-// goroutine per write would cost more than the write.
+// goroutine per write would cost more than the write. Writers wait for it
+// in a FIFO with no bound of its own: a writer is in it at most once (it
+// is pooled), so it never holds more entries than the hub has sockets, and
+// a fan-out wider than the pool keeps up with waits in line instead of
+// starting a goroutine per socket, whose write would take one frame.
 type writerPool struct {
 	// latency is the hub's fan-out latency (Metrics.FanoutLatency) in
 	// shards. Pool writers and own goroutines gather it in a latencyAcc
@@ -479,7 +477,12 @@ type writerPool struct {
 		_ [64]byte // keeps neighbouring shards off one cache line
 	}
 	shard atomic.Uint32 // the next writer's shard
-	ready chan *writer
+
+	mu    sync.Mutex // protects queue, head and idle; taken after writer.mu
+	queue []*writer  // queue[head:] wait for a pool writer, oldest first
+	head  int
+	idle  int           // pool writers waiting on wake
+	wake  chan struct{} // a token per idle pool writer woken
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	once  sync.Once
@@ -496,19 +499,19 @@ func (p *writerPool) latencySnapshot() HistogramSnapshot {
 	return s
 }
 
-// poolBacklog bounds the writers waiting for the pool; beyond it sockets
-// get a goroutine of their own.
-const poolBacklog = 8192
-
 func newWriterPool() *writerPool {
-	p := &writerPool{ready: make(chan *writer, poolBacklog), stop: make(chan struct{})}
 	n := max(2, runtime.GOMAXPROCS(0))
+	p := &writerPool{wake: make(chan struct{}, n), stop: make(chan struct{})}
 	p.wg.Add(n)
 	for i := range n {
 		go p.run(&p.latency[i%latencyShards].Histogram)
 	}
 	return p
 }
+
+// takeBatch is the most writers a pool writer takes at once: fewer trips
+// to the lock, while the other pool writers still find work.
+const takeBatch = 8
 
 // run is one pool writer. Its latency observations go to lat when it
 // has nothing to do, and every flushEvery writes while it is busy.
@@ -517,33 +520,73 @@ func (p *writerPool) run(lat *Histogram) {
 	const flushEvery = 256
 	var acc latencyAcc
 	defer acc.flush(lat)
+	var batch [takeBatch]*writer
 	for {
-		var w *writer
-		select {
-		case w = <-p.ready:
-		default:
+		p.mu.Lock()
+		n := p.takeLocked(batch[:])
+		if n == 0 {
+			p.idle++
+			p.mu.Unlock()
 			acc.flush(lat)
 			select {
-			case w = <-p.ready:
+			case <-p.wake:
+				continue
 			case <-p.stop:
 				return
 			}
 		}
-		w.poolWrite(&acc)
+		p.mu.Unlock()
+		for i, w := range batch[:n] {
+			w.poolWrite(&acc)
+			batch[i] = nil
+		}
 		if acc.n >= flushEvery {
 			acc.flush(lat)
 		}
 	}
 }
 
-// offer queues w for a pool writer without blocking.
-func (p *writerPool) offer(w *writer) bool {
-	select {
-	case p.ready <- w:
-		return true
-	default:
-		return false
+// offer puts w in line for a pool writer, waking one that is idle.
+func (p *writerPool) offer(w *writer) {
+	p.mu.Lock()
+	if len(p.queue) == cap(p.queue) && p.head > len(p.queue)/2 {
+		// Reuse the front the pool writers have taken instead of growing.
+		n := copy(p.queue, p.queue[p.head:])
+		clear(p.queue[n:])
+		p.queue, p.head = p.queue[:n], 0
 	}
+	p.queue = append(p.queue, w)
+	wake := p.idle > 0
+	if wake {
+		p.idle--
+	}
+	p.mu.Unlock()
+	if wake {
+		p.wake <- struct{}{} // never blocks: one slot per pool writer
+	}
+}
+
+// takeLocked moves up to len(batch) waiting writers into batch, oldest
+// first, and returns how many.
+func (p *writerPool) takeLocked(batch []*writer) int {
+	n := copy(batch, p.queue[p.head:])
+	clear(p.queue[p.head : p.head+n])
+	p.head += n
+	if p.head == len(p.queue) {
+		// Empty: start again at the front; a burst's large array goes.
+		p.queue, p.head = p.queue[:0], 0
+		if cap(p.queue) > 1<<12 {
+			p.queue = nil
+		}
+	}
+	return n
+}
+
+// backlog is the number of writers waiting for the pool.
+func (p *writerPool) backlog() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue) - p.head
 }
 
 // close stops the pool once no writer is left to write for.

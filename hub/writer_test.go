@@ -163,20 +163,22 @@ func gatedWriter(t *testing.T) (*fakeLink, *writer, *sync.WaitGroup) {
 // testWriter returns a writer over l whose pool has no goroutines: a test
 // runs the pool's work with drainPool, so it decides when that happens.
 func testWriter(l link, limit int) (*writer, *writerPool, *sync.WaitGroup) {
-	pool := &writerPool{ready: make(chan *writer, 16), stop: make(chan struct{})}
+	pool := &writerPool{stop: make(chan struct{})}
 	wg := new(sync.WaitGroup)
 	return &writer{link: l, pool: pool, wg: wg, limit: limit}, pool, wg
 }
 
 func drainPool(p *writerPool) {
+	var acc latencyAcc
+	var batch [1]*writer
 	for {
-		select {
-		case w := <-p.ready:
-			var acc latencyAcc
-			w.poolWrite(&acc)
-		default:
+		p.mu.Lock()
+		n := p.takeLocked(batch[:])
+		p.mu.Unlock()
+		if n == 0 {
 			return
 		}
+		batch[0].poolWrite(&acc)
 	}
 }
 
@@ -243,8 +245,8 @@ func TestWriterInlineWhenIdle(t *testing.T) {
 		if out, _, _ := l.snapshot(); len(frames(t, out)) != i+1 {
 			t.Fatalf("after send %d the client has %q", i, frames(t, out))
 		}
-		if st := w.stateNow(); st != stateIdle || len(pool.ready) != 0 {
-			t.Fatalf("after send %d: state %d, pool backlog %d", i, st, len(pool.ready))
+		if st := w.stateNow(); st != stateIdle || pool.backlog() != 0 {
+			t.Fatalf("after send %d: state %d, pool backlog %d", i, st, pool.backlog())
 		}
 	}
 }
@@ -308,7 +310,7 @@ func TestWriterShortWrite(t *testing.T) {
 		t.Fatalf("state %d after a short write, want own", st)
 	}
 	w.send(text("next"), true, now()) // queued behind the rest
-	if len(pool.ready) != 0 {
+	if pool.backlog() != 0 {
 		t.Fatal("a busy socket was handed to the pool")
 	}
 	l.gate <- nil // the flush of the rest
@@ -495,5 +497,51 @@ func TestWriterOrder(t *testing.T) {
 		if next != [2]int{n, n} {
 			t.Fatalf("round %d: got %v frames per sender, want %d each", round, next, n)
 		}
+	}
+}
+
+// TestWriterPoolQueue checks the pool's line: oldest first whatever the
+// batches, the front reused while it never empties (the array grows only
+// when at least half of it waits, to about twice its size, so it stays
+// within five times what waits), and a large array let go once empty.
+func TestWriterPoolQueue(t *testing.T) {
+	p := &writerPool{stop: make(chan struct{})}
+	ws := make([]*writer, 20000)
+	for i := range ws {
+		ws[i] = &writer{}
+	}
+	next, in := 0, 0 // the next writer to come out, and to go in
+	take := func(k int) {
+		batch := make([]*writer, k)
+		p.mu.Lock()
+		n := p.takeLocked(batch)
+		p.mu.Unlock()
+		for _, w := range batch[:n] {
+			if w != ws[next] {
+				t.Fatalf("writer %d came out of turn", next)
+			}
+			next++
+		}
+	}
+	// A line that never empties: nine in, eight out.
+	for in+9 <= 9000 {
+		for range 9 {
+			p.offer(ws[in])
+			in++
+		}
+		take(8)
+		if waiting := p.backlog(); cap(p.queue) > 5*waiting+64 {
+			t.Fatalf("array of %d for %d waiting", cap(p.queue), waiting)
+		}
+	}
+	for in < len(ws) {
+		p.offer(ws[in])
+		in++
+	}
+	for p.backlog() > 0 {
+		take(takeBatch)
+	}
+	if next != len(ws) || p.queue != nil {
+		t.Fatalf("%d of %d out; array of %d kept", next, len(ws), cap(p.queue))
 	}
 }
