@@ -95,6 +95,14 @@ func TestDisconnectUser(t *testing.T) {
 	a1, _ := dialUser(t, s, "alice")
 	a2, _ := dialUser(t, s, "alice")
 	b, _ := dialUser(t, s, "bob")
+	for _, tc := range []struct {
+		code   hub.CloseCode
+		reason string
+	}{{1001, ""}, {2999, ""}, {5000, ""}, {4010, strings.Repeat("r", 124)}} {
+		if err := s.DisconnectUser(context.Background(), "alice", tc.code, tc.reason); !errors.Is(err, hub.ErrInvalidClose) {
+			t.Errorf("DisconnectUser(%d, %d-byte reason) = %v, want ErrInvalidClose", tc.code, len(tc.reason), err)
+		}
+	}
 	if err := s.DisconnectUser(context.Background(), "alice", 4010, "logged out"); err != nil {
 		t.Fatal(err)
 	}

@@ -195,7 +195,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, hub.ErrInvalidUser), errors.Is(err, hub.ErrUserTooLong),
 		errors.Is(err, hub.ErrInvalidSocketID), errors.Is(err, hub.ErrChannelTooLong),
 		errors.Is(err, hub.ErrEncode), errors.Is(err, hub.ErrPresenceDisabled), errors.Is(err, hub.ErrHistoryDisabled),
-		errors.Is(err, hub.ErrInvalidOption):
+		errors.Is(err, hub.ErrInvalidOption), errors.Is(err, hub.ErrInvalidClose):
 		status = http.StatusBadRequest
 	case errors.Is(err, hub.ErrSocketNotFound):
 		status = http.StatusNotFound
@@ -281,10 +281,6 @@ func (h *Handler) disconnectUser(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Code == 0 {
 		req.Code = int(hub.CloseNormal)
-	}
-	if req.Code != int(hub.CloseNormal) && (req.Code < 3000 || req.Code > 4999) {
-		WriteError(w, http.StatusBadRequest, fmt.Sprintf("code must be 1000 or from 3000 to 4999 (got %d)", req.Code))
-		return
 	}
 	h.act(w, r, func(ctx context.Context) error {
 		return h.srv.DisconnectUser(ctx, req.User, hub.CloseCode(req.Code), req.Reason)

@@ -111,6 +111,7 @@ func TestRequests(t *testing.T) {
 		{"send to a bad socket ID", "POST", "/api/send_to_socket", bearer, `{"socket":"x","event":"e"}`, 400, "socket ID"},
 		{"send to a gone socket", "POST", "/api/send_to_socket", bearer, `{"socket":"0123456789abcdef-zz","event":"e"}`, 404, "no such socket"},
 		{"disconnect with a bad code", "POST", "/api/disconnect_user", bearer, `{"user":"alice","code":1001}`, 400, "code"},
+		{"disconnect with a long reason", "POST", "/api/disconnect_user", bearer, `{"user":"alice","reason":"` + strings.Repeat("r", 124) + `"}`, 400, "reason"},
 		{"presence without presence", "GET", "/api/presence?channel=news", bearer, ``, 400, "presence"},
 		{"presence", "GET", "/api/presence?channel=room:lobby", bearer, ``, 200, `"user":"alice"`},
 		{"publish with history", "POST", "/api/publish", bearer, `{"channel":"room:lobby","data":"kept"}`, 200, `"ok":true`},

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 )
 
@@ -83,6 +84,7 @@ var (
 	ErrUnknownKind      = errors.New("hub: unknown message kind")
 	ErrEncode           = errors.New("hub: value cannot be encoded as JSON")
 	ErrInvalidOption    = errors.New("hub: invalid option")
+	ErrInvalidClose     = errors.New("hub: invalid close") // a code or reason an application may not close with
 )
 
 // IsReserved reports whether event is reserved by the protocol: connection,
@@ -94,4 +96,17 @@ func IsReserved(event string) bool {
 		return true
 	}
 	return len(event) > 0 && event[0] == '#'
+}
+
+// checkClose checks what an application may close a socket with: code
+// 1000 or 3000–4999 (the others are the protocol's or the hub's), and a
+// reason that fits a close frame (125 bytes, 2 of them the code).
+func checkClose(code CloseCode, reason string) error {
+	if code != CloseNormal && (code < 3000 || code > 4999) {
+		return fmt.Errorf("%w: code %d: want 1000 or 3000-4999", ErrInvalidClose, code)
+	}
+	if len(reason) > 123 {
+		return fmt.Errorf("%w: reason of %d bytes: at most 123", ErrInvalidClose, len(reason))
+	}
+	return nil
 }

@@ -132,13 +132,14 @@ func (h *Hub) SendToUser(ctx context.Context, user, event string, data any) erro
 
 // DisconnectUser closes every socket of user, in every process, with code
 // and reason, after the frames already queued for them. A user with no
-// socket is not an error.
+// socket is not an error. The code must be 1000 or 3000–4999 and the
+// reason at most 123 bytes, or it returns ErrInvalidClose.
 func (h *Hub) DisconnectUser(ctx context.Context, user string, code CloseCode, reason string) error {
 	if err := h.checkUser(user); err != nil {
 		return err
 	}
-	if len(reason) > 123 { // a close frame's payload is at most 125 bytes
-		return fmt.Errorf("%w: close reason longer than 123 bytes", ErrInvalidOption)
+	if err := checkClose(code, reason); err != nil {
+		return err
 	}
 	frame := binary.BigEndian.AppendUint16([]byte{ctlClose}, uint16(code))
 	frame = append(frame, reason...)
