@@ -34,6 +34,7 @@ func main() {
 	apiKey := flag.String("api-key", "", "APIKey")
 	drainWindow := flag.Duration("drain-window", 0, "DrainWindow")
 	history := flag.String("history", "", "keep the history of this channel (100 publications)")
+	reusePort := flag.Bool("reuseport", false, "ReusePort")
 	redisAddr := flag.String("redis", "", "link the workers through the Redis at this address (redisbroker) instead of the TCP broker")
 	flag.Parse()
 
@@ -60,6 +61,7 @@ func main() {
 		Host:            "127.0.0.1",
 		BrokerPort:      *brokerPort,
 		RestartOnFail:   *restart,
+		ReusePort:       *reusePort,
 		ShutdownTimeout: *shutdownTimeout,
 		AdminAddr:       *adminAddr,
 		APIKey:          *apiKey,
