@@ -622,18 +622,7 @@ func TestBalance(t *testing.T) {
 			t.Parallel()
 			a := startApp(t, workers, nil)
 			pids := a.waitStarted(workers)
-			got := make(map[int]int)
-			for range clients {
-				body, err := get(a.addr, "/whoami")
-				if err != nil {
-					t.Fatal(err)
-				}
-				id, err := checkWhoami(body, pids)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got[id]++
-			}
+			got := whoamiSpread(t, a, pids, clients)
 			t.Logf("%d clients per worker: %v", clients, got)
 			for id := 1; id <= workers; id++ {
 				if n := got[id]; n < clients/workers-1 || n > clients/workers+1 {
@@ -862,6 +851,25 @@ func get(addr, path string) (string, error) {
 		err = fmt.Errorf("%s: %s", resp.Status, body)
 	}
 	return string(body), err
+}
+
+// whoamiSpread makes n GET /whoami requests, each on a new connection,
+// and returns how many each worker answered.
+func whoamiSpread(t *testing.T, a *app, pids map[int]int, n int) map[int]int {
+	t.Helper()
+	got := make(map[int]int)
+	for range n {
+		body, err := get(a.addr, "/whoami")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := checkWhoami(body, pids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[id]++
+	}
+	return got
 }
 
 // checkWhoami parses the test program's answer to GET /whoami, "ID PID",

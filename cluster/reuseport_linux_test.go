@@ -33,18 +33,7 @@ func TestReusePortServe(t *testing.T) {
 		t.Error("the startup line does not say that the workers accept")
 	}
 
-	got := make(map[int]int)
-	for range 60 {
-		body, err := get(a.addr, "/whoami")
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, err := checkWhoami(body, pids)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[id]++
-	}
+	got := whoamiSpread(t, a, pids, 60)
 	t.Logf("60 requests per worker: %v", got)
 	if len(got) < 2 {
 		t.Errorf("60 requests, each on a new connection, all reached worker %v", got)
