@@ -64,6 +64,7 @@ func main() {
 	brokerPort := flag.Int("broker-port", cluster.DefaultBrokerPort, "port of the built-in TCP broker (loopback), 1-65535")
 	tokens := flag.String("tokens", "letmein", "comma-separated tokens that open private- rooms")
 	redisAddr := flag.String("redis", "", "Redis address (host:port): link the workers, and other hosts, through Redis instead of the TCP broker")
+	reusePort := flag.Bool("reuseport", false, "each worker accepts on its own SO_REUSEPORT listener instead of the master handing connections over (Linux; see cluster.Config.ReusePort)")
 	admin := flag.String("admin", "127.0.0.1:9100", "admin listener: /metrics, /healthz, /readyz, and the API when CLUSTERWS_API_KEY is set; \"\" for none")
 	flag.Parse()
 	if err := checkFlags(*port, *workers, *brokerPort, *redisAddr != "", flag.Args()); err != nil {
@@ -103,6 +104,7 @@ func main() {
 		Host:          *host,
 		Port:          *port,
 		BrokerPort:    *brokerPort,
+		ReusePort:     *reusePort,
 		AdminAddr:     *admin,
 		APIKey:        os.Getenv("CLUSTERWS_API_KEY"),
 		RestartOnFail: true,

@@ -431,9 +431,9 @@ func (a *admin) register(cfg Config, disp *dispatcher, broker *localbroker.Serve
 	gauge("clusterws_cluster_workers_ready", "Worker processes ready and taking connections.", func() float64 { return float64(len(a.snapshot())) })
 	counter("clusterws_cluster_worker_restarts_total", "Restarts of workers that exited unexpectedly.", func() float64 { return float64(a.restarts.Load()) })
 	counter("clusterws_cluster_scrape_errors_total", "Scrapes of a worker's metrics that failed.", func() float64 { return float64(a.scrapeErrors.Load()) })
-	counter("clusterws_cluster_connections_dispatched_total", "Connections the master handed to a worker.", func() float64 { return float64(disp.stats().sent) })
-	counter("clusterws_cluster_connections_dropped_total", "Connections the master closed because no worker took them.", func() float64 { return float64(disp.stats().dropped) })
-	gauge("clusterws_cluster_connections_held", "Connections waiting in the master for a worker.", func() float64 { return float64(disp.stats().held) })
+	if disp != nil { // with ReusePort the workers accept
+		a.registerDispatch(disp)
+	}
 	if broker == nil {
 		return
 	}
@@ -451,4 +451,15 @@ func (d *dispatcher) stats() dispatchStats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return dispatchStats{sent: d.sent, dropped: d.dropped, held: len(d.held)}
+}
+
+// registerDispatch adds the dispatcher's metrics to a.reg.
+func (a *admin) registerDispatch(disp *dispatcher) {
+	counter := func(name, help string, f func() float64) {
+		a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+	}
+	counter("clusterws_cluster_connections_dispatched_total", "Connections the master handed to a worker.", func() float64 { return float64(disp.stats().sent) })
+	counter("clusterws_cluster_connections_dropped_total", "Connections the master closed because no worker took them.", func() float64 { return float64(disp.stats().dropped) })
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "clusterws_cluster_connections_held", Help: "Connections waiting in the master for a worker."},
+		func() float64 { return float64(disp.stats().held) }))
 }

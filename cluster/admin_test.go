@@ -71,115 +71,117 @@ func waitAdminReady(t *testing.T, base string) {
 // the counters, summed over the workers, match what happened; then uses
 // the API through the master.
 func TestAdminScrape(t *testing.T) {
-	a, base := startAdminApp(t, 2)
-	waitAdminReady(t, base)
-	if status, _ := request(t, "GET", base+"/healthz", "", ""); status != http.StatusOK {
-		t.Fatalf("/healthz: %d", status)
-	}
-
-	clients := dialSpread(t, a, 2, 6, false)
-	n := len(clients)
-	for _, c := range clients {
-		c.subscribe(t)
-	}
-	checkDelivery(t, clients, []publisher{{tc: clients[0], prefix: "s", server: true}}, 3)
-	// A client leaves with 1000; the server closes another with 4010.
-	clients[n-1].c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	if err := clients[n-2].c.Send(ctx, "close", 4010); err != nil {
-		t.Fatal(err)
-	}
-
-	sum := func(f testutil.Families, name string, labels ...string) float64 {
-		v, _ := f.Value(name, labels...)
-		return v
-	}
-	var fams testutil.Families
-	testutil.Eventually(t, wait, func() bool {
-		fams = testutil.Scrape(t, base+"/metrics", nil)
-		return sum(fams, "clusterws_connections") == float64(n-2)
-	}, "clusterws_connections never reached %d", n-2)
-	want := []struct {
-		name   string
-		labels []string
-		value  float64
-	}{
-		{"clusterws_connects_total", nil, float64(n)},
-		{"clusterws_disconnects_total", []string{"code", "1000"}, 1},
-		{"clusterws_disconnects_total", []string{"code", "other"}, 1},
-		// 4 publishes (3 and the end marker) to n subscribers, fanned out
-		// once in each worker.
-		{"clusterws_deliveries_total", nil, float64(4 * n)},
-		{"clusterws_publishes_total", nil, 2 * 4},
-		{"clusterws_messages_received_total", []string{"kind", "subscribe"}, float64(n)},
-		{"clusterws_subscriptions", nil, float64(n - 2)},
-		{"clusterws_ready", nil, 2},
-		{"clusterws_broker_up", []string{"broker", "tcp"}, 2},
-		{"clusterws_connects_total", []string{"worker", "1"}, -1},
-		{"clusterws_connects_total", []string{"worker", "2"}, -1},
-		{"clusterws_tcpbroker_links", nil, 2},
-		{"clusterws_cluster_workers_ready", nil, 2},
-	}
-	for _, w := range want {
-		got, ok := fams.Value(w.name, w.labels...)
-		if !ok || (w.value >= 0 && got != w.value) {
-			t.Errorf("%s%v = %v (found %v), want %v", w.name, w.labels, got, ok, w.value)
+	forModes(t, func(t *testing.T, mode []string) {
+		a, base := startAdminApp(t, 2, mode...)
+		waitAdminReady(t, base)
+		if status, _ := request(t, "GET", base+"/healthz", "", ""); status != http.StatusOK {
+			t.Fatalf("/healthz: %d", status)
 		}
-	}
-	// The master's and the TCP broker's series carry no worker label; a
-	// worker's all do.
-	for name, f := range fams {
-		for _, m := range f.Metric {
-			var worker string
-			for _, l := range m.Label {
-				if l.GetName() == "worker" {
-					worker = l.GetValue()
+
+		clients := dialSpread(t, a, 2, 6, false)
+		n := len(clients)
+		for _, c := range clients {
+			c.subscribe(t)
+		}
+		checkDelivery(t, clients, []publisher{{tc: clients[0], prefix: "s", server: true}}, 3)
+		// A client leaves with 1000; the server closes another with 4010.
+		clients[n-1].c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := clients[n-2].c.Send(ctx, "close", 4010); err != nil {
+			t.Fatal(err)
+		}
+
+		sum := func(f testutil.Families, name string, labels ...string) float64 {
+			v, _ := f.Value(name, labels...)
+			return v
+		}
+		var fams testutil.Families
+		testutil.Eventually(t, wait, func() bool {
+			fams = testutil.Scrape(t, base+"/metrics", nil)
+			return sum(fams, "clusterws_connections") == float64(n-2)
+		}, "clusterws_connections never reached %d", n-2)
+		want := []struct {
+			name   string
+			labels []string
+			value  float64
+		}{
+			{"clusterws_connects_total", nil, float64(n)},
+			{"clusterws_disconnects_total", []string{"code", "1000"}, 1},
+			{"clusterws_disconnects_total", []string{"code", "other"}, 1},
+			// 4 publishes (3 and the end marker) to n subscribers, fanned out
+			// once in each worker.
+			{"clusterws_deliveries_total", nil, float64(4 * n)},
+			{"clusterws_publishes_total", nil, 2 * 4},
+			{"clusterws_messages_received_total", []string{"kind", "subscribe"}, float64(n)},
+			{"clusterws_subscriptions", nil, float64(n - 2)},
+			{"clusterws_ready", nil, 2},
+			{"clusterws_broker_up", []string{"broker", "tcp"}, 2},
+			{"clusterws_connects_total", []string{"worker", "1"}, -1},
+			{"clusterws_connects_total", []string{"worker", "2"}, -1},
+			{"clusterws_tcpbroker_links", nil, 2},
+			{"clusterws_cluster_workers_ready", nil, 2},
+		}
+		for _, w := range want {
+			got, ok := fams.Value(w.name, w.labels...)
+			if !ok || (w.value >= 0 && got != w.value) {
+				t.Errorf("%s%v = %v (found %v), want %v", w.name, w.labels, got, ok, w.value)
+			}
+		}
+		// The master's and the TCP broker's series carry no worker label; a
+		// worker's all do.
+		for name, f := range fams {
+			for _, m := range f.Metric {
+				var worker string
+				for _, l := range m.Label {
+					if l.GetName() == "worker" {
+						worker = l.GetValue()
+					}
+				}
+				master := strings.HasPrefix(name, "clusterws_cluster_") || strings.HasPrefix(name, "clusterws_tcpbroker_")
+				if master && worker != "" || strings.HasPrefix(name, "clusterws_") && !master && worker == "" {
+					t.Errorf("%s has worker=%q", name, worker)
 				}
 			}
-			master := strings.HasPrefix(name, "clusterws_cluster_") || strings.HasPrefix(name, "clusterws_tcpbroker_")
-			if master && worker != "" || strings.HasPrefix(name, "clusterws_") && !master && worker == "" {
-				t.Errorf("%s has worker=%q", name, worker)
+		}
+		if got := seriesWorkers(fams, "go_goroutines"); !slices.Equal(got, []string{"", "1", "2"}) {
+			t.Errorf("go_goroutines from %q, want the master's and both workers'", got)
+		}
+
+		// The API, through the master.
+		for _, key := range []string{"", "wrong"} {
+			if status, body := request(t, "POST", base+"/api/publish", key, `{"channel":"news","data":"nope"}`); status != http.StatusUnauthorized {
+				t.Fatalf("publish with key %q: %d %s, want 401", key, status, body)
 			}
 		}
-	}
-	if got := seriesWorkers(fams, "go_goroutines"); !slices.Equal(got, []string{"", "1", "2"}) {
-		t.Errorf("go_goroutines from %q, want the master's and both workers'", got)
-	}
-
-	// The API, through the master.
-	for _, key := range []string{"", "wrong"} {
-		if status, body := request(t, "POST", base+"/api/publish", key, `{"channel":"news","data":"nope"}`); status != http.StatusUnauthorized {
-			t.Fatalf("publish with key %q: %d %s, want 401", key, status, body)
-		}
-	}
-	for i := range 2 { // one request per worker, in turn
-		data := "api" + strconv.Itoa(i)
-		if status, body := request(t, "POST", base+"/api/publish", apiKey, `{"channel":"news","data":"`+data+`"}`); status != http.StatusOK {
-			t.Fatalf("publish: %d %s", status, body)
+		for i := range 2 { // one request per worker, in turn
+			data := "api" + strconv.Itoa(i)
+			if status, body := request(t, "POST", base+"/api/publish", apiKey, `{"channel":"news","data":"`+data+`"}`); status != http.StatusOK {
+				t.Fatalf("publish: %d %s", status, body)
+			}
+			for _, c := range clients[:n-2] {
+				testutil.Eventually(t, wait, func() bool { return slices.Contains(c.received(), data) }, "client on worker %d did not get %s", c.me.ID, data)
+			}
 		}
 		for _, c := range clients[:n-2] {
-			testutil.Eventually(t, wait, func() bool { return slices.Contains(c.received(), data) }, "client on worker %d did not get %s", c.me.ID, data)
+			if got := c.received(); slices.Contains(got, "nope") {
+				t.Fatalf("a refused publish was delivered: %v", got)
+			}
 		}
-	}
-	for _, c := range clients[:n-2] {
-		if got := c.received(); slices.Contains(got, "nope") {
-			t.Fatalf("a refused publish was delivered: %v", got)
+		status, body := request(t, "GET", base+"/api/stats", apiKey, "")
+		var st api.StatsResponse
+		if err := json.Unmarshal([]byte(body), &st); status != http.StatusOK || err != nil {
+			t.Fatalf("/api/stats: %d %s %v", status, body, err)
 		}
-	}
-	status, body := request(t, "GET", base+"/api/stats", apiKey, "")
-	var st api.StatsResponse
-	if err := json.Unmarshal([]byte(body), &st); status != http.StatusOK || err != nil {
-		t.Fatalf("/api/stats: %d %s %v", status, body, err)
-	}
-	if st.Total.Connections != n-2 || len(st.Workers) != 2 || !st.Total.Ready {
-		t.Fatalf("/api/stats = %+v, want %d connections in 2 workers, ready", st, n-2)
-	}
-	// The publications of both workers, kept by the broker for the cluster.
-	status, body = request(t, "GET", base+"/api/history?channel=news&limit=10", apiKey, "")
-	if status != http.StatusOK || !strings.Contains(body, `"data":"api0"},{"offset":`) || !strings.HasSuffix(strings.TrimSpace(body), `"data":"api1"}]}`) {
-		t.Fatalf("/api/history: %d %s, want api0 then api1 last", status, body)
-	}
+		if st.Total.Connections != n-2 || len(st.Workers) != 2 || !st.Total.Ready {
+			t.Fatalf("/api/stats = %+v, want %d connections in 2 workers, ready", st, n-2)
+		}
+		// The publications of both workers, kept by the broker for the cluster.
+		status, body = request(t, "GET", base+"/api/history?channel=news&limit=10", apiKey, "")
+		if status != http.StatusOK || !strings.Contains(body, `"data":"api0"},{"offset":`) || !strings.HasSuffix(strings.TrimSpace(body), `"data":"api1"}]}`) {
+			t.Fatalf("/api/history: %d %s, want api0 then api1 last", status, body)
+		}
+	})
 }
 
 // seriesWorkers returns the worker labels of the series of name, sorted

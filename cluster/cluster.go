@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"time"
@@ -27,13 +28,37 @@ type Config struct {
 
 	// Port is the TCP port the cluster serves HTTP and WebSocket on; the
 	// master binds it, accepts every connection and hands each to a
-	// worker in turn.
+	// worker in turn (with ReusePort, each worker accepts on its own).
 	// default: 80, as in ClusterWS
 	Port int
 
 	// Host is the address to bind Port on, e.g. "127.0.0.1".
 	// default: "", all interfaces
 	Host string
+
+	// ReusePort makes each worker accept on its own SO_REUSEPORT listener
+	// on Host:Port instead of the master accepting every connection and
+	// handing it over: no extra system calls nor process hop per
+	// connection, and no single accepting process. The master only
+	// reserves the port (bound, never listening), so that it still fails
+	// with ErrPortInUse when the port is taken, and so that nothing else
+	// takes it while no worker listens.
+	//
+	// The trade-offs: the kernel spreads connections by a hash of their
+	// addresses and ports, not in even turns, so workers get roughly, not
+	// exactly, equal shares. And a listener that closes resets the
+	// connections queued on it, not yet accepted: those of a worker that
+	// dies, and the few that arrive as a stopping worker closes its
+	// listener after taking what is queued, unless the kernel moves them
+	// to another worker's listener, which Linux 5.14 and later do with the
+	// sysctl net.ipv4.tcp_migrate_req=1. The master logs a warning at
+	// start when it is off. While a worker restarts, new connections go
+	// to the others. See the package documentation.
+	//
+	// Linux only: elsewhere Run returns an error wrapping
+	// ErrInvalidOption.
+	// default: false, the master accepts and hands over
+	ReusePort bool
 
 	// BrokerPort is the loopback port of the built-in TCP broker, which
 	// runs inside the master process. Unused when Broker is set. Two
@@ -147,6 +172,7 @@ const (
 	envWorkerID   = "CLUSTERWS_WORKER_ID"
 	envBrokerAddr = "CLUSTERWS_BROKER_ADDR"
 	envListenAddr = "CLUSTERWS_LISTEN_ADDR" // what the worker's listener reports as its Addr
+	envReusePort  = "CLUSTERWS_REUSEPORT"   // "1": the worker listens itself (Config.ReusePort)
 )
 
 // IsWorker reports whether this process was started by a cluster master as
@@ -185,9 +211,14 @@ func RunContext(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("cluster: bad %s=%q in the environment", envWorkerID, v)
 		}
 		brokerAddr, listenAddr := os.Getenv(envBrokerAddr), os.Getenv(envListenAddr)
+		// The master's mode, not the worker's Config, decides: a worker
+		// that listened while its master accepts, or the other way
+		// round, would not serve.
+		c.ReusePort = os.Getenv(envReusePort) == "1"
 		os.Unsetenv(envWorkerID)
 		os.Unsetenv(envBrokerAddr)
 		os.Unsetenv(envListenAddr)
+		os.Unsetenv(envReusePort)
 		return runWorker(ctx, c, id, brokerAddr, listenAddr)
 	}
 	return runMaster(ctx, c)
@@ -208,6 +239,7 @@ func (c Config) withDefaults() (Config, error) {
 	if _, _, err := net.SplitHostPort(c.AdminAddr); c.AdminAddr != "" && err != nil {
 		ch.Failf("AdminAddr", "must be host:port or :port (got %q)", c.AdminAddr)
 	}
+	checkReusePort(ch, c.ReusePort, runtime.GOOS)
 	if c.APIKey != "" && c.AdminAddr == "" {
 		ch.Failf("APIKey", "needs AdminAddr: the API is served on the admin listener")
 	}
@@ -233,5 +265,14 @@ func (c Config) withDefaults() (Config, error) {
 func port(c *option.Check, field string, v int) {
 	if v < 0 || v > 65535 {
 		c.Failf(field, "must be a TCP port, from 1 to 65535, or 0 for the default (got %d)", v)
+	}
+}
+
+// checkReusePort records ReusePort as invalid on systems other than Linux,
+// goos: elsewhere SO_REUSEPORT does not spread connections between
+// listeners (FreeBSD's SO_REUSEPORT_LB does, but is not supported here).
+func checkReusePort(c *option.Check, reusePort bool, goos string) {
+	if reusePort && goos != "linux" {
+		c.Failf("ReusePort", "needs Linux, whose SO_REUSEPORT spreads connections between the workers' listeners (this is %s)", goos)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -333,6 +334,30 @@ func waitGone(t *testing.T, pids ...int) {
 	}, "processes %v still running", pids)
 }
 
+// modes are the ways a cluster accepts connections, as flags of the test
+// program: the master hands them over, or each worker listens with
+// SO_REUSEPORT (Config.ReusePort).
+var modes = []struct {
+	name string
+	args []string
+}{
+	{"accept=master", nil},
+	{"accept=reuseport", []string{"-reuseport"}},
+}
+
+// forModes runs test in a parallel subtest for each of the modes.
+func forModes(t *testing.T, test func(t *testing.T, mode []string)) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			if m.args != nil && runtime.GOOS != "linux" {
+				t.Skip("ReusePort is Linux only")
+			}
+			t.Parallel()
+			test(t, m.args)
+		})
+	}
+}
+
 // identity is the test program's answer to "whoami".
 type identity struct {
 	ID  int `json:"id"`
@@ -597,18 +622,7 @@ func TestBalance(t *testing.T) {
 			t.Parallel()
 			a := startApp(t, workers, nil)
 			pids := a.waitStarted(workers)
-			got := make(map[int]int)
-			for range clients {
-				body, err := get(a.addr, "/whoami")
-				if err != nil {
-					t.Fatal(err)
-				}
-				id, err := checkWhoami(body, pids)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got[id]++
-			}
+			got := whoamiSpread(t, a, pids, clients)
 			t.Logf("%d clients per worker: %v", clients, got)
 			for id := 1; id <= workers; id++ {
 				if n := got[id]; n < clients/workers-1 || n > clients/workers+1 {
@@ -624,187 +638,193 @@ func TestBalance(t *testing.T) {
 // reconnect, subscribe again and get publishes again.
 func TestRestartAfterKill(t *testing.T) {
 	t.Parallel()
-	a := startApp(t, 2, nil)
-	pids := a.waitStarted(2)
-	clients := dialSpread(t, a, 2, 20, true)
-	for _, c := range clients {
-		c.subscribe(t)
-	}
-	for _, c := range clients {
-		c.ask(t) // the subscription is in place
-	}
-
-	if err := syscall.Kill(pids[1], syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	restarted := a.waitFor("worker 1 restarted", workerMsg("worker restarted", 1))
-	if restarted.PID == pids[1] || restarted.PID == 0 {
-		t.Fatalf("worker 1 restarted with PID %d, it was %d", restarted.PID, pids[1])
-	}
-	waitGone(t, pids[1])
-
-	var moved []*tclient
-	for _, c := range clients {
-		if c.me.ID == 1 {
-			moved = append(moved, c)
+	forModes(t, func(t *testing.T, mode []string) {
+		a := startApp(t, 2, mode)
+		pids := a.waitStarted(2)
+		clients := dialSpread(t, a, 2, 20, true)
+		for _, c := range clients {
+			c.subscribe(t)
 		}
-	}
-	// OnConnect runs once the subscriptions are sent again, so a whoami
-	// sent after it is answered after they are in place.
-	testutil.Eventually(t, wait, func() bool {
-		for _, c := range moved {
-			if c.connects.Load() < 2 {
-				return false
+		for _, c := range clients {
+			c.ask(t) // the subscription is in place
+		}
+
+		if err := syscall.Kill(pids[1], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		restarted := a.waitFor("worker 1 restarted", workerMsg("worker restarted", 1))
+		if restarted.PID == pids[1] || restarted.PID == 0 {
+			t.Fatalf("worker 1 restarted with PID %d, it was %d", restarted.PID, pids[1])
+		}
+		waitGone(t, pids[1])
+
+		var moved []*tclient
+		for _, c := range clients {
+			if c.me.ID == 1 {
+				moved = append(moved, c)
 			}
 		}
-		return true
-	}, "the clients of the killed worker did not reconnect")
-	for _, c := range clients {
-		was := c.me
-		now := c.ask(t)
-		if was.ID == 2 {
-			if codes := c.closeCodes(); len(codes) > 0 || now != was {
-				t.Errorf("a client of worker 2 was disturbed: close codes %v, now on %+v", codes, now)
+		// OnConnect runs once the subscriptions are sent again, so a whoami
+		// sent after it is answered after they are in place.
+		testutil.Eventually(t, wait, func() bool {
+			for _, c := range moved {
+				if c.connects.Load() < 2 {
+					return false
+				}
+			}
+			return true
+		}, "the clients of the killed worker did not reconnect")
+		for _, c := range clients {
+			was := c.me
+			now := c.ask(t)
+			if was.ID == 2 {
+				if codes := c.closeCodes(); len(codes) > 0 || now != was {
+					t.Errorf("a client of worker 2 was disturbed: close codes %v, now on %+v", codes, now)
+				}
 			}
 		}
-	}
 
-	// A connection reaches the new worker 1.
-	var fresh *tclient
-	for i := 0; fresh == nil; i++ {
-		if i == 200 {
-			t.Fatal("200 new connections and none reached the restarted worker 1")
+		// A connection reaches the new worker 1.
+		var fresh *tclient
+		for i := 0; fresh == nil; i++ {
+			if i == 200 {
+				t.Fatal("200 new connections and none reached the restarted worker 1")
+			}
+			c := mustDial(t, a.url, true)
+			if c.ask(t) == (identity{ID: 1, PID: restarted.PID}) {
+				fresh = c
+			}
 		}
-		c := mustDial(t, a.url, true)
-		if c.ask(t) == (identity{ID: 1, PID: restarted.PID}) {
-			fresh = c
+		fresh.subscribe(t)
+		fresh.ask(t)
+		clients = append(clients, fresh)
+		checkDelivery(t, clients, []publisher{
+			{tc: onWorker(t, clients, 2), prefix: "server-2-", server: true},
+			{tc: fresh, prefix: "client-on-new-1-"},
+		}, 10)
+		if n := len(a.find(msgIs("worker exited unexpectedly"))); n != 1 {
+			t.Errorf("%d unexpected exits logged, want 1", n)
 		}
-	}
-	fresh.subscribe(t)
-	fresh.ask(t)
-	clients = append(clients, fresh)
-	checkDelivery(t, clients, []publisher{
-		{tc: onWorker(t, clients, 2), prefix: "server-2-", server: true},
-		{tc: fresh, prefix: "client-on-new-1-"},
-	}, 10)
-	if n := len(a.find(msgIs("worker exited unexpectedly"))); n != 1 {
-		t.Errorf("%d unexpected exits logged, want 1", n)
-	}
+	})
 }
 
 // TestGracefulShutdown sends SIGTERM to the master: every client is closed
 // with 1001, the master exits 0 and no worker is left.
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	a := startApp(t, 2, nil)
-	pids := a.waitStarted(2)
-	clients := dialSpread(t, a, 2, 10, false)
+	forModes(t, func(t *testing.T, mode []string) {
+		a := startApp(t, 2, mode)
+		pids := a.waitStarted(2)
+		clients := dialSpread(t, a, 2, 10, false)
 
-	a.signal(syscall.SIGTERM)
-	if code := a.waitExit(); code != 0 {
-		t.Fatalf("master exit code %d, want 0", code)
-	}
-	waitGone(t, pids[1], pids[2])
-	for _, c := range clients {
-		c.expectGoingAway(t)
-	}
-	for _, r := range a.find(msgIs("worker stopped")) {
-		if r.Status != "exit status 0" {
-			t.Errorf("worker %d stopped with %q, want exit status 0", r.Worker, r.Status)
+		a.signal(syscall.SIGTERM)
+		if code := a.waitExit(); code != 0 {
+			t.Fatalf("master exit code %d, want 0", code)
 		}
-	}
-	if n := len(a.find(msgIs("worker stopped"))); n != 2 {
-		t.Errorf("%d workers stopped, want 2", n)
-	}
-	// Each worker logs why it stops.
-	stopping := a.find(func(r record) bool { return strings.HasPrefix(r.Msg, "stopping") })
-	if len(stopping) != 2 {
-		t.Errorf("%d workers logged that they stop, want 2: %+v", len(stopping), stopping)
-	}
-	for _, r := range stopping {
-		if r.Component != "cluster" || r.Worker == 0 {
-			t.Errorf("a worker's line %+v lacks component=cluster or worker=ID", r)
+		waitGone(t, pids[1], pids[2])
+		for _, c := range clients {
+			c.expectGoingAway(t)
 		}
-	}
+		for _, r := range a.find(msgIs("worker stopped")) {
+			if r.Status != "exit status 0" {
+				t.Errorf("worker %d stopped with %q, want exit status 0", r.Worker, r.Status)
+			}
+		}
+		if n := len(a.find(msgIs("worker stopped"))); n != 2 {
+			t.Errorf("%d workers stopped, want 2", n)
+		}
+		// Each worker logs why it stops.
+		stopping := a.find(func(r record) bool { return strings.HasPrefix(r.Msg, "stopping") })
+		if len(stopping) != 2 {
+			t.Errorf("%d workers logged that they stop, want 2: %+v", len(stopping), stopping)
+		}
+		for _, r := range stopping {
+			if r.Component != "cluster" || r.Worker == 0 {
+				t.Errorf("a worker's line %+v lacks component=cluster or worker=ID", r)
+			}
+		}
+	})
 }
 
 // TestRollingRestart sends SIGHUP to the master while a client connects
 // in a tight loop: no connection fails, and every worker is replaced.
 func TestRollingRestart(t *testing.T) {
 	t.Parallel()
-	a := startApp(t, 2, nil)
-	pids := a.waitStarted(2)
+	forModes(t, func(t *testing.T, mode []string) {
+		a := startApp(t, 2, mode)
+		pids := a.waitStarted(2)
 
-	var (
-		dials   atomic.Int64
-		errMu   sync.Mutex
-		dialErr []error
-	)
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	var stopOnce sync.Once
-	halt := func() {
-		stopOnce.Do(func() { close(stop) })
-		<-stopped
-	}
-	defer halt()
-	go func() {
-		defer close(stopped)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), wait)
-			c, err := client.Dial(ctx, a.url, client.Options{})
-			cancel()
-			if err != nil {
-				if errors.Is(err, syscall.ECONNREFUSED) {
-					err = fmt.Errorf("connection refused: %w", err)
+		var (
+			dials   atomic.Int64
+			errMu   sync.Mutex
+			dialErr []error
+		)
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		var stopOnce sync.Once
+		halt := func() {
+			stopOnce.Do(func() { close(stop) })
+			<-stopped
+		}
+		defer halt()
+		go func() {
+			defer close(stopped)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
 				}
-				errMu.Lock()
-				dialErr = append(dialErr, err)
-				errMu.Unlock()
-				continue
+				ctx, cancel := context.WithTimeout(context.Background(), wait)
+				c, err := client.Dial(ctx, a.url, client.Options{})
+				cancel()
+				if err != nil {
+					if errors.Is(err, syscall.ECONNREFUSED) {
+						err = fmt.Errorf("connection refused: %w", err)
+					}
+					errMu.Lock()
+					dialErr = append(dialErr, err)
+					errMu.Unlock()
+					continue
+				}
+				c.Close()
+				dials.Add(1)
 			}
-			c.Close()
-			dials.Add(1)
+		}()
+
+		testutil.Eventually(t, wait, func() bool { return dials.Load() >= 10 }, "the dial loop does not get going")
+		before := dials.Load()
+		a.signal(syscall.SIGHUP)
+		a.waitFor("rolling restart finished", msgIs("rolling restart finished"))
+		during := dials.Load() - before
+		after := dials.Load()
+		testutil.Eventually(t, wait, func() bool { return dials.Load() >= after+20 }, "no dials after the rolling restart")
+		halt()
+
+		errMu.Lock()
+		if len(dialErr) > 0 {
+			t.Errorf("%d of %d dials failed, first: %v", len(dialErr), dials.Load()+int64(len(dialErr)), dialErr[0])
 		}
-	}()
+		errMu.Unlock()
+		t.Logf("%d dials during the rolling restart, %d in all", during, dials.Load())
 
-	testutil.Eventually(t, wait, func() bool { return dials.Load() >= 10 }, "the dial loop does not get going")
-	before := dials.Load()
-	a.signal(syscall.SIGHUP)
-	a.waitFor("rolling restart finished", msgIs("rolling restart finished"))
-	during := dials.Load() - before
-	after := dials.Load()
-	testutil.Eventually(t, wait, func() bool { return dials.Load() >= after+20 }, "no dials after the rolling restart")
-	halt()
-
-	errMu.Lock()
-	if len(dialErr) > 0 {
-		t.Errorf("%d of %d dials failed, first: %v", len(dialErr), dials.Load()+int64(len(dialErr)), dialErr[0])
-	}
-	errMu.Unlock()
-	t.Logf("%d dials during the rolling restart, %d in all", during, dials.Load())
-
-	replaced := a.find(msgIs("worker replaced"))
-	if len(replaced) != 2 {
-		t.Fatalf("%d workers replaced, want 2", len(replaced))
-	}
-	for _, r := range replaced {
-		if r.OldPID != pids[r.Worker] || r.PID == r.OldPID {
-			t.Errorf("worker %d replaced: PID %d → %d, it was %d", r.Worker, r.OldPID, r.PID, pids[r.Worker])
+		replaced := a.find(msgIs("worker replaced"))
+		if len(replaced) != 2 {
+			t.Fatalf("%d workers replaced, want 2", len(replaced))
 		}
-	}
-	waitGone(t, pids[1], pids[2])
-	if n := len(a.find(msgIs("worker exited unexpectedly"))); n != 0 {
-		t.Errorf("%d unexpected exits during the rolling restart", n)
-	}
-	c := mustDial(t, a.url, false)
-	if id := c.ask(t); id.PID == pids[id.ID] {
-		t.Errorf("worker %d still answers from its old PID %d", id.ID, id.PID)
-	}
+		for _, r := range replaced {
+			if r.OldPID != pids[r.Worker] || r.PID == r.OldPID {
+				t.Errorf("worker %d replaced: PID %d → %d, it was %d", r.Worker, r.OldPID, r.PID, pids[r.Worker])
+			}
+		}
+		waitGone(t, pids[1], pids[2])
+		if n := len(a.find(msgIs("worker exited unexpectedly"))); n != 0 {
+			t.Errorf("%d unexpected exits during the rolling restart", n)
+		}
+		c := mustDial(t, a.url, false)
+		if id := c.ask(t); id.PID == pids[id.ID] {
+			t.Errorf("worker %d still answers from its old PID %d", id.ID, id.PID)
+		}
+	})
 }
 
 // get makes a GET request for path on a new connection to addr, by hand,
@@ -831,6 +851,25 @@ func get(addr, path string) (string, error) {
 		err = fmt.Errorf("%s: %s", resp.Status, body)
 	}
 	return string(body), err
+}
+
+// whoamiSpread makes n GET /whoami requests, each on a new connection,
+// and returns how many each worker answered.
+func whoamiSpread(t *testing.T, a *app, pids map[int]int, n int) map[int]int {
+	t.Helper()
+	got := make(map[int]int)
+	for range n {
+		body, err := get(a.addr, "/whoami")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := checkWhoami(body, pids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[id]++
+	}
+	return got
 }
 
 // checkWhoami parses the test program's answer to GET /whoami, "ID PID",
@@ -947,46 +986,50 @@ func TestHeldWhileRestarting(t *testing.T) {
 // time, and is restarted as a worker that exited unexpectedly.
 func TestWorkerTerminated(t *testing.T) {
 	t.Parallel()
-	const timeout = 4 * time.Second
-	a := startApp(t, 2, []string{"-shutdown-timeout", timeout.String()})
-	pids := a.waitStarted(2)
-	clients := dialSpread(t, a, 2, 4, false)
+	forModes(t, func(t *testing.T, mode []string) {
+		const timeout = 4 * time.Second
+		a := startApp(t, 2, slices.Concat(mode, []string{"-shutdown-timeout", timeout.String()}))
+		pids := a.waitStarted(2)
+		clients := dialSpread(t, a, 2, 4, false)
 
-	start := time.Now()
-	if err := syscall.Kill(pids[1], syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	exit := a.waitFor("worker 1 exited", workerMsg("worker exited unexpectedly", 1))
-	took := time.Since(start)
-	t.Logf("worker 1 exited in %v", took.Round(time.Millisecond))
-	if exit.Status != "exit status 0" {
-		t.Errorf("worker 1 exited with %q, want exit status 0", exit.Status)
-	}
-	if took > 2*timeout { // its budget is 90% of timeout; the rest is for a loaded machine
-		t.Errorf("worker 1 took %v to stop, its budget is %v", took, timeout*9/10)
-	}
-	for _, c := range clients {
-		if c.me.ID == 1 {
-			c.expectGoingAway(t)
+		start := time.Now()
+		if err := syscall.Kill(pids[1], syscall.SIGTERM); err != nil {
+			t.Fatal(err)
 		}
-	}
-	a.waitFor("worker 1 restarted", workerMsg("worker restarted", 1))
-	dialSpread(t, a, 2, 2, false)
+		exit := a.waitFor("worker 1 exited", workerMsg("worker exited unexpectedly", 1))
+		took := time.Since(start)
+		t.Logf("worker 1 exited in %v", took.Round(time.Millisecond))
+		if exit.Status != "exit status 0" {
+			t.Errorf("worker 1 exited with %q, want exit status 0", exit.Status)
+		}
+		if took > 2*timeout { // its budget is 90% of timeout; the rest is for a loaded machine
+			t.Errorf("worker 1 took %v to stop, its budget is %v", took, timeout*9/10)
+		}
+		for _, c := range clients {
+			if c.me.ID == 1 {
+				c.expectGoingAway(t)
+			}
+		}
+		a.waitFor("worker 1 restarted", workerMsg("worker restarted", 1))
+		dialSpread(t, a, 2, 2, false)
+	})
 }
 
 // TestMasterKilled kills the master with SIGKILL: its workers notice and
 // shut down gracefully by themselves.
 func TestMasterKilled(t *testing.T) {
 	t.Parallel()
-	a := startApp(t, 2, nil)
-	pids := a.waitStarted(2)
-	c := mustDial(t, a.url, false)
+	forModes(t, func(t *testing.T, mode []string) {
+		a := startApp(t, 2, mode)
+		pids := a.waitStarted(2)
+		c := mustDial(t, a.url, false)
 
-	if err := a.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, pids[1], pids[2])
-	c.expectGoingAway(t)
+		if err := a.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, pids[1], pids[2])
+		c.expectGoingAway(t)
+	})
 }
 
 // TestCrashLoop starts a cluster whose worker 2 exits at once: the crash

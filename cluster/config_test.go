@@ -4,12 +4,14 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/option"
 )
 
 // TestConfig checks every field of Config: its default, a value of the
@@ -110,5 +112,33 @@ func TestConfigCopy(t *testing.T) {
 	}
 	if err := Run(Config{}); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("Run with a zero Config: %v", err)
+	}
+}
+
+// TestReusePortOS checks that ReusePort is refused off Linux, naming the
+// field, and accepted on Linux.
+func TestReusePortOS(t *testing.T) {
+	t.Parallel()
+	for _, goos := range []string{"darwin", "freebsd", "windows"} {
+		ch := option.NewCheck(ErrInvalidOption)
+		checkReusePort(ch, true, goos)
+		err := ch.Err()
+		if !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), "ReusePort") || !strings.Contains(err.Error(), goos) {
+			t.Errorf("%s: %v, want ErrInvalidOption naming ReusePort and %s", goos, err, goos)
+		}
+		ch = option.NewCheck(ErrInvalidOption)
+		checkReusePort(ch, false, goos)
+		if err := ch.Err(); err != nil {
+			t.Errorf("%s without ReusePort: %v", goos, err)
+		}
+	}
+	ch := option.NewCheck(ErrInvalidOption)
+	checkReusePort(ch, true, "linux")
+	if err := ch.Err(); err != nil {
+		t.Errorf("linux: %v", err)
+	}
+	cfg := Config{Worker: func(*Worker) http.Handler { return nil }, ReusePort: true}
+	if _, err := cfg.withDefaults(); (err == nil) != (runtime.GOOS == "linux") {
+		t.Errorf("ReusePort on %s: %v", runtime.GOOS, err)
 	}
 }

@@ -167,6 +167,9 @@ func (l *link) close() error { return l.c.Close() }
 // sends: a hand-over to another goroutine for each connection would cost
 // more than the sending. Another goroutine, holdLoop, offers the held
 // connections again while there are some. Both stop on close.
+//
+// With Config.ReusePort there is none: add, remove and close do nothing
+// on a nil *dispatcher.
 type dispatcher struct {
 	ln   net.Listener
 	lnf  *os.File        // a duplicate of ln's socket, to accept from
@@ -228,6 +231,9 @@ func newDispatcher(ln net.Listener, log *slog.Logger, hold holdLimits) (*dispatc
 // add makes l take connections, after the links added before, starting
 // with the held ones.
 func (d *dispatcher) add(l *link) {
+	if d == nil {
+		return
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed || slices.Contains(d.links, l) {
@@ -240,6 +246,9 @@ func (d *dispatcher) add(l *link) {
 // remove stops sending connections to l: once it returns, none is sent to
 // l any more. It is a no-op if l is not there.
 func (d *dispatcher) remove(l *link) {
+	if d == nil {
+		return
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.removeLocked(l)
@@ -262,6 +271,9 @@ func (d *dispatcher) removeLocked(l *link) {
 // close stops accepting, closes the listener and the connections still
 // held, and waits for the dispatcher's goroutines. It is idempotent.
 func (d *dispatcher) close() {
+	if d == nil {
+		return
+	}
 	d.closeOnce.Do(func() {
 		close(d.quit)
 		d.mu.Lock()

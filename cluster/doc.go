@@ -37,7 +37,8 @@
 // worker is ready the master logs the startup lines: the master's address
 // and PID, the broker's address and PID (the master's, since the broker
 // runs inside it) and each worker's ID and PID. The master accepts the
-// connections but serves no requests itself.
+// connections but serves no requests itself (with Config.ReusePort the
+// workers accept them: see Accept in the workers).
 //
 // # Round-robin dispatch
 //
@@ -60,9 +61,11 @@
 // spreads connections very unevenly: 200 clients connecting one after
 // another to two workers went 163 to one, 37 to the other. Handed out in
 // turn, N connections reach each of W workers N/W times, as long as none
-// restarts. SO_REUSEPORT, which gives each worker its own socket, balances
-// by a hash of the client's address, and resets the connections queued
-// on a socket that closes.
+// restarts. SO_REUSEPORT, which gives each worker its own socket, spreads
+// them by a hash of their addresses and ports instead, and loses the
+// connections queued on a socket that closes unless the kernel moves them
+// (net.ipv4.tcp_migrate_req): it is the Config.ReusePort mode, below, not
+// the default.
 //
 // Since the master keeps accepting, a restart refuses nobody. A worker
 // being stopped is first taken out of the rotation; the master then ends
@@ -82,6 +85,52 @@
 // the order of 50,000 connections per second; and the whole cluster,
 // which shared the two vCPUs with the clients, served 6,500 to 8,200
 // connections per second against 6,900 to 8,000 with the shared socket.
+//
+// # Accept in the workers
+//
+// With Config.ReusePort (Linux only) each worker opens its own listening
+// socket on Host:Port with SO_REUSEPORT, once its broker link is up, just
+// before it reports ready, and the kernel spreads new connections over
+// the listeners of the workers. The master never listens on the port: a
+// listening socket that nobody accepts from would still get its share of
+// connections. To fail with ErrPortInUse as in the default mode, and to
+// keep the port while no worker listens, it binds a socket with
+// SO_REUSEPORT (and not SO_REUSEADDR, so that a plain listener cannot
+// bind beside it) and never listens on it, and takes a lock, an abstract
+// Unix socket named after the port, that a second cluster with ReusePort
+// cannot take: SO_REUSEPORT alone would let it share the port unnoticed.
+// The master's connection socket to each worker stays: it carries the
+// admin listener's connections and the end marker.
+//
+// It saves the master's accept(2), sendmsg(2) and close(2), and the
+// worker's recvmsg(2) and dup(2), per connection, and takes the master out
+// of the connections' way: in our load test a quarter less CPU for the
+// whole cluster per connect+subscribe, but no more connections per second
+// on 2 shared cores (BENCHMARKS.md, "Issue 16: accept modes"). What it
+// costs:
+//
+//   - Balance: the kernel hashes each connection's addresses and ports to
+//     a listener, so each worker gets about, not exactly, its share, and
+//     connections from one source are not spread in turns (60 requests to
+//     3 workers went 21, 22 and 17).
+//   - Lost connections: a listener that closes resets the connections
+//     that completed their handshake on it but were not accepted yet, and
+//     those still in their handshake. A worker that dies (kill -9, a
+//     crash) loses them. A worker that stops gracefully keeps accepting
+//     until the master ends its connection stream (which comes after its
+//     replacement listens, in a rolling restart), then takes every
+//     connection queued and closes its listener at once, from the same
+//     goroutine; a connection that arrives between the two is reset. Linux
+//     5.14 and later move these connections to another listener of the
+//     port instead with the sysctl net.ipv4.tcp_migrate_req=1: the master
+//     reads it at start and logs a warning when it is 0 or missing.
+//   - While a worker restarts, its share goes to the others, as in the
+//     default mode; while none listens, new connections are refused
+//     instead of waiting in the master.
+//
+// In a graceful shutdown of the cluster each worker closes its listener
+// as it stops, so new connections are refused from then on, as in the
+// default mode.
 //
 // # Signals
 //
@@ -230,7 +279,9 @@
 //
 // In a worker, Run owns the http.Server and the goroutine serving it,
 // which ends with the connection stream (the end marker, the master gone,
-// or after a quarter of the worker's time), the Server, a goroutine
+// or after a quarter of the worker's time), with ReusePort a second one
+// serving its own listener, which ends when Run drains and closes that
+// listener after the first has ended, the Server, a goroutine
 // watching the lifeline, which ends at its end of file or when Run closes
 // it, and with an admin listener the worker's admin server and its
 // serving goroutine, which Run closes last; Run waits for all of them

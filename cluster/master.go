@@ -42,8 +42,9 @@ type master struct {
 	cfg        Config
 	log        *slog.Logger
 	pid        int
-	ln         net.Listener
-	disp       *dispatcher         // accepts from ln and hands the connections to the workers
+	addr       net.Addr            // the cluster's address
+	disp       *dispatcher         // accepts and hands the connections to the workers; nil with ReusePort
+	reserved   *reservation        // with ReusePort: the port, bound for the workers' listeners
 	admin      *admin              // the admin listener; nil without Config.AdminAddr
 	broker     *localbroker.Server // nil when Config.Broker is set
 	brokerAddr string
@@ -104,15 +105,29 @@ func runMaster(ctx context.Context, cfg Config) error {
 		procs:  make(map[*proc]struct{}),
 	}
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return listenError("Port", addr, err)
+	if cfg.ReusePort {
+		// Each worker listens; the master only keeps the port, until
+		// the workers are gone.
+		r, err := reservePort(cfg.Host, cfg.Port)
+		if err != nil {
+			return listenError("Port", addr, err)
+		}
+		defer r.Close()
+		m.reserved, m.addr = r, r.Addr()
+		warnMigrateReq(m.log, migrateReqPath)
+	} else {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return listenError("Port", addr, err)
+		}
+		m.addr = ln.Addr()
+		if m.disp, err = newDispatcher(ln, m.log, defaultHold); err != nil {
+			return err
+		}
+		defer m.disp.close()
 	}
-	m.ln = ln
-	if m.disp, err = newDispatcher(ln, m.log, defaultHold); err != nil {
-		return err
-	}
-	defer m.disp.close()
+
+	var err error
 
 	if cfg.Broker == nil {
 		m.secret = rand.Text()
@@ -238,7 +253,8 @@ func (m *master) spawn(s *slot) (*proc, error) {
 			id:         s.id,
 			brokerAddr: m.brokerAddr,
 			secret:     m.secret,
-			listenAddr: m.ln.Addr().String(),
+			listenAddr: m.addr.String(),
+			reusePort:  m.cfg.ReusePort,
 			attr:       sysProcAttr(),
 		},
 		reply: reply,
@@ -403,7 +419,11 @@ func (m *master) maybeAnnounce() {
 		return
 	}
 	m.announced = true
-	m.log.Info("master is running", "addr", m.ln.Addr().String(), "pid", m.pid, "workers", len(m.slots))
+	accept := "master"
+	if m.cfg.ReusePort {
+		accept = "workers (reuseport)"
+	}
+	m.log.Info("master is running", "addr", m.addr.String(), "pid", m.pid, "workers", len(m.slots), "accept", accept)
 	if m.broker != nil {
 		m.log.Info("broker is running", "addr", m.brokerAddr, "pid", m.pid, "process", "master")
 	} else {
@@ -478,7 +498,8 @@ func (m *master) beginShutdown(reason string, result error) {
 	m.shutdown, m.result = true, result
 	m.admin.shuttingDown()
 	// No new connection: they are refused from now on rather than left
-	// waiting for workers that are all stopping.
+	// waiting for workers that are all stopping. With ReusePort each
+	// worker closes its own listener as it stops, at once.
 	m.disp.close()
 	m.rolling, m.roll, m.rollOld = false, nil, nil
 	for _, s := range m.slots {

@@ -38,6 +38,7 @@ type workerSpec struct {
 	brokerAddr string // "" when Config.Broker builds the broker
 	secret     string // the TCP broker's secret, no newline
 	listenAddr string // the cluster's listening address
+	reusePort  bool   // the worker listens on listenAddr itself (Config.ReusePort)
 	attr       *syscall.SysProcAttr
 	output     *os.File // the worker's stdout and stderr; nil: this process's
 }
@@ -88,7 +89,7 @@ func startWorker(spec workerSpec) (_ *child, err error) {
 		return nil, err
 	}
 	cmd := exec.Command(spec.path, spec.args...)
-	cmd.Env = workerEnv(spec.id, spec.brokerAddr, spec.listenAddr)
+	cmd.Env = workerEnv(spec.id, spec.brokerAddr, spec.listenAddr, spec.reusePort)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if spec.output != nil {
 		cmd.Stdout, cmd.Stderr = spec.output, spec.output
@@ -111,17 +112,20 @@ func startWorker(spec workerSpec) (_ *child, err error) {
 
 // workerEnv returns this process's environment with the worker's
 // variables set.
-func workerEnv(id int, brokerAddr, listenAddr string) []string {
-	env := make([]string, 0, len(os.Environ())+3)
+func workerEnv(id int, brokerAddr, listenAddr string, reusePort bool) []string {
+	env := make([]string, 0, len(os.Environ())+4)
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if name != envWorkerID && name != envBrokerAddr && name != envListenAddr {
+		if name != envWorkerID && name != envBrokerAddr && name != envListenAddr && name != envReusePort {
 			env = append(env, kv)
 		}
 	}
 	env = append(env, envWorkerID+"="+strconv.Itoa(id), envListenAddr+"="+listenAddr)
 	if brokerAddr != "" {
 		env = append(env, envBrokerAddr+"="+brokerAddr)
+	}
+	if reusePort {
+		env = append(env, envReusePort+"=1")
 	}
 	return env
 }

@@ -121,13 +121,26 @@ func runWorker(ctx context.Context, cfg Config, id int, brokerAddr, listenAddr s
 	}()
 
 	waitBroker(ctx, b, sigs, masterGone, log)
+	// With ReusePort the worker listens once it could serve a socket
+	// fully, as the master hands connections only to a ready worker.
+	var tcp *reuseListener
+	tcpServed := make(chan error, 1)
+	if cfg.ReusePort {
+		if tcp, err = listenReusePort(listenAddr); err != nil {
+			_ = hs.Close()
+			<-served
+			srv.Close()
+			return fmt.Errorf("cluster: worker %d: listen with SO_REUSEPORT: %w", id, err)
+		}
+		go func() { tcpServed <- hs.Serve(tcp) }()
+	}
 	if _, err := io.WriteString(readyPipe, readyLine); err != nil {
 		log.Warn("cannot tell the master this worker is ready", "err", err)
 	}
 	readyPipe.Close()
 
 	var serveErr error
-	serving := true
+	serving, tcpServing := true, tcp != nil
 	select {
 	case sig := <-sigs:
 		log.Debug("stopping", "signal", sig.String())
@@ -143,6 +156,12 @@ func runWorker(ctx context.Context, cfg Config, id int, brokerAddr, listenAddr s
 		} else {
 			log.Error("serving failed; stopping", "err", serveErr)
 		}
+	case serveErr = <-tcpServed:
+		tcpServing = false
+		log.Error("serving failed; stopping", "err", serveErr)
+		ln.Close() // nothing to wait for from the master
+		<-served
+		serving = false
 	}
 	budget := cfg.ShutdownTimeout * 9 / 10
 	deadline := time.Now().Add(budget)
@@ -167,6 +186,12 @@ func runWorker(ctx context.Context, cfg Config, id int, brokerAddr, listenAddr s
 			<-served
 		}
 		wait.Stop()
+	}
+	if tcpServing {
+		// Accepting until now: the master stops a worker only once its
+		// replacement, if any, listens.
+		tcp.drain()
+		<-tcpServed
 	}
 	shutdown(hs, conns, srv, time.Until(deadline), log)
 	if serveErr != nil {

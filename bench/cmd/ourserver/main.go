@@ -11,6 +11,9 @@
 // members; joins and leaves go to each channel's companion), -history N keeps
 // the last N publications of each channel for -history-ttl (the TCP broker
 // orders and keeps them; every publication carries its position).
+// -reuseport makes each worker accept on its own SO_REUSEPORT listener
+// instead of the master handing the connections over (cluster.Config.ReusePort,
+// the runner's ours-reuseport system).
 package main
 
 import (
@@ -38,6 +41,7 @@ func main() {
 	presence := flag.Bool("presence", false, "track presence on every channel")
 	history := flag.Int("history", 0, "keep this many publications of every channel (0: no history)")
 	historyTTL := flag.Duration("history-ttl", 10*time.Minute, "how long -history keeps each publication")
+	reusePort := flag.Bool("reuseport", false, "each worker accepts on its own SO_REUSEPORT listener (cluster.Config.ReusePort)")
 	flag.Parse()
 
 	var opts []clusterws.Option
@@ -61,6 +65,7 @@ func main() {
 		Port:       *port,
 		Host:       "127.0.0.1",
 		BrokerPort: *brokerPort,
+		ReusePort:  *reusePort,
 		Logger:     log,
 		Options:    opts,
 		Worker: func(w *cluster.Worker) http.Handler {

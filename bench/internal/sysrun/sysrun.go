@@ -34,6 +34,8 @@ var Variants = map[string][]string{
 	"ours-base":     nil,
 	"ours-presence": {"-presence"},
 	"ours-history":  {"-history", "100"},
+	// Each worker accepts itself (cluster.Config.ReusePort), Linux only.
+	"ours-reuseport": {"-reuseport"},
 }
 
 // Describe says what each system is, for the report.
@@ -45,6 +47,7 @@ var Describe = map[string]string{
 	"ours-base":        "ours built from another tree (runner -ours-base-bin), started the same way",
 	"ours-presence":    "ours with presence on every channel (ourserver -presence)",
 	"ours-history":     "ours with history on every channel, 100 publications for 10 min (ourserver -history 100)",
+	"ours-reuseport":   "ours with each worker accepting on its own SO_REUSEPORT listener (ourserver -reuseport)",
 }
 
 // IsOurs reports whether name is ours or one of its Variants: a build of

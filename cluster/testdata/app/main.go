@@ -34,6 +34,8 @@ func main() {
 	apiKey := flag.String("api-key", "", "APIKey")
 	drainWindow := flag.Duration("drain-window", 0, "DrainWindow")
 	history := flag.String("history", "", "keep the history of this channel (100 publications)")
+	reusePort := flag.Bool("reuseport", false, "ReusePort")
+	ping := flag.Duration("ping", 5*time.Second, "clusterws.WithPingInterval")
 	redisAddr := flag.String("redis", "", "link the workers through the Redis at this address (redisbroker) instead of the TCP broker")
 	flag.Parse()
 
@@ -45,7 +47,7 @@ func main() {
 			return redisbroker.New(redis.NewClient(&redis.Options{Addr: *redisAddr}), redisbroker.Options{})
 		}
 	}
-	opts := []clusterws.Option{clusterws.WithPingInterval(5 * time.Second)}
+	opts := []clusterws.Option{clusterws.WithPingInterval(*ping)}
 	if *history != "" {
 		opts = append(opts, clusterws.WithHistory(func(channel string) (int, time.Duration) {
 			if channel == *history {
@@ -60,6 +62,7 @@ func main() {
 		Host:            "127.0.0.1",
 		BrokerPort:      *brokerPort,
 		RestartOnFail:   *restart,
+		ReusePort:       *reusePort,
 		ShutdownTimeout: *shutdownTimeout,
 		AdminAddr:       *adminAddr,
 		APIKey:          *apiKey,
