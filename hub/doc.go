@@ -32,8 +32,9 @@
 //  2. Hub.mu (the registry of sockets and channels)
 //  3. Socket.mu (handlers and the socket's channel set) or writer.mu (the
 //     send queue and who writes it); never both.
-//  4. writerPool.mu (the line of writers waiting for the pool), taken
-//     under writer.mu when a writer is offered to the pool.
+//
+// writerPool.mu (the line of writers waiting for the pool) is taken alone:
+// a writer is offered to the pool after its writer.mu is unlocked.
 //
 // Goroutines: the heartbeat, the Broker's readiness probe (probe.go, with
 // a helper that ends with it) and each socket's reader and own writer are

@@ -346,9 +346,11 @@ func (h *Hub) offer(channel string, frame []byte, inline bool) []*watcher {
 	n := len(sockets)
 	shared := sharedFrame{plain: frame}
 	t := now()
+	b := offerBatch{pool: h.pool}
 	for _, s := range sockets {
-		s.sendFrame(h.frameFor(s, &shared), inline && n <= inlineFanout, t)
+		s.sendFrame(h.frameFor(s, &shared), inline && n <= inlineFanout, t, &b)
 	}
+	b.flush()
 	h.countDeflated(&shared)
 	if h.sessions.on {
 		// Queued to every subscriber now: what a session's ping confirms.
@@ -530,7 +532,7 @@ func (h *Hub) heartbeat() {
 		h.mu.RUnlock()
 		// A ping counts from when it was queued: on a loaded machine a late
 		// tick must not shorten the next socket's time to answer.
-		offered := now()
+		offered, pings := now(), offerBatch{pool: h.pool}
 		now := time.Now().UnixNano()
 		due := now - int64(h.opts.PingInterval)*9/10
 		for _, s := range batch {
@@ -541,7 +543,7 @@ func (h *Hub) heartbeat() {
 				if s.session != nil {
 					s.pinged()
 				}
-				s.sendFrame(wsconn.Frame{Data: h.ping, Binary: h.pingBin}, false, offered)
+				s.sendFrame(wsconn.Frame{Data: h.ping, Binary: h.pingBin}, false, offered, &pings)
 			case sent > due:
 				// The previous ping is not a full interval old yet.
 			default:
@@ -549,6 +551,7 @@ func (h *Hub) heartbeat() {
 				s.w.close(closeErr(CloseNoPong), false)
 			}
 		}
+		pings.flush()
 		clear(batch)
 	}
 }

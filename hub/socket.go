@@ -166,14 +166,15 @@ func (s *Socket) close(e CloseError) {
 // whether the frame was accepted.
 func (s *Socket) send(frame []byte, inline bool) bool {
 	sf := sharedFrame{plain: frame}
-	ok := s.sendFrame(s.hub.frameFor(s, &sf), inline, now())
+	ok := s.sendFrame(s.hub.frameFor(s, &sf), inline, now(), nil)
 	s.hub.countDeflated(&sf)
 	return ok
 }
 
-// sendFrame offers f, offered at t (now), to the socket's writer.
-func (s *Socket) sendFrame(f wsconn.Frame, inline bool, t time.Duration) bool {
-	res, queued := s.w.send(f, inline, t)
+// sendFrame offers f, offered at t (now), to the socket's writer; see
+// writer.send.
+func (s *Socket) sendFrame(f wsconn.Frame, inline bool, t time.Duration, b *offerBatch) bool {
+	res, queued := s.w.send(f, inline, t, b)
 	if res == overflow {
 		s.hub.counters.slowConsumers.Add(1)
 		s.hub.limited.Log(slog.LevelWarn, "closing a slow consumer", "socket", s.id, "queued_bytes", queued,

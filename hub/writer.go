@@ -126,8 +126,10 @@ var (
 
 // send writes f inline or queues it; see the rules on writer. t is when
 // f was offered (now): a fan-out reads the clock once for all its
-// sockets. send returns the queue's size in bytes with overflow.
-func (w *writer) send(f wsconn.Frame, inline bool, t time.Duration) (sendResult, int) {
+// sockets, and hands its batch b to gather the writers it gives the pool
+// (nil: offer at once). send returns the queue's size in bytes with
+// overflow.
+func (w *writer) send(f wsconn.Frame, inline bool, t time.Duration, b *offerBatch) (sendResult, int) {
 	w.mu.Lock()
 	if w.closed || w.state == stateDone {
 		w.mu.Unlock()
@@ -149,10 +151,11 @@ func (w *writer) send(f wsconn.Frame, inline bool, t time.Duration) (sendResult,
 		return overflow, queued
 	}
 	w.q.push(f, t)
-	if w.state == stateIdle {
-		w.scheduleLocked()
-	}
+	pool := w.state == stateIdle && w.scheduleLocked()
 	w.mu.Unlock()
+	if pool {
+		b.add(w)
+	}
 	return sent, 0
 }
 
@@ -160,13 +163,15 @@ func (w *writer) send(f wsconn.Frame, inline bool, t time.Duration) (sendResult,
 // size: a recovery is bounded by the channel's history, and never partial.
 func (w *writer) replay(f wsconn.Frame) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.closed || w.state == stateDone {
+		w.mu.Unlock()
 		return
 	}
 	w.q.push(f, now())
-	if w.state == stateIdle {
-		w.scheduleLocked()
+	pool := w.state == stateIdle && w.scheduleLocked()
+	w.mu.Unlock()
+	if pool {
+		w.pool.offer(w)
 	}
 }
 
@@ -202,22 +207,30 @@ func (w *writer) afterTryLocked(rest *chunk, blocked bool, err error) {
 	case !w.q.empty() || w.closeDue:
 		// More arrived meanwhile: back in line, so a busy socket does not
 		// hold a pool writer from the others.
-		w.scheduleLocked()
+		if w.scheduleLocked() {
+			w.mu.Unlock()
+			w.pool.offer(w)
+			return
+		}
 	default:
 		w.state = stateIdle
 	}
 	w.mu.Unlock()
 }
 
-// scheduleLocked hands the queue to the pool, or to a goroutine of the
-// socket's own when only waiting will do.
-func (w *writer) scheduleLocked() {
+// scheduleLocked gives the queue a writer: a goroutine of the socket's
+// own when only waiting will do, else the pool. It reports whether w goes
+// to the pool, which the caller offers it to after unlocking w.mu: a pool
+// writer that takes it at once then finds the lock free, and a fan-out
+// can offer many in one trip to the pool's lock. Until then w waits as
+// pooled, which senders and close treat as any pooled writer.
+func (w *writer) scheduleLocked() (pool bool) {
 	if !w.closeDue && w.link.CanTryWrite() {
 		w.state = statePooled
-		w.pool.offer(w)
-		return
+		return true
 	}
 	w.ownLocked()
+	return false
 }
 
 // ownLocked starts the socket's own writer goroutine. The writer is not
@@ -546,23 +559,51 @@ func (p *writerPool) run(lat *Histogram) {
 	}
 }
 
-// offer puts w in line for a pool writer, waking one that is idle.
-func (p *writerPool) offer(w *writer) {
+// offer puts ws in line for the pool writers, waking as many idle ones.
+func (p *writerPool) offer(ws ...*writer) {
 	p.mu.Lock()
-	if len(p.queue) == cap(p.queue) && p.head > len(p.queue)/2 {
+	if len(p.queue)+len(ws) > cap(p.queue) && p.head > len(p.queue)/2 {
 		// Reuse the front the pool writers have taken instead of growing.
 		n := copy(p.queue, p.queue[p.head:])
 		clear(p.queue[n:])
 		p.queue, p.head = p.queue[:n], 0
 	}
-	p.queue = append(p.queue, w)
-	wake := p.idle > 0
-	if wake {
-		p.idle--
-	}
+	p.queue = append(p.queue, ws...)
+	wake := min(p.idle, len(ws))
+	p.idle -= wake
 	p.mu.Unlock()
-	if wake {
+	for range wake {
 		p.wake <- struct{}{} // never blocks: one slot per pool writer
+	}
+}
+
+// offerBatch gathers the writers a fan-out gives the pool, to offer them
+// in one trip to the pool's lock per batch instead of one per socket.
+// A nil *offerBatch offers each writer at once.
+type offerBatch struct {
+	pool *writerPool
+	n    int
+	ws   [64]*writer
+}
+
+func (b *offerBatch) add(w *writer) {
+	if b == nil {
+		w.pool.offer(w)
+		return
+	}
+	b.ws[b.n] = w
+	b.n++
+	if b.n == len(b.ws) {
+		b.flush()
+	}
+}
+
+// flush offers the writers gathered; a fan-out calls it when done.
+func (b *offerBatch) flush() {
+	if b.n > 0 {
+		b.pool.offer(b.ws[:b.n]...)
+		clear(b.ws[:b.n])
+		b.n = 0
 	}
 }
 

@@ -238,7 +238,7 @@ func TestWriterInlineWhenIdle(t *testing.T) {
 	l := newFakeLink()
 	w, pool, _ := testWriter(l, 1<<20)
 	for i := range 3 {
-		if res, _ := w.send(text(strconv.Itoa(i)), true, now()); res != sent {
+		if res, _ := w.send(text(strconv.Itoa(i)), true, now(), nil); res != sent {
 			t.Fatalf("send %d: %v", i, res)
 		}
 		// Written before send returned, on this goroutine.
@@ -272,7 +272,7 @@ func TestWriterQueuesWhatInlineMayNotTake(t *testing.T) {
 			if tc.step < hotGap {
 				w.last = now() // a previous frame just went out
 			}
-			if res, _ := w.send(text("a"), tc.inline, now()); res != sent {
+			if res, _ := w.send(text("a"), tc.inline, now(), nil); res != sent {
 				t.Fatal(res)
 			}
 			if st := w.stateNow(); st != tc.want {
@@ -305,11 +305,11 @@ func TestWriterShortWrite(t *testing.T) {
 	l.gate = make(chan error)
 	w, pool, wg := testWriter(l, 1<<20)
 	big := string(make([]byte, 300))
-	w.send(text(big), true, now())
+	w.send(text(big), true, now(), nil)
 	if st := w.stateNow(); st != stateOwn {
 		t.Fatalf("state %d after a short write, want own", st)
 	}
-	w.send(text("next"), true, now()) // queued behind the rest
+	w.send(text("next"), true, now(), nil) // queued behind the rest
 	if pool.backlog() != 0 {
 		t.Fatal("a busy socket was handed to the pool")
 	}
@@ -334,7 +334,7 @@ func TestWriterPoolBlocked(t *testing.T) {
 	for i := range 3000 { // several flushAt buffers
 		s := fmt.Sprintf("%04d%s", i, make([]byte, 60))
 		want = append(want, s)
-		w.send(text(s), false, now())
+		w.send(text(s), false, now(), nil)
 	}
 	drainPool(pool)
 	wg.Wait()
@@ -350,11 +350,11 @@ func TestWriterPoolBlocked(t *testing.T) {
 // refused and the goroutine ends.
 func TestWriterWriteTimeout(t *testing.T) {
 	l, w, wg := gatedWriter(t)
-	w.send(text("a"), false, now())
-	w.send(text("b"), false, now())
+	w.send(text("a"), false, now(), nil)
+	w.send(text("b"), false, now(), nil)
 	l.gate <- errors.New("i/o timeout")
 	wg.Wait()
-	if res, _ := w.send(text("c"), true, now()); res != rejected {
+	if res, _ := w.send(text("c"), true, now(), nil); res != rejected {
 		t.Fatalf("send after a failed write: %v", res)
 	}
 	out, closes, dropped := l.snapshot()
@@ -374,12 +374,12 @@ func TestWriterCloseDuringFlush(t *testing.T) {
 			l.noTry = true
 			l.gate = make(chan error)
 			w, _, wg := testWriter(l, 1<<20)
-			w.send(text("in flight"), false, now())
+			w.send(text("in flight"), false, now(), nil)
 			l.awaitWrite(t)
-			w.send(text("queued"), false, now())
+			w.send(text("queued"), false, now(), nil)
 			w.close(CloseError{Code: 4321, Reason: "bye"}, drain)
 			w.close(CloseError{Code: 4000, Reason: "second"}, true) // only the first counts
-			if res, _ := w.send(text("late"), true, now()); res != rejected {
+			if res, _ := w.send(text("late"), true, now(), nil); res != rejected {
 				t.Fatalf("send after close: %v", res)
 			}
 			if !w.closing() {
@@ -417,13 +417,13 @@ func TestWriterOverflow(t *testing.T) {
 	var res sendResult
 	var queued, n int
 	for res != overflow {
-		res, queued = w.send(text("0123456789012345678901234567890123456789"), false, now()) // 40 bytes
+		res, queued = w.send(text("0123456789012345678901234567890123456789"), false, now(), nil) // 40 bytes
 		n++
 	}
 	if n != 3 || queued != 80 {
 		t.Fatalf("overflow at frame %d with %d bytes queued; want frame 3 with 80", n, queued)
 	}
-	if res, _ := w.send(text("x"), false, now()); res != rejected {
+	if res, _ := w.send(text("x"), false, now(), nil); res != rejected {
 		t.Fatalf("send after overflow: %v", res)
 	}
 	drainPool(pool) // the pool finds the close due and hands it on
@@ -436,12 +436,12 @@ func TestWriterOverflow(t *testing.T) {
 
 func TestWriterDropWhileWriting(t *testing.T) {
 	l, w, wg := gatedWriter(t)
-	w.send(text("a"), false, now())
+	w.send(text("a"), false, now(), nil)
 	l.awaitWrite(t)
 	w.drop(closeErr(CloseGoingAway))
 	l.gate <- errors.New("use of closed connection") // what a dropped connection's write returns
 	wg.Wait()
-	if res, _ := w.send(text("b"), true, now()); res != rejected {
+	if res, _ := w.send(text("b"), true, now(), nil); res != rejected {
 		t.Fatalf("send after drop: %v", res)
 	}
 	if e, ok := w.end(); !ok || e.Code != CloseGoingAway {
@@ -450,7 +450,8 @@ func TestWriterDropWhileWriting(t *testing.T) {
 }
 
 // TestWriterOrder interleaves inline and queued frames from two senders
-// with a real pool and a socket buffer of random size, and checks that each
+// (one of them offering to the pool in batches, as a fan-out does) with a
+// real pool and a socket buffer of random size, and checks that each
 // sender's frames arrive in order and all of them arrive.
 func TestWriterOrder(t *testing.T) {
 	// Half the frames come within hotGap of the previous one.
@@ -467,10 +468,19 @@ func TestWriterOrder(t *testing.T) {
 			senders.Add(1)
 			go func() {
 				defer senders.Done()
+				// Sender 1 offers to the pool in batches, as a fan-out does.
+				var b *offerBatch
+				if sender == 1 {
+					b = &offerBatch{pool: pool}
+					defer b.flush()
+				}
 				for i := range n {
-					if res, _ := w.send(text(fmt.Sprintf("%d:%d", sender, i)), rand.IntN(2) == 0, now()); res != sent {
+					if res, _ := w.send(text(fmt.Sprintf("%d:%d", sender, i)), rand.IntN(2) == 0, now(), b); res != sent {
 						t.Errorf("send: %v", res)
 						return
+					}
+					if b != nil && i%7 == 0 {
+						b.flush()
 					}
 					if i%100 == 0 {
 						l.mu.Lock()
