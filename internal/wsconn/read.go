@@ -554,8 +554,8 @@ func (c *Conn) readInflated() ([]byte, error) {
 		}
 		n, err := fr.Read(out[len(out):room])
 		out = out[:len(out)+n]
-		if err == nil {
-			continue
+		if err == nil || rd.limit >= 0 && int64(len(out)) > rd.limit {
+			continue // over the limit, whatever follows: 1009 above
 		}
 		if rd.srcErr != nil {
 			return nil, rd.srcErr // the connection's, or a protocol error on the way
