@@ -17,8 +17,9 @@ type CloseCode int
 const (
 	CloseNormal       CloseCode = 1000 // Socket.Close by the application, or the client left
 	CloseGoingAway    CloseCode = 1001 // the server is shutting down
+	CloseProtocol     CloseCode = 1002 // a frame that breaks RFC 6455 (unmasked, reserved bits or opcodes, bad fragments)
 	CloseAbnormal     CloseCode = 1006 // never sent: the connection dropped without a close frame
-	CloseInvalidData  CloseCode = 1007 // a text frame that is not valid UTF-8
+	CloseInvalidData  CloseCode = 1007 // a text frame that is not valid UTF-8, or a compressed one that does not inflate
 	ClosePolicy       CloseCode = 1008 // refused by the server while connecting (it is shutting down)
 	CloseTooBig       CloseCode = 1009 // a message over the read limit
 	CloseInternal     CloseCode = 1011 // an application handler panicked
@@ -40,6 +41,8 @@ func (c CloseCode) Reason() string {
 	switch c {
 	case CloseGoingAway, ClosePolicy:
 		return "server shutting down"
+	case CloseProtocol:
+		return "protocol error"
 	case CloseAbnormal:
 		return "connection lost"
 	case CloseInvalidData:

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,14 +193,13 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 		subprotocols = []string{protocol.Subprotocol}
 	}
 	// With compression, coder/websocket negotiates permessage-deflate
-	// without context takeover and inflates what the client compressed;
-	// the data frames it would compress are the ones the writer frames
-	// itself (see Compression), so it never writes a compressed frame.
+	// without context takeover; wsconn inflates what the client
+	// compressed, and the writer compresses (see Compression).
 	mode := websocket.CompressionDisabled
 	if h.opts.Compression.Enabled {
 		mode = websocket.CompressionNoContextTakeover
 	}
-	ws, nc, err := wsconn.Accept(w, r, &websocket.AcceptOptions{
+	nc, err := wsconn.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:    subprotocols,
 		OriginPatterns:  opts.OriginPatterns,
 		CompressionMode: mode,
@@ -213,17 +211,16 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 			"origin", r.Header.Get("Origin"), "err", err)
 		return err
 	}
-	ws.SetReadLimit(h.opts.ReadLimit)
+	nc.SetReadLimit(h.opts.ReadLimit)
 	nc.SetTimeout(h.opts.WriteTimeout)
-	s := newSocket(h, ws, nc, r, session)
-	s.ext = !h.opts.Legacy && ws.Subprotocol() == protocol.Subprotocol
-	s.deflate = mode != websocket.CompressionDisabled &&
-		strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
+	s := newSocket(h, nc, r, session)
+	s.ext = !h.opts.Legacy && nc.Subprotocol() == protocol.Subprotocol
+	s.deflate = nc.Deflate()
 
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		_ = ws.Close(websocket.StatusCode(ClosePolicy), ClosePolicy.Reason())
+		nc.CloseNow(int(ClosePolicy), ClosePolicy.Reason())
 		return ErrClosed
 	}
 	h.sockets[s.id] = s
@@ -242,7 +239,7 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	if fn := h.onConnection.Load(); fn != nil {
 		s.safely("OnConnection", func() { (*fn)(s) })
 	}
-	go s.readLoop()
+	go s.readFn()
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -13,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
-
-	"github.com/coder/websocket"
 
 	"github.com/clusterws/clusterws-go/internal/protocol"
 	"github.com/clusterws/clusterws-go/internal/wsconn"
@@ -26,7 +23,8 @@ import (
 type Socket struct {
 	hub    *Hub
 	id     string
-	ws     *websocket.Conn
+	nc     *wsconn.Conn
+	readFn func() // readLoop, bound once: a go statement with a method value allocates
 	w      writer
 	req    *http.Request
 	remote string
@@ -49,14 +47,15 @@ type Socket struct {
 	channels     map[string]struct{} // written only by the reader goroutine
 }
 
-func newSocket(h *Hub, ws *websocket.Conn, nc *wsconn.Conn, r *http.Request, session *sessionState) *Socket {
+func newSocket(h *Hub, nc *wsconn.Conn, r *http.Request, session *sessionState) *Socket {
 	// A shallow copy: handlers read the URL and headers; the body is gone
 	// with the hijack. Cloning the headers would cost every idle socket.
 	req := r.WithContext(context.WithoutCancel(r.Context()))
 	req.Body, req.GetBody = http.NoBody, nil
 	ctx, cancel := context.WithCancel(req.Context())
-	s := &Socket{hub: h, id: h.newID(), ws: ws, req: req, remote: r.RemoteAddr, ctx: ctx, cancel: cancel}
-	s.w = writer{link: wsLink{ws: ws, nc: nc}, pool: h.pool, wg: &h.wg, limit: h.opts.SendQueueBytes,
+	s := &Socket{hub: h, id: h.newID(), nc: nc, req: req, remote: r.RemoteAddr, ctx: ctx, cancel: cancel}
+	s.readFn = s.readLoop
+	s.w = writer{link: wsLink{nc: nc}, pool: h.pool, wg: &h.wg, limit: h.opts.SendQueueBytes,
 		shard: h.pool.shard.Add(1) % latencyShards}
 	s.session = session
 	return s
@@ -184,42 +183,42 @@ func (s *Socket) sendFrame(f wsconn.Frame, inline bool, t time.Duration, b *offe
 }
 
 // readLoop reads and dispatches messages until the connection ends, then
-// cleans up. It owns the socket's lifetime.
+// cleans up. It owns the socket's lifetime, and holds the hub's count for
+// the reader.
+//
+// An idle socket waits on a fresh goroutine: handlers grow the stack of
+// the goroutine that runs them, and the runtime never shrinks a stack
+// below four times what a goroutine parked in the poller uses, so the
+// goroutine that handled a burst hands the wait over to a new one (2 KiB
+// of stack) and exits.
 func (s *Socket) readLoop() {
-	defer s.hub.wg.Done()
+	if err := s.nc.Wait(); err != nil {
+		s.end(err)
+		return
+	}
 	for {
-		typ, b, err := s.read()
+		m, err := s.nc.Next()
+		if err == wsconn.ErrDrained {
+			go s.readFn() // takes over the count in hub.wg
+			return
+		}
 		if err != nil {
-			s.finish(err)
+			s.end(err)
 			return
 		}
 		if !s.w.closing() {
-			s.handle(typ, b)
+			s.handle(m.Binary, m.Data)
 		}
 	}
 }
 
-var errTooBig = errors.New("hub: message over the read limit")
-
-// read reads one message. coder/websocket closes the connection with 1009
-// when a message exceeds the read limit; read reports that as errTooBig.
-func (s *Socket) read() (websocket.MessageType, []byte, error) {
-	typ, r, err := s.ws.Reader(context.Background())
-	if err != nil {
-		return 0, nil, err
-	}
-	b, err := io.ReadAll(r)
-	if err != nil && int64(len(b)) >= s.hub.opts.ReadLimit {
-		err = errTooBig
-	}
-	return typ, b, err
+func (s *Socket) end(err error) {
+	defer s.hub.wg.Done()
+	s.finish(err)
 }
 
 func (s *Socket) finish(err error) {
 	ce := closeOf(err)
-	if errors.Is(err, errTooBig) {
-		ce = closeErr(CloseTooBig)
-	}
 	serverClosed := false
 	if e, ok := s.w.end(); ok {
 		ce, serverClosed = e, true
@@ -249,19 +248,23 @@ func (s *Socket) finish(err error) {
 	}
 }
 
-// closeOf extracts the close code and reason the client sent.
+// closeOf returns how the reader ended: the close code and reason the
+// client sent, the code the reader sent for a bad frame, or CloseAbnormal.
 func closeOf(err error) CloseError {
-	var ce websocket.CloseError
+	var ce *wsconn.CloseError
 	if errors.As(err, &ce) {
 		return CloseError{Code: CloseCode(ce.Code), Reason: ce.Reason}
+	}
+	if code := wsconn.CloseCodeOf(err); code != 0 {
+		return closeErr(CloseCode(code))
 	}
 	return CloseError{Code: CloseAbnormal}
 }
 
 // handle dispatches one client message.
-func (s *Socket) handle(typ websocket.MessageType, b []byte) {
+func (s *Socket) handle(binary bool, b []byte) {
 	h := s.hub
-	if typ == websocket.MessageBinary {
+	if binary {
 		if !h.opts.Legacy && len(b) == 1 && b[0] == protocol.Pong[0] {
 			s.ponged()
 			h.ops.obs.pong()

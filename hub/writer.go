@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/clusterws/clusterws-go/internal/wsconn"
 )
 
@@ -638,17 +636,15 @@ func (p *writerPool) close() {
 	})
 }
 
-// wsLink is the link of a real connection: data frames through wsconn,
-// the close handshake through coder/websocket.
+// wsLink is the link of a real connection.
 type wsLink struct {
-	ws *websocket.Conn
 	nc *wsconn.Conn
 }
 
 func (l wsLink) CanTryWrite() bool               { return l.nc.CanTryWrite() }
 func (l wsLink) TryWrite(b []byte) (bool, error) { return l.nc.TryWrite(b) }
 func (l wsLink) Flush() error                    { return l.nc.Flush() }
-func (l wsLink) Drop()                           { _ = l.ws.CloseNow() }
+func (l wsLink) Drop()                           { _ = l.nc.Close() }
 
 func (l wsLink) Write(b []byte) error {
 	_, err := l.nc.Write(b)
@@ -656,8 +652,7 @@ func (l wsLink) Write(b []byte) error {
 }
 
 // CloseHandshake waits for the client's close frame, which the reader
-// consumes, for up to 5s. Its own write goes through nc, after what
-// TryWrite kept.
+// consumes, for up to 5s.
 func (l wsLink) CloseHandshake(e CloseError) bool {
-	return l.ws.Close(websocket.StatusCode(e.Code), e.Reason) == nil
+	return l.nc.CloseHandshake(int(e.Code), e.Reason)
 }

@@ -6,8 +6,9 @@
 // is not counted), subscribes each to one of -channels channels, and waits
 // until the server has every subscription. Then it forces a garbage
 // collection and reports, per connection, the growth of the Go heap and
-// goroutine stacks (runtime.MemStats HeapInuse+StackInuse) since before the
-// first connection, and the goroutines added.
+// goroutine stacks (runtime.MemStats HeapInuse+StackInuse) and of the
+// process's VmRSS since before the first connection, and the goroutines
+// added.
 //
 // Usage:
 //
@@ -68,6 +69,7 @@ func main() {
 
 type snapshot struct {
 	heapInuse, stackInuse, heapAlloc uint64
+	rss                              uint64 // VmRSS; 0 where /proc has none
 	goroutines                       int
 }
 
@@ -78,7 +80,8 @@ func measure() snapshot {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return snapshot{ms.HeapInuse, ms.StackInuse, ms.HeapAlloc, runtime.NumGoroutine()}
+	rss, _ := vmRSS()
+	return snapshot{ms.HeapInuse, ms.StackInuse, ms.HeapAlloc, rss, runtime.NumGoroutine()}
 }
 
 func run(n, channels int, timeout time.Duration, memprofile string) error {
@@ -180,8 +183,11 @@ func run(n, channels int, timeout time.Duration, memprofile string) error {
 		heap+stack, (heap+stack)/1024, heap, stack, per(after.heapAlloc, before.heapAlloc))
 	fmt.Printf("per connection: goroutines %.2f (%d -> %d)\n",
 		float64(after.goroutines-before.goroutines)/float64(n), before.goroutines, after.goroutines)
-	if rss, ok := vmRSS(); ok {
-		fmt.Printf("process VmRSS %.1f MiB (includes the runtime and freed-but-unreturned memory)\n", float64(rss)/(1<<20))
+	if after.rss > 0 {
+		// As W1 counts it: what the process holds, GC headroom and freed
+		// spans not yet returned to the OS included.
+		fmt.Printf("per connection: VmRSS %.0f B (%.2f KiB); process VmRSS %.1f MiB\n",
+			per(after.rss, before.rss), per(after.rss, before.rss)/1024, float64(after.rss)/(1<<20))
 	}
 	if memprofile != "" {
 		f, err := os.Create(memprofile)

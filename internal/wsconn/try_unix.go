@@ -46,3 +46,17 @@ func (c *Conn) writeFD(fd uintptr) bool {
 		}
 	}
 }
+
+var (
+	errAgain error = syscall.EAGAIN
+	errIntr  error = syscall.EINTR
+)
+
+// readSyscall is one read(2); n is 0 at the end of the stream.
+func readSyscall(fd uintptr, p []byte) (int, error) {
+	n, err := syscall.Read(int(fd), p)
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}

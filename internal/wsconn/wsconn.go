@@ -1,39 +1,39 @@
-// Package wsconn accepts WebSocket connections through coder/websocket and
-// lets the server write its data frames itself, many per system call.
+// Package wsconn runs the server side of a WebSocket connection once
+// coder/websocket has accepted the handshake: it reads the client's frames
+// and writes the server's, many per system call.
 //
-// coder/websocket handles the handshake, reading, control frames and the
-// close handshake. Its Write costs two channel-based locks and a flush per
-// message, a third of a busy server's CPU when every delivery is one
-// message. Server-to-client data frames are simple (unmasked, final, and
-// when permessage-deflate was negotiated, compressed by the caller with
-// Deflate and sent with RSV1 set): the hub frames a whole batch with
-// AppendFrame into one
-// buffer and writes it with one syscall, through Conn.TryWrite (without
-// waiting) or Conn.Write. The library's own writes (pongs, close frames)
-// go through Conn.Write too; all of them hold one lock, bytes a TryWrite
-// left go out first, and the library writes each control frame in one call
-// (its buffer is larger than any control frame), so frames never
-// interleave.
+// coder/websocket negotiates the handshake (origin check, subprotocol,
+// permessage-deflate); Accept then takes the connection from it, so that
+// no *websocket.Conn, bufio buffer or read state stays with an idle
+// connection. The read side (Next, Wait) is RFC 6455 and RFC 7692 without
+// context takeover, as coder/websocket reads (a fuzz test compares the
+// two): control frames, fragmentation, masking, the read limit and the
+// close handshake (CloseHandshake), which it implements itself. An idle
+// connection holds no read buffer: Wait parks in the runtime's poller and
+// borrows a pooled buffer once bytes have arrived; Next gives it back when
+// everything buffered is read.
+//
+// Server-to-client data frames are simple (unmasked, final, and when
+// permessage-deflate was negotiated, compressed by the caller with Deflate
+// and sent with RSV1 set): the hub frames a whole batch with AppendFrame
+// into one buffer and writes it with one syscall, through Conn.TryWrite
+// (without waiting) or Conn.Write. Control frames (pongs, close frames)
+// take the same lock; bytes a TryWrite left go out first, and each control
+// frame is written in one call, so frames never interleave.
 package wsconn
 
 import (
 	"bufio"
 	"encoding/binary"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
-)
-
-// Buffer sizes for the hijacked connection. Large messages bypass bufio, so
-// small buffers cost little throughput and save memory per idle connection.
-// The write buffer carries only control frames (at most 2+125+4 bytes).
-const (
-	readBufferSize  = 512
-	writeBufferSize = 256
 )
 
 // Frame is one data message to send.
@@ -75,6 +75,11 @@ type Conn struct {
 	net.Conn
 	raw syscall.RawConn // for TryWrite; nil when writes must go through Conn (TLS)
 
+	subprotocol string
+	deflate     bool // permessage-deflate was negotiated
+
+	rd reader // the read side, used by the reading goroutine
+
 	mu      sync.Mutex // serialises writes and protects the fields below
 	pending []byte     // what TryWrite could not write
 	timeout time.Duration
@@ -84,13 +89,26 @@ type Conn struct {
 		n   int
 		err error
 	}
+	closeSent  bool          // a close frame was written: nothing more is
+	peerClosed bool          // the client's close frame arrived
+	readerGone bool          // Next has returned its final error
+	hsWait     chan struct{} // closed when the reader ends during CloseHandshake
 }
 
 func newConn(nc net.Conn) *Conn {
 	c := &Conn{Conn: nc, raw: rawConn(nc), timeout: 10 * time.Second}
 	c.try.fn = c.writeFD
+	c.rd.fn = c.readFD
+	c.rd.limit = 32768
 	return c
 }
+
+// Subprotocol returns the subprotocol the handshake selected, or "".
+func (c *Conn) Subprotocol() string { return c.subprotocol }
+
+// Deflate reports whether the client negotiated permessage-deflate: its
+// messages may come compressed, and the server may send Deflated frames.
+func (c *Conn) Deflate() bool { return c.deflate }
 
 // SetTimeout sets how long one write of Write may wait. default: 10s
 func (c *Conn) SetTimeout(d time.Duration) {
@@ -166,19 +184,32 @@ func (c *Conn) writeLocked(b []byte) error {
 	return err
 }
 
-// Accept upgrades the request like websocket.Accept and also returns the
-// connection underneath the *websocket.Conn, for the server's own writes.
-func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) (*websocket.Conn, *Conn, error) {
+// Accept upgrades the request with websocket.Accept, then takes the
+// connection from the *websocket.Conn, which it releases: the returned
+// Conn reads and writes by itself. opts.CompressionMode may be
+// CompressionDisabled or CompressionNoContextTakeover (the reader has no
+// context takeover). Bytes the client sent after its request, which net/http
+// may have read ahead, are read first.
+func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) (*Conn, error) {
+	if opts != nil && opts.CompressionMode == websocket.CompressionContextTakeover {
+		panic("wsconn: Accept with CompressionContextTakeover")
+	}
 	hw := &hijackWriter{ResponseWriter: w}
 	ws, err := websocket.Accept(hw, r, opts)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return ws, hw.conn, nil
+	c := hw.conn
+	c.subprotocol = ws.Subprotocol()
+	c.deflate = strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
+	// Release the library's state; its Close reaches only the detached
+	// handshakeConn, not the connection.
+	_ = ws.CloseNow()
+	return c, nil
 }
 
-// hijackWriter substitutes Conn and small buffers for the ones net/http
-// hands out on Hijack.
+// hijackWriter substitutes Conn for the connection net/http hands out on
+// Hijack, and gives the library buffers that see nothing of it.
 type hijackWriter struct {
 	http.ResponseWriter
 	conn *Conn
@@ -191,13 +222,29 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	// The handshake deadlines must not outlive the handshake.
 	_ = nc.SetDeadline(time.Time{})
-	h.conn = newConn(nc)
-	br := brw.Reader
-	if br.Buffered() == 0 {
-		// Nothing read ahead: a smaller buffer loses nothing.
-		br = bufio.NewReaderSize(h.conn, readBufferSize)
+	c := newConn(nc)
+	if n := brw.Reader.Buffered(); n > 0 {
+		// The client wrote ahead of our 101 (it may): read that first.
+		b, _ := brw.Reader.Peek(n)
+		if n > readBufferSize {
+			big := make([]byte, n)
+			c.rd.buf = &big
+		} else {
+			c.rd.buf = readBufs.Get().(*[]byte)
+		}
+		c.rd.w = copy(*c.rd.buf, b)
 	}
-	return h.conn, bufio.NewReadWriter(br, bufio.NewWriterSize(h.conn, writeBufferSize)), nil
+	h.conn = c
+	var hc handshakeConn
+	return hc, bufio.NewReadWriter(bufio.NewReaderSize(hc, 16), bufio.NewWriterSize(hc, 16)), nil
 }
 
 func (h *hijackWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// handshakeConn is what websocket.Accept keeps: the library never reads or
+// writes during Accept, and Accept closes it at once.
+type handshakeConn struct{ net.Conn }
+
+func (handshakeConn) Read([]byte) (int, error)  { return 0, io.EOF }
+func (handshakeConn) Write([]byte) (int, error) { return 0, net.ErrClosed }
+func (handshakeConn) Close() error              { return nil }

@@ -24,12 +24,12 @@ func TestWriteFrames(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, nc, err := Accept(w, r, nil)
+		nc, err := Accept(w, r, nil)
 		if err != nil {
 			done <- err
 			return
 		}
-		go func() { _, _, _ = ws.Read(context.Background()) }() // answers pings
+		go drain(nc) // answers pings; ends when the client goes
 		for i, f := range frames {
 			b := AppendFrame(nil, f)
 			if i%2 == 0 {
@@ -69,5 +69,18 @@ func TestWriteFrames(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// drain reads nc until it fails, as the hub's reader does.
+func drain(nc *Conn) {
+	for nc.Wait() == nil {
+		for {
+			if _, err := nc.Next(); err == ErrDrained {
+				break
+			} else if err != nil {
+				return
+			}
+		}
 	}
 }
