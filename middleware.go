@@ -91,6 +91,10 @@ func (s *Server) Hub() *hub.Hub { return s.hub }
 
 // OnConnection sets the function called for every new socket, before any of
 // its messages is read: register the socket's event handlers there.
+// The client learns it is connected (the configuration frame) only once fn
+// has returned, and before anything fn sent: what fn sets up (SetUser,
+// subscriptions, handlers) is in place when the client's connect
+// completes, so fn should not block for long.
 func (s *Server) OnConnection(fn func(*hub.Socket)) { s.hub.OnConnection(fn) }
 
 // Middleware upgrades requests for the configured path, serves the

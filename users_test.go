@@ -6,7 +6,9 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/hub"
@@ -188,4 +190,49 @@ func expectPresenceEvent(t *testing.T, c *testutil.RawClient, event, socket stri
 
 func sortMembers(m []hub.Member) {
 	slices.SortFunc(m, func(a, b hub.Member) int { return strings.Compare(a.SocketID, b.SocketID) })
+}
+
+// TestConnectedAfterOnConnection: the configuration frame, which tells a
+// client it is connected, is written once OnConnection has returned, and
+// before what OnConnection sent; so a connected client's user is set, and
+// a send to that user right after the client connected reaches it.
+func TestConnectedAfterOnConnection(t *testing.T) {
+	s := testutil.StartServer(t, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	free := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(free) // before the server's cleanup, which waits for the handler
+	s.OnConnection(func(so *hub.Socket) {
+		close(entered)
+		<-release
+		if err := so.SetUser("alice"); err != nil {
+			t.Error(err)
+		}
+		_ = so.Send("welcome", 1)
+	})
+	c := testutil.DialRaw(t, s.URL, nil)
+	first := make(chan testutil.Frame, 1)
+	go func() {
+		f, _ := c.TryRead(timeout)
+		first <- f
+	}()
+	<-entered
+	// While OnConnection runs, nothing reaches the client. Watching for a
+	// while can only miss a frame written too early, never fail wrongly.
+	select {
+	case f := <-first:
+		t.Fatalf("the client got %s before OnConnection returned", f.Data)
+	case <-time.After(200 * time.Millisecond):
+	}
+	free()
+	if f := <-first; !strings.HasPrefix(string(f.Data), `{"#":["s","c"`) {
+		t.Fatalf("first frame %s, want the configuration frame", f.Data)
+	}
+	if err := s.SendToUser(context.Background(), "alice", "notice", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"welcome", "notice"} {
+		if _, name, _ := c.ReadJSON(timeout); name != want {
+			t.Fatalf("got event %q, want %q", name, want)
+		}
+	}
 }

@@ -165,6 +165,10 @@ func New(opts Options) (*Hub, error) {
 
 // OnConnection sets the function called for every new socket, before any of
 // its messages is read: register the socket's handlers there.
+// The client learns it is connected (the configuration frame) only once fn
+// has returned, and before anything fn sent: what fn sets up (SetUser,
+// subscriptions, handlers) is in place when the client's connect
+// completes, so fn should not block for long.
 func (h *Hub) OnConnection(fn func(*Socket)) { h.onConnection.Store(&fn) }
 
 // UpgradeOptions configures Hub.Upgrade. The zero value accepts only
@@ -231,6 +235,9 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 		h.counters.deflateSockets.Add(1) // until removeSocket
 	}
 
+	// The configuration frame is queued first and written, with whatever
+	// OnConnection sent, once OnConnection has run: a client that knows it
+	// is connected finds its user set and its subscriptions made.
 	if s.ext {
 		s.send(h.ext, true)
 	} else {
@@ -239,6 +246,7 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	if fn := h.onConnection.Load(); fn != nil {
 		s.safely("OnConnection", func() { (*fn)(s) })
 	}
+	s.w.release()
 	go s.readFn()
 	return nil
 }

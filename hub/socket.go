@@ -56,7 +56,7 @@ func newSocket(h *Hub, nc *wsconn.Conn, r *http.Request, session *sessionState) 
 	s := &Socket{hub: h, id: h.newID(), nc: nc, req: req, remote: r.RemoteAddr, ctx: ctx, cancel: cancel}
 	s.readFn = s.readLoop
 	s.w = writer{link: wsLink{nc: nc}, pool: h.pool, wg: &h.wg, limit: h.opts.SendQueueBytes,
-		shard: h.pool.shard.Add(1) % latencyShards}
+		shard: h.pool.shard.Add(1) % latencyShards, state: stateHeld}
 	s.session = session
 	return s
 }

@@ -73,6 +73,10 @@ const (
 	statePooled                   // the pool: queued for a pool writer, or being written by one
 	stateOwn                      // a goroutine of the socket's own, which may wait
 	stateDone                     // nothing more is written: closed, failed or dropped
+	// stateHeld: a new socket's, until release: frames queue and nothing is
+	// written, so that the configuration frame, which tells the client it
+	// is connected, reaches it only once OnConnection has run.
+	stateHeld
 )
 
 // link is the connection under a writer: *wsLink, or a fake in tests.
@@ -170,6 +174,32 @@ func (w *writer) replay(f wsconn.Frame) {
 	w.mu.Unlock()
 	if pool {
 		w.pool.offer(w)
+	}
+}
+
+// release ends the hold (see stateHeld): what was queued meanwhile is
+// written at once on the calling goroutine, in one non-blocking write,
+// when the link allows it.
+func (w *writer) release() {
+	w.mu.Lock()
+	switch {
+	case w.state != stateHeld:
+		w.mu.Unlock()
+	case w.q.empty() && !w.closeDue:
+		w.state = stateIdle
+		w.mu.Unlock()
+	case w.closeDue || !w.link.CanTryWrite():
+		w.ownLocked()
+		w.mu.Unlock()
+	default:
+		w.state = stateInline
+		list := w.q.take()
+		w.mu.Unlock()
+		var acc latencyAcc
+		rest, blocked, err := w.writeChunks(list, false, &acc)
+		acc.flush(&w.pool.latency[w.shard].Histogram)
+		w.mu.Lock()
+		w.afterTryLocked(rest, blocked, err)
 	}
 }
 

@@ -555,3 +555,48 @@ func TestWriterPoolQueue(t *testing.T) {
 		t.Fatalf("%d of %d out; array of %d kept", next, len(ws), cap(p.queue))
 	}
 }
+
+// TestWriterHeld checks a new socket's hold: nothing is written or
+// handed to the pool until release, which writes what was queued, in
+// order, in one write on the caller; a close asked for meanwhile follows
+// the queued frames.
+func TestWriterHeld(t *testing.T) {
+	withClock(t, time.Second) // every frame could go inline
+	t.Run("frames", func(t *testing.T) {
+		l := newFakeLink()
+		w, pool, _ := testWriter(l, 1<<20)
+		w.state = stateHeld
+		for _, s := range []string{"config", "a", "b"} {
+			if res, _ := w.send(text(s), true, now(), nil); res != sent {
+				t.Fatalf("send %q: %v", s, res)
+			}
+		}
+		if out, _, _ := l.snapshot(); len(out) > 0 || pool.backlog() > 0 || w.stateNow() != stateHeld {
+			t.Fatalf("held writer wrote %d bytes, pooled %d, state %d", len(out), pool.backlog(), w.stateNow())
+		}
+		w.release()
+		out, _, _ := l.snapshot()
+		if got := frames(t, out); len(got) != 3 || got[0] != "config" || got[2] != "b" || l.tryCalls != 1 {
+			t.Fatalf("after release: %q in %d writes", got, l.tryCalls)
+		}
+		expectIdle(t, w)
+		w.release() // a second release does nothing
+		expectIdle(t, w)
+	})
+	t.Run("close", func(t *testing.T) {
+		l := newFakeLink()
+		w, _, wg := testWriter(l, 1<<20)
+		w.state = stateHeld
+		w.send(text("config"), true, now(), nil)
+		w.close(CloseError{Code: 4400, Reason: "no"}, true)
+		if out, closes, _ := l.snapshot(); len(out) > 0 || len(closes) > 0 {
+			t.Fatal("held writer wrote before release")
+		}
+		w.release()
+		wg.Wait()
+		out, closes, _ := l.snapshot()
+		if got := frames(t, out); len(got) != 1 || got[0] != "config" || len(closes) != 1 || closes[0].Code != 4400 || closes[0].at != len(out) {
+			t.Fatalf("after release: %q, closes %+v", got, closes)
+		}
+	})
+}
