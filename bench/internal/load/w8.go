@@ -89,7 +89,7 @@ func W8(ctx context.Context, e *Env, cfg W8Config) ([]Result, error) {
 	m["rss_total_mb"] = float64(s1.RSS) / (1 << 20)
 	m["rss_per_conn_kib"] = float64(s1.RSS-s0.RSS) / n / 1024
 	m["slab_per_conn_kib"] = float64(k1.Slab-k0.Slab) / n / 1024
-	if all := len(e.Server.DebugURLs); haveGo && gs0.Procs == all && gs1.Procs == all {
+	if haveGo && gs0.Procs == len(e.Server.DebugURLs) && gs1.Procs == gs0.Procs {
 		m["go_heap_stack_per_conn_kib"] = float64(int64(gs1.HeapInuse+gs1.StackInuse)-int64(gs0.HeapInuse+gs0.StackInuse)) / n / 1024
 		m["goroutines_per_conn"] = float64(gs1.Goroutines-gs0.Goroutines) / n
 	}

@@ -9,11 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -96,15 +98,24 @@ func FreePort() (int, error) {
 }
 
 // freeRun returns a port p such that p, p+1, … p+n-1 were free a moment ago.
+// It looks below the ephemeral port range: inside it, the outgoing
+// connections of a busy machine (every loopback client holds one) leave
+// few runs of free ports.
 func freeRun(n int) (int, error) {
-	for range 100 {
-		p, err := FreePort()
-		if err != nil {
-			return 0, err
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			lo, _ = strconv.Atoi(f[0])
 		}
+	}
+	if lo < 10000+n {
+		lo = 65535 // no room below: look anywhere
+	}
+	for range 200 {
+		p := 10000 + rand.IntN(lo-10000-n)
 		ok := true
 		var held []net.Listener
-		for i := 1; i < n && ok; i++ {
+		for i := 0; i < n; i++ {
 			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+i))
 			if err != nil {
 				ok = false
