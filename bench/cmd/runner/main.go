@@ -387,8 +387,8 @@ var shown = map[string][]metric{
 		{"go_heap_stack_per_conn_kib", "Go heap+stack per conn (KiB)", false}, {"idle_cores", "idle server CPU (cores)", false},
 		{"idle_us_per_conn_s", "idle server CPU µs per conn per s", false}, {"bcast_p50_ms", "broadcast p50 ms", false},
 		{"bcast_p99_ms", "broadcast p99 ms", false}, {"bcast_last_ms", "broadcast to the last client ms", false},
-		{"bcast_delivered_pct", "broadcast delivered %", true}, {"max_server_fds", "most fds in one server process", false},
-		{"errors", "connect errors", false}},
+		{"bcast_reached_pct", "broadcast reached % of all connections", true}, {"dropped", "connections dropped", false},
+		{"max_server_fds", "most fds in one server process", false}, {"errors", "connect errors", false}},
 	"W7": {{"msgs_per_s", "messages/s", true}, {"p50_us", "p50 µs", false}, {"p99_us", "p99 µs", false}, {"cpu_us_per_msg", "CPU µs/msg (all processes)", false}},
 }
 

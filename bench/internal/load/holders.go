@@ -29,6 +29,7 @@ import (
 //	holder → parent  ready <connected> <errors> <first error, quoted>
 //	parent → holder  arm <id> <wait>
 //	holder → parent  armed <id>
+//	holder → parent  drops <id> <why connections were dropped, quoted (Fleet.DropReasons)>
 //	holder → parent  got <id> <received> <expected> <dropped> <latency histogram JSON>
 //	holder → parent  dropped <n>   (stdin closed: it closes its clients and exits)
 //
@@ -193,7 +194,8 @@ func (hs *Holders) Arm(ctx context.Context, id int, wait time.Duration) error {
 // Receipt is what the holders saw of the publications since an Arm.
 type Receipt struct {
 	Received, Expected int64
-	Dropped            int64 // connections that ended, not by us, since the start
+	Dropped            int64    // connections that ended, not by us, since the start
+	DropReasons        []string // each holder's Fleet.DropReasons, where not empty
 	Latency            *hist.H
 }
 
@@ -202,8 +204,15 @@ type Receipt struct {
 func (hs *Holders) Collect(ctx context.Context, id int, limit time.Duration) (Receipt, error) {
 	r := Receipt{Latency: new(hist.H)}
 	for _, h := range hs.kids {
-		line, err := h.next(ctx, "got "+strconv.Itoa(id)+" ", limit)
+		line, err := h.next(ctx, "drops "+strconv.Itoa(id)+" ", limit)
 		if err != nil {
+			return r, err
+		}
+		var why string
+		if _, err := fmt.Sscanf(line, "drops %d %q", new(int), &why); err == nil && why != "" {
+			r.DropReasons = append(r.DropReasons, why)
+		}
+		if line, err = h.next(ctx, "got "+strconv.Itoa(id)+" ", limit); err != nil {
 			return r, err
 		}
 		f := strings.SplitN(line, " ", 6)
@@ -310,6 +319,7 @@ func RunHolder(args []string, in io.Reader, out io.Writer) int {
 			say("armed %d", id)
 			got := f.awaitReceipts(ctx, recv, expected, wait)
 			h, _ := json.Marshal(f.Latency.Sum())
+			say("drops %d %q", id, f.DropReasons())
 			say("got %d %d %d %d %s", id, got, expected, f.Dropped(), h)
 		case <-ctx.Done():
 			fmt.Fprintln(os.Stderr, "hold:", ctx.Err())

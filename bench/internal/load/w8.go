@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/clusterws/clusterws-go/bench/internal/procstat"
@@ -117,6 +118,7 @@ func W8(ctx context.Context, e *Env, cfg W8Config) ([]Result, error) {
 	// Broadcasts, one at a time, each on a quiet server.
 	var p50s, p99s, lasts []float64
 	var received, expected, cpu int64
+	var drops []string
 	for i := 1; i <= cfg.Broadcasts; i++ {
 		WaitIdle(e.Server, 0.5, 20*time.Second)
 		if err := hs.Arm(ctx, i, cfg.Wait); err != nil {
@@ -138,6 +140,7 @@ func W8(ctx context.Context, e *Env, cfg W8Config) ([]Result, error) {
 		received += r.Received
 		expected += r.Expected
 		m["dropped"] = float64(r.Dropped)
+		drops = r.DropReasons
 		e.logf("W8: broadcast %d: %d of %d received, p50 %v p99 %v last %v",
 			i, r.Received, r.Expected, h.Quantile(0.5), h.Quantile(0.99), h.Max())
 	}
@@ -153,8 +156,14 @@ func W8(ctx context.Context, e *Env, cfg W8Config) ([]Result, error) {
 		m["cpu_us_per_delivery"] = us(time.Duration(cpu)) / float64(received)
 	}
 	r := Result{Workload: "W8", Case: fmt.Sprintf("conns=%d", cfg.Conns), Metrics: m}
+	var notes []string
 	if cr.FirstErr != "" {
-		r.Note = cr.FirstErr
+		notes = append(notes, "connect: "+cr.FirstErr)
 	}
+	if len(drops) > 0 {
+		notes = append(notes, "dropped: "+strings.Join(drops, "; "))
+		e.logf("W8: %v connections dropped: %s", m["dropped"], strings.Join(drops, "; "))
+	}
+	r.Note = strings.Join(notes, "; ")
 	return []Result{r}, nil
 }
