@@ -7,6 +7,11 @@
 #   bench/run.sh -quick -trials 1      # end-to-end check in ~2 min
 #   bench/run.sh -workloads w2 -systems ours,centrifuge
 #
+# W8, 100,000 subscribed connections (issue 16; ~4 min per system here,
+# Centrifuge at 19,000, all one process can open):
+#
+#   bench/run.sh -systems ours,centrifuge -workloads w8 -trials 1 -timeout 10m
+#
 # Ours before / after: build the baseline's ourserver from its tree and run
 # it as system ours-base; -ratios puts after / before in the report:
 #

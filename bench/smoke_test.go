@@ -1,16 +1,21 @@
-// Package bench holds the benchmark's smoke test: the load generator's
+// Package bench holds the benchmark's smoke tests: the load generator's
 // clients against clusterws-go and Centrifuge in this process, a few
 // hundred connections for about a second, asserting that every publish
-// arrived, in order. It measures nothing; the runner (cmd/runner) does.
+// arrived, in order; and W8 in small, 2,000 connections held by two child
+// processes from two source addresses, asserting that each broadcast
+// reached every one. They measure nothing; the runner (cmd/runner) does.
 package bench
 
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,13 +32,86 @@ const (
 	smokeRate = 200 // publishes/s
 )
 
+// holderEnv, set, makes the test binary a W8 holder process (see
+// load.Holders) instead of running tests.
+const holderEnv = "CLUSTERWS_BENCH_HOLDER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(holderEnv) != "" {
+		os.Exit(load.RunHolder(os.Args[1:], os.Stdin, os.Stdout))
+	}
+	os.Exit(m.Run())
+}
+
 func TestSmokeClusterWS(t *testing.T) {
 	t.Parallel()
+	addr, _ := clusterwsServer(t)
+	smoke(t, proto.ClusterWS{}, addr)
+}
+
+func TestSmokeCentrifuge(t *testing.T) {
+	t.Parallel()
+	smoke(t, proto.Centrifuge{}, centrifugeServer(t))
+}
+
+// TestSmokeW8 runs W8 in small against clusterws-go: 2,000 connections
+// over two holder processes, which must dial from two source addresses,
+// and every broadcast must reach all of them.
+func TestSmokeW8(t *testing.T) {
+	t.Parallel()
+	addr, sources := clusterwsServer(t)
+	const n = 2000
+	smokeW8(t, proto.ClusterWS{}, addr, n)
+	if got := sources(); got < 2 {
+		t.Errorf("the connections came from %d source addresses, want at least 2", got)
+	}
+}
+
+func TestSmokeW8Centrifuge(t *testing.T) {
+	t.Parallel()
+	smokeW8(t, proto.Centrifuge{}, centrifugeServer(t), 2000)
+}
+
+func smokeW8(t *testing.T, p proto.Protocol, addr string, n int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := &load.Env{Proto: p, Targets: []string{addr}, Logf: t.Logf}
+	res, err := load.W8(ctx, e, load.W8Config{Conns: n, PerProc: n / 2, Broadcasts: 2, Idle: 100 * time.Millisecond,
+		Wait: 30 * time.Second, Holder: []string{os.Args[0]}, HolderEnv: []string{holderEnv + "=1"}, Timeout: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 {
+		t.Fatalf("%d results, want 1", len(res))
+	}
+	m := res[0].Metrics
+	if m["conns"] != float64(n) || m["errors"] != 0 || m["holder_procs"] != 2 {
+		t.Fatalf("%v of %d connected over %v holders, %v errors: %s", m["conns"], n, m["holder_procs"], m["errors"], res[0].Note)
+	}
+	if m["bcast_reached_pct"] != 100 || m["broadcasts"] != 2 {
+		t.Fatalf("%v broadcasts reached %v%% of the connections, want 2 and 100%%", m["broadcasts"], m["bcast_reached_pct"])
+	}
+	if m["bcast_last_ms"] <= 0 {
+		t.Fatalf("no time to the last client: %v ms", m["bcast_last_ms"])
+	}
+}
+
+// clusterwsServer serves clusterws-go with the benchmark's echo and whoami
+// events in this process. sources counts the distinct client addresses
+// seen so far.
+func clusterwsServer(t *testing.T) (addr string, sources func() int) {
 	srv, err := clusterws.New()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var mu sync.Mutex
+	ips := map[string]bool{}
 	srv.OnConnection(func(s *hub.Socket) {
+		if host, _, err := net.SplitHostPort(s.Request().RemoteAddr); err == nil {
+			mu.Lock()
+			ips[host] = true
+			mu.Unlock()
+		}
 		s.On("echo", func(data json.RawMessage) { _ = s.Send("echo", data) })
 		s.On("whoami", func(json.RawMessage) { _ = s.Send("whoami", 1) })
 	})
@@ -42,11 +120,16 @@ func TestSmokeClusterWS(t *testing.T) {
 		hs.Close()
 		_ = srv.Close()
 	})
-	smoke(t, proto.ClusterWS{}, strings.TrimPrefix(hs.URL, "http://"))
+	return strings.TrimPrefix(hs.URL, "http://"), func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ips)
+	}
 }
 
-func TestSmokeCentrifuge(t *testing.T) {
-	t.Parallel()
+// centrifugeServer serves a Centrifuge node like cmd/centrifugeserver in
+// this process.
+func centrifugeServer(t *testing.T) string {
 	node, err := centrifuge.New(centrifuge.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +160,7 @@ func TestSmokeCentrifuge(t *testing.T) {
 		defer cancel()
 		_ = node.Shutdown(ctx)
 	})
-	smoke(t, proto.Centrifuge{}, strings.TrimPrefix(hs.URL, "http://"))
+	return strings.TrimPrefix(hs.URL, "http://")
 }
 
 // smoke connects smokeSubs subscribers and a publisher, publishes for a

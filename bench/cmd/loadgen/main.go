@@ -7,27 +7,25 @@
 //
 // Workloads (see BENCHMARKS.md): w1 idle memory, w2 fan-out (fixed rates
 // and a max-rate search), w2lat low-load cross-worker latency, w3 many×many,
-// w4 round trip, w5 connect storm, w6 slow consumer. Each result is printed
-// as one line "RESULT {json}" on stdout; progress goes to stderr. Every run
-// is bounded by -timeout. w1 spreads its connections over child processes
-// ("loadgen -workload hold"), -per-proc each, with distinct 127.x source
-// addresses, so that neither the open-file limit nor the ephemeral ports of
-// one source address limit it.
+// w4 round trip, w5 connect storm, w6 slow consumer, w8 connections at
+// scale (idle memory and CPU, then single broadcasts timed to the last
+// client). Each result is printed as one line "RESULT {json}" on stdout;
+// progress goes to stderr. Every run is bounded by -timeout. w1 and w8
+// spread their connections over child processes ("loadgen hold", see
+// load.Holders), -per-proc each, with distinct 127.x source addresses, so
+// that neither the open-file limit nor the ephemeral ports of one source
+// address limit them.
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"os"
-	"os/exec"
+	"os/signal"
 	"strconv"
-	"strings"
-	"sync"
+	"syscall"
 	"time"
 
 	"github.com/clusterws/clusterws-go/bench/internal/load"
@@ -36,27 +34,31 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "hold" {
+		os.Exit(load.RunHolder(os.Args[2:], os.Stdin, os.Stdout))
+	}
 	var (
 		protoName = flag.String("proto", "clusterws", "protocol: clusterws or centrifuge")
 		targets   = flag.String("targets", "127.0.0.1:8001", "comma-separated host:port of the server's processes")
 		serverPID = flag.String("server-pid", "", "comma-separated root PIDs of the server's process trees, for CPU and RSS")
 		debugURLs = flag.String("debug-urls", "", "comma-separated base URLs of the server processes' /debug/stats")
-		workload  = flag.String("workload", "w2", "w1, w2, w2lat, w3, w4, w5, w6 (or hold, internal)")
+		workload  = flag.String("workload", "w2", "w1, w2, w2lat, w3, w4, w5, w6, w8")
 		size      = flag.Int("size", 100, "payload bytes")
 		dur       = flag.Duration("dur", 3*time.Second, "length of one measured phase")
 		timeout   = flag.Duration("timeout", 10*time.Minute, "give up after this long")
 		subs      = flag.Int("subs", 1000, "w2, w6: subscribers")
 		rates     = flag.String("rates", "100,1000,5000", "w2, w3: offered publishes/s, total")
 		search    = flag.Bool("search", true, "w2: search for the max rate")
-		conns     = flag.String("conns", "1,100,1000", "w4: connection counts; w1, w3, w5: the first is the total")
+		conns     = flag.String("conns", "1,100,1000", "w4: connection counts; w1, w3, w5, w8: the first is the total")
 		pubs      = flag.Int("pubs", 100, "w3: publishers")
 		dialers   = flag.String("dialers", "50,200", "w5: concurrent dialers")
 		slowRate  = flag.Float64("slow-rate", 200, "w6: publishes/s")
 		slowFor   = flag.Duration("slow-for", 10*time.Second, "w6: how long the consumer is slow")
-		perProc   = flag.Int("per-proc", 15000, "w1: connections per child process")
+		perProc   = flag.Int("per-proc", 15000, "w1, w8: connections per child process (under the open-file limit)")
 		channels  = flag.Int("channels", 1, "w1: distinct channels")
-		first     = flag.Int("first", 0, "hold: index of the first client")
-		srcBase   = flag.Int("src-base", 0, "hold: source address base")
+		bcasts    = flag.Int("broadcasts", 5, "w8: publishes timed one at a time")
+		idle      = flag.Duration("idle", 40*time.Second, "w8: idle CPU window")
+		wait      = flag.Duration("wait", time.Minute, "w8: how long one publish may take to reach every client")
 		label     = flag.String("label", "", "replace the case name of every result (e.g. per-process=10000)")
 	)
 	flag.Parse()
@@ -71,17 +73,27 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	// SIGTERM (the runner's stop) ends the workload, which closes what it
+	// started: holder processes, connections.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	exe, err := os.Executable()
+	if err != nil {
+		fatal(err)
+	}
+	holder := []string{exe, "hold"}
 	connList, err := load.ParseList[int](*conns)
 	if err != nil {
 		fatal(err)
 	}
 	var res []load.Result
 	switch *workload {
-	case "hold":
-		hold(ctx, env, *first, connList[0], *channels, *srcBase)
-		return
 	case "w1":
-		res, err = w1(ctx, env, connList[0], *perProc, *channels, *timeout)
+		res, err = w1(ctx, env, load.HoldSpec{Command: holder, Conns: connList[0], PerProc: *perProc,
+			Channels: *channels, Timeout: *timeout})
+	case "w8":
+		res, err = load.W8(ctx, env, load.W8Config{Conns: connList[0], PerProc: *perProc, Broadcasts: *bcasts,
+			Idle: *idle, Wait: *wait, Holder: holder, Timeout: *timeout})
 	case "w2":
 		var rs []float64
 		if rs, err = load.ParseList[float64](*rates); err == nil {
@@ -139,115 +151,20 @@ func fatal(err error) {
 	os.Exit(1)
 }
 
-// hold connects n idle subscribers, prints "ready <connected> <errors>
-// <first error>", and keeps them (answering heartbeats) until stdin closes
-// or ctx ends.
-func hold(ctx context.Context, env *load.Env, first, n, channels, srcBase int) {
-	f, cr := load.Hold(ctx, env, first, n, channels, srcBase)
-	fmt.Printf("ready %d %d %q\n", cr.Connected, cr.Errors, cr.FirstErr)
-	done := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-	fmt.Printf("dropped %d\n", f.Dropped())
-	f.CloseAll()
-}
-
 // w1 measures idle memory: n subscribed connections held by child
 // processes, the server's RSS, Go heap and goroutines, and the kernel's
 // slab and TCP memory, before and after.
-func w1(ctx context.Context, env *load.Env, n, perProc, channels int, timeout time.Duration) ([]load.Result, error) {
+func w1(ctx context.Context, env *load.Env, spec load.HoldSpec) ([]load.Result, error) {
 	gs0, haveGo := env.Server.GoStats(true)
 	s0 := env.Server.Sample()
 	k0 := procstat.TakeKernel()
-	exe, err := os.Executable()
+	hs, cr, err := load.StartHolders(ctx, env, spec)
+	defer hs.Close()
 	if err != nil {
 		return nil, err
 	}
-	type child struct {
-		cmd   *exec.Cmd
-		stdin io.WriteCloser
-		ready chan string
-	}
-	var kids []*child
-	defer func() {
-		for _, k := range kids {
-			_ = k.stdin.Close()
-		}
-		for _, k := range kids {
-			done := make(chan struct{})
-			go func() { _ = k.cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(20 * time.Second):
-				_ = k.cmd.Process.Kill() // by PID: only what we started
-				<-done
-			}
-		}
-	}()
-	base := 1 + rand.IntN(40000)
-	start := time.Now()
-	for i := 0; i < n; i += perProc {
-		m := min(perProc, n-i)
-		cmd := exec.CommandContext(ctx, exe, "-workload", "hold", "-proto", env.Proto.Name(),
-			"-targets", strings.Join(env.Targets, ","), "-conns", strconv.Itoa(m), "-first", strconv.Itoa(i),
-			"-channels", strconv.Itoa(channels), "-src-base", strconv.Itoa(base+2*len(kids)), "-timeout", timeout.String())
-		cmd.Stderr = os.Stderr
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			return nil, err
-		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			return nil, err
-		}
-		k := &child{cmd: cmd, stdin: stdin, ready: make(chan string, 1)}
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				if strings.HasPrefix(sc.Text(), "ready ") {
-					k.ready <- sc.Text()
-				}
-			}
-			close(k.ready)
-		}()
-		kids = append(kids, k)
-	}
-	connected, errs := 0, 0
-	firstErr := ""
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for _, k := range kids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			line, ok := <-k.ready
-			if !ok {
-				return
-			}
-			var c, e int
-			var fe string
-			fmt.Sscanf(line, "ready %d %d %q", &c, &e, &fe)
-			mu.Lock()
-			connected += c
-			errs += e
-			if firstErr == "" {
-				firstErr = fe
-			}
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	connectTime := time.Since(start)
-	env.Logf("W1: %d connected, %d errors in %v %s", connected, errs, connectTime.Round(time.Millisecond), firstErr)
+	connected, errs, firstErr := cr.Connected, cr.Errors, cr.FirstErr
+	env.Logf("W1: %d connected, %d errors in %v %s", connected, errs, cr.Elapsed.Round(time.Millisecond), firstErr)
 	time.Sleep(3 * time.Second) // idle: writers gone, buffers settled
 	gs1, _ := env.Server.GoStats(true)
 	s1 := env.Server.Sample()
@@ -270,7 +187,7 @@ func w1(ctx context.Context, env *load.Env, n, perProc, channels int, timeout ti
 		m["goroutines_per_conn"] = per(int64(gs0.Goroutines), int64(gs1.Goroutines))
 	}
 	env.Logf("W1: %.2f KiB RSS/conn, %.2f KiB slab/conn, %.2f goroutines/conn", m["rss_per_conn_kib"], m["slab_per_conn_kib"], m["goroutines_per_conn"])
-	r := load.Result{Workload: "W1", Case: fmt.Sprintf("conns=%d", n), Metrics: m}
+	r := load.Result{Workload: "W1", Case: fmt.Sprintf("conns=%d", spec.Conns), Metrics: m}
 	if firstErr != "" {
 		r.Note = firstErr
 	}

@@ -55,7 +55,7 @@ func main() {
 		bin       = flag.String("bin", "bin", "directory with loadgen, ourserver, centrifugeserver, brokerbench")
 		nodeDir   = flag.String("node-dir", "peers/clusterws-node", "the Node ClusterWS peer, npm-installed")
 		systems   = flag.String("systems", strings.Join(sysrun.Names, ","), "systems to run, in interleaving order")
-		workloads = flag.String("workloads", "w1,w2,w2lat,w3,w4,w5,w6,w7", "workloads to run")
+		workloads = flag.String("workloads", "w1,w2,w2lat,w3,w4,w5,w6,w7", "workloads to run (w8, 100,000 connections, only when named)")
 		trials    = flag.Int("trials", 3, "trials per system and workload")
 		quick     = flag.Bool("quick", false, "small and short: an end-to-end check, not a measurement")
 		dur       = flag.Duration("dur", 3*time.Second, "length of one measured phase")
@@ -69,7 +69,14 @@ func main() {
 		ratiosArg = flag.String("ratios", "", "comma list of A/B system pairs to report as ratio columns (e.g. ours/ours-base); default: ours / best peer")
 		w2Subs    = flag.String("w2-subs", "1000,10000", "W2: subscriber counts (1000 adds the 1 KiB case)")
 		w2Search  = flag.Bool("w2-search", true, "W2: search the max rate after the fixed rates")
+		w8        = w8Plan{}
 	)
+	flag.IntVar(&w8.conns, "w8-conns", 100000, "W8: connections (fewer where the system cannot hold them, see -w8-server-cap)")
+	flag.IntVar(&w8.workers, "w8-workers", 7, "W8: server processes of the clustered systems, each under the open-file limit")
+	flag.IntVar(&w8.serverCap, "w8-server-cap", 19000, "W8: connections per server process at most (20,000 open files per process)")
+	flag.IntVar(&w8.perProc, "w8-per-proc", 19000, "W8: connections per loadgen holder process, each from its own source address")
+	flag.IntVar(&w8.broadcasts, "w8-broadcasts", 5, "W8: publishes timed one at a time")
+	flag.DurationVar(&w8.idle, "w8-idle", 40*time.Second, "W8: idle CPU window (heartbeats every 20s: ours, Node; 25s: Centrifuge)")
 	flag.Parse()
 	ratios, err := parseRatios(*ratiosArg)
 	if err != nil {
@@ -124,7 +131,7 @@ func main() {
 		fatal(fmt.Errorf("-w1-per-worker %q: want a comma-separated list of counts", *w1Per))
 	}
 	for _, wl := range wls {
-		if wl != "w7" && plan(wl, 1, false, *dur, *w1Per, w2) == nil {
+		if wl != "w7" && plan(wl, 1, false, *dur, *w1Per, w2, w8) == nil {
 			fatal(fmt.Errorf("unknown workload %q", wl))
 		}
 	}
@@ -156,7 +163,7 @@ func main() {
 				if ctx.Err() != nil {
 					break
 				}
-				rs, err := runOne(ctx, cfg, name, wl, trial, *quick, *dur, *w1Per, w2)
+				rs, err := runOne(ctx, cfg, name, wl, trial, *quick, *dur, *w1Per, w2, w8)
 				if err != nil {
 					logf("runner: %s %s trial %d: %v", name, wl, trial, err)
 				}
@@ -178,9 +185,17 @@ type w2Plan struct {
 	search bool
 }
 
+// w8Plan is what W8 runs: conns connections, or serverCap per server
+// process where the system has too few processes to hold conns, on
+// clustered systems of workers processes.
+type w8Plan struct {
+	conns, workers, serverCap, perProc, broadcasts int
+	idle                                           time.Duration
+}
+
 // plan returns the loadgen invocations for workload wl on a system with
 // workers server processes.
-func plan(wl string, workers int, quick bool, dur time.Duration, w1Per string, w2 w2Plan) [][]string {
+func plan(wl string, workers int, quick bool, dur time.Duration, w1Per string, w2 w2Plan, w8 w8Plan) [][]string {
 	d := dur.String()
 	if quick {
 		d = "1s"
@@ -236,18 +251,31 @@ func plan(wl string, workers int, quick bool, dur time.Duration, w1Per string, w
 			return [][]string{{"-workload", "w6", "-subs", "100", "-slow-rate", "100", "-size", "1024", "-slow-for", "2s", "-dur", d}}
 		}
 		return [][]string{{"-workload", "w6", "-subs", "1000", "-slow-rate", "500", "-size", "1024", "-slow-for", "15s", "-dur", d}}
+	case "w8":
+		n, per, idle, bc := min(w8.conns, workers*w8.serverCap), w8.perProc, w8.idle, w8.broadcasts
+		if quick {
+			n, per, idle, bc = min(n, 2000), 1000, 2*time.Second, 2
+		}
+		return [][]string{{"-workload", "w8", "-conns", strconv.Itoa(n), "-per-proc", strconv.Itoa(per),
+			"-broadcasts", strconv.Itoa(bc), "-idle", idle.String()}}
 	}
 	return nil
 }
 
-func runOne(ctx context.Context, cfg sysrun.Config, name, wl string, trial int, quick bool, dur time.Duration, w1Per string, w2 w2Plan) ([]load.Result, error) {
+func runOne(ctx context.Context, cfg sysrun.Config, name, wl string, trial int, quick bool, dur time.Duration, w1Per string, w2 w2Plan, w8 w8Plan) ([]load.Result, error) {
 	var out []load.Result
+	if wl == "w8" {
+		cfg.Workers = w8.workers
+		if quick {
+			cfg.Workers = 2
+		}
+	}
 	for i := 0; ; i++ {
 		sys, err := sysrun.Start(ctx, cfg, name)
 		if err != nil {
 			return out, err
 		}
-		steps := plan(wl, sys.Workers, quick, dur, w1Per, w2)
+		steps := plan(wl, sys.Workers, quick, dur, w1Per, w2, w8)
 		last := true
 		if wl == "w1" {
 			// Memory is measured as growth over a fresh server, which a
@@ -354,6 +382,13 @@ var shown = map[string][]metric{
 	"W6": {{"p99_base_ms", "others' p99 ms, all reading", false}, {"p99_slow_ms", "others' p99 ms, one slow", false},
 		{"delivered_pct", "others delivered %", true}, {"rss_growth_mb", "server RSS growth MB", false},
 		{"slow_closed", "slow one closed (1 = yes)", true}, {"close_code", "close code", true}},
+	"W8": {{"conns", "connections held", true}, {"server_procs", "server processes", false},
+		{"connect_s", "connect + subscribe, all (s)", false}, {"rss_per_conn_kib", "RSS per conn (KiB)", false},
+		{"go_heap_stack_per_conn_kib", "Go heap+stack per conn (KiB)", false}, {"idle_cores", "idle server CPU (cores)", false},
+		{"idle_us_per_conn_s", "idle server CPU µs per conn per s", false}, {"bcast_p50_ms", "broadcast p50 ms", false},
+		{"bcast_p99_ms", "broadcast p99 ms", false}, {"bcast_last_ms", "broadcast to the last client ms", false},
+		{"bcast_reached_pct", "broadcast reached % of all connections", true}, {"dropped", "connections dropped", false},
+		{"max_server_fds", "most fds in one server process", false}, {"errors", "connect errors", false}},
 	"W7": {{"msgs_per_s", "messages/s", true}, {"p50_us", "p50 µs", false}, {"p99_us", "p99 µs", false}, {"cpu_us_per_msg", "CPU µs/msg (all processes)", false}},
 }
 
@@ -441,7 +476,7 @@ func render(recs []Record, names, wls []string, ratios []ratioCol, machine strin
 						}
 					}
 					if len(xs) > 0 {
-						vals[sys] = median(xs)
+						vals[sys] = load.Median(xs)
 						have = true
 					}
 				}
@@ -524,16 +559,6 @@ func ratio(vals map[string]float64, higher bool) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.2f", ours/best)
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func format(v float64) string {

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +43,9 @@ type Fleet struct {
 	outOfOrder atomic.Int64
 	badFrames  atomic.Int64
 	closed     atomic.Int64 // connections that ended while not closing on purpose
+
+	dropMu sync.Mutex     // protects drops
+	drops  map[string]int // why connections ended not by us: close code or error, counted
 
 	// Accept, when set, is asked about every new client after WhoAmI; a
 	// refused one is closed and dialled again (up to 50 times), e.g. to
@@ -338,6 +343,7 @@ func (c *Client) readLoop() {
 		if err != nil {
 			if !c.closing.Load() {
 				f.closed.Add(1)
+				f.noteDrop(err)
 			}
 			c.CloseErr.Store(&err)
 			return
@@ -389,6 +395,33 @@ func (f *Fleet) BadFrames() int64 { return f.badFrames.Load() }
 
 // Dropped returns connections that ended without being closed by us.
 func (f *Fleet) Dropped() int64 { return f.closed.Load() }
+
+func (f *Fleet) noteDrop(err error) {
+	why := err.Error()
+	var ce *wsc.CloseError
+	if errors.As(err, &ce) {
+		why = fmt.Sprintf("close %d %q", ce.Code, ce.Reason)
+	}
+	f.dropMu.Lock()
+	defer f.dropMu.Unlock()
+	if f.drops == nil {
+		f.drops = map[string]int{}
+	}
+	f.drops[why]++
+}
+
+// DropReasons says why connections ended without being closed by us:
+// each close code or error with its count, "" when none did.
+func (f *Fleet) DropReasons() string {
+	f.dropMu.Lock()
+	defer f.dropMu.Unlock()
+	var parts []string
+	for why, n := range f.drops {
+		parts = append(parts, fmt.Sprintf("%d× %s", n, why))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "; ")
+}
 
 // ResetStats clears the latency histogram (not the counters).
 func (f *Fleet) ResetStats() { f.Latency.Reset() }

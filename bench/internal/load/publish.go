@@ -35,7 +35,6 @@ const maxBatch = 256
 // Publishes that are due are written together, each with its own send
 // time; it never sleeps while behind.
 func (p *Publisher) Run(ctx context.Context, rate float64, d time.Duration, onSend func(channel string)) error {
-	pr := p.C.f.Proto
 	payload := make([]byte, 0, max(p.Size, 128))
 	start := time.Now()
 	end := start.Add(d)
@@ -54,15 +53,8 @@ func (p *Publisher) Run(ctx context.Context, rate float64, d time.Duration, onSe
 		due = min(due, maxBatch)
 		p.buf = p.buf[:0]
 		for range due {
-			p.seq++
-			ch := p.Channel(p.seq)
-			payload = proto.AppendPayload(payload[:0], proto.Payload{T: time.Now().UnixNano(), Pub: p.Index, Seq: p.seq}, p.Size)
-			id := fireAndForget + uint32(p.seq%(1<<30))
-			if p.Relay {
-				p.buf = pr.AppendRelay(p.buf, ch, payload, id)
-			} else {
-				p.buf = pr.AppendPublish(p.buf, ch, payload, id)
-			}
+			var ch string
+			p.buf, payload, ch = p.appendNext(p.buf, payload)
 			if onSend != nil {
 				onSend(ch)
 			}
@@ -73,6 +65,30 @@ func (p *Publisher) Run(ctx context.Context, rate float64, d time.Duration, onSe
 		sent += due
 		p.sent.Add(due)
 	}
+}
+
+// appendNext appends the next publish, stamped now, to dst, using payload
+// as scratch space, and returns both and the publish's channel.
+func (p *Publisher) appendNext(dst, payload []byte) ([]byte, []byte, string) {
+	pr := p.C.f.Proto
+	p.seq++
+	ch := p.Channel(p.seq)
+	payload = proto.AppendPayload(payload[:0], proto.Payload{T: time.Now().UnixNano(), Pub: p.Index, Seq: p.seq}, p.Size)
+	id := fireAndForget + uint32(p.seq%(1<<30))
+	if p.Relay {
+		return pr.AppendRelay(dst, ch, payload, id), payload, ch
+	}
+	return pr.AppendPublish(dst, ch, payload, id), payload, ch
+}
+
+// SendOne sends one publish now, outside any Run.
+func (p *Publisher) SendOne() error {
+	buf, _, _ := p.appendNext(nil, nil)
+	if err := p.C.conn.WriteRaw(buf); err != nil {
+		return err
+	}
+	p.sent.Add(1)
+	return nil
 }
 
 // RunAll runs every publisher at rate each for d, concurrently.

@@ -66,3 +66,17 @@ func (s *Server) GoStats(gc bool) (GoStats, bool) {
 	}
 	return out, out.Procs > 0
 }
+
+// MaxFDs returns the most descriptors any process of the trees holds.
+func (s *Server) MaxFDs() int {
+	most := -1
+	if s == nil {
+		return most
+	}
+	for _, p := range s.PIDs {
+		for _, pid := range procstat.Tree(p) {
+			most = max(most, procstat.FDs(pid))
+		}
+	}
+	return most
+}

@@ -165,3 +165,13 @@ func CPUUtil(a, b Sample) float64 {
 	}
 	return float64(b.CPU-a.CPU) / float64(wall)
 }
+
+// FDs returns the number of open descriptors of pid, -1 when it cannot be
+// read: how close a process is to its open-file limit.
+func FDs(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}

@@ -9,11 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -40,10 +42,10 @@ var Variants = map[string][]string{
 
 // Describe says what each system is, for the report.
 var Describe = map[string]string{
-	"ours":             "clusterws-go: cluster.Run, 2 workers on one port, built-in TCP broker (bench/cmd/ourserver)",
+	"ours":             "clusterws-go: cluster.Run, 2 workers on one port (W8: -w8-workers), built-in TCP broker (bench/cmd/ourserver)",
 	"centrifuge":       "Centrifuge v0.40.1, 1 node, memory broker (bench/cmd/centrifugeserver)",
-	"centrifuge-redis": "Centrifuge v0.40.1, 2 nodes on 2 ports, Redis broker, own redis-server (bench/cmd/centrifugeserver -redis)",
-	"clusterws-node":   "ClusterWS 3.3.1 on Node 10.24.1 (uWS 10.148.1), 2 workers + 1 broker (bench/peers/clusterws-node)",
+	"centrifuge-redis": "Centrifuge v0.40.1, 2 nodes on 2 ports (W8: -w8-workers), Redis broker, own redis-server (bench/cmd/centrifugeserver -redis)",
+	"clusterws-node":   "ClusterWS 3.3.1 on Node 10.24.1 (uWS 10.148.1), 2 workers (W8: -w8-workers) + 1 broker (bench/peers/clusterws-node)",
 	"ours-base":        "ours built from another tree (runner -ours-base-bin), started the same way",
 	"ours-presence":    "ours with presence on every channel (ourserver -presence)",
 	"ours-history":     "ours with history on every channel, 100 publications for 10 min (ourserver -history 100)",
@@ -66,6 +68,11 @@ type Config struct {
 	// another tree (the baseline of a before / after comparison).
 	OursBaseBin string
 	LogDir      string // servers' output; default os.TempDir()
+	// Workers is the number of server processes that hold connections in
+	// the clustered systems (ours and its variants, centrifuge-redis,
+	// clusterws-node); default 2. Centrifuge with the memory broker is
+	// always one process.
+	Workers int
 }
 
 // System is a running system under test.
@@ -94,15 +101,24 @@ func FreePort() (int, error) {
 }
 
 // freeRun returns a port p such that p, p+1, … p+n-1 were free a moment ago.
+// It looks below the ephemeral port range: inside it, the outgoing
+// connections of a busy machine (every loopback client holds one) leave
+// few runs of free ports.
 func freeRun(n int) (int, error) {
-	for range 100 {
-		p, err := FreePort()
-		if err != nil {
-			return 0, err
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			lo, _ = strconv.Atoi(f[0])
 		}
+	}
+	if lo < 10000+n {
+		lo = 65535 // no room below: look anywhere
+	}
+	for range 200 {
+		p := 10000 + rand.IntN(lo-10000-n)
 		ok := true
 		var held []net.Listener
-		for i := 1; i < n && ok; i++ {
+		for i := 0; i < n; i++ {
 			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+i))
 			if err != nil {
 				ok = false
@@ -140,8 +156,14 @@ func Start(ctx context.Context, cfg Config, name string) (*System, error) {
 	if cfg.LogDir == "" {
 		cfg.LogDir = os.TempDir()
 	}
+	workers := cfg.Workers
+	if workers <= 0 {
+		workers = 2
+	}
 	s := &System{Name: name, owned: map[int]uint64{}}
-	p, err := ports(5)
+	// Two ports per centrifuge-redis node (WebSocket, debug), then Redis or
+	// a broker.
+	p, err := ports(2*workers + 1)
 	if err != nil {
 		return nil, err
 	}
@@ -155,41 +177,44 @@ func Start(ctx context.Context, cfg Config, name string) (*System, error) {
 			}
 			bin = cfg.OursBaseBin
 		}
-		s.Proto, s.Workers = proto.ClusterWS{}, 2
+		s.Proto, s.Workers = proto.ClusterWS{}, workers
 		s.Targets = []string{loopback(p[0])}
-		// Worker i serves debug on debug-port+i: pick a base whose two
+		// Worker i serves debug on debug-port+i: pick a base whose
 		// neighbours are free too.
-		dbg, derr := freeRun(3)
+		dbg, derr := freeRun(workers + 1)
 		if derr != nil {
 			return nil, derr
 		}
-		args := append([]string{"-port", strconv.Itoa(p[0]), "-broker-port", strconv.Itoa(p[4]),
-			"-workers", "2", "-debug-port", strconv.Itoa(dbg)}, Variants[name]...)
+		args := append([]string{"-port", strconv.Itoa(p[0]), "-broker-port", strconv.Itoa(p[2*workers]),
+			"-workers", strconv.Itoa(workers), "-debug-port", strconv.Itoa(dbg)}, Variants[name]...)
 		err = s.spawn(cfg, "", bin, args...)
-		s.DebugURLs = []string{fmt.Sprintf("http://127.0.0.1:%d", dbg+1), fmt.Sprintf("http://127.0.0.1:%d", dbg+2)}
+		for i := 1; i <= workers; i++ {
+			s.DebugURLs = append(s.DebugURLs, fmt.Sprintf("http://127.0.0.1:%d", dbg+i))
+		}
 	case name == "centrifuge":
 		s.Proto, s.Workers = proto.Centrifuge{}, 1
 		s.Targets = []string{loopback(p[0])}
 		err = s.spawn(cfg, "", filepath.Join(cfg.BinDir, "centrifugeserver"), "-addr", loopback(p[0]), "-debug", loopback(p[1]))
 		s.DebugURLs = []string{"http://" + loopback(p[1])}
 	case name == "centrifuge-redis":
-		s.Proto, s.Workers = proto.Centrifuge{}, 2
-		err = s.spawn(cfg, "", cfg.Redis, "--port", strconv.Itoa(p[4]), "--bind", "127.0.0.1", "--save", "",
+		s.Proto, s.Workers = proto.Centrifuge{}, workers
+		redis := p[2*workers]
+		err = s.spawn(cfg, "", cfg.Redis, "--port", strconv.Itoa(redis), "--bind", "127.0.0.1", "--save", "",
 			"--appendonly", "no", "--protected-mode", "yes")
 		if err == nil {
-			err = waitTCP(ctx, loopback(p[4]))
+			err = waitTCP(ctx, loopback(redis))
 		}
-		for i := 0; i < 2 && err == nil; i++ {
+		for i := 0; i < workers && err == nil; i++ {
 			s.Targets = append(s.Targets, loopback(p[2*i]))
 			s.DebugURLs = append(s.DebugURLs, "http://"+loopback(p[2*i+1]))
 			err = s.spawn(cfg, "", filepath.Join(cfg.BinDir, "centrifugeserver"), "-addr", loopback(p[2*i]),
-				"-debug", loopback(p[2*i+1]), "-redis", loopback(p[4]))
+				"-debug", loopback(p[2*i+1]), "-redis", loopback(redis))
 		}
 	case name == "clusterws-node":
-		s.Proto, s.Workers = proto.ClusterWS{}, 2
+		s.Proto, s.Workers = proto.ClusterWS{}, workers
 		s.Targets = []string{loopback(p[0])}
 		err = s.spawn(cfg, cfg.NodeDir, filepath.Join(cfg.NodeDir, "node_modules", ".bin", "node"), "server.js",
-			strconv.Itoa(p[0]), strconv.Itoa(p[4]), "2")
+			strconv.Itoa(p[0]), strconv.Itoa(p[2*workers]), strconv.Itoa(workers))
 	default:
 		return nil, fmt.Errorf("sysrun: unknown system %q", name)
 	}
