@@ -21,20 +21,22 @@ import (
 // goroutine, one message at a time, in arrival order. Send, Close, ID,
 // Channels, Request and Context are safe to call from any goroutine.
 type Socket struct {
-	hub    *Hub
-	id     string
-	nc     *wsconn.Conn
-	readFn func() // readLoop, bound once: a go statement with a method value allocates
-	w      writer
-	req    *http.Request
-	remote string
-	ctx    context.Context
-	cancel context.CancelFunc
+	hub      *Hub
+	id       string
+	nc       *wsconn.Conn
+	readFn   func()        // readLoop, bound once: a go statement with a method value allocates
+	handedAt time.Duration // the reader's last move to a fresh goroutine, on the writer's clock (see readLoop)
+	w        writer
+	req      *http.Request
+	remote   string
+	ctx      context.Context
+	cancel   context.CancelFunc
 
-	pingSent atomic.Int64  // UnixNano of the unanswered ping; 0 when answered
-	session  *sessionState // the 3.x client's session (history recovery), or nil
-	ext      bool          // the client speaks the protocol extension
-	deflate  bool          // permessage-deflate was negotiated: large frames go compressed
+	pingSent  atomic.Int64  // UnixNano of the unanswered ping; 0 when answered
+	session   *sessionState // the 3.x client's session (history recovery), or nil
+	ext       bool          // the client speaks the protocol extension
+	deflate   bool          // permessage-deflate was negotiated: large frames go compressed
+	handOvers uint8         // the reader's moves to a fresh goroutine, counted to 2 (see readLoop)
 
 	userMu sync.Mutex // serialises SetUser with the end of the socket; taken before the hub's locks
 
@@ -190,21 +192,44 @@ func (s *Socket) sendFrame(f wsconn.Frame, inline bool, t time.Duration, b *offe
 // the goroutine that runs them, and the runtime never shrinks a stack
 // below four times what a goroutine parked in the poller uses, so the
 // goroutine that handled a burst hands the wait over to a new one (2 KiB
-// of stack) and exits.
+// of stack) and exits. It does so after the first bursts (the subscribes
+// after a connect) and then at most every handOverEvery: a socket in a
+// conversation keeps its goroutine, since a new one per message costs a
+// wake-up and the stack's growth again (a third more CPU per round trip).
+// An idle socket's next burst, at the latest its heartbeat, hands over.
 func (s *Socket) readLoop() {
-	if err := s.nc.Wait(); err != nil {
-		s.end(err)
-		return
-	}
 	for {
-		m, err := s.nc.Next()
-		if err == wsconn.ErrDrained {
+		if err := s.nc.Wait(); err != nil {
+			s.end(err)
+			return
+		}
+		if !s.readBurst() {
+			return
+		}
+		if t := now(); s.handOvers < 2 || t-s.handedAt >= handOverEvery {
+			s.handOvers = min(s.handOvers+1, 2)
+			s.handedAt = t
 			go s.readFn() // takes over the count in hub.wg
 			return
 		}
+	}
+}
+
+// handOverEvery bounds how often an active socket's reader moves to a
+// fresh goroutine.
+const handOverEvery = time.Second
+
+// readBurst handles the messages already arrived. It reports false when
+// the connection ended (it then has cleaned up).
+func (s *Socket) readBurst() bool {
+	for {
+		m, err := s.nc.Next()
+		if err == wsconn.ErrDrained {
+			return true
+		}
 		if err != nil {
 			s.end(err)
-			return
+			return false
 		}
 		if !s.w.closing() {
 			s.handle(m.Binary, m.Data)
