@@ -36,6 +36,9 @@ import (
 //     handshake is due, a goroutine of the socket's own takes over. It may wait, each write bounded by the write
 //     timeout, and exits when the queue is empty, so an idle socket costs
 //     no goroutine and a slow one never holds up the pool.
+//   - Held: a new socket's writer queues everything and writes nothing
+//     until release, when OnConnection has returned; then the queue goes
+//     out in one write, the configuration frame first.
 //   - Slow consumer: a frame that would take a non-empty queue over its
 //     byte limit is refused, the queue is dropped, and the socket is
 //     closed with CloseSlowConsumer. send never blocks.
