@@ -105,10 +105,17 @@ func TestDisconnectUser(t *testing.T) {
 			t.Errorf("DisconnectUser(%d, %d-byte reason) = %v, want ErrInvalidClose", tc.code, len(tc.reason), err)
 		}
 	}
+	// A frame queued before the close reaches the client first.
+	if err := s.SendToUser(context.Background(), "alice", "bye", 1); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.DisconnectUser(context.Background(), "alice", 4010, "logged out"); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []*testutil.RawClient{a1, a2} {
+		if _, name, _ := c.ReadJSON(timeout); name != "bye" {
+			t.Fatalf("alice's socket got %q before the close, want the queued \"bye\"", name)
+		}
 		if code, reason := c.ExpectClose(timeout); code != 4010 || reason != "logged out" {
 			t.Fatalf("alice's socket closed with %d %q", code, reason)
 		}

@@ -35,7 +35,7 @@ type Socket struct {
 	pingSent  atomic.Int64  // UnixNano of the unanswered ping; 0 when answered
 	session   *sessionState // the 3.x client's session (history recovery), or nil
 	ext       bool          // the client speaks the protocol extension
-	deflate   bool          // permessage-deflate was negotiated: large frames go compressed
+	deflate   bool          // nc.Deflate(), kept here: a fan-out reads it for every socket
 	handOvers uint8         // the reader's moves to a fresh goroutine, counted to 2 (see readLoop)
 
 	userMu sync.Mutex // serialises SetUser with the end of the socket; taken before the hub's locks
