@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -186,11 +185,11 @@ func BenchmarkRecover(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			cpu0 := processCPU()
+			cpu0 := cpuTime()
 			b.StartTimer()
 			recoverRound(b, addr, clients, since, missed)
 			b.StopTimer()
-			cpu += processCPU() - cpu0
+			cpu += cpuTime() - cpu0
 			frames += clients * missed
 			waitFor(b, "the clients to be gone", func() bool { return h.Stats().Connections == 0 })
 			b.StartTimer()
@@ -370,11 +369,4 @@ func waitFor(b *testing.B, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// processCPU is this process's user + system CPU time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
