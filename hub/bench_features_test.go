@@ -1,13 +1,8 @@
 package hub_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -15,11 +10,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/clusterws/clusterws-go/hub"
+	"github.com/clusterws/clusterws-go/internal/protocol"
 	"github.com/clusterws/clusterws-go/internal/wsc"
 	"github.com/clusterws/clusterws-go/localbroker"
 )
@@ -186,11 +181,11 @@ func BenchmarkRecover(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			cpu0 := processCPU()
+			cpu0 := cpuTime()
 			b.StartTimer()
 			recoverRound(b, addr, clients, since, missed)
 			b.StopTimer()
-			cpu += processCPU() - cpu0
+			cpu += cpuTime() - cpu0
 			frames += clients * missed
 			waitFor(b, "the clients to be gone", func() bool { return h.Stats().Connections == 0 })
 			b.StartTimer()
@@ -219,26 +214,26 @@ func recoverRound(b *testing.B, addr string, n int, since hub.Position, want int
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			nc, br, err := dialExtension(addr)
+			c, err := wsc.DialSubprotocol(context.Background(), addr, "/ws", protocol.Subprotocol)
 			<-sem
 			if err != nil {
 				fail(err)
 				return
 			}
-			defer nc.Close()
-			_ = nc.SetDeadline(time.Now().Add(2 * time.Minute))
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(2 * time.Minute))
 			req := `{"#":["s","s",{"id":1,"channel":"` + benchChannel + `"`
 			if since != (hub.Position{}) {
 				req += `,"since":{"offset":` + strconv.FormatUint(since.Offset, 10) + `,"epoch":"` + since.Epoch + `"}`
 			}
-			if _, err := nc.Write(wsc.AppendFrame(nil, wsc.OpText, []byte(req+"}]}"))); err != nil {
+			if err := c.WriteMessage(wsc.OpText, []byte(req+"}]}")); err != nil {
 				fail(err)
 				return
 			}
-			var buf []byte
 			answered, got := false, 0
 			for !answered || got < want {
-				if buf, err = readFrame(br, buf[:0]); err != nil {
+				_, buf, err := c.ReadMessage()
+				if err != nil {
 					fail(fmt.Errorf("after the answer %v and %d of %d publications: %w", answered, got, want, err))
 					return
 				}
@@ -275,71 +270,6 @@ func recoverRound(b *testing.B, addr string, n int, since hub.Position, want int
 	return *pos.Load()
 }
 
-// dialExtension opens a WebSocket connection to addr that offers and gets
-// the clusterws.v2 subprotocol.
-func dialExtension(addr string) (net.Conn, *bufio.Reader, error) {
-	nc, err := net.DialTimeout("tcp", addr, 30*time.Second)
-	if err != nil {
-		return nil, nil, err
-	}
-	_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
-	req := "GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
-		"Sec-WebSocket-Protocol: clusterws.v2\r\n\r\n"
-	if _, err := io.WriteString(nc, req); err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	br := bufio.NewReaderSize(nc, 4096)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Protocol") != "clusterws.v2" {
-		nc.Close()
-		return nil, nil, fmt.Errorf("handshake: %s, protocol %q", resp.Status, resp.Header.Get("Sec-WebSocket-Protocol"))
-	}
-	return nc, br, nil
-}
-
-// readFrame reads one unfragmented server data frame into buf; control
-// frames are skipped.
-func readFrame(br *bufio.Reader, buf []byte) ([]byte, error) {
-	var hdr [8]byte
-	for {
-		if _, err := io.ReadFull(br, hdr[:2]); err != nil {
-			return nil, err
-		}
-		op, n := hdr[0]&0x0f, uint64(hdr[1]&0x7f)
-		switch n {
-		case 126:
-			if _, err := io.ReadFull(br, hdr[:2]); err != nil {
-				return nil, err
-			}
-			n = uint64(binary.BigEndian.Uint16(hdr[:2]))
-		case 127:
-			if _, err := io.ReadFull(br, hdr[:8]); err != nil {
-				return nil, err
-			}
-			n = binary.BigEndian.Uint64(hdr[:8])
-		}
-		if op == 0x8 {
-			return nil, errors.New("closed by the server")
-		}
-		if op != 0x1 && op != 0x2 {
-			if _, err := br.Discard(int(n)); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		buf = append(buf[:0], make([]byte, n)...)
-		_, err := io.ReadFull(br, buf)
-		return buf, err
-	}
-}
-
 // parseAnswer reads the position and recovered of a subscribe answer.
 func parseAnswer(frame []byte) (hub.Position, bool, error) {
 	s := string(frame)
@@ -370,11 +300,4 @@ func waitFor(b *testing.B, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// processCPU is this process's user + system CPU time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

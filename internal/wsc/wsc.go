@@ -77,6 +77,20 @@ func DialExtensions(ctx context.Context, addr, path, ext string) (*Conn, string,
 	return c, resp.Header.Get("Sec-WebSocket-Extensions"), nil
 }
 
+// DialSubprotocol is Dial offering the subprotocol proto (the value of a
+// Sec-WebSocket-Protocol header); it fails unless the server chose it.
+func DialSubprotocol(ctx context.Context, addr, path, proto string) (*Conn, error) {
+	c, resp, err := dial(ctx, addr, path, nil, 0, "Sec-WebSocket-Protocol: "+proto+"\r\n")
+	if err != nil {
+		return nil, err
+	}
+	if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != proto {
+		c.Close()
+		return nil, fmt.Errorf("wsc: handshake: subprotocol %q, want %q", got, proto)
+	}
+	return c, nil
+}
+
 func dial(ctx context.Context, addr, path string, src net.IP, rcvbuf int, header string) (*Conn, *http.Response, error) {
 	d := net.Dialer{Timeout: 30 * time.Second}
 	if src != nil {

@@ -264,3 +264,16 @@ func TestDialErrors(t *testing.T) {
 		t.Error("Dial to a closed port succeeded")
 	}
 }
+
+func TestDialSubprotocol(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	srv := testutil.StartServer(t, nil)
+	c, err := wsc.DialSubprotocol(testContext(t), srv.Addr, "/ws", "clusterws.v2")
+	if err != nil {
+		t.Fatalf("DialSubprotocol clusterws.v2: %v", err)
+	}
+	c.Close()
+	if _, err := wsc.DialSubprotocol(testContext(t), srv.Addr, "/ws", "nope"); err == nil || !strings.Contains(err.Error(), "subprotocol") {
+		t.Errorf("DialSubprotocol nope = %v, want a subprotocol error", err)
+	}
+}

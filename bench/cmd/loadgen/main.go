@@ -165,7 +165,9 @@ func w1(ctx context.Context, env *load.Env, spec load.HoldSpec) ([]load.Result, 
 	}
 	connected, errs, firstErr := cr.Connected, cr.Errors, cr.FirstErr
 	env.Logf("W1: %d connected, %d errors in %v %s", connected, errs, cr.Elapsed.Round(time.Millisecond), firstErr)
-	time.Sleep(3 * time.Second) // idle: writers gone, buffers settled
+	// Memory, once the connect storm's buffers and goroutines are gone
+	// (as W8).
+	load.WaitIdle(env.Server, 0.5, 30*time.Second)
 	gs1, _ := env.Server.GoStats(true)
 	s1 := env.Server.Sample()
 	k1 := procstat.TakeKernel()

@@ -242,14 +242,18 @@ func (hs *Holders) Close() {
 		_ = h.stdin.Close()
 	}
 	for _, h := range hs.kids {
+		// Drain the lines nobody asked for: the reader waits the process
+		// only after handing over its last line.
 		t := time.NewTimer(20 * time.Second)
-		select {
-		case <-h.done:
-		case <-t.C:
-			_ = h.cmd.Process.Kill()
-			<-h.done
+		for open := true; open; {
+			select {
+			case _, open = <-h.lines:
+			case <-t.C:
+				_ = h.cmd.Process.Kill()
+			}
 		}
 		t.Stop()
+		<-h.done
 	}
 }
 
