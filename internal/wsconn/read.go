@@ -113,7 +113,6 @@ type reader struct {
 	dst   []byte
 	n     int
 	rerr  error
-	park  bool // let readFD wait for readability (else it reports EAGAIN)
 	drain bool // give the buffer back to readBufs before waiting
 }
 
@@ -232,7 +231,7 @@ func (c *Conn) readInto(p []byte, drain bool) (int, error) {
 		return n, err
 	}
 	rd := &c.rd
-	rd.dst, rd.n, rd.rerr, rd.park, rd.drain = p, 0, nil, true, drain
+	rd.dst, rd.n, rd.rerr, rd.drain = p, 0, nil, drain
 	err := c.raw.Read(rd.fn)
 	n, rerr := rd.n, rd.rerr
 	rd.dst = nil
@@ -257,7 +256,7 @@ func (c *Conn) readFD(fd uintptr) bool {
 	for {
 		n, err := readSyscall(fd, rd.dst)
 		switch {
-		case err == errAgain && rd.park:
+		case err == errAgain:
 			if rd.drain {
 				readBufs.Put(rd.buf)
 				rd.buf, rd.dst = nil, nil
@@ -704,7 +703,7 @@ func (c *Conn) writeCloseLocked(code int, reason string) error {
 		p = binary.BigEndian.AppendUint16(p, uint16(code))
 		p = append(p, reason...)
 	}
-	var f [2 + maxControlPayload + 2]byte
+	var f [2 + maxControlPayload]byte
 	return c.writeLocked(appendControl(f[:0], opClose, p))
 }
 
