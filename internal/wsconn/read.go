@@ -192,9 +192,18 @@ func (rd *reader) buffered() []byte {
 // release gives the read buffer back when nothing in it is unread.
 func (rd *reader) release() {
 	if rd.buf != nil && rd.r == rd.w {
-		readBufs.Put(rd.buf)
-		rd.buf, rd.r, rd.w = nil, 0, 0
+		rd.putBuf()
 	}
+}
+
+// putBuf drops the read buffer, unread bytes and all. Only readBufs' own
+// size goes back to the pool: the larger one Accept may have made for
+// bytes read ahead must not be handed to other connections.
+func (rd *reader) putBuf() {
+	if cap(*rd.buf) == readBufferSize {
+		readBufs.Put(rd.buf)
+	}
+	rd.buf, rd.r, rd.w = nil, 0, 0
 }
 
 // fill reads at least one more byte into the buffer, borrowing it first
@@ -258,8 +267,8 @@ func (c *Conn) readFD(fd uintptr) bool {
 		switch {
 		case err == errAgain:
 			if rd.drain {
-				readBufs.Put(rd.buf)
-				rd.buf, rd.dst = nil, nil
+				rd.putBuf()
+				rd.dst = nil
 			}
 			return false
 		case err == errIntr:
@@ -640,8 +649,7 @@ func (c *Conn) fail(err error) {
 		rd.err = err
 	}
 	if rd.buf != nil {
-		readBufs.Put(rd.buf)
-		rd.buf, rd.r, rd.w = nil, 0, 0
+		rd.putBuf()
 	}
 	c.mu.Lock()
 	c.readerGone = true
