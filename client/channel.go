@@ -240,9 +240,8 @@ func (c *Client) await(ctx context.Context, ch *Channel, p *subscribing) (*Chann
 	c.mu.Unlock()
 	// The server may subscribe yet. It handles a socket's frames in order,
 	// so this undoes that; holding subMu keeps later requests behind it.
-	wctx, cancel := context.WithTimeout(p.s.ctx, writeTimeout)
-	defer cancel()
-	if err := p.s.send(wctx, protocol.KindSystem, protocol.SystemUnsubscribe, ch.name); err != nil {
+	// Not ctx, which may have ended; write bounds the write itself.
+	if err := p.s.send(p.s.ctx, protocol.KindSystem, protocol.SystemUnsubscribe, ch.name); err != nil {
 		c.log.Debug("unsubscribe after giving up failed", "channel", ch.name, "err", err)
 	}
 	return nil, p.err

@@ -113,7 +113,6 @@ type reader struct {
 	dst   []byte
 	n     int
 	rerr  error
-	park  bool // let readFD wait for readability (else it reports EAGAIN)
 	drain bool // give the buffer back to readBufs before waiting
 }
 
@@ -193,9 +192,18 @@ func (rd *reader) buffered() []byte {
 // release gives the read buffer back when nothing in it is unread.
 func (rd *reader) release() {
 	if rd.buf != nil && rd.r == rd.w {
-		readBufs.Put(rd.buf)
-		rd.buf, rd.r, rd.w = nil, 0, 0
+		rd.putBuf()
 	}
+}
+
+// putBuf drops the read buffer, unread bytes and all. Only readBufs' own
+// size goes back to the pool: the larger one Accept may have made for
+// bytes read ahead must not be handed to other connections.
+func (rd *reader) putBuf() {
+	if cap(*rd.buf) == readBufferSize {
+		readBufs.Put(rd.buf)
+	}
+	rd.buf, rd.r, rd.w = nil, 0, 0
 }
 
 // fill reads at least one more byte into the buffer, borrowing it first
@@ -232,7 +240,7 @@ func (c *Conn) readInto(p []byte, drain bool) (int, error) {
 		return n, err
 	}
 	rd := &c.rd
-	rd.dst, rd.n, rd.rerr, rd.park, rd.drain = p, 0, nil, true, drain
+	rd.dst, rd.n, rd.rerr, rd.drain = p, 0, nil, drain
 	err := c.raw.Read(rd.fn)
 	n, rerr := rd.n, rd.rerr
 	rd.dst = nil
@@ -257,10 +265,10 @@ func (c *Conn) readFD(fd uintptr) bool {
 	for {
 		n, err := readSyscall(fd, rd.dst)
 		switch {
-		case err == errAgain && rd.park:
+		case err == errAgain:
 			if rd.drain {
-				readBufs.Put(rd.buf)
-				rd.buf, rd.dst = nil, nil
+				rd.putBuf()
+				rd.dst = nil
 			}
 			return false
 		case err == errIntr:
@@ -641,8 +649,7 @@ func (c *Conn) fail(err error) {
 		rd.err = err
 	}
 	if rd.buf != nil {
-		readBufs.Put(rd.buf)
-		rd.buf, rd.r, rd.w = nil, 0, 0
+		rd.putBuf()
 	}
 	c.mu.Lock()
 	c.readerGone = true
@@ -704,7 +711,7 @@ func (c *Conn) writeCloseLocked(code int, reason string) error {
 		p = binary.BigEndian.AppendUint16(p, uint16(code))
 		p = append(p, reason...)
 	}
-	var f [2 + maxControlPayload + 2]byte
+	var f [2 + maxControlPayload]byte
 	return c.writeLocked(appendControl(f[:0], opClose, p))
 }
 
