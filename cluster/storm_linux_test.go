@@ -36,12 +36,10 @@ type stormChild struct {
 	n       int
 }
 
+// stormBuild builds testdata/stormclient once, next to appPath: TestMain
+// removes it.
 var stormBuild = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "clusterws-storm-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "stormclient")
+	bin := filepath.Join(filepath.Dir(appPath), "stormclient")
 	// Without -race: it is the load, not what is tested.
 	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/stormclient").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building stormclient: %v\n%s", err, out)
@@ -71,7 +69,6 @@ func TestReconnectStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(bin)) })
 	for i, m := range modes {
 		t.Run(m.name, func(t *testing.T) { stormTest(t, bin, n, i, m.args) })
 	}

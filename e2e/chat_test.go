@@ -179,17 +179,19 @@ func serveNpmPage(t *testing.T, here, target string) string {
 // buildExample builds ../chi_example into dir.
 func buildExample(t *testing.T, repo, dir string) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go is not on PATH: %v", err)
-	}
-	bin := filepath.Join(dir, "chi")
+	return buildProgram(t, repo, dir, "./chi_example")
+}
+
+// buildProgram builds the package pkg of repo into dir.
+func buildProgram(t *testing.T, repo, dir, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(dir, filepath.Base(pkg))
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "./chi_example")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 	cmd.Dir = repo
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./chi_example: %v\n%s", err, out)
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin
 }

@@ -720,14 +720,7 @@ func (e *hostsEnv) publish(t *testing.T, d *driver, from, to *host) {
 	if err != nil {
 		t.Fatalf("curl is not on PATH (Debian: apt-get install curl): %v", err)
 	}
-	bin := filepath.Join(e.tmp, "clusterws")
-	bctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-	defer cancel()
-	build := exec.CommandContext(bctx, "go", "build", "-o", bin, "./cmd/clusterws")
-	build.Dir = filepath.Dir(e.here)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/clusterws: %v\n%s", err, out)
-	}
+	bin := buildProgram(t, filepath.Dir(e.here), e.tmp, "./cmd/clusterws")
 	page := d.open("ops-page", "opsuser", to, true, ops)
 	t.Logf("client %v", page)
 	n := func(s string) string { return s + "-" + e.nonce }

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -96,20 +95,6 @@ const (
 	// clients are away, racing their return, after it.
 	nBefore, nAway, nRacing, nAfter = 100, 1000, 100, 10
 )
-
-// buildProgram builds the package pkg of repo into dir.
-func buildProgram(t *testing.T, repo, dir, pkg string) string {
-	t.Helper()
-	bin := filepath.Join(dir, filepath.Base(pkg))
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
-	cmd.Dir = repo
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-	}
-	return bin
-}
 
 // remote sends commands to js/recovery.spec.js and reads its answers.
 type remote struct {

@@ -64,7 +64,7 @@ func main() {
 	conns := make([]*conn, *n)
 
 	start := time.Now()
-	errs, first := dialAll(conns, 0, 64)
+	errs, first := dialAll(conns, 64)
 	workers := make(map[string]int)
 	for _, c := range conns {
 		if c != nil {
@@ -81,7 +81,9 @@ func main() {
 		switch cmd {
 		case "dropped":
 			killed, _ = strconv.Atoi(arg)
-			deadline := time.After(*timeout)
+			// A context, not time.After: once past, Done stays closed
+			// for every client left to wait for.
+			ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 			k, unexpected := 0, 0
 			for _, c := range conns {
 				if c == nil || c.worker != killed {
@@ -90,9 +92,10 @@ func main() {
 				select {
 				case <-c.gone:
 					k++
-				case <-deadline:
+				case <-ctx.Done():
 				}
 			}
+			cancel()
 			for _, c := range conns {
 				if c != nil && c.worker != killed && closed(c.gone) {
 					unexpected++
@@ -149,12 +152,8 @@ func closed(ch chan struct{}) bool {
 	}
 }
 
-// dialAll dials conns[from:] with par dials at a time.
-func dialAll(conns []*conn, from, par int) (errs int, first string) {
-	var idx []int
-	for i := from; i < len(conns); i++ {
-		idx = append(idx, i)
-	}
+// dialAll dials every client with par dials at a time.
+func dialAll(conns []*conn, par int) (errs int, first string) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	work := make(chan int)
@@ -174,7 +173,7 @@ func dialAll(conns []*conn, from, par int) (errs int, first string) {
 			}
 		})
 	}
-	for _, i := range idx {
+	for i := range conns {
 		work <- i
 	}
 	close(work)
