@@ -155,10 +155,14 @@ func TestHistoryAnswerOrder(t *testing.T) {
 
 	const n = 300 // from each publisher
 	var wg sync.WaitGroup
+	// The publishers are waited for before the brokers close, since a
+	// forward can arrive before its publisher has the confirm.
+	var pubs sync.WaitGroup
 	more, stop := make(chan struct{}, 1), make(chan struct{})
 	t.Cleanup(func() { // before the links close, after a failure too
 		close(stop)
 		wg.Wait()
+		pubs.Wait()
 	})
 	wg.Add(1)
 	go func() { // a read whenever a forward came
@@ -177,9 +181,9 @@ func TestHistoryAnswerOrder(t *testing.T) {
 	}()
 	for range 2 {
 		p, _ := connectedBroker(t, s, Options{})
-		wg.Add(1)
+		pubs.Add(1)
 		go func() {
-			defer wg.Done()
+			defer pubs.Done()
 			for i := range n {
 				if _, err := p.PublishHistory(context.Background(), "ord", histFrame("ord", fmt.Sprint(i)), histOpts); err != nil {
 					t.Error(err)
@@ -216,6 +220,7 @@ func TestHistoryAnswerOrder(t *testing.T) {
 			answers++
 		}
 	}
+	pubs.Wait()
 	t.Logf("%d answers among %d forwards", answers, 2*n)
 }
 
