@@ -2,12 +2,15 @@ package hub
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,10 +30,19 @@ type Socket struct {
 	readFn   func()        // readLoop, bound once: a go statement with a method value allocates
 	handedAt time.Duration // the reader's last move to a fresh goroutine, on the writer's clock (see readLoop)
 	w        writer
-	req      *http.Request
-	remote   string
-	ctx      context.Context
+	ctx      context.Context // the upgrade request's, without its cancellation; cancelled on close
 	cancel   context.CancelFunc
+
+	// The parts of the upgrade request that Request rebuilds it from, kept
+	// instead of the request: a copy with its header map cost an idle
+	// socket about 1 KiB (issue 16).
+	url    *url.URL // nil when parsing uri gives the same URL
+	uri    string   // RequestURI
+	host   string
+	remote string                       // RemoteAddr
+	header []string                     // canonical key, value, ...; without handshakeOnly
+	tls    *tls.ConnectionState         // nil without TLS
+	req    atomic.Pointer[http.Request] // built by the first Request
 
 	pingSent  atomic.Int64  // UnixNano of the unanswered ping; 0 when answered
 	session   *sessionState // the 3.x client's session (history recovery), or nil
@@ -50,12 +62,14 @@ type Socket struct {
 }
 
 func newSocket(h *Hub, nc *wsconn.Conn, r *http.Request, session *sessionState) *Socket {
-	// A shallow copy: handlers read the URL and headers; the body is gone
-	// with the hijack. Cloning the headers would cost every idle socket.
-	req := r.WithContext(context.WithoutCancel(r.Context()))
-	req.Body, req.GetBody = http.NoBody, nil
-	ctx, cancel := context.WithCancel(req.Context())
-	s := &Socket{hub: h, id: h.newID(), nc: nc, req: req, remote: r.RemoteAddr, ctx: ctx, cancel: cancel}
+	// WithoutCancel: net/http cancels the request's context when the
+	// handler returns, which is right after the upgrade.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	s := &Socket{hub: h, id: h.newID(), nc: nc, ctx: ctx, cancel: cancel,
+		uri: r.RequestURI, host: r.Host, remote: r.RemoteAddr, header: keptHeader(r.Header), tls: r.TLS}
+	if !reparses(r.URL, r.RequestURI) {
+		s.url = r.URL
+	}
 	s.readFn = s.readLoop
 	s.w = writer{link: wsLink{nc: nc}, pool: h.pool, wg: &h.wg, limit: h.opts.SendQueueBytes,
 		shard: h.pool.shard.Add(1) % latencyShards, state: stateHeld}
@@ -71,9 +85,74 @@ func (s *Socket) ID() string { return s.id }
 // compressed.
 func (s *Socket) Compressed() bool { return s.deflate }
 
-// Request returns the upgrade request (without its body). Its context keeps
-// the values middleware set, but is never cancelled; use Context.
-func (s *Socket) Request() *http.Request { return s.req }
+// Request returns the upgrade request as the socket's handlers need it:
+// Method ("GET"), URL, Proto ("HTTP/1.1"), Header, Host, RemoteAddr,
+// RequestURI and TLS as the upgrade handler saw them, Body http.NoBody,
+// and Context the socket's Context (middleware values, cancelled when the
+// socket closes). Header lacks the handshake's Connection, Upgrade,
+// Sec-WebSocket-Key and Sec-WebSocket-Version; the form fields, Pattern
+// and path values (PathValue) of the original request are not kept. To
+// save memory the socket keeps only these parts and builds the request on
+// the first call; later calls return the same *http.Request.
+func (s *Socket) Request() *http.Request {
+	if r := s.req.Load(); r != nil {
+		return r
+	}
+	u := s.url
+	if u == nil {
+		u, _ = url.ParseRequestURI(s.uri) // it parsed at the upgrade (reparses)
+	}
+	h := make(http.Header, len(s.header)/2)
+	for i := 0; i < len(s.header); i += 2 {
+		h[s.header[i]] = append(h[s.header[i]], s.header[i+1])
+	}
+	r := &http.Request{Method: http.MethodGet, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Body: http.NoBody, Host: s.host, RemoteAddr: s.remote, RequestURI: s.uri, TLS: s.tls}
+	r = r.WithContext(s.ctx)
+	if !s.req.CompareAndSwap(nil, r) {
+		return s.req.Load() // another goroutine built it first
+	}
+	return r
+}
+
+// handshakeOnly are the upgrade request's headers that Request leaves out:
+// they serve the handshake only and say nothing a handler could use.
+var handshakeOnly = [...]string{"Connection", "Upgrade", "Sec-Websocket-Key", "Sec-Websocket-Version"}
+
+// keptHeader flattens h without the handshakeOnly headers into key, value
+// pairs: for a few headers a slice costs much less than a map.
+func keptHeader(h http.Header) []string {
+	n := 0
+	for k, vs := range h {
+		if !slices.Contains(handshakeOnly[:], k) {
+			n += 2 * len(vs)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	kv := make([]string, 0, n)
+	for k, vs := range h {
+		if !slices.Contains(handshakeOnly[:], k) {
+			for _, v := range vs {
+				kv = append(kv, k, v)
+			}
+		}
+	}
+	return kv
+}
+
+// reparses reports whether url.ParseRequestURI(uri) gives u, which is
+// then not worth keeping. It is the case unless a middleware changed the
+// URL or the path has escapes, and checking it costs no parse.
+func reparses(u *url.URL, uri string) bool {
+	if u.Scheme != "" || u.Opaque != "" || u.User != nil || u.Host != "" || u.OmitHost || u.RawPath != "" ||
+		u.ForceQuery || u.Fragment != "" || u.RawFragment != "" || strings.IndexByte(u.Path, '%') >= 0 {
+		return false
+	}
+	path, query, hasQuery := strings.Cut(uri, "?")
+	return path == u.Path && query == u.RawQuery && hasQuery == (u.RawQuery != "") && !strings.Contains(query, "#")
+}
 
 // Context carries the upgrade request's values and is cancelled when the
 // socket closes.
