@@ -253,7 +253,7 @@ func (s *Socket) mark() map[string]Position {
 	defer h.mu.RUnlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for ch := range s.channels {
+	for _, ch := range s.channels {
 		subs := h.channels[ch]
 		if subs == nil {
 			continue
