@@ -131,3 +131,48 @@ func TestSocketRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestSocketContextAfterClose: a socket whose Context is first asked for
+// once it has closed gets a cancelled context that still carries the
+// middleware's values.
+func TestSocketContextAfterClose(t *testing.T) {
+	t.Parallel()
+	h, err := hub.New(hub.Options{PingInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan *hub.Socket, 1)
+	h.OnConnection(func(s *hub.Socket) {
+		s.OnDisconnect(func(hub.CloseCode, string) { closed <- s })
+	})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, "user-2"))
+		_ = h.Upgrade(w, r, hub.UpgradeOptions{})
+	}))
+	t.Cleanup(func() {
+		_ = h.Close()
+		srv.Close()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), compressWait)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.Close(websocket.StatusNormalClosure, "bye")
+	var s *hub.Socket
+	select {
+	case s = <-closed:
+	case <-ctx.Done():
+		t.Fatal("OnDisconnect did not run")
+	}
+	for name, sctx := range map[string]context.Context{"Context": s.Context(), "Request().Context": s.Request().Context()} {
+		if sctx.Err() == nil || sctx.Value(requestKey{}) != "user-2" {
+			t.Errorf("%s after close: Err %v, value %v; want cancelled with user-2", name, sctx.Err(), sctx.Value(requestKey{}))
+		}
+	}
+	if s.Context() != s.Context() {
+		t.Error("Context returned two contexts")
+	}
+}

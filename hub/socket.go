@@ -30,8 +30,7 @@ type Socket struct {
 	readFn   func()        // readLoop, bound once: a go statement with a method value allocates
 	handedAt time.Duration // the reader's last move to a fresh goroutine, on the writer's clock (see readLoop)
 	w        writer
-	ctx      context.Context // the upgrade request's, without its cancellation; cancelled on close
-	cancel   context.CancelFunc
+	reqCtx   context.Context // the upgrade request's, with the values middleware set
 
 	// The parts of the upgrade request that Request rebuilds it from, kept
 	// instead of the request: a copy with its header map cost an idle
@@ -54,7 +53,10 @@ type Socket struct {
 
 	mu           sync.Mutex // protects the fields below
 	user         string
-	ended        bool // the reader has finished: SetUser may not add the socket anywhere
+	ended        bool            // the reader has finished: SetUser may not add the socket anywhere
+	cancelled    bool            // the socket has closed: a ctx made now is cancelled at once
+	ctx          context.Context // made by the first Context: an idle socket seldom needs one
+	cancel       context.CancelFunc
 	handlers     map[string]func(json.RawMessage)
 	onDisconnect func(code CloseCode, reason string)
 	onError      func(error)
@@ -62,10 +64,7 @@ type Socket struct {
 }
 
 func newSocket(h *Hub, nc *wsconn.Conn, r *http.Request, session *sessionState) *Socket {
-	// WithoutCancel: net/http cancels the request's context when the
-	// handler returns, which is right after the upgrade.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	s := &Socket{hub: h, id: h.newID(), nc: nc, ctx: ctx, cancel: cancel,
+	s := &Socket{hub: h, id: h.newID(), nc: nc, reqCtx: r.Context(),
 		uri: r.RequestURI, host: r.Host, remote: r.RemoteAddr, header: keptHeader(r.Header), tls: r.TLS}
 	if !reparses(r.URL, r.RequestURI) {
 		s.url = r.URL
@@ -108,7 +107,7 @@ func (s *Socket) Request() *http.Request {
 	}
 	r := &http.Request{Method: http.MethodGet, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Body: http.NoBody, Host: s.host, RemoteAddr: s.remote, RequestURI: s.uri, TLS: s.tls}
-	r = r.WithContext(s.ctx)
+	r = r.WithContext(s.Context())
 	if !s.req.CompareAndSwap(nil, r) {
 		return s.req.Load() // another goroutine built it first
 	}
@@ -155,8 +154,20 @@ func reparses(u *url.URL, uri string) bool {
 }
 
 // Context carries the upgrade request's values and is cancelled when the
-// socket closes.
-func (s *Socket) Context() context.Context { return s.ctx }
+// socket closes. It returns the same context each call.
+func (s *Socket) Context() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx == nil {
+		// WithoutCancel: net/http cancelled the request's context when
+		// the upgrade handler returned.
+		s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(s.reqCtx))
+		if s.cancelled {
+			s.cancel()
+		}
+	}
+	return s.ctx
+}
 
 // On registers fn for the client event named event, replacing any earlier
 // handler. It panics on a reserved name (see IsReserved): use OnError and
@@ -345,7 +356,13 @@ func (s *Socket) finish(err error) {
 	s.mu.Unlock()
 	s.hub.removeSocket(s)
 	s.hub.ops.obs.disconnected(ce.Code)
-	s.cancel()
+	s.mu.Lock()
+	s.cancelled = true
+	cancel := s.cancel
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 	if onDisconnect != nil {
 		s.safely("OnDisconnect", func() { onDisconnect(ce.Code, ce.Reason) })
 	}
@@ -567,7 +584,7 @@ func (s *Socket) publish(ch string, data json.RawMessage, id uint64) error {
 		return errPending
 	}
 	// Brokers' Publish does not block (see Broker), so no timeout is set.
-	if err := h.publish(s.ctx, ch, frame, data); err != nil {
+	if err := h.publish(s.Context(), ch, frame, data); err != nil {
 		return fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
 	}
 	return nil
