@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"net/http"
 	"net/url"
 	"reflect"
 	"testing"
@@ -44,5 +45,35 @@ func TestReparses(t *testing.T) {
 		if again, _ := url.ParseRequestURI(tc.uri); got && !reflect.DeepEqual(again, u) {
 			t.Errorf("%q: reparses, but the parse gives %#v, not %#v", tc.uri, again, u)
 		}
+	}
+}
+
+// TestKeptHeader: packing and unpacking gives the header back without
+// the handshake's own fields, multiple values in their order.
+func TestKeptHeader(t *testing.T) {
+	in := http.Header{
+		"Cookie":                {"a=1", "b=2"},
+		"X-Colon":               {"x: y: z"},
+		"X-Empty":               {""},
+		"User-Agent":            {"Mozilla/5.0 (X11; Linux x86_64)"},
+		"Connection":            {"Upgrade"},
+		"Upgrade":               {"websocket"},
+		"Sec-Websocket-Key":     {"dGhlIHNhbXBsZSBub25jZQ=="},
+		"Sec-Websocket-Version": {"13"},
+	}
+	want := http.Header{
+		"Cookie":     {"a=1", "b=2"},
+		"X-Colon":    {"x: y: z"},
+		"X-Empty":    {""},
+		"User-Agent": {"Mozilla/5.0 (X11; Linux x86_64)"},
+	}
+	if got := unpackHeader(keptHeader(in)); !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if p := keptHeader(http.Header{"Upgrade": {"websocket"}}); p != "" {
+		t.Errorf("only handshake fields packed to %q", p)
+	}
+	if got := unpackHeader(""); got == nil || len(got) != 0 {
+		t.Errorf("unpackHeader(\"\") = %#v, want an empty header", got)
 	}
 }

@@ -39,7 +39,7 @@ type Socket struct {
 	uri    string   // RequestURI
 	host   string
 	remote string                       // RemoteAddr
-	header []string                     // canonical key, value, ...; without handshakeOnly
+	header string                       // "Key: value\n" lines without handshakeOnly (keptHeader)
 	tls    *tls.ConnectionState         // nil without TLS
 	req    atomic.Pointer[http.Request] // built by the first Request
 
@@ -101,10 +101,7 @@ func (s *Socket) Request() *http.Request {
 	if u == nil {
 		u, _ = url.ParseRequestURI(s.uri) // it parsed at the upgrade (reparses)
 	}
-	h := make(http.Header, len(s.header)/2)
-	for i := 0; i < len(s.header); i += 2 {
-		h[s.header[i]] = append(h[s.header[i]], s.header[i+1])
-	}
+	h := unpackHeader(s.header)
 	r := &http.Request{Method: http.MethodGet, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Body: http.NoBody, Host: s.host, RemoteAddr: s.remote, RequestURI: s.uri, TLS: s.tls}
 	r = r.WithContext(s.Context())
@@ -118,27 +115,46 @@ func (s *Socket) Request() *http.Request {
 // they serve the handshake only and say nothing a handler could use.
 var handshakeOnly = [...]string{"Connection", "Upgrade", "Sec-Websocket-Key", "Sec-Websocket-Version"}
 
-// keptHeader flattens h without the handshakeOnly headers into key, value
-// pairs: for a few headers a slice costs much less than a map.
-func keptHeader(h http.Header) []string {
+// keptHeader packs h without the handshakeOnly headers into one string
+// of "Key: value\n" lines: one allocation instead of a map, or a slice
+// and a string per value (net/http allows neither a newline in a value
+// nor a colon in a key).
+func keptHeader(h http.Header) string {
 	n := 0
 	for k, vs := range h {
 		if !slices.Contains(handshakeOnly[:], k) {
-			n += 2 * len(vs)
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	kv := make([]string, 0, n)
-	for k, vs := range h {
-		if !slices.Contains(handshakeOnly[:], k) {
 			for _, v := range vs {
-				kv = append(kv, k, v)
+				n += len(k) + len(": \n") + len(v)
 			}
 		}
 	}
-	return kv
+	if n == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for k, vs := range h {
+		if !slices.Contains(handshakeOnly[:], k) {
+			for _, v := range vs {
+				b.WriteString(k)
+				b.WriteString(": ")
+				b.WriteString(v)
+				b.WriteByte('\n')
+			}
+		}
+	}
+	return b.String()
+}
+
+// unpackHeader is the inverse of keptHeader; the values share the packed
+// string's memory.
+func unpackHeader(packed string) http.Header {
+	h := make(http.Header, strings.Count(packed, "\n"))
+	for line := range strings.Lines(packed) {
+		k, v, _ := strings.Cut(line[:len(line)-1], ": ")
+		h[k] = append(h[k], v)
+	}
+	return h
 }
 
 // reparses reports whether url.ParseRequestURI(uri) gives u, which is
