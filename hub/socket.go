@@ -84,15 +84,23 @@ func (s *Socket) ID() string { return s.id }
 // compressed.
 func (s *Socket) Compressed() bool { return s.deflate }
 
-// Request returns the upgrade request as the socket's handlers need it:
-// Method ("GET"), URL, Proto ("HTTP/1.1"), Header, Host, RemoteAddr,
-// RequestURI and TLS as the upgrade handler saw them, Body http.NoBody,
-// and Context the socket's Context (middleware values, cancelled when the
-// socket closes). Header lacks the handshake's Connection, Upgrade,
-// Sec-WebSocket-Key and Sec-WebSocket-Version; the form fields, Pattern
-// and path values (PathValue) of the original request are not kept. To
-// save memory the socket keeps only these parts and builds the request on
-// the first call; later calls return the same *http.Request.
+// Request returns the upgrade request, rebuilt from what the socket keeps
+// of it: Method ("GET"), URL, Proto ("HTTP/1.1", ProtoMajor 1, ProtoMinor
+// 1), Header, Host, RemoteAddr, RequestURI and TLS as the upgrade handler
+// saw them, and Body http.NoBody. Its Context is the socket's Context: it
+// carries the values middleware set and is cancelled when the socket
+// closes.
+//
+// Not kept: the handshake's own headers Connection, Upgrade,
+// Sec-WebSocket-Key and Sec-WebSocket-Version (Sec-WebSocket-Protocol and
+// Sec-WebSocket-Extensions are kept), Pattern and path values
+// (PathValue), Form, PostForm, MultipartForm, Trailer and the other
+// fields; read those in a middleware before the upgrade and pass them on
+// in the request's context.
+//
+// The request is built on the first call: an idle socket keeps a few
+// strings instead of a request and its header map. Later calls return the
+// same *http.Request, so a change to it is seen by later callers.
 func (s *Socket) Request() *http.Request {
 	if r := s.req.Load(); r != nil {
 		return r
