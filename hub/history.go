@@ -222,7 +222,7 @@ func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions
 		}
 		subs.recovering[s] = rec
 	})
-	ctx, cancel := context.WithTimeout(s.ctx, h.opts.BrokerTimeout)
+	ctx, cancel := context.WithTimeout(s.Context(), h.opts.BrokerTimeout)
 	limit := 0 // everything after since
 	if since == (Position{}) {
 		limit = 1 // only the position is wanted

@@ -200,7 +200,7 @@ func (s *Socket) sessionSince(channel string) Position {
 	st.mu.Unlock()
 	if !loaded {
 		h := s.hub
-		ctx, cancel := context.WithTimeout(s.ctx, h.opts.BrokerTimeout)
+		ctx, cancel := context.WithTimeout(s.Context(), h.opts.BrokerTimeout)
 		frames, _, err := h.readHistory(ctx, sessionChannel(st.id), Position{}, 1, HistoryOptions{Size: 1, TTL: h.opts.SessionTTL})
 		cancel()
 		var stored map[string]Position
@@ -253,7 +253,7 @@ func (s *Socket) mark() map[string]Position {
 	defer h.mu.RUnlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for ch := range s.channels {
+	for _, ch := range s.channels {
 		subs := h.channels[ch]
 		if subs == nil {
 			continue

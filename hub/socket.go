@@ -2,12 +2,15 @@ package hub
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,10 +30,18 @@ type Socket struct {
 	readFn   func()        // readLoop, bound once: a go statement with a method value allocates
 	handedAt time.Duration // the reader's last move to a fresh goroutine, on the writer's clock (see readLoop)
 	w        writer
-	req      *http.Request
-	remote   string
-	ctx      context.Context
-	cancel   context.CancelFunc
+	reqCtx   context.Context // the upgrade request's, with the values middleware set
+
+	// The parts of the upgrade request that Request rebuilds it from, kept
+	// instead of the request: a copy with its header map cost an idle
+	// socket about 1 KiB (issue 16).
+	url    *url.URL // nil when parsing uri gives the same URL
+	uri    string   // RequestURI
+	host   string
+	remote string                       // RemoteAddr
+	header string                       // "Key: value\n" lines without handshakeOnly (keptHeader)
+	tls    *tls.ConnectionState         // nil without TLS
+	req    atomic.Pointer[http.Request] // built by the first Request
 
 	pingSent  atomic.Int64  // UnixNano of the unanswered ping; 0 when answered
 	session   *sessionState // the 3.x client's session (history recovery), or nil
@@ -42,20 +53,22 @@ type Socket struct {
 
 	mu           sync.Mutex // protects the fields below
 	user         string
-	ended        bool // the reader has finished: SetUser may not add the socket anywhere
+	ended        bool            // the reader has finished: SetUser may not add the socket anywhere
+	cancelled    bool            // the socket has closed: a ctx made now is cancelled at once
+	ctx          context.Context // made by the first Context: an idle socket seldom needs one
+	cancel       context.CancelFunc
 	handlers     map[string]func(json.RawMessage)
 	onDisconnect func(code CloseCode, reason string)
 	onError      func(error)
-	channels     map[string]struct{} // written only by the reader goroutine
+	channels     chanSet // written only by the reader goroutine
 }
 
 func newSocket(h *Hub, nc *wsconn.Conn, r *http.Request, session *sessionState) *Socket {
-	// A shallow copy: handlers read the URL and headers; the body is gone
-	// with the hijack. Cloning the headers would cost every idle socket.
-	req := r.WithContext(context.WithoutCancel(r.Context()))
-	req.Body, req.GetBody = http.NoBody, nil
-	ctx, cancel := context.WithCancel(req.Context())
-	s := &Socket{hub: h, id: h.newID(), nc: nc, req: req, remote: r.RemoteAddr, ctx: ctx, cancel: cancel}
+	s := &Socket{hub: h, id: h.newID(), nc: nc, reqCtx: r.Context(),
+		uri: r.RequestURI, host: r.Host, remote: r.RemoteAddr, header: keptHeader(r.Header), tls: r.TLS}
+	if !reparses(r.URL, r.RequestURI) {
+		s.url = r.URL
+	}
 	s.readFn = s.readLoop
 	s.w = writer{link: wsLink{nc: nc}, pool: h.pool, wg: &h.wg, limit: h.opts.SendQueueBytes,
 		shard: h.pool.shard.Add(1) % latencyShards, state: stateHeld}
@@ -71,13 +84,114 @@ func (s *Socket) ID() string { return s.id }
 // compressed.
 func (s *Socket) Compressed() bool { return s.deflate }
 
-// Request returns the upgrade request (without its body). Its context keeps
-// the values middleware set, but is never cancelled; use Context.
-func (s *Socket) Request() *http.Request { return s.req }
+// Request returns the upgrade request, rebuilt from what the socket keeps
+// of it: Method ("GET"), URL, Proto ("HTTP/1.1", ProtoMajor 1, ProtoMinor
+// 1), Header, Host, RemoteAddr, RequestURI and TLS as the upgrade handler
+// saw them, and Body http.NoBody. Its Context is the socket's Context: it
+// carries the values middleware set and is cancelled when the socket
+// closes.
+//
+// Not kept: the handshake's own headers Connection, Upgrade,
+// Sec-WebSocket-Key and Sec-WebSocket-Version (Sec-WebSocket-Protocol and
+// Sec-WebSocket-Extensions are kept), Pattern and path values
+// (PathValue), Form, PostForm, MultipartForm, Trailer and the other
+// fields; read those in a middleware before the upgrade and pass them on
+// in the request's context.
+//
+// The request is built on the first call: an idle socket keeps a few
+// strings instead of a request and its header map. Later calls return the
+// same *http.Request, so a change to it is seen by later callers.
+func (s *Socket) Request() *http.Request {
+	if r := s.req.Load(); r != nil {
+		return r
+	}
+	u := s.url
+	if u == nil {
+		u, _ = url.ParseRequestURI(s.uri) // it parsed at the upgrade (reparses)
+	}
+	h := unpackHeader(s.header)
+	r := &http.Request{Method: http.MethodGet, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Body: http.NoBody, Host: s.host, RemoteAddr: s.remote, RequestURI: s.uri, TLS: s.tls}
+	r = r.WithContext(s.Context())
+	if !s.req.CompareAndSwap(nil, r) {
+		return s.req.Load() // another goroutine built it first
+	}
+	return r
+}
+
+// handshakeOnly are the upgrade request's headers that Request leaves out:
+// they serve the handshake only and say nothing a handler could use.
+var handshakeOnly = [...]string{"Connection", "Upgrade", "Sec-Websocket-Key", "Sec-Websocket-Version"}
+
+// keptHeader packs h without the handshakeOnly headers into one string
+// of "Key: value\n" lines: one allocation instead of a map, or a slice
+// and a string per value (net/http allows neither a newline in a value
+// nor a colon in a key).
+func keptHeader(h http.Header) string {
+	n := 0
+	for k, vs := range h {
+		if !slices.Contains(handshakeOnly[:], k) {
+			for _, v := range vs {
+				n += len(k) + len(": \n") + len(v)
+			}
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for k, vs := range h {
+		if !slices.Contains(handshakeOnly[:], k) {
+			for _, v := range vs {
+				b.WriteString(k)
+				b.WriteString(": ")
+				b.WriteString(v)
+				b.WriteByte('\n')
+			}
+		}
+	}
+	return b.String()
+}
+
+// unpackHeader is the inverse of keptHeader; the values share the packed
+// string's memory.
+func unpackHeader(packed string) http.Header {
+	h := make(http.Header, strings.Count(packed, "\n"))
+	for line := range strings.Lines(packed) {
+		k, v, _ := strings.Cut(line[:len(line)-1], ": ")
+		h[k] = append(h[k], v)
+	}
+	return h
+}
+
+// reparses reports whether url.ParseRequestURI(uri) gives u, which is
+// then not worth keeping. It is the case unless a middleware changed the
+// URL or the path has escapes, and checking it costs no parse.
+func reparses(u *url.URL, uri string) bool {
+	if u.Scheme != "" || u.Opaque != "" || u.User != nil || u.Host != "" || u.OmitHost || u.RawPath != "" ||
+		u.ForceQuery || u.Fragment != "" || u.RawFragment != "" || strings.IndexByte(u.Path, '%') >= 0 {
+		return false
+	}
+	path, query, hasQuery := strings.Cut(uri, "?")
+	return path == u.Path && query == u.RawQuery && hasQuery == (u.RawQuery != "") && !strings.Contains(query, "#")
+}
 
 // Context carries the upgrade request's values and is cancelled when the
-// socket closes.
-func (s *Socket) Context() context.Context { return s.ctx }
+// socket closes. It returns the same context each call.
+func (s *Socket) Context() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx == nil {
+		// WithoutCancel: net/http cancelled the request's context when
+		// the upgrade handler returned.
+		s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(s.reqCtx))
+		if s.cancelled {
+			s.cancel()
+		}
+	}
+	return s.ctx
+}
 
 // On registers fn for the client event named event, replacing any earlier
 // handler. It panics on a reserved name (see IsReserved): use OnError and
@@ -117,12 +231,11 @@ func (s *Socket) OnError(fn func(err error)) {
 // Channels returns the channels the socket is subscribed to, sorted.
 func (s *Socket) Channels() []string {
 	s.mu.Lock()
-	out := make([]string, 0, len(s.channels))
-	for ch := range s.channels {
-		out = append(out, ch)
-	}
+	out := slices.Clone(s.channels)
 	s.mu.Unlock()
-	slices.Sort(out)
+	if out == nil {
+		out = []string{}
+	}
 	return out
 }
 
@@ -267,7 +380,13 @@ func (s *Socket) finish(err error) {
 	s.mu.Unlock()
 	s.hub.removeSocket(s)
 	s.hub.ops.obs.disconnected(ce.Code)
-	s.cancel()
+	s.mu.Lock()
+	s.cancelled = true
+	cancel := s.cancel
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 	if onDisconnect != nil {
 		s.safely("OnDisconnect", func() { onDisconnect(ce.Code, ce.Reason) })
 	}
@@ -405,7 +524,7 @@ func (s *Socket) subscribe(req protocol.Request) (extra []byte, err error) {
 		return nil, refused(errReservedChannel)
 	}
 	s.mu.Lock()
-	_, dup := s.channels[ch]
+	dup := s.channels.has(ch)
 	full := len(s.channels) >= h.opts.MaxSubscriptions
 	s.mu.Unlock()
 	if dup {
@@ -423,10 +542,7 @@ func (s *Socket) subscribe(req protocol.Request) (extra []byte, err error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	if s.channels == nil {
-		s.channels = make(map[string]struct{})
-	}
-	s.channels[ch] = struct{}{}
+	s.channels.add(ch)
 	s.mu.Unlock()
 	if opts, ok := h.historyOf(ch); ok && req.ID != 0 {
 		var since Position
@@ -447,8 +563,7 @@ func (s *Socket) subscribe(req protocol.Request) (extra []byte, err error) {
 
 func (s *Socket) unsubscribe(ch string) {
 	s.mu.Lock()
-	_, ok := s.channels[ch]
-	delete(s.channels, ch)
+	ok := s.channels.remove(ch)
 	s.mu.Unlock()
 	if ok {
 		s.hub.removeSubscriber(ch, s)
@@ -470,7 +585,7 @@ var errPending = errors.New("hub: publish pending")
 func (s *Socket) publish(ch string, data json.RawMessage, id uint64) error {
 	h := s.hub
 	s.mu.Lock()
-	_, ok := s.channels[ch]
+	ok := s.channels.has(ch)
 	s.mu.Unlock()
 	if !ok {
 		return ErrNotSubscribed
@@ -493,7 +608,7 @@ func (s *Socket) publish(ch string, data json.RawMessage, id uint64) error {
 		return errPending
 	}
 	// Brokers' Publish does not block (see Broker), so no timeout is set.
-	if err := h.publish(s.ctx, ch, frame, data); err != nil {
+	if err := h.publish(s.Context(), ch, frame, data); err != nil {
 		return fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
 	}
 	return nil
@@ -549,4 +664,31 @@ func (s *Socket) safely(what string, fn func()) (ok bool) {
 	}()
 	fn()
 	return true
+}
+
+// chanSet is a socket's channels, sorted: for the few channels a socket
+// usually has, a slice costs a fraction of a map (a map with one channel
+// took 256 bytes of every idle socket, issue 16), and MaxSubscriptions
+// bounds the copying of add and remove.
+type chanSet []string
+
+func (c chanSet) find(ch string) (int, bool) { return slices.BinarySearch(c, ch) }
+
+func (c chanSet) has(ch string) bool {
+	_, ok := c.find(ch)
+	return ok
+}
+
+func (c *chanSet) add(ch string) {
+	if i, ok := c.find(ch); !ok {
+		*c = slices.Insert(*c, i, ch)
+	}
+}
+
+func (c *chanSet) remove(ch string) bool {
+	i, ok := c.find(ch)
+	if ok {
+		*c = slices.Delete(*c, i, i+1)
+	}
+	return ok
 }

@@ -46,6 +46,7 @@ func main() {
 	channels := flag.Int("channels", 1, "distinct channels; connection i subscribes to channel i mod channels")
 	timeout := flag.Duration("timeout", 2*time.Minute, "give up after this long")
 	memprofile := flag.String("memprofile", "", "write a heap profile of the idle connections to this file")
+	flag.BoolVar(&browser, "browser", false, "send the headers a browser sends with the upgrade (Origin, User-Agent, Cookie, ...), which the server keeps for Socket.Request")
 	child := flag.String("child", "", "internal: run as the client process, connecting to this address")
 	flag.Parse()
 	if *n < 1 || *channels < 1 {
@@ -119,7 +120,7 @@ func run(n, channels int, timeout time.Duration, memprofile string) error {
 		return err
 	}
 	cmd := exec.Command(exe, "-child", ln.Addr().String(), "-n", strconv.Itoa(n),
-		"-channels", strconv.Itoa(channels), "-timeout", timeout.String())
+		"-channels", strconv.Itoa(channels), "-timeout", timeout.String(), "-browser="+strconv.FormatBool(browser))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -259,9 +260,25 @@ func runClients(addr string, n, channels int, timeout time.Duration) error {
 	return nil
 }
 
+// browser is the -browser flag: send browserHeader.
+var browser bool
+
+// browserHeader is what Chromium sends with an upgrade besides the
+// handshake's own headers and Origin (the server's own), with a typical
+// session cookie.
+const browserHeader = "Pragma: no-cache\r\nCache-Control: no-cache\r\n" +
+	"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n" +
+	"Accept-Encoding: gzip, deflate, br, zstd\r\nAccept-Language: en-US,en;q=0.9\r\n" +
+	"Cookie: session=3f6c1e0a9b7d4c2e8f5a1b3c7d9e0f2a\r\n" +
+	"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
 // dial opens one connection and subscribes it to channel.
 func dial(ctx context.Context, addr, channel string) (*wsc.Conn, error) {
-	c, err := wsc.Dial(ctx, addr, "/ws", nil)
+	header := ""
+	if browser {
+		header = "Origin: http://" + addr + "\r\n" + browserHeader
+	}
+	c, err := wsc.DialHeader(ctx, addr, "/ws", header)
 	if err != nil {
 		return nil, err
 	}

@@ -64,6 +64,13 @@ func DialRcvBuf(ctx context.Context, addr, path string, src net.IP, rcvbuf int) 
 	return c, err
 }
 
+// DialHeader is Dial sending the header lines header ("Key: value\r\n"
+// each) with the upgrade request.
+func DialHeader(ctx context.Context, addr, path, header string) (*Conn, error) {
+	c, _, err := dial(ctx, addr, path, nil, 0, header)
+	return c, err
+}
+
 // DialExtensions is Dial offering the WebSocket extensions ext (the value
 // of a Sec-WebSocket-Extensions header, e.g. "permessage-deflate"); it
 // returns the server's answer, "" when it accepted none. The Conn does
