@@ -5,6 +5,10 @@
 // run in this process, with the broker server (TCP) or the client
 // connections (Redis); CPU is this process's (and redis-server's).
 //
+// Case direct (only when named in -brokers) is the tcp case without the
+// master: A's localbroker.Broker dials B, which reads the link itself (see
+// benchDirect), the worker-to-worker link of a direct mode.
+//
 // For each broker it measures the highest sustained rate (A publishes as
 // fast as the broker accepts, keeping at most -window messages in flight)
 // and the latency at a fixed -lat-rate. For Redis it also runs
@@ -52,7 +56,7 @@ func main() {
 	n := flag.Int("n", 1000000, "redis-benchmark requests")
 	redisBin := flag.String("redis-server", "redis-server", "redis-server binary")
 	benchBin := flag.String("redis-benchmark", "redis-benchmark", "redis-benchmark binary")
-	which := flag.String("brokers", "tcp,redis", "brokers to measure")
+	which := flag.String("brokers", "tcp,redis", "brokers to measure: tcp, direct (A dials B, no master), redis")
 	flag.Parse()
 
 	var results []load.Result
@@ -62,8 +66,12 @@ func main() {
 		switch b {
 		case "tcp":
 			rs, err = benchTCP(*dur, *size, *window, *latRate)
+		case "direct":
+			rs, err = benchDirect(*dur, *size, *window, *latRate)
 		case "redis":
 			rs, err = benchRedis(*dur, *size, *window, *latRate, *n, *redisBin, *benchBin)
+		default:
+			err = fmt.Errorf("unknown broker %q", b)
 		}
 		results = append(results, rs...)
 		if err != nil {
