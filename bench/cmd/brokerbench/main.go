@@ -5,8 +5,10 @@
 // run in this process, with the broker server (TCP) or the client
 // connections (Redis); CPU is this process's (and redis-server's).
 //
-// Case direct (only when named in -brokers) is the tcp case without the
-// master: A's localbroker.Broker dials B, which reads the link itself (see
+// Cases named only in -brokers: tcp-proc is the tcp case with the
+// master's Server in a child process ("brokerbench master"), as under
+// cluster.Run; direct is the tcp case without the master: A's
+// localbroker.Broker dials B, which reads the link itself (see
 // benchDirect), the worker-to-worker link of a direct mode.
 //
 // For each broker it measures the highest sustained rate (A publishes as
@@ -49,6 +51,9 @@ import (
 const channel = "w7"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "master" {
+		os.Exit(runMaster())
+	}
 	dur := flag.Duration("dur", 3*time.Second, "length of each measurement")
 	size := flag.Int("size", 100, "payload bytes")
 	window := flag.Int64("window", 20000, "max messages in flight in the throughput test")
@@ -56,7 +61,7 @@ func main() {
 	n := flag.Int("n", 1000000, "redis-benchmark requests")
 	redisBin := flag.String("redis-server", "redis-server", "redis-server binary")
 	benchBin := flag.String("redis-benchmark", "redis-benchmark", "redis-benchmark binary")
-	which := flag.String("brokers", "tcp,redis", "brokers to measure: tcp, direct (A dials B, no master), redis")
+	which := flag.String("brokers", "tcp,redis", "brokers to measure: tcp, tcp-proc (the master in its own process), direct (A dials B, no master), redis")
 	flag.Parse()
 
 	var results []load.Result
@@ -66,6 +71,8 @@ func main() {
 		switch b {
 		case "tcp":
 			rs, err = benchTCP(*dur, *size, *window, *latRate)
+		case "tcp-proc":
+			rs, err = benchTCPProc(*dur, *size, *window, *latRate)
 		case "direct":
 			rs, err = benchDirect(*dur, *size, *window, *latRate)
 		case "redis":
