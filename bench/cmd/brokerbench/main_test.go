@@ -13,15 +13,19 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "master" {
 		os.Exit(runMaster())
 	}
+	if len(os.Args) > 2 && os.Args[1] == "recv" {
+		os.Exit(runRecv(os.Args[2], os.Args[3:]))
+	}
 	os.Exit(m.Run())
 }
 
-// TestCases runs the direct and tcp-proc cases briefly: every publish of
+// TestCases runs the direct and the -proc cases briefly: every publish of
 // the latency phase reaches B, and everything closes cleanly.
 func TestCases(t *testing.T) {
 	for name, bench := range map[string]func(time.Duration, int, int64, float64) ([]load.Result, error){
-		"direct":   benchDirect,
-		"tcp-proc": benchTCPProc,
+		"direct":      benchDirect,
+		"tcp-proc":    benchTCPProc,
+		"direct-proc": benchDirectProc,
 	} {
 		t.Run(name, func(t *testing.T) {
 			rs, err := bench(200*time.Millisecond, 100, 1000, 1000)
