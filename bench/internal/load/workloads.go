@@ -214,8 +214,8 @@ const (
 )
 
 // describe names the placement the clients got: a system with one process
-// cannot place them across, and one that balances connections may not
-// give 50 redials the publisher's process.
+// cannot place them across ("same (one process)"), and one that balances
+// connections may not give 50 redials the publisher's process ("mixed").
 func (p Placement) describe(pc *Client, clients []*Client) string {
 	if p == PlaceAny {
 		return "any"
@@ -229,8 +229,10 @@ func (p Placement) describe(pc *Client, clients []*Client) string {
 		}
 	}
 	switch {
-	case other == 0:
+	case other == 0 && p == PlaceCross:
 		return "same (one process)"
+	case other == 0:
+		return "same"
 	case same == 0:
 		return "cross"
 	default:
