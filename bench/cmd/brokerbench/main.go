@@ -5,6 +5,13 @@
 // run in this process, with the broker server (TCP) or the client
 // connections (Redis); CPU is this process's (and redis-server's).
 //
+// Cases named only in -brokers: direct is the tcp case without the
+// master: A's localbroker.Broker dials B, which reads the link itself (see
+// benchDirect), the worker-to-worker link of a direct mode. tcp-proc and
+// direct-proc are tcp and direct with the master and B in child processes
+// ("brokerbench master", "brokerbench recv"), as under cluster.Run, where
+// each hop also wakes another process (procs.go).
+//
 // For each broker it measures the highest sustained rate (A publishes as
 // fast as the broker accepts, keeping at most -window messages in flight)
 // and the latency at a fixed -lat-rate. For Redis it also runs
@@ -45,6 +52,12 @@ import (
 const channel = "w7"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "master" {
+		os.Exit(runMaster())
+	}
+	if len(os.Args) > 2 && os.Args[1] == "recv" {
+		os.Exit(runRecv(os.Args[2], os.Args[3:]))
+	}
 	dur := flag.Duration("dur", 3*time.Second, "length of each measurement")
 	size := flag.Int("size", 100, "payload bytes")
 	window := flag.Int64("window", 20000, "max messages in flight in the throughput test")
@@ -52,7 +65,7 @@ func main() {
 	n := flag.Int("n", 1000000, "redis-benchmark requests")
 	redisBin := flag.String("redis-server", "redis-server", "redis-server binary")
 	benchBin := flag.String("redis-benchmark", "redis-benchmark", "redis-benchmark binary")
-	which := flag.String("brokers", "tcp,redis", "brokers to measure")
+	which := flag.String("brokers", "tcp,redis", "brokers to measure: tcp, direct (A dials B, no master), tcp-proc and direct-proc (the master and B in processes of their own), redis")
 	flag.Parse()
 
 	var results []load.Result
@@ -62,8 +75,16 @@ func main() {
 		switch b {
 		case "tcp":
 			rs, err = benchTCP(*dur, *size, *window, *latRate)
+		case "tcp-proc":
+			rs, err = benchTCPProc(*dur, *size, *window, *latRate)
+		case "direct":
+			rs, err = benchDirect(*dur, *size, *window, *latRate)
+		case "direct-proc":
+			rs, err = benchDirectProc(*dur, *size, *window, *latRate)
 		case "redis":
 			rs, err = benchRedis(*dur, *size, *window, *latRate, *n, *redisBin, *benchBin)
+		default:
+			err = fmt.Errorf("unknown broker %q", b)
 		}
 		results = append(results, rs...)
 		if err != nil {
@@ -84,44 +105,62 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
 }
 
-// pair is two brokers, A publishing and B receiving.
+// pair is two brokers, A publishing and B receiving. B is either here
+// (b) or in a child process (remote), whose count streams into received
+// and which records the latencies itself.
 type pair struct {
 	a, b     hub.Broker
+	remote   *remoteB
 	received atomic.Int64
 	lat      hist.H
 	measure  atomic.Bool
-	extra    []int // other processes whose CPU counts (redis-server)
+	extra    []int // other processes whose CPU counts (redis-server, children)
 }
 
 func (p *pair) start() error {
 	if err := p.a.Start(func(string, []byte) {}); err != nil {
 		return err
 	}
-	return p.b.Start(func(_ string, frame []byte) {
-		if p.measure.Load() {
-			_, _ = proto.ClusterWS{}.Parse(1, frame, func(m *proto.Msg) {
-				if pl, ok := proto.ParsePayload(m.Data); ok {
-					p.lat.Record(time.Now().UnixNano() - pl.T)
-				}
-			})
-		}
-		p.received.Add(1)
-	})
+	if p.remote != nil {
+		return nil // started and subscribed before it said ready
+	}
+	return p.b.Start(p.deliver)
 }
 
-func (p *pair) subscribe() error {
-	deadline := time.Now().Add(20 * time.Second)
+// deliver is B's deliver callback.
+func (p *pair) deliver(_ string, frame []byte) {
+	if p.measure.Load() {
+		_, _ = proto.ClusterWS{}.Parse(1, frame, func(m *proto.Msg) {
+			if pl, ok := proto.ParsePayload(m.Data); ok {
+				p.lat.Record(time.Now().UnixNano() - pl.T)
+			}
+		})
+	}
+	p.received.Add(1)
+}
+
+// subscribeB subscribes B, retrying while its link comes up.
+func subscribeB(b hub.Broker, deadline time.Time) error {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := p.b.Subscribe(ctx, channel)
+		err := b.Subscribe(ctx, channel)
 		cancel()
 		if err == nil {
-			break
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("subscribe: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *pair) subscribe() error {
+	deadline := time.Now().Add(20 * time.Second)
+	if p.remote == nil {
+		if err := subscribeB(p.b, deadline); err != nil {
+			return err
+		}
 	}
 	// Wait until a probe gets through: the link is up both ways.
 	for {
@@ -194,9 +233,14 @@ func (p *pair) throughput(d time.Duration, size int, window int64) map[string]fl
 func (p *pair) latency(d time.Duration, size int, rate float64) map[string]float64 {
 	time.Sleep(200 * time.Millisecond)
 	ctx := context.Background()
-	p.lat.Reset()
-	p.measure.Store(true)
-	defer p.measure.Store(false)
+	if p.remote != nil {
+		if err := p.remote.measure(); err != nil {
+			logf("W7: %v", err)
+		}
+	} else {
+		p.lat.Reset()
+		p.measure.Store(true)
+	}
 	r0 := p.received.Load()
 	start := time.Now()
 	var sent int64
@@ -214,10 +258,18 @@ func (p *pair) latency(d time.Duration, size int, rate float64) map[string]float
 	for p.received.Load()-r0 < sent && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
+	p50, p99 := p.lat.Quantile(0.5), p.lat.Quantile(0.99)
+	p.measure.Store(false)
+	if p.remote != nil {
+		var err error
+		if p50, p99, err = p.remote.quantiles(); err != nil {
+			logf("W7: %v", err)
+		}
+	}
 	return map[string]float64{
 		"msgs_per_s":    rate,
-		"p50_us":        float64(p.lat.Quantile(0.5)) / 1e3,
-		"p99_us":        float64(p.lat.Quantile(0.99)) / 1e3,
+		"p50_us":        float64(p50) / 1e3,
+		"p99_us":        float64(p99) / 1e3,
 		"delivered_pct": 100 * float64(p.received.Load()-r0) / float64(max(sent, 1)),
 	}
 }
@@ -244,7 +296,12 @@ func (p *pair) run(broker string, d time.Duration, size int, window int64, latRa
 
 func (p *pair) close() {
 	_ = p.a.Close()
-	_ = p.b.Close()
+	if p.b != nil {
+		_ = p.b.Close()
+	}
+	if p.remote != nil {
+		p.remote.close()
+	}
 }
 
 func benchTCP(d time.Duration, size int, window int64, latRate float64) ([]load.Result, error) {

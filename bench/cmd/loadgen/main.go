@@ -6,7 +6,8 @@
 //	loadgen -proto clusterws -targets 127.0.0.1:8001 -server-pid 1234 -workload w2 -subs 1000
 //
 // Workloads (see BENCHMARKS.md): w1 idle memory, w2 fan-out (fixed rates
-// and a max-rate search), w2lat low-load cross-worker latency, w3 many×many,
+// and a max-rate search), w2lat low-load cross-worker latency, w2same the
+// same with the subscribers on the publisher's process, w3 many×many,
 // w4 round trip, w5 connect storm, w6 slow consumer, w8 connections at
 // scale (idle memory and CPU, then single broadcasts timed to the last
 // client). Each result is printed as one line "RESULT {json}" on stdout;
@@ -42,7 +43,7 @@ func main() {
 		targets   = flag.String("targets", "127.0.0.1:8001", "comma-separated host:port of the server's processes")
 		serverPID = flag.String("server-pid", "", "comma-separated root PIDs of the server's process trees, for CPU and RSS")
 		debugURLs = flag.String("debug-urls", "", "comma-separated base URLs of the server processes' /debug/stats")
-		workload  = flag.String("workload", "w2", "w1, w2, w2lat, w3, w4, w5, w6, w8")
+		workload  = flag.String("workload", "w2", "w1, w2, w2lat, w2same, w3, w4, w5, w6, w8")
 		size      = flag.Int("size", 100, "payload bytes")
 		dur       = flag.Duration("dur", 3*time.Second, "length of one measured phase")
 		timeout   = flag.Duration("timeout", 10*time.Minute, "give up after this long")
@@ -97,14 +98,18 @@ func main() {
 	case "w2":
 		var rs []float64
 		if rs, err = load.ParseList[float64](*rates); err == nil {
-			res, err = load.W2(ctx, env, *subs, rs, *search, false)
+			res, err = load.W2(ctx, env, *subs, rs, *search, load.PlaceAny)
 		}
-	case "w2lat":
+	case "w2lat", "w2same":
+		place, name := load.PlaceCross, "W2lat"
+		if *workload == "w2same" {
+			place, name = load.PlaceSame, "W2same"
+		}
 		var rs []float64
 		if rs, err = load.ParseList[float64](*rates); err == nil {
-			res, err = load.W2(ctx, env, *subs, rs, false, true)
+			res, err = load.W2(ctx, env, *subs, rs, false, place)
 			for i := range res {
-				res[i].Workload = "W2lat"
+				res[i].Workload = name
 			}
 		}
 	case "w3":

@@ -55,7 +55,7 @@ func main() {
 		bin       = flag.String("bin", "bin", "directory with loadgen, ourserver, centrifugeserver, brokerbench")
 		nodeDir   = flag.String("node-dir", "peers/clusterws-node", "the Node ClusterWS peer, npm-installed")
 		systems   = flag.String("systems", strings.Join(sysrun.Names, ","), "systems to run, in interleaving order")
-		workloads = flag.String("workloads", "w1,w2,w2lat,w3,w4,w5,w6,w7", "workloads to run (w8, 100,000 connections, only when named)")
+		workloads = flag.String("workloads", "w1,w2,w2lat,w2same,w3,w4,w5,w6,w7", "workloads to run (w8, 100,000 connections, only when named)")
 		trials    = flag.Int("trials", 3, "trials per system and workload")
 		quick     = flag.Bool("quick", false, "small and short: an end-to-end check, not a measurement")
 		dur       = flag.Duration("dur", 3*time.Second, "length of one measured phase")
@@ -229,8 +229,8 @@ func plan(wl string, workers int, quick bool, dur time.Duration, w1Per string, w
 			out = append(out, []string{"-workload", "w2", "-subs", "1000", "-size", "1024", "-rates", "1000", "-search=false", "-dur", d})
 		}
 		return out
-	case "w2lat":
-		return [][]string{{"-workload", "w2lat", "-subs", "10", "-rates", "100", "-dur", d}}
+	case "w2lat", "w2same":
+		return [][]string{{"-workload", wl, "-subs", "10", "-rates", "100", "-dur", d}}
 	case "w3":
 		if quick {
 			return [][]string{{"-workload", "w3", "-conns", "500", "-pubs", "10", "-rates", "200", "-dur", d}}
@@ -372,7 +372,8 @@ var shown = map[string][]metric{
 		{"slab_per_conn_kib", "kernel slab per conn (KiB, machine-wide)", false}, {"goroutines_per_conn", "goroutines per conn", false}, {"errors", "errors", false}},
 	"W2": {{"deliveries_per_s", "deliveries/s", true}, {"delivered_pct", "delivered %", true}, {"p50_ms", "p50 ms", false},
 		{"p99_ms", "p99 ms", false}, {"p999_ms", "p99.9 ms", false}, {"cpu_us_per_delivery", "server CPU µs/delivery", false}, {"offered_pub_per_s", "publishes/s", true}},
-	"W2lat": {{"p50_ms", "p50 ms", false}, {"p99_ms", "p99 ms", false}, {"p999_ms", "p99.9 ms", false}},
+	"W2lat":  {{"p50_ms", "p50 ms", false}, {"p99_ms", "p99 ms", false}, {"p999_ms", "p99.9 ms", false}},
+	"W2same": {{"p50_ms", "p50 ms", false}, {"p99_ms", "p99 ms", false}, {"p999_ms", "p99.9 ms", false}},
 	"W3": {{"deliveries_per_s", "deliveries/s", true}, {"delivered_pct", "delivered %", true}, {"p50_ms", "p50 ms", false},
 		{"p99_ms", "p99 ms", false}, {"cpu_us_per_delivery", "server CPU µs/delivery", false}},
 	"W4": {{"rtt_p50_us", "RTT p50 µs", false}, {"rtt_p99_us", "RTT p99 µs", false}, {"round_trips_per_s", "round trips/s", true},

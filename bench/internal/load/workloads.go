@@ -110,10 +110,11 @@ func (e *Env) publisherClient(ctx context.Context, f *Fleet, i int, channel stri
 
 // W2 is fan-out: one publisher, subs subscribers of one channel. It runs
 // one phase per offered rate, then, if search is set, searches for the
-// highest rate with at least 99.9% delivered and p99 at most 100 ms. With
-// cross set, subscribers are placed on other server processes than the
-// publisher's where the system has several.
-func W2(ctx context.Context, e *Env, subs int, rates []float64, search bool, cross bool) ([]Result, error) {
+// highest rate with at least 99.9% delivered and p99 at most 100 ms.
+// place puts the subscribers on other server processes than the
+// publisher's (PlaceCross, where the system has several) or on the
+// publisher's own (PlaceSame); PlaceAny takes them where they land.
+func W2(ctx context.Context, e *Env, subs int, rates []float64, search bool, place Placement) ([]Result, error) {
 	f := e.fleet()
 	defer f.CloseAll()
 	const ch = "fan"
@@ -122,23 +123,17 @@ func W2(ctx context.Context, e *Env, subs int, rates []float64, search bool, cro
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
 	defer func() { pc.Close() }() // pc is replaced when it reconnects
-	if cross {
+	switch place {
+	case PlaceCross:
 		f.Accept = func(c *Client) bool { return c.PID != pc.PID }
+	case PlaceSame:
+		f.Accept = func(c *Client) bool { return c.PID == pc.PID }
 	}
 	_, cr := f.Connect(ctx, 1, subs, 64, func(int) []string { return []string{ch} })
 	if cr.Connected < subs {
 		return nil, fmt.Errorf("only %d of %d subscribers connected: %s", cr.Connected, subs, cr.FirstErr)
 	}
-	placement := "any"
-	if cross {
-		placement = "cross"
-		for _, c := range f.Clients() {
-			if c.PID == pc.PID {
-				placement = "same (one process)"
-				break
-			}
-		}
-	}
+	placement := place.describe(pc, f.Clients())
 	e.logf("W2: %d subscribers connected in %v (placement %s)", subs, cr.Elapsed.Round(time.Millisecond), placement)
 	pub := &Publisher{C: pc, Size: e.size(), Channel: func(int64) string { return ch }}
 	live := func(string) int {
@@ -184,7 +179,7 @@ func W2(ctx context.Context, e *Env, subs int, rates []float64, search bool, cro
 			return out, err
 		}
 		res := Result{Workload: "W2", Case: fmt.Sprintf("subs=%d/rate=%g%s", subs, r, sizeSuffix(e.size())), Metrics: phaseMetrics(ph)}
-		if cross {
+		if place != PlaceAny {
 			res.Note = "placement " + placement
 		}
 		out = append(out, res)
@@ -206,6 +201,43 @@ func W2(ctx context.Context, e *Env, subs int, rates []float64, search bool, cro
 	}
 	out = append(out, res)
 	return out, nil
+}
+
+// Placement is where W2 puts its subscribers relative to the publisher's
+// server process (each client asks whoami and redials until placed).
+type Placement int
+
+const (
+	PlaceAny   Placement = iota // wherever they land
+	PlaceCross                  // on other processes than the publisher's: through the broker
+	PlaceSame                   // on the publisher's process: no broker hop
+)
+
+// describe names the placement the clients got: a system with one process
+// cannot place them across ("same (one process)"), and one that balances
+// connections may not give 50 redials the publisher's process ("mixed").
+func (p Placement) describe(pc *Client, clients []*Client) string {
+	if p == PlaceAny {
+		return "any"
+	}
+	same, other := 0, 0
+	for _, c := range clients {
+		if c.PID == pc.PID {
+			same++
+		} else {
+			other++
+		}
+	}
+	switch {
+	case other == 0 && p == PlaceCross:
+		return "same (one process)"
+	case other == 0:
+		return "same"
+	case same == 0:
+		return "cross"
+	default:
+		return fmt.Sprintf("mixed (%d on the publisher's process, %d elsewhere)", same, other)
+	}
 }
 
 // warmup publishes for a second at rate, unmeasured, so that every
