@@ -283,7 +283,7 @@ func (h *hijackWriter) WriteHeader(code int) {
 // headCap is the capacity of the buffer the 101 response is formatted in:
 // the first frames usually fit after it, so that the first write copies
 // them there without growing it.
-const headCap = 1024
+const headCap = 512
 
 // suppressed are the headers a response without a body does not carry,
 // as net/http drops them from a 1xx.
