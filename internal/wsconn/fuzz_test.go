@@ -327,3 +327,12 @@ func truncated(in []byte) bool {
 	}
 	return false
 }
+
+func init() {
+	// The tests' fakeWriter stands for net/http's own ResponseWriter.
+	isServer := serverWriter
+	serverWriter = func(w http.ResponseWriter) bool {
+		_, fake := w.(*fakeWriter)
+		return fake || isServer(w)
+	}
+}

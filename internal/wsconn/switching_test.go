@@ -234,6 +234,9 @@ func TestNonSwitchingStatus(t *testing.T) {
 // response comes with the first frame.
 func TestSwitchingOverHTTP(t *testing.T) {
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !serverWriter(w) {
+			t.Errorf("net/http's ResponseWriter %T is not recognised: the 101 would take a write of its own", w)
+		}
 		w.Header().Set("X-Mw", "kept")
 		nc, err := Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"p1"}})
 		if err != nil {
@@ -260,6 +263,51 @@ func TestSwitchingOverHTTP(t *testing.T) {
 	_, b, err := c.Read(ctx)
 	if err != nil || string(b) != "hello" {
 		t.Fatalf("read %q, %v", b, err)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+}
+
+// statusWriter is a middleware's wrapper that records the status.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestSwitchingWrapped: a wrapper around net/http's ResponseWriter sees
+// the 101, which net/http then writes at Hijack, and the handshake
+// completes before any frame.
+func TestSwitchingWrapped(t *testing.T) {
+	status := make(chan int, 1)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		nc, err := Accept(sw, r, nil)
+		status <- sw.status
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer nc.Close()
+		if nc.head != nil {
+			t.Error("a wrapped ResponseWriter's 101 was kept")
+		}
+		drain(nc)
+	}))
+	defer ts.Close()
+	ctx := t.Context()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if s := <-status; s != http.StatusSwitchingProtocols {
+		t.Errorf("the wrapper saw status %d", s)
 	}
 	c.Close(websocket.StatusNormalClosure, "")
 }

@@ -24,7 +24,8 @@
 // The 101 response is not written at the upgrade: Accept keeps it, and
 // the connection's first write sends it in the same system call as its
 // own bytes (a connect storm spent as much time writing 101s as
-// configuration frames). The client thus sees its handshake complete with
+// configuration frames), unless a middleware wraps the ResponseWriter,
+// which then sees the 101 as usual and net/http writes it at Hijack. The client thus sees its handshake complete with
 // the server's first frame; Close sends a response never written, without
 // waiting, so that a connection dropped before any write still ends after
 // a complete handshake.
@@ -37,6 +38,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -244,7 +246,7 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOption
 	if opts != nil && opts.CompressionMode == websocket.CompressionContextTakeover {
 		panic("wsconn: Accept with CompressionContextTakeover")
 	}
-	hw := &hijackWriter{ResponseWriter: w}
+	hw := &hijackWriter{ResponseWriter: w, keep: serverWriter(w)}
 	ws, err := websocket.Accept(hw, r, opts)
 	if err != nil {
 		return nil, err
@@ -265,19 +267,32 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOption
 // system call of its own, and formats it for Conn's first write instead.
 // Any other status goes through: the library's refusals are written as
 // usual.
+//
+// It keeps the 101 only when w is net/http's own ResponseWriter: a
+// middleware's wrapper may watch the status or change the header at
+// WriteHeader (a logger, a metric, a server that echoes subprotocols),
+// and then the 101 goes to it and is written at Hijack, as net/http does.
 type hijackWriter struct {
 	http.ResponseWriter
-	head []byte // the 101 response, once WriteHeader(101) was called
+	keep bool   // keep the 101 (serverWriter)
+	head []byte // the 101 response, once WriteHeader(101) was kept
 	conn *Conn
 }
 
 func (h *hijackWriter) WriteHeader(code int) {
 	switch {
-	case code != http.StatusSwitchingProtocols:
+	case code != http.StatusSwitchingProtocols || !h.keep:
 		h.ResponseWriter.WriteHeader(code)
 	case h.head == nil: // a second 101 is superfluous
 		h.head = appendSwitching(make([]byte, 0, headCap), h.Header(), time.Now())
 	}
+}
+
+// serverWriter reports whether w is net/http's own ResponseWriter, which
+// no wrapper watches (tests replace it).
+var serverWriter = func(w http.ResponseWriter) bool {
+	t := reflect.TypeOf(w)
+	return t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "net/http" && t.Elem().Name() == "response"
 }
 
 // headCap is the capacity of the buffer the 101 response is formatted in:
