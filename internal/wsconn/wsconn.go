@@ -24,11 +24,11 @@
 // The 101 response is not written at the upgrade: Accept keeps it, and
 // the connection's first write sends it in the same system call as its
 // own bytes (a connect storm spent as much time writing 101s as
-// configuration frames), unless a middleware wraps the ResponseWriter,
-// which then sees the 101 as usual and net/http writes it at Hijack. The client thus sees its handshake complete with
+// configuration frames). The client thus sees its handshake complete with
 // the server's first frame; Close sends a response never written, without
 // waiting, so that a connection dropped before any write still ends after
-// a complete handshake.
+// a complete handshake. When a middleware wraps the ResponseWriter, the
+// wrapper sees the 101 as usual, and net/http writes it at Hijack.
 package wsconn
 
 import (
@@ -292,7 +292,7 @@ func (h *hijackWriter) WriteHeader(code int) {
 // no wrapper watches (tests replace it).
 var serverWriter = func(w http.ResponseWriter) bool {
 	t := reflect.TypeOf(w)
-	return t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "net/http" && t.Elem().Name() == "response"
+	return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "net/http" && t.Elem().Name() == "response"
 }
 
 // headCap is the capacity of the buffer the 101 response is formatted in:
