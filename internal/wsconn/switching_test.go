@@ -231,9 +231,14 @@ func TestNonSwitchingStatus(t *testing.T) {
 }
 
 // TestSwitchingOverHTTP: a real client completes the handshake when the
-// response comes with the first frame.
+// response comes with the first frame, over TCP (TryWrite) and TLS (Write).
 func TestSwitchingOverHTTP(t *testing.T) {
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	t.Run("tcp", func(t *testing.T) { testSwitchingOverHTTP(t, false) })
+	t.Run("tls", func(t *testing.T) { testSwitchingOverHTTP(t, true) })
+}
+
+func testSwitchingOverHTTP(t *testing.T, useTLS bool) {
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !serverWriter(w) {
 			t.Errorf("net/http's ResponseWriter %T is not recognised: the 101 would take a write of its own", w)
 		}
@@ -244,15 +249,29 @@ func TestSwitchingOverHTTP(t *testing.T) {
 			return
 		}
 		defer nc.Close()
-		if _, err := nc.TryWrite(AppendFrame(nil, Frame{Data: []byte("hello")})); err != nil {
+		f := AppendFrame(nil, Frame{Data: []byte("hello")})
+		if nc.CanTryWrite() == useTLS {
+			t.Errorf("CanTryWrite %v over TLS %v", nc.CanTryWrite(), useTLS)
+		}
+		if nc.CanTryWrite() {
+			_, err = nc.TryWrite(f)
+		} else {
+			_, err = nc.Write(f)
+		}
+		if err != nil {
 			t.Error(err)
 		}
 		drain(nc)
 	}))
+	if useTLS {
+		ts.StartTLS()
+	} else {
+		ts.Start()
+	}
 	defer ts.Close()
 	ctx := t.Context()
 	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http"),
-		&websocket.DialOptions{Subprotocols: []string{"p1"}})
+		&websocket.DialOptions{Subprotocols: []string{"p1"}, HTTPClient: ts.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
