@@ -96,7 +96,10 @@ func WithMaxSubscriptions(n int) Option { return func(c *config) { c.hub.MaxSubs
 // WithWriteTimeout bounds one write to a socket. default: 10s
 func WithWriteTimeout(d time.Duration) Option { return func(c *config) { c.hub.WriteTimeout = d } }
 
-// WithHandshakeTimeout bounds writing the upgrade response. default: 10s
+// WithHandshakeTimeout bounds writing the response to a refused upgrade
+// (403, 426, ...). The 101 response of an accepted one goes out with the
+// socket's first frames, in the same write, which WithWriteTimeout bounds.
+// default: 10s
 func WithHandshakeTimeout(d time.Duration) Option {
 	return func(c *config) { c.handshakeTimeout = d }
 }

@@ -200,7 +200,8 @@ func sortMembers(m []hub.Member) {
 }
 
 // TestConnectedAfterOnConnection: the configuration frame, which tells a
-// client it is connected, is written once OnConnection has returned, and
+// client it is connected, is written once OnConnection has returned (with
+// the 101 response, so even the WebSocket handshake completes then), and
 // before what OnConnection sent; so a connected client's user is set, and
 // a send to that user right after the client connected reaches it.
 func TestConnectedAfterOnConnection(t *testing.T) {
@@ -216,22 +217,26 @@ func TestConnectedAfterOnConnection(t *testing.T) {
 		}
 		_ = so.Send("welcome", 1)
 	})
-	c := testutil.DialRaw(t, s.URL, nil)
-	first := make(chan testutil.Frame, 1)
-	go func() {
-		f, _ := c.TryRead(timeout)
-		first <- f
-	}()
+	dialed := make(chan *testutil.RawClient, 1)
+	go func() { dialed <- testutil.DialRaw(t, s.URL, nil) }()
 	<-entered
-	// While OnConnection runs, nothing reaches the client. Watching for a
-	// while can only miss a frame written too early, never fail wrongly.
+	// While OnConnection runs, nothing reaches the client, not even the
+	// 101 response, which goes out with the configuration frame. Watching
+	// for a while can only miss a response written too early, never fail
+	// wrongly.
 	select {
-	case f := <-first:
-		t.Fatalf("the client got %s before OnConnection returned", f.Data)
+	case <-dialed:
+		t.Fatal("the client connected before OnConnection returned")
 	case <-time.After(200 * time.Millisecond):
 	}
 	free()
-	if f := <-first; !strings.HasPrefix(string(f.Data), `{"#":["s","c"`) {
+	var c *testutil.RawClient
+	select {
+	case c = <-dialed:
+	case <-time.After(timeout):
+		t.Fatal("no handshake after OnConnection returned")
+	}
+	if f := c.Read(timeout); !strings.HasPrefix(string(f.Data), `{"#":["s","c"`) {
 		t.Fatalf("first frame %s, want the configuration frame", f.Data)
 	}
 	if err := s.SendToUser(context.Background(), "alice", "notice", "hi"); err != nil {

@@ -182,7 +182,9 @@ type UpgradeOptions struct {
 
 // Upgrade accepts the WebSocket handshake, registers the socket, sends the
 // configuration frame, runs OnConnection and starts reading. It returns once
-// the socket is running; on error a response has been written to w.
+// the socket is running; on error a response has been written to w. The
+// 101 response goes out with the configuration frame, in one write, once
+// OnConnection has returned: a client's handshake completes then.
 func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOptions) error {
 	if h.isClosed() {
 		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)

@@ -38,7 +38,9 @@ import (
 //     no goroutine and a slow one never holds up the pool.
 //   - Held: a new socket's writer queues everything and writes nothing
 //     until release, when OnConnection has returned; then the queue goes
-//     out in one write, the configuration frame first.
+//     out in one write, the configuration frame first, behind the 101
+//     response, which wsconn sends with the first write (nothing reaches
+//     the client before OnConnection has returned, not even the 101).
 //   - Slow consumer: a frame that would take a non-empty queue over its
 //     byte limit is refused, the queue is dropped, and the socket is
 //     closed with CloseSlowConsumer. send never blocks.

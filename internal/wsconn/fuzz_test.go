@@ -25,12 +25,14 @@ type pipeConn struct {
 	in       *bytes.Reader
 	mu       sync.Mutex
 	out      bytes.Buffer
+	writes   int // calls of Write
 }
 
 func (p *pipeConn) Read(b []byte) (int, error) { return p.in.Read(b) }
 func (p *pipeConn) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.writes++
 	return p.out.Write(b)
 }
 func (p *pipeConn) Close() error                     { return nil }
@@ -98,6 +100,19 @@ func parseWritten(t *testing.T, b []byte, r *result) {
 		}
 		b = b[n+int(h.length):]
 	}
+}
+
+// afterSwitching returns what the server wrote after its 101 response,
+// which comes first with the first frame; with nothing written, nothing.
+func afterSwitching(t *testing.T, b []byte) []byte {
+	if len(b) == 0 {
+		return b
+	}
+	head, rest, ok := bytes.Cut(b, []byte("\r\n\r\n"))
+	if !ok || !bytes.HasPrefix(head, []byte("HTTP/1.1 101 Switching Protocols\r\n")) {
+		t.Fatalf("server wrote % x before a 101 response", b)
+	}
+	return rest
 }
 
 func readCoder(t *testing.T, in []byte, limit int64, deflate bool) result {
@@ -180,7 +195,7 @@ func readOurs(t *testing.T, in []byte, limit int64, deflate bool) result {
 			r.msgs = append(r.msgs, m)
 		}
 	}
-	parseWritten(t, pc.written(), &r)
+	parseWritten(t, afterSwitching(t, pc.written()), &r)
 	var ce *CloseError
 	switch {
 	case errors.As(r.err, &ce):
@@ -311,4 +326,13 @@ func truncated(in []byte) bool {
 		in = in[n+int(h.length):]
 	}
 	return false
+}
+
+func init() {
+	// The tests' fakeWriter stands for net/http's own ResponseWriter.
+	isServer := serverWriter
+	serverWriter = func(w http.ResponseWriter) bool {
+		_, fake := w.(*fakeWriter)
+		return fake || isServer(w)
+	}
 }

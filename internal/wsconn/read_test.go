@@ -117,7 +117,7 @@ func rfcServer(t *testing.T, limit int64, deflate bool, out chan<- readOutcome) 
 }
 
 // rfcDial opens a raw connection and writes the upgrade request followed
-// by first, in one write.
+// by first, in one write; readSwitching reads the response.
 func rfcDial(t *testing.T, ts *httptest.Server, deflate bool, first []byte) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	nc, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
@@ -134,7 +134,13 @@ func rfcDial(t *testing.T, ts *httptest.Server, deflate bool, first []byte) (net
 		t.Fatal(err)
 	}
 	_ = nc.SetDeadline(time.Now().Add(30 * time.Second)) // a hang fails, it never passes
-	br := bufio.NewReader(nc)
+	return nc, bufio.NewReader(nc)
+}
+
+// readSwitching reads the server's 101 response, which comes with its
+// first frame (or as it closes the connection).
+func readSwitching(t *testing.T, br *bufio.Reader, deflate bool) {
+	t.Helper()
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +151,6 @@ func rfcDial(t *testing.T, ts *httptest.Server, deflate bool, first []byte) (net
 	if deflate != strings.HasPrefix(resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate") {
 		t.Fatalf("extensions %q", resp.Header.Get("Sec-WebSocket-Extensions"))
 	}
-	return nc, br
 }
 
 // readServer reads the server's frames until its close frame or EOF.
@@ -262,6 +267,7 @@ func TestReadRFC6455(t *testing.T) {
 			if tc.close == 0 {
 				nc.(*net.TCPConn).CloseWrite()
 			}
+			readSwitching(t, br, tc.deflate)
 			fs := readServer(t, br)
 			var pongs []string
 			code := 0
@@ -343,6 +349,7 @@ func TestCloseHandshake(t *testing.T) {
 		}
 		result := make(chan bool, 1)
 		go func() { result <- sc.CloseHandshake(4000, "bye") }()
+		readSwitching(t, br, false)
 		fs := readServer(t, br)
 		if len(fs) != 2 || string(fs[0].payload) != "last" || fs[1].op != opClose ||
 			string(fs[1].payload) != string(closePayload(4000, "bye")) {

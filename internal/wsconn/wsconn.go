@@ -20,14 +20,25 @@
 // (without waiting) or Conn.Write. Control frames (pongs, close frames)
 // take the same lock; bytes a TryWrite left go out first, and each control
 // frame is written in one call, so frames never interleave.
+//
+// The 101 response is not written at the upgrade: Accept keeps it, and
+// the connection's first write sends it in the same system call as its
+// own bytes (a connect storm spent as much time writing 101s as
+// configuration frames). The client thus sees its handshake complete with
+// the server's first frame; Close sends a response never written, without
+// waiting, so that a connection dropped before any write still ends after
+// a complete handshake. When a middleware wraps the ResponseWriter, the
+// wrapper sees the 101 as usual, and net/http writes it at Hijack.
 package wsconn
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,8 +91,11 @@ type Conn struct {
 
 	rd reader // the read side, used by the reading goroutine
 
-	mu      sync.Mutex // serialises writes and protects the fields below
-	pending []byte     // what TryWrite could not write
+	mu sync.Mutex // serialises writes and protects the fields below
+	// head is the 101 response until a write sends it, before its own
+	// bytes and in the same system call; pending is nil meanwhile.
+	head    []byte
+	pending []byte // what TryWrite could not write
 	timeout time.Duration
 	try     struct {
 		fn  func(fd uintptr) bool // c.writeFD
@@ -117,12 +131,30 @@ func (c *Conn) SetTimeout(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// Close closes the connection. A 101 response that no write has sent
+// goes out first, as far as the socket buffer takes it without waiting
+// (all of it, on a new connection): the client then sees its handshake
+// complete and the connection end, rather than a failed handshake. Over
+// TLS, where a write may wait, it is not sent.
+func (c *Conn) Close() error {
+	// A writer that holds the lock has sent the response, or will; Close
+	// must not wait for it, as closing is how a blocked write is ended.
+	if c.mu.TryLock() {
+		if c.head != nil && c.raw != nil {
+			_, _ = c.tryWrite(c.head)
+		}
+		c.head = nil
+		c.mu.Unlock()
+	}
+	return c.Conn.Close()
+}
+
 // CanTryWrite reports whether TryWrite can write without waiting on this
 // connection.
 func (c *Conn) CanTryWrite() bool { return c.raw != nil }
 
-// Write writes p after anything TryWrite left; coder/websocket writes its
-// control frames through it.
+// Write writes p after the 101 response, if not yet written, or after
+// anything TryWrite left, waiting up to the timeout.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -145,15 +177,32 @@ func (c *Conn) TryWrite(b []byte) (done bool, err error) {
 		c.pending = append(c.pending, b...)
 		return false, nil
 	}
+	owned := c.head != nil
+	b = c.withHeadLocked(b)
 	n, err := c.tryWrite(b)
 	if err != nil {
 		return false, err
 	}
 	if n < len(b) {
-		c.pending = append([]byte(nil), b[n:]...)
+		if owned {
+			c.pending = b[n:]
+		} else {
+			c.pending = append([]byte(nil), b[n:]...)
+		}
 		return false, nil
 	}
 	return true, nil
+}
+
+// withHeadLocked returns b after the unsent 101 response, which it hands
+// over, in a buffer of c's own; without one, b itself.
+func (c *Conn) withHeadLocked(b []byte) []byte {
+	if c.head == nil {
+		return b
+	}
+	h := append(c.head, b...)
+	c.head = nil
+	return h
 }
 
 // Flush writes what TryWrite kept, waiting as long as the timeout allows.
@@ -172,7 +221,10 @@ func (c *Conn) flushLocked() error {
 	return err
 }
 
+// writeLocked writes b, after the 101 response if it is unsent, waiting
+// up to the timeout.
 func (c *Conn) writeLocked(b []byte) error {
+	b = c.withHeadLocked(b)
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
 		return err
 	}
@@ -194,12 +246,13 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOption
 	if opts != nil && opts.CompressionMode == websocket.CompressionContextTakeover {
 		panic("wsconn: Accept with CompressionContextTakeover")
 	}
-	hw := &hijackWriter{ResponseWriter: w}
+	hw := &hijackWriter{ResponseWriter: w, keep: serverWriter(w)}
 	ws, err := websocket.Accept(hw, r, opts)
 	if err != nil {
 		return nil, err
 	}
 	c := hw.conn
+	c.head = hw.head
 	c.subprotocol = ws.Subprotocol()
 	c.deflate = strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
 	// Release the library's state; its Close reaches only the detached
@@ -209,10 +262,62 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOption
 }
 
 // hijackWriter substitutes Conn for the connection net/http hands out on
-// Hijack, and gives the library buffers that see nothing of it.
+// Hijack, and gives the library buffers that see nothing of it. It keeps
+// the 101 response from net/http, which would write it at Hijack with a
+// system call of its own, and formats it for Conn's first write instead.
+// Any other status goes through: the library's refusals are written as
+// usual.
+//
+// It keeps the 101 only when w is net/http's own ResponseWriter: a
+// middleware's wrapper may watch the status or change the header at
+// WriteHeader (a logger, a metric, a server that echoes subprotocols),
+// and then the 101 goes to it and is written at Hijack, as net/http does.
 type hijackWriter struct {
 	http.ResponseWriter
+	keep bool   // keep the 101 (serverWriter)
+	head []byte // the 101 response, once WriteHeader(101) was kept
 	conn *Conn
+}
+
+func (h *hijackWriter) WriteHeader(code int) {
+	switch {
+	case code != http.StatusSwitchingProtocols || !h.keep:
+		h.ResponseWriter.WriteHeader(code)
+	case h.head == nil: // a second 101 is superfluous
+		h.head = appendSwitching(make([]byte, 0, headCap), h.Header(), time.Now())
+	}
+}
+
+// serverWriter reports whether w is net/http's own ResponseWriter, which
+// no wrapper watches (tests replace it).
+var serverWriter = func(w http.ResponseWriter) bool {
+	t := reflect.TypeOf(w)
+	return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "net/http" && t.Elem().Name() == "response"
+}
+
+// headCap is the capacity of the buffer the 101 response is formatted in:
+// the first frames usually fit after it, so that the first write copies
+// them there without growing it.
+const headCap = 512
+
+// suppressed are the headers a response without a body does not carry,
+// as net/http drops them from a 1xx.
+var suppressed = map[string]bool{"Content-Length": true, "Transfer-Encoding": true}
+
+// appendSwitching appends the 101 response with header as net/http would
+// write it: header names it would refuse are skipped, CR and LF in values
+// become spaces (Header.WriteSubset does both), and a Date is added unless
+// one is set.
+func appendSwitching(dst []byte, header http.Header, t time.Time) []byte {
+	b := bytes.NewBuffer(append(dst, "HTTP/1.1 101 Switching Protocols\r\n"...))
+	_ = header.WriteSubset(b, suppressed)
+	dst = b.Bytes()
+	if _, ok := header["Date"]; !ok {
+		dst = append(dst, "Date: "...)
+		dst = t.UTC().AppendFormat(dst, http.TimeFormat)
+		dst = append(dst, "\r\n"...)
+	}
+	return append(dst, "\r\n"...)
 }
 
 func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
