@@ -311,6 +311,10 @@ func (s *Socket) sendFrame(f wsconn.Frame, inline bool, t time.Duration, b *offe
 // wake-up and the stack's growth again (a third more CPU per round trip).
 // An idle socket's next burst, at the latest its heartbeat, hands over.
 func (s *Socket) readLoop() {
+	if s.nc.Parks() {
+		s.readParking()
+		return
+	}
 	for {
 		if err := s.nc.Wait(); err != nil {
 			s.end(err)
@@ -323,6 +327,22 @@ func (s *Socket) readLoop() {
 			s.handOvers = min(s.handOvers+1, 2)
 			s.handedAt = t
 			go s.readFn() // takes over the count in hub.wg
+			return
+		}
+	}
+}
+
+// readParking is readLoop with Options.IdlePoll: after each burst the
+// connection parks in the hub's poller and the goroutine returns; the
+// poller, or a server-side close, starts readLoop again on a new one. The
+// hub's count for the reader is held across.
+func (s *Socket) readParking() {
+	for {
+		if err := s.nc.Wait(); err != nil {
+			s.end(err)
+			return
+		}
+		if !s.readBurst() || s.nc.Park() {
 			return
 		}
 	}
