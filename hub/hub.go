@@ -231,7 +231,9 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	s := newSocket(h, nc, r, session)
 	s.ext = !h.opts.Legacy && nc.Subprotocol() == protocol.Subprotocol
 	s.deflate = nc.Deflate()
-	nc.Attach(h.idle, s.readFn) // before anyone else sees s
+	if nc.Attach(h.idle, s.readFn) { // before anyone else sees s
+		s.handedAt = -parkGap // the first burst parks (readParking)
+	}
 
 	h.mu.Lock()
 	if h.closed {
