@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
 )
@@ -13,12 +14,17 @@ const PollerSupported = true
 // instance of its own and one goroutine, so that an idle connection needs
 // no goroutine of its own. A descriptor is armed one-shot: each event
 // wakes its Conn once, and the next Park arms it again. The runtime's
-// poller keeps the descriptor too, for the reads and writes.
+// poller keeps the descriptor too, for the reads and writes; it also
+// watches the epoll descriptor itself, so that the Poller's goroutine
+// waits as a socket's reader does, without an OS thread of its own.
 type Poller struct {
 	epfd int
-	pipe [2]int // Close writes pipe[1]; run watches pipe[0]
+	f    *os.File // epfd, in the runtime's poller; Close ends run's wait
 	done chan struct{}
 	once sync.Once
+	evs  [128]syscall.EpollEvent // run's alone
+	rdy  [128]*Conn              // run's alone
+	fn   func(fd uintptr) bool   // p.poll, bound once
 
 	mu    sync.Mutex // protects conns
 	conns []*Conn    // by descriptor: the Conns added to the set, until forget
@@ -30,35 +36,29 @@ func NewPoller() (*Poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wsconn: epoll_create1: %w", err)
 	}
-	p := &Poller{epfd: epfd, done: make(chan struct{})}
-	if err := syscall.Pipe2(p.pipe[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+	if err := syscall.SetNonblock(epfd, true); err != nil {
 		_ = syscall.Close(epfd)
-		return nil, fmt.Errorf("wsconn: pipe2: %w", err)
+		return nil, fmt.Errorf("wsconn: epoll descriptor: %w", err)
 	}
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(p.pipe[0])}
-	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.pipe[0], &ev); err != nil {
-		p.closeFDs()
-		return nil, fmt.Errorf("wsconn: epoll_ctl: %w", err)
+	p := &Poller{epfd: epfd, f: os.NewFile(uintptr(epfd), "epoll"), done: make(chan struct{})}
+	p.fn = p.poll
+	rc, err := p.f.SyscallConn()
+	if err != nil {
+		_ = p.f.Close()
+		return nil, fmt.Errorf("wsconn: epoll descriptor: %w", err)
 	}
-	go p.run()
+	go p.run(rc)
 	return p, nil
 }
 
-// Close stops the Poller's goroutine and releases its descriptors. No
+// Close stops the Poller's goroutine and releases its descriptor. No
 // Conn may be parked in it any more. It is idempotent.
 func (p *Poller) Close() error {
 	p.once.Do(func() {
-		_, _ = syscall.Write(p.pipe[1], []byte{0})
+		_ = p.f.Close() // ends run's wait
 		<-p.done
-		p.closeFDs()
 	})
 	return nil
-}
-
-func (p *Poller) closeFDs() {
-	_ = syscall.Close(p.pipe[0])
-	_ = syscall.Close(p.pipe[1])
-	_ = syscall.Close(p.epfd)
 }
 
 // armEvents: readable, or the client's half-close; one event per arming.
@@ -100,42 +100,38 @@ func (p *Poller) forget(fd int, c *Conn) {
 	p.mu.Unlock()
 }
 
-// run waits for events and wakes their Conns until Close. An event for a
-// descriptor no longer in the table, or whose Conn is not parked, is left:
-// the reader that runs reads on, and a closed Conn has its reader.
-func (p *Poller) run() {
+// run waits for events and wakes their Conns until Close.
+func (p *Poller) run(rc syscall.RawConn) {
 	defer close(p.done)
-	var evs [128]syscall.EpollEvent
-	var ready [len(evs)]*Conn
-	for {
-		n, err := syscall.EpollWait(p.epfd, evs[:], -1)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			// Only a bad descriptor or argument fails epoll_wait.
-			panic("wsconn: epoll_wait: " + err.Error())
-		}
-		stop := false
-		p.mu.Lock()
-		for i := range n {
-			fd := int(evs[i].Fd)
-			switch {
-			case fd == p.pipe[0]:
-				stop = true
-			case fd < len(p.conns):
-				ready[i] = p.conns[fd]
-			}
-		}
-		p.mu.Unlock()
-		for i := range n {
-			if c := ready[i]; c != nil {
-				ready[i] = nil
-				c.wakeUp()
-			}
-		}
-		if stop {
-			return
+	for rc.Read(p.fn) == nil {
+	}
+}
+
+// poll is handed to RawConn.Read: it takes the events ready, without
+// waiting, and wakes their Conns; it reports false, to wait in the
+// runtime's poller, when there were none. An event for a descriptor no
+// longer in the table, or whose Conn is not parked, is left: the reader
+// that runs reads on, and a closed Conn has its reader.
+func (p *Poller) poll(fd uintptr) bool {
+	n, err := syscall.EpollWait(int(fd), p.evs[:], 0)
+	for err == syscall.EINTR {
+		n, err = syscall.EpollWait(int(fd), p.evs[:], 0)
+	}
+	if n <= 0 {
+		return false
+	}
+	p.mu.Lock()
+	for i := range n {
+		if fd := int(p.evs[i].Fd); fd < len(p.conns) {
+			p.rdy[i] = p.conns[fd]
 		}
 	}
+	p.mu.Unlock()
+	for i := range n {
+		if c := p.rdy[i]; c != nil {
+			p.rdy[i] = nil
+			c.wakeUp()
+		}
+	}
+	return true
 }
