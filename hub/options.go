@@ -93,14 +93,17 @@ type Options struct {
 	// Compression configures permessage-deflate. default: off
 	Compression Compression
 	// IdlePoll lets an idle socket wait for its client with no goroutine
-	// (Linux only; New fails elsewhere). The hub watches idle plain-TCP
-	// connections with an epoll instance and one goroutine of its own, and
-	// starts a socket's reader when input arrives; TLS connections keep
-	// their waiting reader. It saves the reader's stack, about 2.5 KiB an
-	// idle socket, and costs CPU: every burst a socket receives (a
-	// heartbeat pong, each message of a conversation) starts a goroutine
-	// and re-arms the descriptor (epoll_ctl). An experiment (issue 16).
-	// default: false
+	// (Linux only; New fails with ErrInvalidOption elsewhere). The hub
+	// watches idle plain-TCP connections with an epoll instance of its own
+	// and one goroutine, and starts a socket's reader when input arrives;
+	// TLS connections keep their waiting reader. A socket parks after a
+	// burst of input that followed at least a second of quiet (its first
+	// one, a heartbeat's pong); one in a conversation keeps its reader
+	// waiting, as without IdlePoll, until such a burst. It saves the
+	// reader's stack and goroutine, about 2.5 KiB an idle socket, and
+	// costs CPU on every parking burst (a goroutine start and an
+	// epoll_ctl: about a fifth more CPU per heartbeat) and on every accept.
+	// An experiment (issue 16; see NOTES-epoll.md). default: false
 	IdlePoll bool
 }
 
