@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // PollerSupported reports whether NewPoller works here.
@@ -42,6 +43,12 @@ func NewPoller() (*Poller, error) {
 	}
 	p := &Poller{epfd: epfd, f: os.NewFile(uintptr(epfd), "epoll"), done: make(chan struct{})}
 	p.fn = p.poll
+	// A file the runtime's poller does not take has no deadlines; run
+	// would then end at once, and parked connections never wake.
+	if err := p.f.SetReadDeadline(time.Time{}); err != nil {
+		_ = p.f.Close()
+		return nil, fmt.Errorf("wsconn: the epoll descriptor is not pollable: %w", err)
+	}
 	rc, err := p.f.SyscallConn()
 	if err != nil {
 		_ = p.f.Close()
