@@ -23,10 +23,13 @@ import (
 	"github.com/clusterws/clusterws-go/client"
 	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/internal/protocol"
+	"github.com/clusterws/clusterws-go/internal/testhook"
 )
 
-// TestMain fails the run if goroutines outlive the tests.
+// TestMain fails the run if goroutines outlive the tests. With
+// CLUSTERWS_TEST_IDLEPOLL=1 the servers run with hub.Options.IdlePoll.
 func TestMain(m *testing.M) {
+	testhook.IdlePoll = os.Getenv("CLUSTERWS_TEST_IDLEPOLL") == "1"
 	base := runtime.NumGoroutine()
 	code := m.Run()
 	if code == 0 {

@@ -5,7 +5,10 @@
 // # Concurrency
 //
 // Each Socket has one reader goroutine, which runs its handlers in arrival
-// order. Everything sent to a socket goes through its writer (writer.go,
+// order. With Options.IdlePoll (Linux), an idle plain-TCP socket has none:
+// it waits in the hub's epoll set, and the hub's poller goroutine (or a
+// server-side close) starts its reader when input arrives; handlers still
+// run one at a time, in order, on the one reader there is. Everything sent to a socket goes through its writer (writer.go,
 // whose doc comment states the rules): frames are written in the order they
 // were accepted; a frame that finds the socket idle is written at once on
 // the sending goroutine when the fan-out is small; others are batched by a

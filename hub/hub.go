@@ -57,8 +57,9 @@ type Hub struct {
 	wg       sync.WaitGroup // readers, sockets' own writers and the heartbeat
 	stop     chan struct{}  // closed by Shutdown or Close: stops the heartbeat
 	stopOnce sync.Once
-	brokerMu sync.Mutex  // serialises Broker.Close
-	pool     *writerPool // stopped after wg's goroutines
+	brokerMu sync.Mutex     // serialises Broker.Close
+	pool     *writerPool    // stopped after wg's goroutines
+	idle     *wsconn.Poller // Options.IdlePoll: parked readers; stopped after wg's goroutines
 	presence presence
 	requests requests
 	history  *history.Store // channels' history when there is no Broker
@@ -155,6 +156,14 @@ func New(opts Options) (*Hub, error) {
 		_ = o.Broker.Subscribe(ctx, node)
 		cancel()
 	}
+	if o.IdlePoll {
+		if h.idle, err = wsconn.NewPoller(); err != nil {
+			if o.Broker != nil {
+				_ = o.Broker.Close()
+			}
+			return nil, err
+		}
+	}
 	h.sessions.init(h)
 	h.pool = newWriterPool()
 	h.ops.start(h)
@@ -222,6 +231,9 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	s := newSocket(h, nc, r, session)
 	s.ext = !h.opts.Legacy && nc.Subprotocol() == protocol.Subprotocol
 	s.deflate = nc.Deflate()
+	if nc.Attach(h.idle, s.readFn) { // before anyone else sees s
+		s.handedAt = -parkGap // the first burst parks (readParking)
+	}
 
 	h.mu.Lock()
 	if h.closed {
@@ -249,7 +261,9 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 		s.safely("OnConnection", func() { (*fn)(s) })
 	}
 	s.w.release()
-	go s.readFn()
+	if !nc.Park() { // parked: the client has not answered yet
+		go s.readFn()
+	}
 	return nil
 }
 
@@ -618,6 +632,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.dropAll()
 		<-done
 	}
+	h.closeIdle()
 	h.sessions.close()
 	h.presence.stop()
 	h.pool.close()
@@ -630,10 +645,18 @@ func (h *Hub) Close() error {
 	h.beginClose()
 	h.dropAll()
 	h.wg.Wait()
+	h.closeIdle()
 	h.sessions.close()
 	h.presence.stop()
 	h.pool.close()
 	return h.closeBroker()
+}
+
+// closeIdle stops the idle poller once no reader is left to park.
+func (h *Hub) closeIdle() {
+	if h.idle != nil {
+		_ = h.idle.Close()
+	}
 }
 
 func (h *Hub) dropAll() {

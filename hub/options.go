@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/clusterws/clusterws-go/internal/option"
+	"github.com/clusterws/clusterws-go/internal/testhook"
+	"github.com/clusterws/clusterws-go/internal/wsconn"
 )
 
 // Options configures a Hub. The zero value means "all defaults"; each
@@ -90,6 +92,19 @@ type Options struct {
 	ProbeInterval time.Duration
 	// Compression configures permessage-deflate. default: off
 	Compression Compression
+	// IdlePoll lets an idle socket wait for its client with no goroutine
+	// (Linux only; New fails with ErrInvalidOption elsewhere). The hub
+	// watches idle plain-TCP connections with an epoll instance of its own
+	// and one goroutine, and starts a socket's reader when input arrives;
+	// TLS connections keep their waiting reader. A socket parks after a
+	// burst of input that followed at least a second of quiet (its first
+	// one, a heartbeat's pong); one in a conversation keeps its reader
+	// waiting, as without IdlePoll, until such a burst. It saves the
+	// reader's stack and goroutine, about 2.5 KiB an idle socket, and
+	// costs CPU on every parking burst (a goroutine start and an
+	// epoll_ctl: about a fifth more CPU per heartbeat) and on every accept.
+	// An experiment (issue 16; see NOTES-epoll.md). default: false
+	IdlePoll bool
 }
 
 // Compression configures permessage-deflate (RFC 7692): compressed frames
@@ -157,9 +172,13 @@ func (o Options) withDefaults() (Options, error) {
 	if _, ok := o.Broker.(HistoryBroker); o.History != nil && o.Broker != nil && !ok {
 		c.Failf("History", "needs a Broker that implements hub.HistoryBroker (got %T)", o.Broker)
 	}
+	if o.IdlePoll && !wsconn.PollerSupported {
+		c.Failf("IdlePoll", "needs Linux")
+	}
 	if err := c.Err(); err != nil {
 		return o, err
 	}
+	o.IdlePoll = o.IdlePoll || testhook.IdlePoll
 	o.PingInterval = option.Default(o.PingInterval, DefaultPingInterval)
 	o.ReadLimit = option.Default(o.ReadLimit, DefaultReadLimit)
 	o.SendQueueBytes = option.Default(o.SendQueueBytes, DefaultSendQueueBytes)

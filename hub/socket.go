@@ -28,7 +28,7 @@ type Socket struct {
 	id       string
 	nc       *wsconn.Conn
 	readFn   func()        // readLoop, bound once: a go statement with a method value allocates
-	handedAt time.Duration // the reader's last move to a fresh goroutine, on the writer's clock (see readLoop)
+	handedAt time.Duration // the reader's last move to a fresh goroutine, on the writer's clock (see readLoop); with IdlePoll, the last burst's end (readParking)
 	w        writer
 	reqCtx   context.Context // the upgrade request's, with the values middleware set
 
@@ -311,6 +311,10 @@ func (s *Socket) sendFrame(f wsconn.Frame, inline bool, t time.Duration, b *offe
 // wake-up and the stack's growth again (a third more CPU per round trip).
 // An idle socket's next burst, at the latest its heartbeat, hands over.
 func (s *Socket) readLoop() {
+	if s.nc.Parks() {
+		s.readParking()
+		return
+	}
 	for {
 		if err := s.nc.Wait(); err != nil {
 			s.end(err)
@@ -327,6 +331,37 @@ func (s *Socket) readLoop() {
 		}
 	}
 }
+
+// readParking is readLoop with Options.IdlePoll: after a burst that came
+// at least parkGap after the previous one, the connection parks in the
+// hub's poller and the goroutine returns; the poller, or a server-side
+// close, starts readLoop again on a new one. A socket in a conversation
+// (bursts closer together) waits in the runtime's poller instead, as
+// without IdlePoll: parking costs a goroutine start, an epoll_ctl and a
+// wake-up of the poller's thread per burst, which doubled the CPU of a
+// round trip. It parks at its next quiet burst, at the latest its
+// heartbeat's pong. The hub's count for the reader is held across.
+func (s *Socket) readParking() {
+	for {
+		if err := s.nc.Wait(); err != nil {
+			s.end(err)
+			return
+		}
+		if !s.readBurst() {
+			return
+		}
+		t := now()
+		quiet := t-s.handedAt >= parkGap
+		s.handedAt = t
+		if quiet && s.nc.Park() {
+			return
+		}
+	}
+}
+
+// parkGap is the quiet before a burst after which a socket with
+// Options.IdlePoll parks once the burst is handled.
+const parkGap = time.Second
 
 // handOverEvery bounds how often an active socket's reader moves to a
 // fresh goroutine.

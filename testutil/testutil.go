@@ -8,6 +8,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	clusterws "github.com/clusterws/clusterws-go"
+	"github.com/clusterws/clusterws-go/internal/testhook"
 )
 
 // Server is an in-process clusterws.Server on a free loopback port.
@@ -123,4 +125,13 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// CLUSTERWS_TEST_IDLEPOLL=1 runs every Hub of a test binary that imports
+// this package with hub.Options.IdlePoll (Linux), so that whole suites
+// check it.
+func init() {
+	if os.Getenv("CLUSTERWS_TEST_IDLEPOLL") == "1" {
+		testhook.IdlePoll = true
+	}
 }

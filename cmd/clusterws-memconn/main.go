@@ -14,6 +14,9 @@
 //
 //	go run ./cmd/clusterws-memconn -n 2000
 //
+// -idlepoll runs the server with WithIdlePoll (Linux): idle sockets then
+// wait without a goroutine.
+//
 // Each connection costs one file descriptor in each process; -n is bounded
 // by the open-file limit (ulimit -n).
 package main
@@ -47,6 +50,9 @@ func main() {
 	timeout := flag.Duration("timeout", 2*time.Minute, "give up after this long")
 	memprofile := flag.String("memprofile", "", "write a heap profile of the idle connections to this file")
 	flag.BoolVar(&browser, "browser", false, "send the headers a browser sends with the upgrade (Origin, User-Agent, Cookie, ...), which the server keeps for Socket.Request")
+	idlePoll := flag.Bool("idlepoll", false, "run the server with WithIdlePoll: idle sockets wait in the hub's epoll set, with no goroutine (Linux)")
+	idle := flag.Duration("idle", 0, "after measuring memory, stay idle this long and report the server's CPU (heartbeats) over it")
+	ping := flag.Duration("ping", 0, "the server's ping interval (WithPingInterval); 0: the default, 20s")
 	child := flag.String("child", "", "internal: run as the client process, connecting to this address")
 	flag.Parse()
 	if *n < 1 || *channels < 1 {
@@ -60,7 +66,7 @@ func main() {
 	if *child != "" {
 		err = runClients(*child, *n, *channels, *timeout)
 	} else {
-		err = run(*n, *channels, *timeout, *memprofile)
+		err = run(*n, *channels, *timeout, *memprofile, *idlePoll, *idle, *ping)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "clusterws-memconn:", err)
@@ -85,7 +91,7 @@ func measure() snapshot {
 	return snapshot{ms.HeapInuse, ms.StackInuse, ms.HeapAlloc, rss, runtime.NumGoroutine()}
 }
 
-func run(n, channels int, timeout time.Duration, memprofile string) error {
+func run(n, channels int, timeout time.Duration, memprofile string, idlePoll bool, idle, ping time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 
@@ -93,7 +99,7 @@ func run(n, channels int, timeout time.Duration, memprofile string) error {
 	srv, err := clusterws.New(clusterws.WithOnSubscribe(func(*hub.Socket, string) error {
 		subscribed.Add(1)
 		return nil
-	}))
+	}), clusterws.WithIdlePoll(idlePoll), clusterws.WithPingInterval(ping))
 	if err != nil {
 		return err
 	}
@@ -178,8 +184,8 @@ func run(n, channels int, timeout time.Duration, memprofile string) error {
 
 	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
 	heap, stack := per(after.heapInuse, before.heapInuse), per(after.stackInuse, before.stackInuse)
-	fmt.Printf("connections=%d channels=%d connect+subscribe=%v go=%s GOMAXPROCS=%d\n",
-		n, channels, connected.Round(time.Millisecond), runtime.Version(), runtime.GOMAXPROCS(0))
+	fmt.Printf("connections=%d channels=%d idlepoll=%t connect+subscribe=%v go=%s GOMAXPROCS=%d\n",
+		n, channels, idlePoll, connected.Round(time.Millisecond), runtime.Version(), runtime.GOMAXPROCS(0))
 	fmt.Printf("per connection: heap+stack %.0f B (%.2f KiB) = HeapInuse %.0f B + StackInuse %.0f B; live heap objects %.0f B\n",
 		heap+stack, (heap+stack)/1024, heap, stack, per(after.heapAlloc, before.heapAlloc))
 	fmt.Printf("per connection: goroutines %.2f (%d -> %d)\n",
@@ -189,6 +195,21 @@ func run(n, channels int, timeout time.Duration, memprofile string) error {
 		// spans not yet returned to the OS included.
 		fmt.Printf("per connection: VmRSS %.0f B (%.2f KiB); process VmRSS %.1f MiB\n",
 			per(after.rss, before.rss), per(after.rss, before.rss)/1024, float64(after.rss)/(1<<20))
+	}
+	if idle > 0 {
+		// The server's own CPU (the clients are another process): mostly
+		// heartbeats, one ping and one pong per connection each interval.
+		c0, t0 := cpuTime(), time.Now()
+		time.Sleep(idle)
+		cpu, el := cpuTime()-c0, time.Since(t0)
+		interval := ping
+		if interval == 0 {
+			interval = hub.DefaultPingInterval
+		}
+		pongs := float64(n) * el.Seconds() / interval.Seconds()
+		fmt.Printf("idle %v, ping every %v: server CPU %.1f ms/s, %.2f µs per heartbeat (ping and pong), %d connections left\n",
+			el.Round(time.Millisecond), interval, float64(cpu.Microseconds())/1e3/el.Seconds(),
+			float64(cpu.Nanoseconds())/1e3/pongs, srv.Stats().Connections)
 	}
 	if memprofile != "" {
 		f, err := os.Create(memprofile)

@@ -651,6 +651,7 @@ func (c *Conn) fail(err error) {
 	if rd.buf != nil {
 		rd.putBuf()
 	}
+	c.forget()
 	c.mu.Lock()
 	c.readerGone = true
 	if c.hsWait != nil {
@@ -739,7 +740,7 @@ func (c *Conn) CloseHandshake(code int, reason string) bool {
 		}
 		t.Stop()
 	}
-	_ = c.Conn.Close()
+	_ = c.closeConn()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.peerClosed
@@ -754,5 +755,5 @@ func (c *Conn) CloseNow(code int, reason string) {
 		_ = c.writeCloseLocked(code, reason)
 	}
 	c.mu.Unlock()
-	_ = c.Conn.Close()
+	_ = c.closeConn()
 }

@@ -89,7 +89,8 @@ type Conn struct {
 	subprotocol string
 	deflate     bool // permessage-deflate was negotiated
 
-	rd reader // the read side, used by the reading goroutine
+	rd   reader // the read side, used by the reading goroutine
+	idle *idle  // set by Attach: the Conn parks in a Poller when idle
 
 	mu sync.Mutex // serialises writes and protects the fields below
 	// head is the 101 response until a write sends it, before its own
@@ -146,7 +147,7 @@ func (c *Conn) Close() error {
 		c.head = nil
 		c.mu.Unlock()
 	}
-	return c.Conn.Close()
+	return c.closeConn()
 }
 
 // CanTryWrite reports whether TryWrite can write without waiting on this

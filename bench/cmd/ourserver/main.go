@@ -41,10 +41,11 @@ func main() {
 	presence := flag.Bool("presence", false, "track presence on every channel")
 	history := flag.Int("history", 0, "keep this many publications of every channel (0: no history)")
 	historyTTL := flag.Duration("history-ttl", 10*time.Minute, "how long -history keeps each publication")
+	idlePoll := flag.Bool("idlepoll", false, "idle sockets wait in the hub's epoll set, with no goroutine (clusterws.WithIdlePoll, Linux)")
 	reusePort := flag.Bool("reuseport", false, "each worker accepts on its own SO_REUSEPORT listener (cluster.Config.ReusePort)")
 	flag.Parse()
 
-	var opts []clusterws.Option
+	opts := []clusterws.Option{clusterws.WithIdlePoll(*idlePoll)}
 	if *presence {
 		opts = append(opts, clusterws.WithPresence(func(string) bool { return true }))
 	}
