@@ -38,6 +38,8 @@ var Variants = map[string][]string{
 	"ours-history":  {"-history", "100"},
 	// Each worker accepts itself (cluster.Config.ReusePort), Linux only.
 	"ours-reuseport": {"-reuseport"},
+	// Idle sockets parked without a goroutine (WithIdlePoll), Linux only.
+	"ours-idlepoll": {"-idlepoll"},
 }
 
 // Describe says what each system is, for the report.
@@ -50,6 +52,7 @@ var Describe = map[string]string{
 	"ours-presence":    "ours with presence on every channel (ourserver -presence)",
 	"ours-history":     "ours with history on every channel, 100 publications for 10 min (ourserver -history 100)",
 	"ours-reuseport":   "ours with each worker accepting on its own SO_REUSEPORT listener (ourserver -reuseport)",
+	"ours-idlepoll":    "ours with idle sockets parked in an epoll set without a goroutine (ourserver -idlepoll, WithIdlePoll)",
 }
 
 // IsOurs reports whether name is ours or one of its Variants: a build of
