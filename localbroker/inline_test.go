@@ -68,6 +68,15 @@ func checkNumbered(t *testing.T, typ byte, f []byte) (p byte, seq uint32) {
 	return p, seq
 }
 
+// coldPush pushes frames as if the previous push were long ago, so that
+// an idle queue writes them inline (see hotGap).
+func coldPush(q *sendQueue, frames ...[]byte) bool {
+	q.mu.Lock()
+	q.last = time.Time{}
+	q.mu.Unlock()
+	return q.push(frames...)
+}
+
 func startWriter(q *sendQueue) <-chan error {
 	done := make(chan error, 1)
 	go func() { done <- q.writeLoop() }()
@@ -106,7 +115,11 @@ func TestSendQueueOrder(t *testing.T) {
 			defer wg.Done()
 			for seq := uint32(0); seq < each; seq += 2 {
 				size := sizes[int(seq/2+uint32(p))%len(sizes)]
-				if !q.push(numbered(p, seq, size), numbered(p, seq+1, 5)) {
+				push := q.push // mostly hot, so queued: cold ones write inline
+				if seq%4 == 0 {
+					push = func(f ...[]byte) bool { return coldPush(q, f...) }
+				}
+				if !push(numbered(p, seq, size), numbered(p, seq+1, 5)) {
 					t.Error("push refused")
 					return
 				}
@@ -157,7 +170,7 @@ func TestSendQueueShortWrite(t *testing.T) {
 	wantInline(t, q)
 	// No writer yet: whatever leaves the queue was written inline.
 	const size = 10_007 // not a divisor of any buffer size: writes end mid-frame
-	if !q.push(numbered(0, 0, size)) || len(q.frames) != 0 {
+	if !coldPush(q, numbered(0, 0, size)) || len(q.frames) != 0 {
 		t.Fatal("a push onto an idle queue did not write inline")
 	}
 	n := uint32(1)
@@ -165,13 +178,13 @@ func TestSendQueueShortWrite(t *testing.T) {
 		if n == 10_000 { // 100 MB: the kernel would have pushed back long before
 			t.Fatal("every push wrote inline")
 		}
-		q.push(numbered(0, n, size))
+		coldPush(q, numbered(0, n, size))
 	}
 	if q.writing {
 		t.Fatal("a short inline write left the writing flag set")
 	}
 	for end := n + 50; n < end; n++ {
-		q.push(numbered(0, n, size))
+		coldPush(q, numbered(0, n, size))
 	}
 	done := startWriter(q)
 
@@ -239,9 +252,9 @@ func TestSendQueueCloseDuringInlineWrite(t *testing.T) {
 			wantInline(t, q)
 			done := startWriter(q)
 			pushed := make(chan bool, 1)
-			go func() { pushed <- q.push(numbered(0, 0, 100)) }()
+			go func() { pushed <- coldPush(q, numbered(0, 0, 100)) }()
 			<-gc.entered
-			if !q.push(numbered(0, 1, 100)) { // queued behind the inline write
+			if !coldPush(q, numbered(0, 1, 100)) { // queued behind the inline write
 				t.Fatal("push refused")
 			}
 			if closeConn {

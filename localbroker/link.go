@@ -70,8 +70,10 @@ func (d *deadline) extend() {
 // the writer, which waits for the socket, or fails on it and ends the link
 // as it would have anyway. A write is under way, by a pusher or the
 // writer, while q.writing is set, so writes never interleave and frames go
-// out in push order. Only Linux TCP (and Unix) connections write inline;
-// others, such as a TLS wrapper, queue every frame.
+// out in push order. A push within hotGap of the previous one is queued
+// all the same, so that a fast stream is written in batches. Only Linux
+// TCP (and Unix) connections write inline; others, such as a TLS wrapper,
+// queue every frame.
 type sendQueue struct {
 	mu      sync.Mutex // protects the fields below
 	frames  net.Buffers
@@ -81,12 +83,19 @@ type sendQueue struct {
 	max     int
 	notify  chan struct{} // capacity 1: "the queue has frames", or is closed
 	timeout time.Duration
-	since   time.Time      // when the oldest queued frame was pushed, if latency is set
+	since   time.Time      // when the oldest queued frame was pushed
+	last    time.Time      // when the previous push came: see hotGap
 	latency *hub.Histogram // when set, observes the time from push to write, per frame
 
 	conn   net.Conn
 	inline *inlineWriter // nil: no inline writes; used only by the holder of writing
 }
+
+// A push within hotGap of the link's previous one is queued even when the
+// queue is idle: in a fast stream the writer then takes many frames per
+// system call, where inline writes would make one each. As the hub's
+// socket writer does (hub/writer.go), and with its value.
+const hotGap = 50 * time.Microsecond
 
 func newSendQueue(conn net.Conn, max int, writeTimeout time.Duration) *sendQueue {
 	return &sendQueue{conn: conn, inline: newInlineWriter(conn), max: max, notify: make(chan struct{}, 1), timeout: writeTimeout}
@@ -103,19 +112,22 @@ func (q *sendQueue) push(frames ...[]byte) bool {
 	for _, f := range frames {
 		n += len(f)
 	}
+	t := time.Now()
 	q.mu.Lock()
 	if q.closed || q.bytes > 0 && q.bytes+n > q.max {
 		q.mu.Unlock()
 		return false
 	}
-	if q.inline != nil && !q.writing && len(q.frames) == 0 {
+	hot := t.Sub(q.last) < hotGap
+	q.last = t
+	if q.inline != nil && !hot && !q.writing && len(q.frames) == 0 {
 		q.writing = true
 		q.mu.Unlock()
-		q.writeInline(frames, n)
+		q.writeInline(frames, n, t)
 		return true
 	}
-	if q.latency != nil && len(q.frames) == 0 {
-		q.since = time.Now() // one clock read per batch, not per frame
+	if len(q.frames) == 0 {
+		q.since = t
 	}
 	q.frames = append(q.frames, frames...)
 	q.bytes += n
@@ -125,14 +137,10 @@ func (q *sendQueue) push(frames ...[]byte) bool {
 }
 
 // writeInline makes one non-blocking attempt to write frames (of size
-// bytes), which the caller took, setting q.writing, as they found the
-// queue idle. It queues what is left in front of anything pushed
+// bytes, pushed at start), which the caller took, setting q.writing, as
+// they found the queue idle. It queues what is left in front of anything pushed
 // meanwhile and wakes the writer if there is anything for it to do.
-func (q *sendQueue) writeInline(frames [][]byte, size int) {
-	var start time.Time
-	if q.latency != nil {
-		start = time.Now()
-	}
+func (q *sendQueue) writeInline(frames [][]byte, size int, start time.Time) {
 	// Any error leaves the rest to the writer: EAGAIN, a past write
 	// deadline or an interrupted write are for it to wait out, and on a
 	// broken or closed connection its own write fails and ends the link.
