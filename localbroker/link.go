@@ -123,7 +123,7 @@ func (q *sendQueue) push(frames ...[]byte) bool {
 	if q.inline != nil && !hot && !q.writing && len(q.frames) == 0 {
 		q.writing = true
 		q.mu.Unlock()
-		q.writeInline(frames, n, t)
+		q.writeInline(frames, t)
 		return true
 	}
 	if len(q.frames) == 0 {
@@ -136,23 +136,23 @@ func (q *sendQueue) push(frames ...[]byte) bool {
 	return true
 }
 
-// writeInline makes one non-blocking attempt to write frames (of size
-// bytes, pushed at start), which the caller took, setting q.writing, as
+// writeInline makes one non-blocking attempt to write frames (pushed at
+// start), which the caller took, setting q.writing, as
 // they found the queue idle. It queues what is left in front of anything pushed
 // meanwhile and wakes the writer if there is anything for it to do.
-func (q *sendQueue) writeInline(frames [][]byte, size int, start time.Time) {
+func (q *sendQueue) writeInline(frames [][]byte, start time.Time) {
 	// Any error leaves the rest to the writer: EAGAIN, a past write
 	// deadline or an interrupted write are for it to wait out, and on a
 	// broken or closed connection its own write fails and ends the link.
 	written, _ := q.inline.write(frames)
-	rest, skip := frames, written
-	for len(rest) > 0 && skip >= len(rest[0]) {
-		skip -= len(rest[0])
-		rest = rest[1:]
-	}
-	if len(rest) > 0 {
-		// A copy: frames may be the pusher's slice.
-		rest = append(net.Buffers{rest[0][skip:]}, rest[1:]...)
+	var rest net.Buffers // a copy: frames is the pusher's slice, which must not escape
+	for i, f := range frames {
+		if written < len(f) {
+			rest = append(make(net.Buffers, 0, len(frames)-i), f[written:])
+			rest = append(rest, frames[i+1:]...)
+			break
+		}
+		written -= len(f)
 	}
 	if q.latency != nil && len(rest) < len(frames) {
 		q.latency.ObserveN(time.Since(start), len(frames)-len(rest))
@@ -161,7 +161,9 @@ func (q *sendQueue) writeInline(frames [][]byte, size int, start time.Time) {
 	q.writing = false
 	if len(rest) > 0 {
 		q.frames = append(rest, q.frames...)
-		q.bytes += size - written
+		for _, f := range rest {
+			q.bytes += len(f)
+		}
 		q.since = start // older than anything pushed meanwhile
 	}
 	wake := len(q.frames) > 0 || q.closed
@@ -188,9 +190,11 @@ func (q *sendQueue) wake() {
 
 // writeLoop writes queued frames to the connection until the queue is
 // closed and drained, or a write fails. It sets a write deadline for each
-// batch and clears it after: one left behind would fail a later inline
-// write. After a failure it keeps q.writing set, so no push writes inline
-// to a connection that is going.
+// batch and leaves it: an inline write after it has passed fails at once,
+// without a system call, and leaves its frames to the writer, which sets
+// a new one (a wake-up per write timeout of inline-only traffic, cheaper
+// than clearing the deadline after every batch). After a failure it keeps
+// q.writing set, so no push writes inline to a connection that is going.
 func (q *sendQueue) writeLoop() error {
 	var spare net.Buffers
 	for range q.notify {
@@ -219,11 +223,6 @@ func (q *sendQueue) writeLoop() error {
 			}
 			if _, err := batch.WriteTo(q.conn); err != nil {
 				return err
-			}
-			if q.inline != nil {
-				if err := q.conn.SetWriteDeadline(time.Time{}); err != nil {
-					return err
-				}
 			}
 			if q.latency != nil {
 				q.latency.ObserveN(time.Since(since), len(keep))
