@@ -242,8 +242,9 @@
 // which waits for the socket, or fails on it and ends the link as before.
 // Only one write is under way at a time, so frames go out in push order,
 // and a push never blocks. A push that comes within 50µs of the link's
-// previous one is queued all the same, as in the hub's socket writer: a
-// fast stream is written in batches, many frames per system call. Inline writes are Linux only, on connections
+// last write (or inline attempt) is queued all the same, as in the hub's
+// socket writer: a fast stream is written in batches, many frames per
+// system call. Inline writes are Linux only, on connections
 // that give their descriptor (TCP); elsewhere every frame is queued.
 //
 // # Concurrency

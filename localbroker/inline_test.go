@@ -72,7 +72,7 @@ func checkNumbered(t *testing.T, typ byte, f []byte) (p byte, seq uint32) {
 // an idle queue writes them inline (see hotGap).
 func coldPush(q *sendQueue, frames ...[]byte) bool {
 	q.mu.Lock()
-	q.last = time.Time{}
+	q.last = -hotGap
 	q.mu.Unlock()
 	return q.push(frames...)
 }

@@ -70,8 +70,9 @@ func (d *deadline) extend() {
 // the writer, which waits for the socket, or fails on it and ends the link
 // as it would have anyway. A write is under way, by a pusher or the
 // writer, while q.writing is set, so writes never interleave and frames go
-// out in push order. A push within hotGap of the previous one is queued
-// all the same, so that a fast stream is written in batches. Only Linux
+// out in push order. A push that comes within hotGap of the link's last
+// write is queued all the same, so that a fast stream is written in
+// batches. Only Linux
 // TCP (and Unix) connections write inline; others, such as a TLS wrapper,
 // queue every frame.
 type sendQueue struct {
@@ -83,19 +84,27 @@ type sendQueue struct {
 	max     int
 	notify  chan struct{} // capacity 1: "the queue has frames", or is closed
 	timeout time.Duration
-	since   time.Time      // when the oldest queued frame was pushed
-	last    time.Time      // when the previous push came: see hotGap
+	since   time.Duration  // monoNow when the oldest queued frame was pushed
+	last    time.Duration  // monoNow of the last write by the writer, or push onto an idle queue: see hotGap
 	latency *hub.Histogram // when set, observes the time from push to write, per frame
 
 	conn   net.Conn
 	inline *inlineWriter // nil: no inline writes; used only by the holder of writing
 }
 
-// A push within hotGap of the link's previous one is queued even when the
-// queue is idle: in a fast stream the writer then takes many frames per
-// system call, where inline writes would make one each. As the hub's
-// socket writer does (hub/writer.go), and with its value.
+// A push that finds the queue idle within hotGap of the writer's last
+// write or of the previous push onto an idle queue is queued all the
+// same: in a fast stream the writer then takes many frames per system
+// call, where inline writes would make one each. The hub's socket writer
+// does the same (hub/writer.go), with the same value. A push onto a busy
+// queue reads no clock.
 const hotGap = 50 * time.Microsecond
+
+// monoNow reads the monotonic clock alone, at half the cost of time.Now.
+var (
+	monoStart = time.Now()
+	monoNow   = func() time.Duration { return time.Since(monoStart) }
+)
 
 func newSendQueue(conn net.Conn, max int, writeTimeout time.Duration) *sendQueue {
 	return &sendQueue{conn: conn, inline: newInlineWriter(conn), max: max, notify: make(chan struct{}, 1), timeout: writeTimeout}
@@ -112,22 +121,23 @@ func (q *sendQueue) push(frames ...[]byte) bool {
 	for _, f := range frames {
 		n += len(f)
 	}
-	t := time.Now()
 	q.mu.Lock()
 	if q.closed || q.bytes > 0 && q.bytes+n > q.max {
 		q.mu.Unlock()
 		return false
 	}
-	hot := t.Sub(q.last) < hotGap
-	q.last = t
-	if q.inline != nil && !hot && !q.writing && len(q.frames) == 0 {
-		q.writing = true
-		q.mu.Unlock()
-		q.writeInline(frames, t)
-		return true
-	}
-	if len(q.frames) == 0 {
-		q.since = t
+	if idle := !q.writing && len(q.frames) == 0; idle && (q.inline != nil || q.latency != nil) {
+		t := monoNow()
+		hot := t-q.last < hotGap
+		q.last, q.since = t, t
+		if q.inline != nil && !hot {
+			q.writing = true
+			q.mu.Unlock()
+			q.writeInline(frames, t)
+			return true
+		}
+	} else if len(q.frames) == 0 && q.latency != nil {
+		q.since = monoNow() // one clock read per batch, not per frame
 	}
 	q.frames = append(q.frames, frames...)
 	q.bytes += n
@@ -140,7 +150,7 @@ func (q *sendQueue) push(frames ...[]byte) bool {
 // start), which the caller took, setting q.writing, as
 // they found the queue idle. It queues what is left in front of anything pushed
 // meanwhile and wakes the writer if there is anything for it to do.
-func (q *sendQueue) writeInline(frames [][]byte, start time.Time) {
+func (q *sendQueue) writeInline(frames [][]byte, start time.Duration) {
 	// Any error leaves the rest to the writer: EAGAIN, a past write
 	// deadline or an interrupted write are for it to wait out, and on a
 	// broken or closed connection its own write fails and ends the link.
@@ -155,7 +165,7 @@ func (q *sendQueue) writeInline(frames [][]byte, start time.Time) {
 		written -= len(f)
 	}
 	if q.latency != nil && len(rest) < len(frames) {
-		q.latency.ObserveN(time.Since(start), len(frames)-len(rest))
+		q.latency.ObserveN(monoNow()-start, len(frames)-len(rest))
 	}
 	q.mu.Lock()
 	q.writing = false
@@ -224,13 +234,18 @@ func (q *sendQueue) writeLoop() error {
 			if _, err := batch.WriteTo(q.conn); err != nil {
 				return err
 			}
+			var end time.Duration
+			if q.latency != nil || q.inline != nil {
+				end = monoNow()
+			}
 			if q.latency != nil {
-				q.latency.ObserveN(time.Since(since), len(keep))
+				q.latency.ObserveN(end-since, len(keep))
 			}
 			clear(keep)
 			spare = keep[:0]
 			q.mu.Lock()
 			q.writing = false
+			q.last = end // pushes right after a batch are hot
 			q.mu.Unlock()
 		}
 	}
