@@ -72,9 +72,8 @@ func (d *deadline) extend() {
 // writer, while q.writing is set, so writes never interleave and frames go
 // out in push order. A push that comes within hotGap of the link's last
 // write is queued all the same, so that a fast stream is written in
-// batches. Only Linux
-// TCP (and Unix) connections write inline; others, such as a TLS wrapper,
-// queue every frame.
+// batches. Only Linux TCP (and Unix) connections write inline; others,
+// such as a TLS wrapper, queue every frame.
 type sendQueue struct {
 	mu      sync.Mutex // protects the fields below
 	frames  net.Buffers
@@ -147,8 +146,8 @@ func (q *sendQueue) push(frames ...[]byte) bool {
 }
 
 // writeInline makes one non-blocking attempt to write frames (pushed at
-// start), which the caller took, setting q.writing, as
-// they found the queue idle. It queues what is left in front of anything pushed
+// start), which the caller took, setting q.writing, as they found the
+// queue idle. It queues what is left in front of anything pushed
 // meanwhile and wakes the writer if there is anything for it to do.
 func (q *sendQueue) writeInline(frames [][]byte, start time.Duration) {
 	// Any error leaves the rest to the writer: EAGAIN, a past write
