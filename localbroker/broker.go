@@ -98,9 +98,8 @@ func (b *Broker) Connected() bool {
 	return b.link != nil
 }
 
-// Publish queues frame for the broker, or writes it without waiting when
-// the link is idle (see Writes in the package doc), and returns at once:
-// it never blocks, so it ignores ctx. It returns ErrUnavailable while the link is
+// Publish queues frame for the broker and returns at once: it never
+// blocks, so it ignores ctx. It returns ErrUnavailable while the link is
 // down, ErrBacklog when the link is too far behind (Options.MaxPending)
 // and ErrTooBig for a frame a link cannot carry; the frame is then not
 // delivered to other workers. Frames published while the link is up may
@@ -327,7 +326,7 @@ func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
 // pinger run beside it.
 func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 	silence := 3 * b.cfg.pingInterval
-	l := &clientLink{conn: conn, q: newSendQueue(conn, b.cfg.maxPending, silence)}
+	l := &clientLink{conn: conn, q: newSendQueue(b.cfg.maxPending, silence)}
 	l.q.latency = &b.ops.latency
 	b.mu.Lock()
 	if b.closed {
@@ -344,7 +343,7 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if err := l.q.writeLoop(); err != nil {
+		if err := l.q.writeLoop(conn); err != nil {
 			b.log.Debug("write failed", "err", err)
 		}
 		_ = conn.Close() // unblocks the reader

@@ -227,26 +227,6 @@
 // handshake or a backoff wait, closes the link and waits for all of them;
 // no delivery happens after Close returns.
 //
-// # Writes
-//
-// Frames for a link (a publish, a forward, an answer, a ping) are pushed
-// onto its bounded send queue, and the link's writer goroutine writes
-// them, many frames per system call, with a write deadline of three
-// PingIntervals. But a push that finds the queue idle, with nothing
-// queued and no write under way, writes its frames itself on the
-// pushing goroutine: one non-blocking writev, which saves waking the
-// writer (at low load most of a link's latency is such wake-ups: the
-// publisher's writer, then the Server's writer to each receiver). What
-// that write leaves, when the socket buffer is full or the write fails,
-// is queued in front of anything pushed meanwhile and left to the writer,
-// which waits for the socket, or fails on it and ends the link as before.
-// Only one write is under way at a time, so frames go out in push order,
-// and a push never blocks. A push that comes within 50µs of the link's
-// last write (or inline attempt) is queued all the same, as in the hub's
-// socket writer: a fast stream is written in batches, many frames per
-// system call. Inline writes are Linux only, on connections
-// that give their descriptor (TCP); elsewhere every frame is queued.
-//
 // # Concurrency
 //
 // The methods of Server and Broker are safe for concurrent use. Server.mu
@@ -260,9 +240,7 @@
 // each link's send queue has its own mutex. Lock order: a history lock,
 // then Server.mu, then a send queue's; Broker.mu, then a send queue's;
 // the presence table's mutex and the Store's are held with no other taken
-// after them. No lock is held while waiting on the network: a push that
-// finds its link idle makes one non-blocking write (see Writes), under
-// whatever lock its caller holds, and never waits. A link's own set of
+// after them. No lock is held during network I/O. A link's own set of
 // channels on the server is touched only by its reader goroutine.
 // Subscribe, Unsubscribe and UpdatePresence queue their frames under
 // Broker.mu, so the server sees them in call order.

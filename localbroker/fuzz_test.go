@@ -258,7 +258,7 @@ func fuzzServer(secret string) (s *Server, peer, l *link) {
 	}
 	s.histLocks.seed = maphash.MakeSeed()
 	newLink := func(token uint64) *link {
-		return &link{conn: nopConn{}, q: newSendQueue(nopConn{}, 1<<30, time.Hour), token: token, channels: make(map[string]struct{}), gone: make(chan struct{})}
+		return &link{conn: nopConn{}, q: newSendQueue(1<<30, time.Hour), token: token, channels: make(map[string]struct{}), gone: make(chan struct{})}
 	}
 	peer, l = newLink(1), newLink(2)
 	s.subscribe(peer, "a")
@@ -515,7 +515,7 @@ func FuzzBrokerStream(f *testing.F) {
 			}
 			return b.handle(typ, f)
 		}
-		if err := readLoop(nopConn{}, bufio.NewReader(bytes.NewReader(data)), fuzzLimit, newSendQueue(nopConn{}, 1<<30, time.Hour), time.Hour, handle); err == nil {
+		if err := readLoop(nopConn{}, bufio.NewReader(bytes.NewReader(data)), fuzzLimit, newSendQueue(1<<30, time.Hour), time.Hour, handle); err == nil {
 			t.Fatal("readLoop returned no error at the end of the stream")
 		}
 		rest := data

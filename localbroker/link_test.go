@@ -68,7 +68,7 @@ func TestReadDeadlineOnABusyLink(t *testing.T) {
 	linkClock = c.clock
 	t.Cleanup(func() { linkClock = time.Now })
 	br := bufio.NewReaderSize(c, 16) // as small as bufio allows
-	err := readLoop(c, br, 1<<20, newSendQueue(c, 1<<20, time.Second), 60*time.Millisecond, func(byte, []byte) error { return nil })
+	err := readLoop(c, br, 1<<20, newSendQueue(1<<20, time.Second), 60*time.Millisecond, func(byte, []byte) error { return nil })
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("a busy link timed out after %d reads: %v", c.reads, err)
 	}

@@ -155,7 +155,7 @@ func (s *Server) serve(c net.Conn) {
 	if !ok {
 		return
 	}
-	l := &link{conn: c, q: newSendQueue(c, s.cfg.maxPending, 3*s.cfg.pingInterval), token: token, channels: make(map[string]struct{}), gone: make(chan struct{})}
+	l := &link{conn: c, q: newSendQueue(s.cfg.maxPending, 3*s.cfg.pingInterval), token: token, channels: make(map[string]struct{}), gone: make(chan struct{})}
 	if old := s.claim(l); old != nil {
 		// A worker has one link at a time, so its new link means the old
 		// one is dead, whether or not its connection has said so. The old
@@ -170,7 +170,7 @@ func (s *Server) serve(c net.Conn) {
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		if err := l.q.writeLoop(); err != nil {
+		if err := l.q.writeLoop(c); err != nil {
 			s.log.Warn("write to worker failed", "remote", c.RemoteAddr().String(), "err", err)
 		}
 		_ = c.Close() // unblocks the reader
