@@ -39,6 +39,10 @@ func benchServer(b *testing.B) func(deliver func(string, []byte)) *localbroker.B
 	}
 }
 
+// maxInFlight bounds the publishes BenchmarkLink has ahead of delivery, as
+// the load tool's W7 does.
+const maxInFlight = 20_000
+
 // BenchmarkLink measures worker-to-worker throughput through the broker
 // server: b.N publishes of a 100-byte frame from one Broker, timed until a
 // second Broker has delivered them all.
@@ -58,6 +62,12 @@ func BenchmarkLink(b *testing.B) {
 	b.SetBytes(int64(len(frame)))
 	b.ResetTimer()
 	for i := range b.N {
+		// At most maxInFlight ahead of the subscriber: a link that falls
+		// further behind is disconnected by the Server as too slow, and
+		// its lost frames would leave the wait below spinning.
+		for int64(i)-got.Load() >= maxInFlight {
+			time.Sleep(10 * time.Microsecond)
+		}
 		for {
 			err := pub.Publish(ctx, "bench", frame)
 			if err == nil {
@@ -68,7 +78,6 @@ func BenchmarkLink(b *testing.B) {
 			}
 			time.Sleep(10 * time.Microsecond) // let the link drain
 		}
-		_ = i
 	}
 	for got.Load() < int64(b.N) {
 		time.Sleep(50 * time.Microsecond)
