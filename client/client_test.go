@@ -23,13 +23,12 @@ import (
 	"github.com/clusterws/clusterws-go/client"
 	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/internal/protocol"
-	"github.com/clusterws/clusterws-go/internal/testhook"
 )
 
 // TestMain fails the run if goroutines outlive the tests. With
-// CLUSTERWS_TEST_IDLEPOLL=1 the servers run with hub.Options.IdlePoll.
+// CLUSTERWS_TEST_IDLEPOLL=1 the servers run with hub.Options.IdlePoll
+// (testutil's init).
 func TestMain(m *testing.M) {
-	testhook.IdlePoll = os.Getenv("CLUSTERWS_TEST_IDLEPOLL") == "1"
 	base := runtime.NumGoroutine()
 	code := m.Run()
 	if code == 0 {

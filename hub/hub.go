@@ -232,7 +232,7 @@ func (h *Hub) Upgrade(w http.ResponseWriter, r *http.Request, opts UpgradeOption
 	s.ext = !h.opts.Legacy && nc.Subprotocol() == protocol.Subprotocol
 	s.deflate = nc.Deflate()
 	if nc.Attach(h.idle, s.readFn) { // before anyone else sees s
-		s.handedAt = -parkGap // the first burst parks (readParking)
+		s.handedAt = -parkGap // the first burst parks (leave)
 	}
 
 	h.mu.Lock()

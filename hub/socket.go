@@ -28,7 +28,7 @@ type Socket struct {
 	id       string
 	nc       *wsconn.Conn
 	readFn   func()        // readLoop, bound once: a go statement with a method value allocates
-	handedAt time.Duration // the reader's last move to a fresh goroutine, on the writer's clock (see readLoop); with IdlePoll, the last burst's end (readParking)
+	handedAt time.Duration // the reader's last move to a fresh goroutine, on the writer's clock (see readLoop); with IdlePoll, the last burst's end (leave)
 	w        writer
 	reqCtx   context.Context // the upgrade request's, with the values middleware set
 
@@ -311,52 +311,41 @@ func (s *Socket) sendFrame(f wsconn.Frame, inline bool, t time.Duration, b *offe
 // wake-up and the stack's growth again (a third more CPU per round trip).
 // An idle socket's next burst, at the latest its heartbeat, hands over.
 func (s *Socket) readLoop() {
-	if s.nc.Parks() {
-		s.readParking()
-		return
-	}
 	for {
 		if err := s.nc.Wait(); err != nil {
 			s.end(err)
 			return
 		}
-		if !s.readBurst() {
-			return
-		}
-		if t := now(); s.handOvers < 2 || t-s.handedAt >= handOverEvery {
-			s.handOvers = min(s.handOvers+1, 2)
-			s.handedAt = t
-			go s.readFn() // takes over the count in hub.wg
+		if !s.readBurst() || s.leave() {
 			return
 		}
 	}
 }
 
-// readParking is readLoop with Options.IdlePoll: after a burst that came
-// at least parkGap after the previous one, the connection parks in the
-// hub's poller and the goroutine returns; the poller, or a server-side
-// close, starts readLoop again on a new one. A socket in a conversation
-// (bursts closer together) waits in the runtime's poller instead, as
-// without IdlePoll: parking costs a goroutine start, an epoll_ctl and a
-// wake-up of the poller's thread per burst, which doubled the CPU of a
-// round trip. It parks at its next quiet burst, at the latest its
-// heartbeat's pong. The hub's count for the reader is held across.
-func (s *Socket) readParking() {
-	for {
-		if err := s.nc.Wait(); err != nil {
-			s.end(err)
-			return
-		}
-		if !s.readBurst() {
-			return
-		}
-		t := now()
+// leave reports whether the reader's goroutine ends after a burst, the
+// wait passing on to a fresh goroutine (see readLoop) or, with
+// Options.IdlePoll, to the hub's poller, which starts readLoop again on a
+// new goroutine when the client sends, as a server-side close does. The
+// hub's count for the reader is held across either. With IdlePoll a
+// socket parks only after a burst that came at least parkGap after the
+// previous one: one in a conversation waits in the runtime's poller, as
+// parking costs a goroutine start, an epoll_ctl and a wake-up of the
+// poller per burst, which doubled the CPU of a round trip. It parks at
+// its next quiet burst, at the latest its heartbeat's pong.
+func (s *Socket) leave() bool {
+	t := now()
+	if s.nc.Parks() {
 		quiet := t-s.handedAt >= parkGap
 		s.handedAt = t
-		if quiet && s.nc.Park() {
-			return
-		}
+		return quiet && s.nc.Park()
 	}
+	if s.handOvers < 2 || t-s.handedAt >= handOverEvery {
+		s.handOvers = min(s.handOvers+1, 2)
+		s.handedAt = t
+		go s.readFn() // takes over the count in hub.wg
+		return true
+	}
+	return false
 }
 
 // parkGap is the quiet before a burst after which a socket with
