@@ -61,7 +61,6 @@ const (
 	opPong         = 0xA
 
 	maxControlPayload = 125
-	maxHeader         = 14
 	// closeWait is how long CloseHandshake waits for the client's close
 	// frame, as coder/websocket's Close does.
 	closeWait = 5 * time.Second
@@ -488,9 +487,6 @@ func (c *Conn) readPlain(length int64) ([]byte, error) {
 		if !more {
 			return out, nil
 		}
-		if rd.limit >= 0 && int64(len(out)) >= rd.limit+1 {
-			return nil, c.failWith(ErrTooBig, "message too big")
-		}
 		if rd.r == rd.w && rd.remain >= readBufferSize {
 			// A large payload goes straight into the message.
 			rd.release()
@@ -508,6 +504,9 @@ func (c *Conn) readPlain(length int64) ([]byte, error) {
 			rd.key = maskBytes(rd.key, p)
 			rd.remain -= int64(m)
 			out = out[:len(out)+m]
+			if rd.limit >= 0 && int64(len(out)) > rd.limit {
+				return nil, c.failWith(ErrTooBig, "message too big")
+			}
 			continue
 		}
 		p, err := c.payload(1 << 30)
@@ -574,9 +573,6 @@ func (c *Conn) readInflated() ([]byte, error) {
 			break
 		}
 		return nil, c.failWith(ErrInvalidData, "corrupt compressed message")
-	}
-	if rd.limit >= 0 && int64(len(out)) > rd.limit {
-		return nil, c.failWith(ErrTooBig, "message too big")
 	}
 	// The DEFLATE stream may end before the payload does: the rest is
 	// not part of the message.

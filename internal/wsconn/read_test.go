@@ -239,6 +239,8 @@ func TestReadRFC6455(t *testing.T) {
 		{name: "close reason not UTF-8", in: cframe(0x88, closePayload(1000, "\xff")), close: 1007, err: ErrInvalidData},
 		{name: "message at the limit", limit: 10, in: cframe(0x81, big[:10]), msgs: []Message{text(string(big[:10]))}, err: io.EOF},
 		{name: "message over the limit", limit: 10, in: cframe(0x81, big[:11]), close: 1009, err: ErrTooBig},
+		{name: "large message one byte over the limit, read straight into its slice", limit: 1 << 16,
+			in: cframe(0x82, big[:1<<16+1]), close: 1009, err: ErrTooBig},
 		{name: "fragments over the limit", limit: 10, in: cat(cframe(0x01, big[:6]), cframe(0x80, big[:6])),
 			close: 1009, err: ErrTooBig},
 		{name: "compressed", deflate: true, in: cat(cframe(0xC1, deflated([]byte("hello hello hello"))), cframe(0x81, []byte("plain"))),
