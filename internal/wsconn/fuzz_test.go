@@ -305,7 +305,7 @@ func FuzzReader(f *testing.F) {
 			if code := CloseCodeOf(ours.err); len(ours.close) < 2 || int(binary.BigEndian.Uint16(ours.close)) != code {
 				t.Fatalf("close frame % x for %v", ours.close, ours.err)
 			}
-			if theirs.close != nil && len(theirs.close) >= 2 && ours.class == theirs.class &&
+			if len(theirs.close) >= 2 && ours.class == theirs.class &&
 				binary.BigEndian.Uint16(theirs.close) != binary.BigEndian.Uint16(ours.close) {
 				t.Fatalf("closed with % x, coder/websocket % x", ours.close, theirs.close)
 			}

@@ -3,6 +3,7 @@ package wsconn
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -86,22 +87,10 @@ func parkDial(t *testing.T, ts *httptest.Server, out <-chan *parkedReader) (net.
 	nc, br := rfcDial(t, ts, false, nil)
 	readSwitching(t, br, false)
 	var hdr [7]byte // "hello" in an unmasked frame
-	if _, err := ioReadFull(br, hdr[:]); err != nil {
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
 		t.Fatal(err)
 	}
 	return nc, br, <-out
-}
-
-func ioReadFull(br *bufio.Reader, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := br.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -132,9 +121,9 @@ func recvMsg(t *testing.T, pr *parkedReader) string {
 	case m := <-pr.msgs:
 		return m
 	case err := <-pr.ended:
-		t.Fatalf("reader ended: %v", err)
+		t.Errorf("reader ended: %v", err) // not Fatal: TestParkMany calls it from goroutines
 	case <-time.After(10 * time.Second):
-		t.Fatal("no message")
+		t.Error("no message")
 	}
 	return ""
 }

@@ -1,11 +1,13 @@
 package wsconn
 
 import (
+	"bytes"
 	"compress/flate"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -530,6 +532,9 @@ func growTo(b []byte, n int) []byte {
 	return nb
 }
 
+// emptySource is what a pooled flate reader reads from.
+var emptySource = bytes.NewReader(nil)
+
 // inflaters are pooled flate readers: about 40 KB each, held only while a
 // message is inflated.
 var inflaters sync.Pool
@@ -546,7 +551,11 @@ func (c *Conn) readInflated() ([]byte, error) {
 	} else {
 		_ = fr.(flate.Resetter).Reset(src, nil)
 	}
-	defer inflaters.Put(fr)
+	defer func() {
+		// The pool must not keep c reachable through the reader's source.
+		_ = fr.(flate.Resetter).Reset(emptySource, nil)
+		inflaters.Put(fr)
+	}()
 	out := make([]byte, 0, 512)
 	for {
 		if rd.limit >= 0 && int64(len(out)) > rd.limit {
@@ -703,7 +712,9 @@ func (c *Conn) writeCloseLocked(code int, reason string) error {
 	p := b[:0]
 	if code != 1005 {
 		if len(reason) > maxControlPayload-2 {
-			reason = reason[:maxControlPayload-2]
+			// Cut at a character boundary: a reason that is not UTF-8
+			// is a protocol error to the client (1007).
+			reason = strings.ToValidUTF8(reason[:maxControlPayload-2], "")
 		}
 		p = binary.BigEndian.AppendUint16(p, uint16(code))
 		p = append(p, reason...)

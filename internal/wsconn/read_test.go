@@ -74,8 +74,8 @@ type readOutcome struct {
 }
 
 // rfcServer accepts one connection per request and reads it as the hub
-// does, reporting the messages and the final error. idle, when set, is
-// checked each time the reader drains: no buffer may be held then.
+// does, reporting the messages and the final error. Each time the reader
+// drains, it checks that no read buffer is held.
 func rfcServer(t *testing.T, limit int64, deflate bool, out chan<- readOutcome) *httptest.Server {
 	t.Helper()
 	mode := websocket.CompressionDisabled
