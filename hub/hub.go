@@ -554,13 +554,13 @@ func (h *Hub) heartbeat() {
 		// A ping counts from when it was queued: on a loaded machine a late
 		// tick must not shorten the next socket's time to answer.
 		offered, pings := now(), offerBatch{pool: h.pool}
-		now := time.Now().UnixNano()
-		due := now - int64(h.opts.PingInterval)*9/10
+		nowNs := time.Now().UnixNano()
+		due := nowNs - int64(h.opts.PingInterval)*9/10
 		for _, s := range batch {
 			sent := s.pingSent.Load()
 			switch {
 			case sent == 0:
-				s.pingSent.Store(now)
+				s.pingSent.Store(nowNs)
 				if s.session != nil {
 					s.pinged()
 				}

@@ -172,13 +172,13 @@ func (o Options) withDefaults() (Options, error) {
 	if _, ok := o.Broker.(HistoryBroker); o.History != nil && o.Broker != nil && !ok {
 		c.Failf("History", "needs a Broker that implements hub.HistoryBroker (got %T)", o.Broker)
 	}
+	o.IdlePoll = o.IdlePoll || testhook.IdlePoll && wsconn.PollerSupported
 	if o.IdlePoll && !wsconn.PollerSupported {
 		c.Failf("IdlePoll", "needs Linux")
 	}
 	if err := c.Err(); err != nil {
 		return o, err
 	}
-	o.IdlePoll = o.IdlePoll || testhook.IdlePoll
 	o.PingInterval = option.Default(o.PingInterval, DefaultPingInterval)
 	o.ReadLimit = option.Default(o.ReadLimit, DefaultReadLimit)
 	o.SendQueueBytes = option.Default(o.SendQueueBytes, DefaultSendQueueBytes)

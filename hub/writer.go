@@ -524,7 +524,7 @@ type writerPool struct {
 	}
 	shard atomic.Uint32 // the next writer's shard
 
-	mu    sync.Mutex // protects queue, head and idle; taken after writer.mu
+	mu    sync.Mutex // protects queue, head and idle; taken alone, never under writer.mu
 	queue []*writer  // queue[head:] wait for a pool writer, oldest first
 	head  int
 	idle  int           // pool writers waiting on wake
@@ -654,13 +654,6 @@ func (p *writerPool) takeLocked(batch []*writer) int {
 		}
 	}
 	return n
-}
-
-// backlog is the number of writers waiting for the pool.
-func (p *writerPool) backlog() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.queue) - p.head
 }
 
 // close stops the pool once no writer is left to write for.

@@ -600,3 +600,10 @@ func TestWriterHeld(t *testing.T) {
 		}
 	})
 }
+
+// backlog is the number of writers waiting for the pool.
+func (p *writerPool) backlog() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue) - p.head
+}

@@ -1,8 +1,9 @@
 // Package testhook holds switches that the project's test binaries set
-// (in TestMain, from the environment) to run a whole suite with an option
-// on. Nothing outside tests sets them.
+// (testutil's init, from the environment) to run whole suites with an
+// option on. Nothing outside tests sets them.
 package testhook
 
-// IdlePoll turns hub.Options.IdlePoll on in every Hub, as the environment
-// variable CLUSTERWS_TEST_IDLEPOLL=1 asks the hub and root test suites.
+// IdlePoll turns hub.Options.IdlePoll on in every Hub where the poller is
+// supported, as CLUSTERWS_TEST_IDLEPOLL=1 asks every test binary that
+// imports testutil.
 var IdlePoll bool
