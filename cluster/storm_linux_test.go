@@ -199,9 +199,7 @@ func startStormChild(t *testing.T, bin, addr, src string, n int, phase time.Dura
 		t.Fatal(err)
 	}
 	c := &stormChild{cmd: cmd, in: in, reports: make(chan stormReport, 16), n: n}
-	readDone := make(chan struct{})
 	go func() {
-		defer close(readDone)
 		defer close(c.reports)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -215,7 +213,8 @@ func startStormChild(t *testing.T, bin, addr, src string, n int, phase time.Dura
 	t.Cleanup(func() {
 		in.Close()
 		_ = cmd.Process.Kill()
-		<-readDone // the pipe ends with the process
+		for range c.reports { // the pipe ends with the process; a reader blocked on a full channel goes on
+		}
 		_ = cmd.Wait()
 	})
 	return c

@@ -114,7 +114,7 @@ func freeRun(n int) (int, error) {
 			lo, _ = strconv.Atoi(f[0])
 		}
 	}
-	if lo < 10000+n {
+	if lo <= 10000+n { // rand.IntN(0) would panic
 		lo = 65535 // no room below: look anywhere
 	}
 	for range 200 {
