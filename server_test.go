@@ -316,8 +316,6 @@ func TestCloseCodes(t *testing.T) {
 		{"oversize", func(c *testutil.RawClient) { c.Send(`{"#":["e","a","` + strings.Repeat("x", 2048) + `"]}`) }, hub.CloseTooBig},
 		{"handler panic", func(c *testutil.RawClient) { c.Send(`{"#":["e","boom",1]}`) }, hub.CloseInternal},
 		{"application close", func(c *testutil.RawClient) { c.Send(`{"#":["e","bye",1]}`) }, 4321},
-		// A code of the protocol's is not the application's to send.
-		{"application close with 1006", func(c *testutil.RawClient) { c.Send(`{"#":["e","bad-bye",1]}`) }, hub.CloseNormal},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -326,7 +324,6 @@ func TestCloseCodes(t *testing.T) {
 			s.OnConnection(func(so *hub.Socket) {
 				so.On("boom", func(json.RawMessage) { panic("boom") })
 				so.On("bye", func(json.RawMessage) { so.Close(4321, "custom") })
-				so.On("bad-bye", func(json.RawMessage) { so.Close(1006, "abnormal") })
 				so.OnDisconnect(func(code hub.CloseCode, _ string) { disconnected <- code })
 			})
 			other := dial(t, s)

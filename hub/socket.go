@@ -254,15 +254,8 @@ func (s *Socket) Send(event string, data any) error {
 }
 
 // Close closes the socket with code and reason after the frames already
-// queued are written. It does not wait. Codes are 1000 or 3000–4999 and a
-// reason at most 123 bytes (see ErrInvalidClose); anything else is logged
-// and the socket closed with 1000 and no reason instead, as the other codes
-// belong to the protocol and the hub.
+// queued are written. It does not wait. Codes are 1000 or 3000–4999.
 func (s *Socket) Close(code CloseCode, reason string) {
-	if err := checkClose(code, reason); err != nil {
-		s.hub.log.Warn("Socket.Close: closing with 1000 instead", "socket", s.id, "err", err)
-		code, reason = CloseNormal, ""
-	}
 	s.close(CloseError{Code: code, Reason: reason})
 }
 
