@@ -315,7 +315,11 @@ func TestCloseCodes(t *testing.T) {
 		{"invalid UTF-8 text", func(c *testutil.RawClient) { c.Send("{\"#\":[\"e\",\"a\",\"\xff\"]}") }, hub.CloseInvalidData},
 		{"oversize", func(c *testutil.RawClient) { c.Send(`{"#":["e","a","` + strings.Repeat("x", 2048) + `"]}`) }, hub.CloseTooBig},
 		{"handler panic", func(c *testutil.RawClient) { c.Send(`{"#":["e","boom",1]}`) }, hub.CloseInternal},
-		{"application close", func(c *testutil.RawClient) { c.Send(`{"#":["e","bye",1]}`) }, 4321},
+		{"application close", func(c *testutil.RawClient) { c.Send(`{"#":["e","bye",4321]}`) }, 4321},
+		{"application close 1012", func(c *testutil.RawClient) { c.Send(`{"#":["e","bye",1012]}`) }, 1012},
+		// 1006 may not be sent in a close frame: the client gets 1011.
+		{"application close 1006", func(c *testutil.RawClient) { c.Send(`{"#":["e","bye",1006]}`) }, hub.CloseInternal},
+		{"application close 999", func(c *testutil.RawClient) { c.Send(`{"#":["e","bye",999]}`) }, hub.CloseInternal},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -323,8 +327,17 @@ func TestCloseCodes(t *testing.T) {
 			s := testutil.StartServer(t, nil, clusterws.WithReadLimit(1024))
 			s.OnConnection(func(so *hub.Socket) {
 				so.On("boom", func(json.RawMessage) { panic("boom") })
-				so.On("bye", func(json.RawMessage) { so.Close(4321, "custom") })
-				so.OnDisconnect(func(code hub.CloseCode, _ string) { disconnected <- code })
+				so.On("bye", func(d json.RawMessage) {
+					var code hub.CloseCode
+					_ = json.Unmarshal(d, &code)
+					so.Close(code, "custom")
+				})
+				so.OnDisconnect(func(code hub.CloseCode, _ string) {
+					select {
+					case disconnected <- code: // the first: other's comes at shutdown
+					default:
+					}
+				})
 			})
 			other := dial(t, s)
 			c := dial(t, s)

@@ -254,8 +254,17 @@ func (s *Socket) Send(event string, data any) error {
 }
 
 // Close closes the socket with code and reason after the frames already
-// queued are written. It does not wait. Codes are 1000 or 3000–4999.
+// queued are written. It does not wait. code is one a server may send
+// (RFC 6455, section 7.4): 1000 for a normal end, 3000–4999 for the
+// application's own, or an RFC code such as 1012 or 1013 that makes
+// clients reconnect. Any other (1004–1006, 1015, outside those ranges)
+// is logged and sent as CloseInternal. A reason over 123 bytes is cut at
+// a character boundary.
 func (s *Socket) Close(code CloseCode, reason string) {
+	if !wsconn.ValidCloseCode(int(code)) {
+		s.hub.log.Warn("Socket.Close with a code no endpoint may send; sending 1011", "socket", s.id, "code", int(code))
+		code = CloseInternal
+	}
 	s.close(CloseError{Code: code, Reason: reason})
 }
 

@@ -401,7 +401,7 @@ func (c *Conn) control(op byte, p []byte) error {
 		return c.failWith(ErrProtocol, "close payload of one byte")
 	case len(p) >= 2:
 		e.Code, e.Reason = int(binary.BigEndian.Uint16(p)), string(p[2:])
-		if !validCloseCode(e.Code) {
+		if !ValidCloseCode(e.Code) {
 			return c.failWith(ErrProtocol, "invalid close code")
 		}
 		if !utf8.ValidString(e.Reason) {
@@ -420,9 +420,9 @@ func (c *Conn) control(op byte, p []byte) error {
 	return e
 }
 
-// validCloseCode reports whether a client may send code (RFC 6455,
-// section 7.4).
-func validCloseCode(code int) bool {
+// ValidCloseCode reports whether an endpoint may send code in a close
+// frame (RFC 6455, section 7.4): 1000–1003, 1007–1014 and 3000–4999.
+func ValidCloseCode(code int) bool {
 	switch {
 	case code == 1004, code == 1005, code == 1006, code == 1015:
 		return false
