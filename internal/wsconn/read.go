@@ -691,9 +691,6 @@ func (c *Conn) writeControl(op byte, p []byte) error {
 	if c.closeSent {
 		return nil
 	}
-	if err := c.flushLocked(); err != nil {
-		return err
-	}
 	var b [2 + maxControlPayload]byte
 	return c.writeLocked(appendControl(b[:0], op, p))
 }
@@ -703,11 +700,9 @@ func appendControl(dst []byte, op byte, p []byte) []byte {
 }
 
 // writeCloseLocked writes a close frame after what TryWrite kept; c.mu is
-// held. Code 1005 is sent as an empty close frame.
+// held, and released while the write waits (see Conn.busy). Code 1005 is
+// sent as an empty close frame.
 func (c *Conn) writeCloseLocked(code int, reason string) error {
-	if err := c.flushLocked(); err != nil {
-		return err
-	}
 	var b [2 + maxControlPayload]byte
 	p := b[:0]
 	if code != 1005 {

@@ -158,33 +158,43 @@ func readServer(t *testing.T, br *bufio.Reader) []sframe {
 	t.Helper()
 	var fs []sframe
 	for {
-		var h [2]byte
-		if _, err := io.ReadFull(br, h[:]); err != nil {
+		f, ok := readFrame(t, br)
+		if !ok {
 			return fs
 		}
-		if h[1]&0x80 != 0 {
-			t.Fatal("the server masked a frame")
-		}
-		n := int(h[1] & 0x7F)
-		switch n {
-		case 126:
-			var l [2]byte
-			_, _ = io.ReadFull(br, l[:])
-			n = int(binary.BigEndian.Uint16(l[:]))
-		case 127:
-			var l [8]byte
-			_, _ = io.ReadFull(br, l[:])
-			n = int(binary.BigEndian.Uint64(l[:]))
-		}
-		p := make([]byte, n)
-		if _, err := io.ReadFull(br, p); err != nil {
-			t.Fatalf("short frame: %v", err)
-		}
-		fs = append(fs, sframe{h[0] & 0x0F, p})
-		if h[0]&0x0F == opClose {
+		fs = append(fs, f)
+		if f.op == opClose {
 			return fs
 		}
 	}
+}
+
+// readFrame reads one server frame; false at EOF before its header.
+func readFrame(t *testing.T, br *bufio.Reader) (sframe, bool) {
+	t.Helper()
+	var h [2]byte
+	if _, err := io.ReadFull(br, h[:]); err != nil {
+		return sframe{}, false
+	}
+	if h[1]&0x80 != 0 {
+		t.Fatal("the server masked a frame")
+	}
+	n := int(h[1] & 0x7F)
+	switch n {
+	case 126:
+		var l [2]byte
+		_, _ = io.ReadFull(br, l[:])
+		n = int(binary.BigEndian.Uint16(l[:]))
+	case 127:
+		var l [8]byte
+		_, _ = io.ReadFull(br, l[:])
+		n = int(binary.BigEndian.Uint64(l[:]))
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(br, p); err != nil {
+		t.Fatalf("short frame: %v", err)
+	}
+	return sframe{h[0] & 0x0F, p}, true
 }
 
 // TestReadRFC6455 sends frames as RFC 6455 and RFC 7692 describe them

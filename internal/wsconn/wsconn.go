@@ -19,7 +19,9 @@
 // into one buffer and writes it with one syscall, through Conn.TryWrite
 // (without waiting) or Conn.Write. Control frames (pongs, close frames)
 // take the same lock; bytes a TryWrite left go out first, and each control
-// frame is written in one call, so frames never interleave.
+// frame is written in one call, so frames never interleave. A write that
+// may wait releases the lock meanwhile: a TryWrite then keeps its bytes
+// behind it, so a fan-out never waits on a client that does not read.
 //
 // The 101 response is not written at the upgrade: Accept keeps it, and
 // the connection's first write sends it in the same system call as its
@@ -81,7 +83,9 @@ func AppendFrame(dst []byte, f Frame) []byte {
 
 // Conn is the hijacked net.Conn. It is safe for concurrent use; writes are
 // serialised, and bytes a non-blocking write left behind always go out
-// before anything else, so frames never interleave.
+// before anything else, so frames never interleave. A write that may wait
+// (Write, Flush, a pong or close frame) waits without the lock, so that
+// TryWrite never waits for a client that does not read.
 type Conn struct {
 	net.Conn
 	raw syscall.RawConn // for TryWrite; nil when writes must go through Conn (TLS)
@@ -96,7 +100,14 @@ type Conn struct {
 	// head is the 101 response until a write sends it, before its own
 	// bytes and in the same system call; pending is nil meanwhile.
 	head    []byte
-	pending []byte // what TryWrite could not write
+	pending []byte // what TryWrite could not write, or wrote while busy; owned by c
+	// busy: a write that may wait is under way with mu released, so that
+	// a TryWrite (a fan-out's) never waits on a socket that does not
+	// read: it keeps its bytes in pending, behind that write. Another
+	// write that may wait waits on unbusy, which it makes and the busy
+	// write closes.
+	busy    bool
+	unbusy  chan struct{}
 	timeout time.Duration
 	try     struct {
 		fn  func(fd uintptr) bool // c.writeFD
@@ -159,9 +170,6 @@ func (c *Conn) CanTryWrite() bool { return c.raw != nil }
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.flushLocked(); err != nil {
-		return 0, err
-	}
 	if err := c.writeLocked(p); err != nil {
 		return 0, err
 	}
@@ -174,7 +182,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) TryWrite(b []byte) (done bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pending != nil {
+	if c.pending != nil || c.busy {
 		c.pending = append(c.pending, b...)
 		return false, nil
 	}
@@ -210,29 +218,48 @@ func (c *Conn) withHeadLocked(b []byte) []byte {
 func (c *Conn) Flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.flushLocked()
+	return c.writeLocked(nil)
 }
 
-func (c *Conn) flushLocked() error {
-	if c.pending == nil {
+// writeLocked writes what TryWrite kept and then b, after the 101
+// response if it is unsent, waiting up to the timeout. c.mu is held, and
+// released while the write may wait (see busy); b must stay unchanged
+// until it returns.
+func (c *Conn) writeLocked(b []byte) error {
+	for c.busy {
+		if c.unbusy == nil {
+			c.unbusy = make(chan struct{})
+		}
+		ch := c.unbusy
+		c.mu.Unlock()
+		<-ch
+		c.mu.Lock()
+	}
+	if c.pending != nil {
+		b = append(c.pending, b...)
+		c.pending = nil
+	} else {
+		b = c.withHeadLocked(b)
+	}
+	if len(b) == 0 {
 		return nil
 	}
-	err := c.writeLocked(c.pending)
-	c.pending = nil
-	return err
-}
-
-// writeLocked writes b, after the 101 response if it is unsent, waiting
-// up to the timeout.
-func (c *Conn) writeLocked(b []byte) error {
-	b = c.withHeadLocked(b)
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
-		return err
+	c.busy = true
+	timeout := c.timeout
+	c.mu.Unlock()
+	err := c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	if err == nil {
+		_, err = c.Conn.Write(b)
 	}
-	_, err := c.Conn.Write(b)
 	if err == nil && c.raw != nil {
 		// A deadline left behind would fail a later non-blocking write.
 		err = c.Conn.SetWriteDeadline(time.Time{})
+	}
+	c.mu.Lock()
+	c.busy = false
+	if c.unbusy != nil {
+		close(c.unbusy)
+		c.unbusy = nil
 	}
 	return err
 }
