@@ -126,31 +126,71 @@ func (ss *sessions) flushNow(s *Socket) {
 	ss.write(s)
 }
 
+// flush writes the dirty sessions. Through a HistoryPipeliner they go
+// out together and flush waits for all the answers: one at a time, a
+// flush of 10,000 sessions took 10,000 broker round trips, longer than
+// the interval, so the positions stored fell ever further behind.
 func (ss *sessions) flush() {
 	ss.mu.Lock()
 	batch := ss.dirty
 	ss.dirty = make(map[*Socket]struct{})
 	ss.mu.Unlock()
-	for s := range batch {
-		ss.write(s)
+	hp, ok := ss.h.opts.Broker.(HistoryPipeliner)
+	if !ok {
+		for s := range batch {
+			ss.write(s)
+		}
+		return
 	}
+	var wg sync.WaitGroup
+	for s := range batch {
+		channel, frame, ok := ss.encode(s)
+		if !ok {
+			continue
+		}
+		wg.Add(1)
+		hp.PublishHistoryAsync(channel, frame, ss.options(), func(_ Position, err error) {
+			ss.failed(s, err)
+			wg.Done()
+		})
+	}
+	wg.Wait()
 }
 
+// write writes s's session and waits for the answer.
 func (ss *sessions) write(s *Socket) {
-	h, st := ss.h, s.session
+	channel, frame, ok := ss.encode(s)
+	if !ok {
+		return
+	}
+	ss.failed(s, ss.h.appendInternal(channel, frame, ss.options()))
+}
+
+// encode returns s's session as a frame of its internal channel, if it
+// changed since it was last encoded.
+func (ss *sessions) encode(s *Socket) (channel string, frame []byte, ok bool) {
+	st := s.session
 	st.mu.Lock()
 	if !st.dirty {
 		st.mu.Unlock()
-		return
+		return "", nil, false
 	}
 	st.dirty = false
 	data, _ := json.Marshal(st.confirmed)
 	st.mu.Unlock()
-	frame := h.enc.AppendFrame(nil, protocol.KindPublish, sessionChannel(st.id), data)
-	opts := HistoryOptions{Size: 1, TTL: h.opts.SessionTTL}
-	if err := h.appendInternal(sessionChannel(st.id), frame, opts); err != nil {
-		h.counters.brokerErrors.Add(1)
-		h.log.Debug("session position not stored", "socket", s.id, "err", err)
+	channel = sessionChannel(st.id)
+	return channel, ss.h.enc.AppendFrame(nil, protocol.KindPublish, channel, data), true
+}
+
+func (ss *sessions) options() HistoryOptions {
+	return HistoryOptions{Size: 1, TTL: ss.h.opts.SessionTTL}
+}
+
+// failed counts and logs a session write that err failed.
+func (ss *sessions) failed(s *Socket, err error) {
+	if err != nil {
+		ss.h.counters.brokerErrors.Add(1)
+		ss.h.log.Debug("session position not stored", "socket", s.id, "err", err)
 	}
 }
 
