@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"compress/flate"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/coder/websocket"
 )
 
 // inflate decodes a permessage-deflate payload as a receiver does: the
@@ -132,4 +135,42 @@ func FuzzDeflate(f *testing.F) {
 			t.Fatalf("inflated %d bytes, not the %d of the message", len(got), len(msg))
 		}
 	})
+}
+
+// BenchmarkReadInflated reads compressed client messages of typical JSON
+// (the inflater takes the payload byte by byte through payloadReader).
+func BenchmarkReadInflated(b *testing.B) {
+	for _, size := range []int{256, 4096} {
+		b.Run(sizeName(size), func(b *testing.B) {
+			msg := jsonLike(size)
+			frame := cframe(0xC1, deflated(msg)) // FIN, RSV1, text
+			in := bytes.Repeat(frame, b.N)
+			c, err := Accept(&fakeWriter{h: http.Header{}, conn: &pipeConn{in: bytes.NewReader(in)}},
+				upgradeRequest(true), &websocket.AcceptOptions{CompressionMode: websocket.CompressionNoContextTakeover})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for n := 0; n < b.N; {
+				if err := c.Wait(); err != nil {
+					b.Fatal(err)
+				}
+				for {
+					m, err := c.Next()
+					if err == ErrDrained {
+						break
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(m.Data) != size {
+						b.Fatalf("%d bytes, want %d", len(m.Data), size)
+					}
+					n++
+				}
+			}
+		})
+	}
 }

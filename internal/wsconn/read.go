@@ -625,6 +625,15 @@ func (pr *payloadReader) Read(p []byte) (int, error) {
 }
 
 func (pr *payloadReader) ReadByte() (byte, error) {
+	if rd := &(*Conn)(pr).rd; rd.remain > 0 && rd.r < rd.w {
+		// A buffered byte of the current frame, unmasked here: the
+		// inflater reads every byte through this call.
+		b := (*rd.buf)[rd.r] ^ byte(rd.key)
+		rd.key = rd.key>>8 | rd.key<<24
+		rd.r++
+		rd.remain--
+		return b, nil
+	}
 	var b [1]byte
 	if _, err := pr.Read(b[:]); err != nil {
 		return 0, err
