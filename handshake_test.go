@@ -152,7 +152,11 @@ func TestHandshakeTimeoutRefused(t *testing.T) {
 	if _, err := nc.Write([]byte(req)); err != nil {
 		t.Fatal(err)
 	}
-	<-refused
+	select {
+	case <-refused:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the refused request never reached WithVerifyConnection")
+	}
 	c := testutil.DialRaw(t, "ws://"+addr+"/ws", nil)
 	handshake(t, c)
 	_ = c.Conn.CloseNow() // before the shutdown, which would wait for its close handshake
