@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,4 +110,56 @@ func TestHandshakeClientNeverReads(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("response %v, %v", resp, err)
 	}
+}
+
+// TestHandshakeTimeoutRefused: WithHandshakeTimeout bounds writing the
+// response to a refused upgrade. A client refused by WithVerifyConnection,
+// with a body larger than loopback's socket buffers, that reads nothing
+// has its connection closed by the server; other clients still connect.
+func TestHandshakeTimeoutRefused(t *testing.T) {
+	refused := make(chan struct{}, 1)
+	srv, err := clusterws.New(clusterws.WithHandshakeTimeout(time.Second),
+		clusterws.WithVerifyConnection(func(r *http.Request) error {
+			if r.URL.Query().Get("refuse") == "" {
+				return nil
+			}
+			refused <- struct{}{}
+			return &clusterws.HTTPError{Status: http.StatusForbidden, Message: strings.Repeat("x", 16<<20)}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var closed atomic.Int32
+	ts := httptest.NewUnstartedServer(srv)
+	ts.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	ts.Start()
+	defer ts.Close()
+	defer srv.Shutdown(context.Background())
+
+	addr := strings.TrimPrefix(ts.URL, "http://")
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close() // before ts.Close, which waits for the handler
+	_ = nc.(*net.TCPConn).SetReadBuffer(4096)
+	req := "GET /ws?refuse=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := nc.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-refused:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the refused request never reached WithVerifyConnection")
+	}
+	c := testutil.DialRaw(t, "ws://"+addr+"/ws", nil)
+	handshake(t, c)
+	_ = c.Conn.CloseNow() // before the shutdown, which would wait for its close handshake
+	testutil.Eventually(t, 30*time.Second, func() bool { return closed.Load() == 1 },
+		"the server still writes the refusal to a client that reads nothing")
 }

@@ -118,21 +118,25 @@ func (s *Server) Middleware(next http.Handler) http.Handler {
 // WithVerifyConnection and the origin check. A request that is not a
 // WebSocket handshake gets 426 Upgrade Required.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var err error
 	if s.cfg.verify != nil {
-		if err := s.cfg.verify(r); err != nil {
-			status, text := http.StatusForbidden, http.StatusText(http.StatusForbidden)
-			var he *HTTPError
-			if errors.As(err, &he) {
-				status, text = he.Status, he.text()
-			}
-			s.refusal.Log(slog.LevelInfo, "refused a connection", "remote", r.RemoteAddr, "status", status, "err", err)
-			http.Error(w, text, status)
-			return
-		}
+		err = s.cfg.verify(r)
 	}
+	// After verify, which may take its time: the deadline bounds writing
+	// the response, a refusal of verify's included.
 	if s.cfg.handshakeTimeout > 0 {
 		// Not every ResponseWriter supports deadlines; then there is none.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.handshakeTimeout))
+	}
+	if err != nil {
+		status, text := http.StatusForbidden, http.StatusText(http.StatusForbidden)
+		var he *HTTPError
+		if errors.As(err, &he) {
+			status, text = he.Status, he.text()
+		}
+		s.refusal.Log(slog.LevelInfo, "refused a connection", "remote", r.RemoteAddr, "status", status, "err", err)
+		http.Error(w, text, status)
+		return
 	}
 	_ = s.hub.Upgrade(w, r, s.accept)
 }

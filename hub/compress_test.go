@@ -467,3 +467,74 @@ func testPollConnections(t *testing.T, h *hub.Hub, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestCompressionReplayPlain: publications replayed from history in a
+// recovery go plain (RSV1 clear) to a socket that negotiated
+// permessage-deflate, and in order; the same publication live is
+// compressed.
+func TestCompressionReplayPlain(t *testing.T) {
+	h, addr := startCompressHub(t, hub.Options{
+		Compression: hub.Compression{Enabled: true},
+		History:     func(string) (int, time.Duration) { return 100, time.Hour },
+	})
+	ctx := context.Background()
+	data := compressible(1024) // over MinSize: compressed when live
+	for range 3 {
+		if err := h.Publish(ctx, "room", data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, top, err := h.History(ctx, "room", hub.Position{}, 1)
+	if err != nil || top.Offset != 3 {
+		t.Fatalf("History: %+v, %v", top, err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, compressWait)
+	defer cancel()
+	c, err := wsc.DialHeader(dctx, addr, "/ws",
+		"Sec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Protocol: clusterws.v2\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	nc, br := c.NetConn()
+	s := &rawSub{c: c, nc: nc, br: br}
+	if f := s.read(t); f.rsv1 || !bytes.Contains(f.payload, []byte(`"c"`)) {
+		t.Fatalf("first frame %+v, want the plain config frame", f)
+	}
+	if n := h.Stats().DeflateSockets; n != 1 {
+		t.Fatalf("Stats.DeflateSockets = %d, want 1", n)
+	}
+
+	s.send(t, fmt.Sprintf(`{"#":["s","s",{"id":1,"channel":"room","since":{"offset":0,"epoch":%q}}]}`, top.Epoch))
+	var offsets []uint64
+	for {
+		f := s.read(t)
+		var env struct {
+			Hash []json.RawMessage `json:"#"`
+		}
+		if err := json.Unmarshal(f.message(t), &env); err != nil || len(env.Hash) < 3 {
+			t.Fatalf("frame %.100q: %v", f.message(t), err)
+		}
+		if string(env.Hash[0]) != `"p"` {
+			if !bytes.Contains(env.Hash[2], []byte(`"recovered":true`)) {
+				t.Fatalf("answer %s, want a recovery", env.Hash[2])
+			}
+			break
+		}
+		var pos hub.Position
+		if f.rsv1 || len(env.Hash) != 4 || json.Unmarshal(env.Hash[3], &pos) != nil || !bytes.Equal(env.Hash[2], data) {
+			t.Fatalf("replayed frame RSV1=%v %.100q, want plain with the data and a position", f.rsv1, f.payload)
+		}
+		offsets = append(offsets, pos.Offset)
+	}
+	if fmt.Sprint(offsets) != "[1 2 3]" {
+		t.Fatalf("replayed offsets %v, want [1 2 3]", offsets)
+	}
+
+	if err := h.Publish(ctx, "room", data); err != nil {
+		t.Fatal(err)
+	}
+	if f := s.read(t); !f.rsv1 || !bytes.Contains(f.message(t), data) {
+		t.Fatalf("live frame RSV1=%v %.100q, want it compressed", f.rsv1, f.message(t))
+	}
+}

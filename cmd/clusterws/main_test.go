@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	clusterws "github.com/clusterws/clusterws-go"
 	"github.com/clusterws/clusterws-go/api"
+	"github.com/clusterws/clusterws-go/hub"
 	"github.com/clusterws/clusterws-go/redisbroker"
 	"github.com/clusterws/clusterws-go/testutil"
 )
@@ -54,13 +56,22 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-// subscriber connects a raw client to s and subscribes it to news.
+// subscriber connects a raw client to s and subscribes it to news. It
+// returns once the answer to an event sent after the subscribe came:
+// events are handled in order, and a subscribe returns once the broker has
+// the channel (the channel counts in Stats before that).
 func subscriber(t *testing.T, s *testutil.Server) *testutil.RawClient {
 	t.Helper()
+	s.OnConnection(func(so *hub.Socket) {
+		so.On("ping", func(json.RawMessage) { _ = so.Send("pong", nil) })
+	})
 	c := testutil.DialRaw(t, s.URL, nil)
 	c.ReadJSON(timeout)
 	c.Send(`{"#":["s","s","news"]}`)
-	testutil.Eventually(t, timeout, func() bool { return s.Stats().Channels == 1 }, "not subscribed")
+	c.Send(`{"#":["e","ping",null]}`)
+	if kind, name, data := c.ReadJSON(timeout); kind != "e" || name != "pong" {
+		t.Fatalf("got %s %s %s, want the pong", kind, name, data)
+	}
 	return c
 }
 
@@ -108,5 +119,35 @@ func TestPublishRedis(t *testing.T) {
 	}
 	if kind, name, data := c.ReadJSON(timeout); kind != "p" || name != "news" || string(data) != `{"n":1}` {
 		t.Fatalf("got %s %s %s", kind, name, data)
+	}
+}
+
+// TestPublishRedisPrefix: --redis-prefix is applied, so a server whose
+// redisbroker has that prefix gets the publish and one with the default
+// prefix, on the same Redis, does not.
+func TestPublishRedisPrefix(t *testing.T) {
+	r := testutil.StartRedis(t)
+	server := func(prefix string) *testutil.Server {
+		client := redis.NewClient(&redis.Options{Addr: r.Addr()})
+		t.Cleanup(func() { _ = client.Close() })
+		b, err := redisbroker.New(client, redisbroker.Options{Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return testutil.StartServer(t, nil, clusterws.WithBroker(b))
+	}
+	chat, other := subscriber(t, server("chat:")), subscriber(t, server(""))
+	if code, stdout, stderr := runCmd(t, "publish", "--redis", r.Addr(), "--redis-prefix", "chat:", "news", `"prefixed"`); code != exitOK {
+		t.Fatalf("publish --redis-prefix: exit %d, %s %s", code, stdout, stderr)
+	}
+	if kind, name, data := chat.ReadJSON(timeout); kind != "p" || name != "news" || string(data) != `"prefixed"` {
+		t.Fatalf("the server with the prefix got %s %s %s", kind, name, data)
+	}
+	// Then one with the default prefix: the other server's first publish.
+	if code, stdout, stderr := runCmd(t, "publish", "--redis", r.Addr(), "news", `"default"`); code != exitOK {
+		t.Fatalf("publish --redis: exit %d, %s %s", code, stdout, stderr)
+	}
+	if kind, name, data := other.ReadJSON(timeout); kind != "p" || name != "news" || string(data) != `"default"` {
+		t.Fatalf("the server with the default prefix got %s %s %s first, want the default-prefix publish", kind, name, data)
 	}
 }
