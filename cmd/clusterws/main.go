@@ -167,7 +167,9 @@ publishes through its broker. With --redis, clusterws connects to that
 Redis and publishes the encoded frame itself, with the package redisbroker
 that the workers use: no API and no key needed, but the same --redis-prefix
 as the workers' redisbroker.Options.Prefix, and --binary if they use
-clusterws.WithBinary(true).
+clusterws.WithBinary(true). Such a publication reaches live subscribers
+only: it skips the history of a channel that keeps one (no position, not
+replayed after a reconnect); publish through the API for that.
 `
 
 func publish(args []string, stdout, stderr io.Writer) int {
