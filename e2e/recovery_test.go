@@ -569,7 +569,7 @@ func (r *recoveryRun) mode(name string, code int, disconnect func()) {
 		if n == "npm" && name == "kill" {
 			dups, err := atLeastOnce(got, first, final, lastBefore)
 			if err != nil {
-				t.Errorf("%s %s: %v", name, n, err)
+				t.Errorf("%s %s: %v (closes %v, connects %d then %d)", name, n, err, c.Closes[len(b.Closes):], b.Connects, c.Connects)
 			}
 			if dups > nBefore {
 				t.Errorf("%s %s: %d publications came twice, want at most the %d since its last confirmed heartbeat", name, n, dups, nBefore)
