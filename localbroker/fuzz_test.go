@@ -237,12 +237,22 @@ func checkHistory(t *testing.T, p []byte) {
 }
 
 // isHello reports whether data starts with a hello the server admits:
-// this version, any token, the secret.
+// this version, any token, a peer address of at most maxPeerAddr bytes,
+// the secret.
 func isHello(data []byte, secret string) bool {
-	want := helloFrame(0, secret)
-	n := len(want)
-	return len(data) >= n && bytes.Equal(data[:headerLen+1], want[:headerLen+1]) &&
-		bytes.Equal(data[headerLen+1+tokenLen:n], want[headerLen+1+tokenLen:])
+	if len(data) < headerLen {
+		return false
+	}
+	n := int(binary.BigEndian.Uint32(data))
+	if n > int(helloLimit(secret)) || len(data) < 4+n || data[4] != typeHello {
+		return false
+	}
+	p := data[headerLen : 4+n]
+	if len(p) < 1+tokenLen+2 || p[0] != version {
+		return false
+	}
+	a := int(binary.BigEndian.Uint16(p[1+tokenLen:]))
+	return a <= maxPeerAddr && len(p) >= 1+tokenLen+2+a && string(p[1+tokenLen+2+a:]) == secret
 }
 
 // fuzzServer is a Server without a listener, and two links: peer, which
@@ -288,7 +298,7 @@ func FuzzServerStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, peer, l := fuzzServer(secret)
 		br := bufio.NewReader(bytes.NewReader(data))
-		_, ok := s.handshake(nopConn{}, br)
+		_, _, ok := s.readHello(nopConn{}, br)
 		if ok != isHello(data, secret) {
 			t.Fatalf("handshake = %v", ok)
 		}
@@ -488,7 +498,7 @@ func FuzzBrokerStream(f *testing.F) {
 		q.done, h.done = make(chan error, 1), make(chan error, 1) // as roundTrip makes them
 		b := &Broker{
 			log:   slog.New(slog.DiscardHandler),
-			acks:  map[uint32]chan error{7: acked},
+			acks:  map[uint32]*ackWait{7: {left: 1, done: acked}},
 			calls: map[uint32]*call{7: q, 8: h},
 			deliver: func(ch string, frame []byte) {
 				delivered = append(delivered, pubFrame(ch, frame))

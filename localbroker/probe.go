@@ -45,7 +45,7 @@ func (b *Broker) request(ctx context.Context, record func(), names ...string) er
 		b.mu.Unlock()
 		return ErrUnavailable
 	}
-	id, done := b.newAckLocked()
+	id, w := b.newAckLocked()
 	n := 4
 	for _, name := range names {
 		n += 2 + len(name)
@@ -55,13 +55,26 @@ func (b *Broker) request(ctx context.Context, record func(), names ...string) er
 		f = appendName(f, name)
 	}
 	ok := b.link.q.push(f)
+	if ok && names != nil {
+		// Each peer linked directly acks too, once publishes from it
+		// follow the new interest. One whose queue is full drops its
+		// link: its peer relays through the Server until another.
+		for _, l := range b.pairs {
+			if l.q.push(f) {
+				l.acks[id] = w
+				w.left++
+			} else {
+				b.dropPairLocked(l)
+			}
+		}
+	}
 	b.mu.Unlock()
 	if !ok {
 		b.forgetAck(id)
 		return ErrBacklog
 	}
 	select {
-	case err := <-done:
+	case err := <-w.done:
 		return err
 	case <-ctx.Done():
 		b.forgetAck(id)
@@ -70,11 +83,11 @@ func (b *Broker) request(ctx context.Context, record func(), names ...string) er
 }
 
 // newAckLocked returns a fresh ack id, never 0 (the announce's, which no
-// one waits for), and the channel its ack is sent on.
-func (b *Broker) newAckLocked() (uint32, chan error) {
-	id, done := b.newIDLocked(), make(chan error, 1)
-	b.acks[id] = done
-	return id, done
+// one waits for), and the wait for the Server's ack of it.
+func (b *Broker) newAckLocked() (uint32, *ackWait) {
+	id, w := b.newIDLocked(), &ackWait{left: 1, done: make(chan error, 1)}
+	b.acks[id] = w
+	return id, w
 }
 
 // BrokerStats reports the Broker's counters for hub.Metrics, with Kind
