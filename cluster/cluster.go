@@ -66,6 +66,18 @@ type Config struct {
 	// default: 9346, as in ClusterWS
 	BrokerPort int
 
+	// DirectLinks links the workers to each other over loopback TCP, so
+	// that a plain publish goes from worker to worker instead of through
+	// the broker in the master (localbroker.Options.Direct). That saves
+	// a hop and the master's waking up per delivery: lower latency at low
+	// load and more throughput across workers. It costs a TCP connection
+	// per pair of workers and a listening port per worker, and the master
+	// still reads every publish (it relays to the workers not linked yet).
+	// History and presence go through the master either way. Unused when
+	// Broker is set.
+	// default: false
+	DirectLinks bool
+
 	// RestartOnFail restarts a worker that exits without being asked to,
 	// with backoff, until it crash-loops (see the package documentation).
 	// Without it a dead worker is logged and not replaced.
