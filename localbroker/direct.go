@@ -587,7 +587,9 @@ func (b *Broker) handleDirect(typ byte, p []byte) error {
 // interested or not: the Server knows its interest only later than the
 // link does.
 func (b *Broker) publishDirect(channel string, frame []byte) error {
-	pf := pubFrame(channel, frame)
+	// frame is never modified after the call (hub.Broker): every queue
+	// shares it, behind a head of its own.
+	head := appendPubHead(make([]byte, 0, headerLen+2+len(channel)), channel, len(frame))
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
@@ -604,11 +606,11 @@ func (b *Broker) publishDirect(channel string, frame []byte) error {
 			continue
 		}
 		skip = append(skip, token)
-		if _, ok := l.interest[channel]; ok && !l.q.push(pf) {
+		if _, ok := l.interest[channel]; ok && !l.q.push(head, frame) {
 			err = ErrBacklog
 		}
 	}
-	if len(skip) > 1<<16-1 || !b.link.q.push(relayHead(skip, len(pf)-headerLen), pf[headerLen:]) {
+	if len(skip) > 1<<16-1 || !b.link.q.push(relayHead(skip, len(head)-headerLen+len(frame)), head[headerLen:], frame) {
 		return ErrBacklog
 	}
 	if err == nil {

@@ -56,7 +56,25 @@ func seedFrames() [][]byte {
 		queryFrame(8, ""),
 		more,
 		newMembersEncoder(8).done()[0],
-	}, append(append(joins.done(), answered...), historySeeds()...)...)
+	}, append(append(append(joins.done(), answered...), historySeeds()...), directSeeds()...)...)
+}
+
+// directSeeds are the direct links' frames, after the history seeds: a
+// relay to all (and so to the fuzzed server's peer, token 1), one that
+// skips the peer, a barrier, a table, a removal, a sync and a pair
+// link's hello.
+func directSeeds() [][]byte {
+	body := payload(pubFrame("a", []byte(`{"#":["p","a",3]}`)))
+	other := payload(pubFrame("a", []byte(`{"#":["p","a",4]}`)))
+	return [][]byte{
+		append(relayHead(nil, len(body)), body...),
+		append(relayHead([]uint64{1, 5}, len(other)), other...),
+		barrierFrame(1, 9),
+		tableFrame(true, &link{token: 1, addr: "127.0.0.1:1"}, &link{token: 3}),
+		removeFrame(1),
+		syncFrame,
+		pairInitFrame(1, 9, "secret"),
+	}
 }
 
 // historySeeds are the history frames of seedFrames, from index 16 on:
@@ -244,7 +262,7 @@ func isHello(data []byte, secret string) bool {
 		return false
 	}
 	n := int(binary.BigEndian.Uint32(data))
-	if n > int(helloLimit(secret)) || len(data) < 4+n || data[4] != typeHello {
+	if n < 1 || n > int(helloLimit(secret)) || len(data) < 4+n || data[4] != typeHello {
 		return false
 	}
 	p := data[headerLen : 4+n]
@@ -320,8 +338,22 @@ func FuzzServerStream(f *testing.F) {
 		}
 		var requests []request
 		kept := make(map[string]uint64)
+		relayed := make(map[string]bool) // the publishes relayed to all but listed workers, the peer not listed
 		err := readLoop(l.conn, br, fuzzLimit, l.q, time.Hour, func(typ byte, f []byte) error {
 			switch typ {
+			case typeRelay:
+				if p := payload(f); len(p) >= 2 {
+					k := int(binary.BigEndian.Uint16(p))
+					if len(p) >= 2+tokenLen*k {
+						skipped := false
+						for i := range k {
+							skipped = skipped || binary.BigEndian.Uint64(p[2+tokenLen*i:]) == peer.token
+						}
+						if !skipped {
+							relayed[string(p[2+tokenLen*k:])] = true
+						}
+					}
+				}
 			case typeKeep:
 				if r, err := parseKeep(payload(f)); err == nil {
 					kept[string(r.channel)]++
@@ -398,8 +430,8 @@ func FuzzServerStream(f *testing.F) {
 			if fr[4] != typePub || err != nil || ch != "a" {
 				t.Fatalf("forwarded %q", fr)
 			}
-			if bytes.Contains(data, fr) {
-				continue // a publish, as received
+			if bytes.Contains(data, fr) || relayed[string(payload(fr))] {
+				continue // a publish, as received or relayed
 			}
 			orig, pos, ok := unposition(cf)
 			if !ok || !bytes.Contains(data, orig) || pos.Offset != lastA+1 {
