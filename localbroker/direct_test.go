@@ -348,3 +348,28 @@ func TestDirectPeerGone(t *testing.T) {
 	before = d.Count("news")
 	publish(func() bool { return d.Count("news") > before }, "direct deliveries to a worker that joined")
 }
+
+// TestDirectSubscribeWhileServerDown: interest recorded while the Server
+// link is down reaches the linked peers at once, since they route by it
+// and a new Server link does not tell them.
+func TestDirectSubscribeWhileServerDown(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	f := newFixture(t, localbroker.ServerOptions{})
+	a, ab := f.direct(t, nil)
+	b, bb := f.direct(t, nil)
+	expectSynced(t, 1, ab, bb)
+	if err := f.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, waitLong, func() bool { return !ab.Connected() && !bb.Connected() }, "both links to the Server down")
+	ctx := context.Background()
+	if err := b.Subscribe(ctx, "late"); err == nil {
+		t.Fatal("Subscribe without the Server returned no error")
+	}
+	f.start()
+	testutil.Eventually(t, waitLong, func() bool { return ab.Connected() && bb.Connected() }, "both links to the Server again")
+	testutil.Eventually(t, waitLong, func() bool {
+		_ = a.Publish(ctx, "late", []byte("x"))
+		return b.Count("late") > 0
+	}, "a delivery on the channel subscribed while the Server was down")
+}

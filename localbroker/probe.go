@@ -41,44 +41,60 @@ func (b *Broker) request(ctx context.Context, record func(), names ...string) er
 	if record != nil {
 		record()
 	}
-	if b.link == nil {
-		b.mu.Unlock()
-		return ErrUnavailable
-	}
-	id, w := b.newAckLocked()
 	n := 4
 	for _, name := range names {
 		n += 2 + len(name)
 	}
-	f := binary.BigEndian.AppendUint32(appendHeader(nil, typeSub, n), id)
-	for _, name := range names {
-		f = appendName(f, name)
-	}
-	ok := b.link.q.push(f)
-	if ok && names != nil {
-		// Each peer linked directly acks too, once publishes from it
-		// follow the new interest. One whose queue is full drops its
-		// link: its peer relays through the Server until another.
-		for _, l := range b.pairs {
-			if l.q.push(f) {
-				l.acks[id] = w
-				w.left++
-			} else {
-				b.dropPairLocked(l)
-			}
+	build := func(id uint32) []byte {
+		f := binary.BigEndian.AppendUint32(appendHeader(nil, typeSub, n), id)
+		for _, name := range names {
+			f = appendName(f, name)
 		}
+		return f
 	}
-	b.mu.Unlock()
-	if !ok {
-		b.forgetAck(id)
+	if b.link == nil {
+		// Peers linked directly learn the interest now all the same:
+		// they route by it, and a new Server link does not tell them.
+		b.subscribePairsLocked(names, build(0), 0, nil)
+		b.mu.Unlock()
+		return ErrUnavailable
+	}
+	id, w := b.newAckLocked()
+	f := build(id)
+	if !b.link.q.push(f) {
+		delete(b.acks, id)
+		b.subscribePairsLocked(names, build(0), 0, nil)
+		b.mu.Unlock()
 		return ErrBacklog
 	}
+	b.subscribePairsLocked(names, f, id, w)
+	b.mu.Unlock()
 	select {
 	case err := <-w.done:
 		return err
 	case <-ctx.Done():
 		b.forgetAck(id)
 		return ctx.Err()
+	}
+}
+
+// subscribePairsLocked queues sub frame f to every pair link and, with w,
+// makes w wait for each one's ack of id too: a peer acks once its
+// publishes follow the new interest. A link whose queue is full is
+// dropped: its peer relays through the Server until another. A probe
+// (no names) goes to the Server alone.
+func (b *Broker) subscribePairsLocked(names []string, f []byte, id uint32, w *ackWait) {
+	if names == nil {
+		return
+	}
+	for _, l := range b.pairs {
+		switch {
+		case !l.q.push(f):
+			b.dropPairLocked(l)
+		case w != nil:
+			l.acks[id] = w
+			w.left++
+		}
 	}
 }
 
