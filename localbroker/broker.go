@@ -405,7 +405,6 @@ func (b *Broker) linkDown() {
 			broken = append(broken, c)
 		}
 	}
-	b.linkDownLocked()
 	b.mu.Unlock()
 	for _, c := range broken {
 		c.then(c.broken)

@@ -17,8 +17,12 @@ import (
 // Direct links: the frames, the Server's directory and relay, and the
 // Broker's pair links. The package doc describes the protocol.
 
-// syncFrame ends a pair link's announce.
-var syncFrame = appendHeader(nil, typeSync, 0)
+// syncFrame ends a pair link's announce; recallFrame asks the peer for
+// its barrier again.
+var (
+	syncFrame   = appendHeader(nil, typeSync, 0)
+	recallFrame = appendHeader(nil, typeRecall, 0)
+)
 
 // tableFrame tells a direct worker where other direct workers take pair
 // links: the whole table when replace is set, else additions.
@@ -203,6 +207,15 @@ type pairLink struct {
 
 func (l *pairLink) release() { l.relOnce.Do(func() { close(l.released) }) }
 
+func (l *pairLink) isReleased() bool {
+	select {
+	case <-l.released:
+		return true
+	default:
+		return false
+	}
+}
+
 func (l *pairLink) drop() {
 	l.quitOnce.Do(func() {
 		close(l.quit)
@@ -269,7 +282,7 @@ func (b *Broker) acceptPair(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	b.servePair(c, br, token, id, false)
+	b.servePair(c, br, token, id)
 }
 
 // pairHello admits a peer only if its first frame is a pair link's of
@@ -330,7 +343,7 @@ func (b *Broker) dialPeer(token uint64) {
 		conn, br, err := b.dialLink(addr, pairInitFrame(b.token, id, b.cfg.secret))
 		if err == nil {
 			failures = 0
-			b.servePair(conn, br, token, id, true)
+			b.servePair(conn, br, token, id)
 		} else if b.ctx.Err() == nil {
 			failures++
 			if failures == 1 || errors.Is(err, ErrRefused) {
@@ -345,7 +358,7 @@ func (b *Broker) dialPeer(token uint64) {
 
 // servePair runs one pair link until it breaks: it announces this
 // process's interest and a sync, then reads the peer's frames.
-func (b *Broker) servePair(conn net.Conn, br *bufio.Reader, token, id uint64, dialled bool) {
+func (b *Broker) servePair(conn net.Conn, br *bufio.Reader, token, id uint64) {
 	silence := 3 * b.cfg.pingInterval
 	l := &pairLink{
 		token: token, id: id, conn: conn, q: newSendQueue(b.cfg.maxPending, silence),
@@ -363,9 +376,6 @@ func (b *Broker) servePair(conn net.Conn, br *bufio.Reader, token, id uint64, di
 		old.drop()
 	}
 	b.pairs[token] = l
-	if b.link == nil {
-		l.release() // nothing relayed can be missing: there is no Server link
-	}
 	subs := chunker{typ: typeSub, prefix: make([]byte, 4)} // ack id 0: no one waits for it
 	for ch := range b.interest {
 		subs.name(ch)
@@ -374,16 +384,15 @@ func (b *Broker) servePair(conn net.Conn, br *bufio.Reader, token, id uint64, di
 	b.mu.Unlock()
 	b.log.Debug("linked to a peer", "remote", conn.RemoteAddr().String())
 
-	ping := time.Duration(0)
-	if dialled {
-		ping = b.cfg.pingInterval
-	}
 	held := true
 	_ = serveLink(linkRun{
-		conn: conn, br: br, q: l.q, ping: ping, silence: silence,
+		// Both sides ping: a reader held for the barrier reads nothing,
+		// and its side learns of a dead link from a failed write.
+		conn: conn, br: br, q: l.q, ping: b.cfg.pingInterval, silence: silence,
 		handle: func(typ byte, f []byte) error { return b.handlePair(l, &held, typ, f) },
 		writeFailed: func(err error) {
 			b.log.Debug("write to a peer failed", "err", err)
+			l.drop() // wakes a reader held for the barrier
 		},
 		ended: func(err error) {
 			b.mu.Lock()
@@ -471,12 +480,14 @@ func (b *Broker) handlePair(l *pairLink, held *bool, typ byte, f []byte) error {
 			w.answerLocked(nil)
 		}
 		b.mu.Unlock()
-	case typeSync:
+	case typeSync, typeRecall:
 		if len(p) != 0 {
 			return errBadFrame
 		}
 		b.mu.Lock()
-		l.ready = true
+		if typ == typeSync {
+			l.ready = true
+		}
 		b.syncLocked(l)
 		b.mu.Unlock()
 	default:
@@ -504,19 +515,17 @@ func (b *Broker) syncLocked(l *pairLink) {
 	l.synced = true
 }
 
-// linkUpLocked queues, on a new Server link, a barrier for every pair
-// link whose peer is ready: one queued on a broken link may be lost.
+// linkUpLocked runs on a new Server link. It queues a barrier for every
+// pair link whose peer is ready, since one queued on a broken Server link
+// may be lost, and asks the peer of every pair link still held for its
+// barrier to send it again: one forwarded to this process's broken
+// Server link is lost.
 func (b *Broker) linkUpLocked() {
 	for _, l := range b.pairs {
 		b.syncLocked(l)
-	}
-}
-
-// linkDownLocked releases the pair links held for a barrier: what the
-// Server relayed that did not arrive is lost with the link.
-func (b *Broker) linkDownLocked() {
-	for _, l := range b.pairs {
-		l.release()
+		if !l.isReleased() && !l.q.push(recallFrame) {
+			b.dropPairLocked(l)
+		}
 	}
 }
 
@@ -563,12 +572,7 @@ func (b *Broker) handleDirect(typ byte, p []byte) error {
 		if len(p) != tokenLen {
 			return errBadFrame
 		}
-		token := binary.BigEndian.Uint64(p)
-		delete(b.peers, token)
-		// The peer's Server link is gone, after everything it relayed.
-		if l := b.pairs[token]; l != nil {
-			l.release()
-		}
+		delete(b.peers, binary.BigEndian.Uint64(p))
 	case typeBarrier:
 		if len(p) != 2*tokenLen {
 			return errBadFrame

@@ -74,6 +74,7 @@
 //	'N' pair      worker→worker  version (4), token (uint64), pair link id
 //	    hello                    (uint64), then the secret
 //	'Y' sync      worker↔worker  none: the sender's whole interest is sent
+//	'C' recall    worker↔worker  none: send this link's barrier again
 //
 // A pair link also carries 'W' (the acceptor's welcome), 'S', 'U', 'A',
 // 'P', 'i' and 'o', both ways, with their meaning on a Server link.
@@ -253,9 +254,8 @@
 // a welcome if the version and the secret (compared in constant time) are
 // right, or hangs up and logs the refusal. Each side gives the handshake
 // 5 seconds. The acceptor takes any token with the secret, since its
-// table may lag; a second link with a token closes the first. The dialler
-// pings as a worker pings the Server; either side drops a link silent for
-// three ping intervals.
+// table may lag; a second link with a token closes the first. Both sides
+// ping every Options.PingInterval and drop a link silent for three.
 //
 // On a new pair link each side sends its whole interest (subs with ack id
 // 0) then a 'Y', and keeps the peer's interest as its subs and unsubs
@@ -287,18 +287,20 @@
 // on the Server link, after every 'F' so far, and from then on sends to
 // that peer on the pair link. The Server passes the 'B' on to the peer
 // with the publisher's token. The peer's reader of the pair link holds the
-// publisher's publishes until the 'B' of that link came (after everything
-// relayed before it), or an 'X' of the publisher came (its Server link is
-// gone, after everything it relayed), or the peer's own Server link broke
-// (what it relayed is lost then), so a peer gets one publisher's
-// publishes in order across the switch. The Server claims a worker's link
-// before it sends the welcome, so a 'B' for a worker whose link is up
-// finds it. A publisher sends its 'B's again on every new Server link,
-// since those queued on a broken one may be lost. When a pair link
-// breaks, the publisher relays through the Server again; publishes queued
-// on the pair link that were not written are lost, and a relayed publish
-// may overtake direct ones still in flight. That window is a failure's,
-// like a broken Server link's. Publishes with history go through the
+// publisher's publishes until the 'B' of that link came, after everything
+// relayed before it, so a peer gets one publisher's publishes in order
+// across the switch. The Server claims a worker's link before it sends
+// the welcome, so a 'B' for a worker whose link is up finds it. A 'B' can
+// be lost with a broken Server link, on either side: a publisher sends
+// its 'B's again on every new Server link, and a worker whose new Server
+// link finds pair links still held sends a 'C' on each, which makes the
+// publisher send that link's 'B' again. While held, a reader reads no
+// other frame either; both sides ping, so a held side learns of a dead
+// link from a failed write. When a pair link breaks, the publisher relays
+// through the Server again; publishes queued on the pair link that were
+// not written are lost, and a relayed publish may overtake direct ones
+// still in flight. That window is a failure's, like a broken Server
+// link's. Publishes with history go through the
 // Server and reach their channel's subscribers in offset order, but a
 // plain publish on one channel and a history publish on another may
 // arrive in another order than they were made.
@@ -327,13 +329,13 @@
 // starts an accept goroutine for pair links, which starts one goroutine
 // per accepted connection: it runs the handshake, then reads the link and
 // runs the deliver callback for its publishes in link order, beside a
-// writer. Each peer the Broker dials has a dialer goroutine, started when
-// the table lists the peer, which dials, reads the link likewise beside a
-// writer and a pinger, dials again after backoff, and ends once the peer
-// is out of the table. So deliver may run on several goroutines at once.
-// Close interrupts a dial, a handshake or a backoff wait, closes the
-// listener and every link and waits for all of them; no delivery happens
-// after Close returns.
+// writer and a pinger. Each peer the Broker dials has a dialer goroutine,
+// started when the table lists the peer, which dials, reads the link
+// likewise beside a writer and a pinger, dials again after backoff, and
+// ends once the peer is out of the table. So deliver may run on several
+// goroutines at once. Close interrupts a dial, a handshake or a backoff
+// wait, closes the listener and every link and waits for all of them; no
+// delivery happens after Close returns.
 //
 // # Concurrency
 //

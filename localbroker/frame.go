@@ -34,6 +34,7 @@ const (
 	typeRemove   = 'X' // server→worker: token (8) of a worker gone from the table
 	typePairInit = 'N' // pair link dialler→acceptor: version byte, token (8), link id (8), then the secret
 	typeSync     = 'Y' // both ways on a pair link: the sender's whole interest is announced
+	typeRecall   = 'C' // both ways on a pair link: send the barrier of this link again
 
 	// Changes in a typePresence payload.
 	opJoin  = '+'

@@ -3,6 +3,7 @@ package localbroker
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"net"
 	"sync"
 	"testing"
@@ -57,9 +58,8 @@ func TestPairRefuses(t *testing.T) {
 	const refused = "refused a peer without the cluster secret"
 	testutil.Eventually(t, WaitLong, func() bool { return log.Count(refused) == len(intruders) }, "a logged refusal for each intruder")
 
-	// A right one is welcomed, and its publishes are delivered once the
-	// barrier (none comes: its token has no Server link) or the Server
-	// link's end lets them through: here, after Close of the Server.
+	// A right one is welcomed, and its publishes are delivered once its
+	// barrier comes through the Server.
 	c, err := net.Dial("tcp", PeerAddr(b))
 	if err != nil {
 		t.Fatal(err)
@@ -74,12 +74,38 @@ func TestPairRefuses(t *testing.T) {
 		t.Fatalf("no welcome: %q, %v", typ, err)
 	}
 	_, _ = c.Write(pubFrame("ch", []byte("held")))
-	_ = s.Close()
+	// The peer's announce and sync come first.
+	for typ := byte(0); typ != typeSync; {
+		if typ, _, err = readFrame(br, maxFrame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := rawWorker(t, s, b.token+1)
+	if _, err := w.Write(barrierFrame(b.token, 8)); err != nil { // another link's
+		t.Fatal(err)
+	}
+	// A round trip through the Server: the barrier of link 8 is in.
+	if _, err := w.Write(binary.BigEndian.AppendUint32(appendHeader(nil, typeSub, 4), 1)); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.SetReadDeadline(time.Now().Add(WaitLong))
+	if typ, _, err := readFrame(bufio.NewReader(w), 64); err != nil || typ != typeAck {
+		t.Fatalf("no ack: %q, %v", typ, err)
+	}
+	mu.Lock()
+	early := len(got)
+	mu.Unlock()
+	if early != 0 {
+		t.Fatalf("delivered %d publishes before their link's barrier", early)
+	}
+	if _, err := w.Write(barrierFrame(b.token, 7)); err != nil {
+		t.Fatal(err)
+	}
 	testutil.Eventually(t, WaitLong, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) == 1 && got[0] == "held"
-	}, "the pair link's publish once the Server link broke")
+	}, "the pair link's publish once its barrier came")
 }
 
 // TestBrokerCloseDuringPairHandshake: Close returns while a peer that

@@ -353,7 +353,9 @@ func (s *Server) drop(l *link) {
 	}
 	if s.procs[l.token] == l {
 		delete(s.procs, l.token)
-		if l.listed {
+		if l.addr != "" {
+			// Also when l was not listed yet: an older link of its
+			// worker, which l replaced, may have been.
 			stuck = s.tellOthersLocked(l, removeFrame(l.token))
 		}
 	}
