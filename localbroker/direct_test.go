@@ -373,3 +373,63 @@ func TestDirectSubscribeWhileServerDown(t *testing.T) {
 		return b.Count("late") > 0
 	}, "a delivery on the channel subscribed while the Server was down")
 }
+
+// TestDirectLinkWhileServerDown: a pair link that comes up while the
+// Server is down carries publishes once the Server is back (its barrier
+// goes through the new Server links), in order, none twice.
+func TestDirectLinkWhileServerDown(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	f := newFixture(t, localbroker.ServerOptions{})
+	g := newGate(t)
+	r, rb := f.direct(t, func(b *localbroker.Broker) {
+		localbroker.SetToken(b, 3)
+		localbroker.Advertise(b, g.addr())
+	})
+	pub, pb := f.direct(t, func(b *localbroker.Broker) { localbroker.SetToken(b, 1) })
+	ctx := context.Background()
+	if err := r.Subscribe(ctx, "seq"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, waitLong, func() bool { table, _ := localbroker.Peers(pb); return table == 1 }, "the receiver in the publisher's table")
+	if err := f.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, waitLong, func() bool { return !pb.Connected() && !rb.Connected() }, "both links to the Server down")
+	g.openTo(localbroker.PeerAddr(rb))
+	testutil.Eventually(t, waitLong, func() bool { _, links := localbroker.Peers(pb); return links == 1 }, "the pair link")
+	if localbroker.Synced(pb) != 0 {
+		t.Fatal("synced without a Server link for the barrier")
+	}
+	f.start()
+	n := 0
+	testutil.Eventually(t, waitLong, func() bool {
+		if pub.Publish(ctx, "seq", []byte(strconv.Itoa(n))) == nil {
+			n++
+		}
+		return localbroker.Synced(pb) == 1 && n > 100
+	}, "the link synced once the Server is back")
+	for range 1000 {
+		if err := pub.Publish(ctx, "seq", []byte(strconv.Itoa(n))); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	testutil.Eventually(t, waitLong, func() bool { return strconv.Itoa(n-1) == string(last(r)) }, "the last publish")
+	prev := -1
+	for _, m := range r.Messages() {
+		i, _ := strconv.Atoi(string(m.Frame))
+		if i <= prev {
+			t.Fatalf("%d after %d: a duplicate or a reorder", i, prev)
+		}
+		prev = i
+	}
+}
+
+// last returns p's last delivery's frame.
+func last(p *brokertest.Process) []byte {
+	ms := p.Messages()
+	if len(ms) == 0 {
+		return nil
+	}
+	return ms[len(ms)-1].Frame
+}
