@@ -433,3 +433,50 @@ func last(p *brokertest.Process) []byte {
 	}
 	return ms[len(ms)-1].Frame
 }
+
+// TestDirectMixed links two Direct workers and a plain one on one
+// Server: every publish reaches every other worker once, the plain one's
+// through the Server.
+func TestDirectMixed(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	f := newFixture(t, localbroker.ServerOptions{})
+	a, ab := f.direct(t, nil)
+	b, bb := f.direct(t, nil)
+	c := f.process(t)
+	expectSynced(t, 1, ab, bb)
+	ctx := context.Background()
+	all := []*brokertest.Process{a, b, c}
+	for _, p := range all {
+		if err := p.Subscribe(ctx, "mix"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 50
+	for i := range n {
+		for j, p := range all {
+			if err := p.Publish(ctx, "mix", []byte(fmt.Sprintf("%d-%d", j, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for j, p := range all {
+		testutil.Eventually(t, waitLong, func() bool { return p.Count("mix") >= 2*n }, "worker %d's deliveries", j)
+	}
+	// A round through the Server settles anything late.
+	if err := ab.Probe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for j, p := range all {
+		seen := make(map[string]bool)
+		for _, m := range p.Messages() {
+			s := string(m.Frame)
+			if seen[s] || s[0] == byte('0'+j) {
+				t.Fatalf("worker %d got %s twice or its own", j, s)
+			}
+			seen[s] = true
+		}
+		if len(seen) != 2*n {
+			t.Fatalf("worker %d got %d publishes, want %d", j, len(seen), 2*n)
+		}
+	}
+}

@@ -128,3 +128,71 @@ func TestBrokerCloseDuringPairHandshake(t *testing.T) {
 	returns(t, "Close in a pair handshake", func() { _ = b.Close() })
 	ExpectHangUp(t, c)
 }
+
+// TestPairRecall: a worker whose Server link breaks while a pair link
+// waits for its barrier asks the peer for the barrier again on its new
+// Server link, and delivers the held publish once it comes.
+func TestPairRecall(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	const secret = "right"
+	s := startServer(t, testConfig(t, ServerOptions{Secret: secret}))
+	var mu sync.Mutex
+	var got []string
+	b, log := startBroker(t, Options{Addr: s.Addr().String(), Secret: secret, Direct: true, ReconnectMax: 20 * time.Millisecond}, func(_ string, frame []byte) {
+		mu.Lock()
+		got = append(got, string(frame))
+		mu.Unlock()
+	})
+	testutil.Eventually(t, WaitLong, b.Connected, "the link to the server")
+	delivered := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got)
+	}
+
+	// A peer by hand: a pair link to b (id 7), and a link to the Server.
+	peer := b.token + 1
+	c, err := net.Dial("tcp", PeerAddr(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(pairInitFrame(peer, 7, secret)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(WaitLong))
+	br := bufio.NewReader(c)
+	expect := func(want byte) {
+		t.Helper()
+		for {
+			typ, _, err := readFrame(br, maxFrame)
+			if err != nil {
+				t.Fatalf("waiting for %q: %v", want, err)
+			}
+			if typ == want {
+				return
+			}
+		}
+	}
+	expect(typeWelcome)
+	expect(typeSync)
+	if _, err := c.Write(pubFrame("ch", []byte("held"))); err != nil {
+		t.Fatal(err)
+	}
+	w := rawWorker(t, s, peer)
+
+	// b's Server link breaks before the barrier comes; b links again and
+	// recalls it.
+	b.mu.Lock()
+	_ = b.link.conn.Close()
+	b.mu.Unlock()
+	testutil.Eventually(t, WaitLong, func() bool { return log.Count("connected to the broker") == 2 && b.Connected() }, "b's new Server link")
+	expect(typeRecall)
+	if n := delivered(); n != 0 {
+		t.Fatalf("delivered %d publishes before their link's barrier", n)
+	}
+	if _, err := w.Write(barrierFrame(b.token, 7)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, WaitLong, func() bool { return delivered() == 1 }, "the held publish once its barrier came")
+}
