@@ -295,8 +295,9 @@
 // its 'B's again on every new Server link, and a worker whose new Server
 // link finds pair links still held sends a 'C' on each, which makes the
 // publisher send that link's 'B' again. While held, a reader reads no
-// other frame either; both sides ping, so a held side learns of a dead
-// link from a failed write. When a pair link breaks, the publisher relays
+// other frame either (a Subscribe waiting for that peer's ack waits with
+// it, at most until the Server links are back); both sides ping, so a
+// held side learns of a dead link from a failed write. When a pair link breaks, the publisher relays
 // through the Server again; publishes queued on the pair link that were
 // not written are lost, and a relayed publish may overtake direct ones
 // still in flight. That window is a failure's, like a broken Server

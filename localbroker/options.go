@@ -59,7 +59,9 @@ type Options struct {
 	// over links between workers; the Server only tells workers where
 	// their peers are, relays while a direct link is not up, and keeps
 	// history and presence as before. The Broker listens for its peers on
-	// the host of Addr, on a free port. default: false
+	// the host of Addr, on a free port, and calls deliver from one
+	// goroutine per link. See the package doc's Direct links.
+	// default: false
 	Direct bool
 	// Logger receives connection changes, with the attribute
 	// component=localbroker. default: discard
