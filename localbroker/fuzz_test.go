@@ -3,6 +3,7 @@ package localbroker
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/maphash"
@@ -640,3 +641,64 @@ func (nopConn) SetDeadline(time.Time) error     { return nil }
 func (nopConn) SetReadDeadline(time.Time) error { return nil }
 func (nopConn) Write(p []byte) (int, error)     { return len(p), nil }
 func (nopConn) RemoteAddr() net.Addr            { return &net.TCPAddr{} }
+
+// FuzzPairStream feeds any bytes to a worker as a peer's frames on a
+// pair link whose barrier came: no panics, every delivery is a publish of
+// the stream, in order, the peer's interest is what its subs and unsubs
+// say, and the pending sub counts the peer's ack once.
+func FuzzPairStream(f *testing.F) {
+	addSeeds(f, nil)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var delivered [][]byte
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		b := &Broker{
+			log: slog.New(slog.DiscardHandler), ctx: ctx,
+			pairs: make(map[uint64]*pairLink),
+			deliver: func(ch string, frame []byte) {
+				delivered = append(delivered, pubFrame(ch, frame))
+			},
+		}
+		w := &ackWait{left: 2, done: make(chan error, 1)}
+		l := &pairLink{
+			token: 1, id: 1, conn: nopConn{}, q: newSendQueue(1<<30, time.Hour),
+			interest: make(map[string]struct{}), acks: map[uint32]*ackWait{7: w},
+			released: make(chan struct{}), quit: make(chan struct{}),
+		}
+		l.release()
+		b.pairs[1] = l
+		want := make(map[string]struct{})
+		acks := 0
+		held := true
+		handle := func(typ byte, f []byte) error {
+			err := b.handlePair(l, &held, typ, f)
+			// A malformed list is applied up to the fault, as the link ends.
+			switch p := payload(f); {
+			case typ == typeSub && len(p) >= 4:
+				_ = parseNames(p[4:], func(ch string) { want[ch] = struct{}{} })
+			case typ == typeUnsub:
+				_ = parseNames(p, func(ch string) { delete(want, ch) })
+			case typ == typeAck && err == nil && binary.BigEndian.Uint32(p) == 7:
+				acks++
+			}
+			return err
+		}
+		if err := readLoop(nopConn{}, bufio.NewReader(bytes.NewReader(data)), fuzzLimit, l.q, time.Hour, handle); err == nil {
+			t.Fatal("readLoop returned no error at the end of the stream")
+		}
+		rest := data
+		for _, fr := range delivered {
+			i := bytes.Index(rest, fr)
+			if i < 0 {
+				t.Fatalf("delivered %q, not in the stream in this order", fr)
+			}
+			rest = rest[i+len(fr):]
+		}
+		if !maps.Equal(l.interest, want) {
+			t.Fatalf("the peer's interest is %v, want %v", l.interest, want)
+		}
+		if left := 2 - min(acks, 1); w.left != left {
+			t.Fatalf("the sub waits for %d acks after %d from the peer, want %d", w.left, acks, left)
+		}
+	})
+}
