@@ -45,6 +45,7 @@ type Broker struct {
 	peers    map[uint64]string    // the Server's table: the other direct workers' addresses by token
 	dialing  map[uint64]bool      // the peers a dialer goroutine links to
 	pairs    map[uint64]*pairLink // the pair links that are up, by the peer's token
+	complete bool                 // peers is the Server's whole table, sent on this Server link
 
 	wg sync.WaitGroup // run, and with Direct the accept loop, the dialers and the pair links
 
@@ -376,6 +377,7 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 		return
 	}
 	b.link = l
+	b.complete = false // until the Server's table comes
 	b.announceLocked(l)
 	b.linkUpLocked()
 	b.mu.Unlock()

@@ -20,8 +20,9 @@ import (
 // syncFrame ends a pair link's announce; recallFrame asks the peer for
 // its barrier again.
 var (
-	syncFrame   = appendHeader(nil, typeSync, 0)
-	recallFrame = appendHeader(nil, typeRecall, 0)
+	syncFrame    = appendHeader(nil, typeSync, 0)
+	recallFrame  = appendHeader(nil, typeRecall, 0)
+	confirmFrame = appendHeader(nil, typeConfirm, 0)
 )
 
 // tableFrame tells a direct worker where other direct workers take pair
@@ -77,26 +78,39 @@ func pairInitFrame(token, id uint64, secret string) []byte {
 // ackFrame answers the sub whose ack id is id (4 bytes).
 func ackFrame(id []byte) []byte { return append(appendHeader(nil, typeAck, 4), id...) }
 
-// list puts a direct worker's newly admitted link in the directory: it
-// sends the link the whole table of the other direct workers and every
-// one of them an addition, all under Server.mu, so that every direct
-// link sees the table's changes in one order.
+// list puts a newly admitted link in the directory: a direct worker's
+// gets the whole table of the others, and every other direct link an
+// addition, which it confirms once applied; until all have, the link's
+// sub acks are held (ack), so a Subscribe returns only once every
+// publisher knows the worker, and relays to it. All under Server.mu, so
+// that every direct link sees the table's changes in one order. A worker
+// without direct links is listed too, with no address: publishers then
+// always relay.
 func (s *Server) list(l *link) {
-	if l.addr == "" {
-		return
-	}
 	var stuck []*link
 	s.mu.Lock()
 	if s.procs[l.token] == l { // else a newer link of the worker replaced it already
-		var others []*link
+		if l.addr != "" {
+			var others []*link
+			for _, o := range s.procs {
+				if o != l && o.listed {
+					others = append(others, o)
+				}
+			}
+			l.q.push(tableFrame(true, others...)) // the queue is new: taken whatever its size
+		}
+		l.listed = true
+		add := tableFrame(false, l)
 		for _, o := range s.procs {
-			if o != l && o.listed {
-				others = append(others, o)
+			switch {
+			case o == l || !o.listed || o.addr == "":
+			case !o.q.push(add):
+				stuck = append(stuck, o) // its worker's next link starts from a whole table
+			default:
+				o.confirms = append(o.confirms, l)
+				l.pending++
 			}
 		}
-		l.q.push(tableFrame(true, others...)) // the queue is new: taken whatever its size
-		l.listed = true
-		stuck = s.tellOthersLocked(l, tableFrame(false, l))
 	}
 	s.mu.Unlock()
 	for _, o := range stuck {
@@ -104,15 +118,63 @@ func (s *Server) list(l *link) {
 	}
 }
 
-// tellOthersLocked queues f to every listed link but l and returns those
-// whose queue overflowed.
+// tellOthersLocked queues f to every listed direct link but l and returns
+// those whose queue overflowed.
 func (s *Server) tellOthersLocked(l *link, f []byte) (stuck []*link) {
 	for _, o := range s.procs {
-		if o != l && o.listed && !o.q.push(f) {
+		if o != l && o.listed && o.addr != "" && !o.q.push(f) {
 			stuck = append(stuck, o)
 		}
 	}
 	return stuck
+}
+
+// ack queues a sub's ack to l, or holds it while a direct worker may not
+// know l's yet (see list).
+func (s *Server) ack(l *link, ack []byte) {
+	s.mu.Lock()
+	held := l.pending > 0
+	if held {
+		l.held = append(l.held, ack)
+	}
+	s.mu.Unlock()
+	if !held {
+		l.q.push(ack)
+	}
+}
+
+// confirm takes a direct link's confirmation of its oldest addition.
+func (s *Server) confirm(from *link, p []byte) error {
+	if len(p) != 0 {
+		return errBadFrame
+	}
+	s.mu.Lock()
+	if len(from.confirms) == 0 {
+		s.mu.Unlock()
+		return errBadFrame
+	}
+	c := from.confirms[0]
+	from.confirms = from.confirms[1:]
+	stuck := s.confirmedLocked(c)
+	s.mu.Unlock()
+	for _, o := range stuck {
+		s.tooSlow(o)
+	}
+	return nil
+}
+
+// confirmedLocked counts one confirmation of c's addition; with the last
+// it queues c's held acks, and returns c if its queue overflowed.
+func (s *Server) confirmedLocked(c *link) (stuck []*link) {
+	if c.pending--; c.pending > 0 {
+		return nil
+	}
+	held := c.held
+	c.held = nil
+	if s.procs[c.token] == c && !c.q.push(held...) {
+		return []*link{c}
+	}
+	return nil
 }
 
 // relay forwards a typeRelay frame from l as a typePub to every link
@@ -561,12 +623,20 @@ func (b *Broker) handleDirect(typ byte, p []byte) error {
 		}
 		if p[0] == 1 {
 			clear(b.peers)
+			b.complete = true
 		}
 		for _, e := range add {
 			if e.token != b.token {
 				b.peers[e.token] = e.addr
-				b.ensureDialerLocked(e.token)
+				if e.addr != "" {
+					b.ensureDialerLocked(e.token)
+				}
 			}
+		}
+		if p[0] == 0 && b.link != nil && !b.link.q.push(confirmFrame) {
+			// The Server would hold the newcomer's acks: the next link
+			// starts from a whole table.
+			_ = b.link.conn.Close()
 		}
 	case typeRemove:
 		if len(p) != tokenLen {
@@ -582,6 +652,23 @@ func (b *Broker) handleDirect(typ byte, p []byte) error {
 		}
 	}
 	return nil
+}
+
+// relayNeededLocked reports whether a publish must go to the Server too:
+// unless the table is whole (the Server sent it on this Server link) and
+// every worker in it is served on a synced pair link. A worker the Server
+// admitted since is in the table before its Subscribe returns (see
+// Server.list).
+func (b *Broker) relayNeededLocked() bool {
+	if !b.complete {
+		return true
+	}
+	for token := range b.peers {
+		if l := b.pairs[token]; l == nil || !l.synced {
+			return true
+		}
+	}
+	return false
 }
 
 // publishDirect is Publish with Direct: under Broker.mu, so that its
@@ -614,7 +701,7 @@ func (b *Broker) publishDirect(channel string, frame []byte) error {
 			err = ErrBacklog
 		}
 	}
-	if len(skip) > 1<<16-1 || !b.link.q.push(relayHead(skip, len(head)-headerLen+len(frame)), head[headerLen:], frame) {
+	if b.relayNeededLocked() && (len(skip) > 1<<16-1 || !b.link.q.push(relayHead(skip, len(head)-headerLen+len(frame)), head[headerLen:], frame)) {
 		return ErrBacklog
 	}
 	if err == nil {

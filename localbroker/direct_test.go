@@ -92,7 +92,7 @@ func TestDirectDelivery(t *testing.T) {
 			}
 		}
 	}
-	before := f.srv.Stats().Forwarded
+	before := f.srv.Stats()
 	const n = 100
 	for i := range n {
 		for _, pub := range []struct {
@@ -122,8 +122,12 @@ func TestDirectDelivery(t *testing.T) {
 	if b.Count("sport") != 0 {
 		t.Errorf("b got sport without interest")
 	}
-	if fw := f.srv.Stats().Forwarded - before; fw != 0 {
+	after := f.srv.Stats()
+	if fw := after.Forwarded - before.Forwarded; fw != 0 {
 		t.Errorf("the Server forwarded %d publishes between linked workers", fw)
+	}
+	if rd := after.Published - before.Published; rd != 0 {
+		t.Errorf("the Server read %d publishes of linked workers", rd)
 	}
 }
 
@@ -479,4 +483,110 @@ func TestDirectMixed(t *testing.T) {
 			t.Fatalf("worker %d got %d publishes, want %d", j, len(seen), 2*n)
 		}
 	}
+}
+
+// TestDirectNewcomer: publishers that skip the Server, every peer linked,
+// still reach a worker that just joined, Direct or not, as soon as its
+// Subscribe returns.
+func TestDirectNewcomer(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	f := newFixture(t, localbroker.ServerOptions{})
+	a, ab := f.direct(t, nil)
+	_, bb := f.direct(t, nil)
+	expectSynced(t, 1, ab, bb)
+	ctx := context.Background()
+	for i := range 6 {
+		var p *brokertest.Process
+		if i%2 == 0 {
+			p, _ = f.direct(t, nil)
+		} else {
+			p = f.process(t)
+		}
+		ch := fmt.Sprintf("new-%d", i)
+		if err := p.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Publish(ctx, ch, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, waitLong, func() bool { return p.Count(ch) == 1 }, "newcomer %d's delivery", i)
+	}
+}
+
+// TestDirectNewcomerSlowPublisher: a newcomer's Subscribe returns only
+// once every publisher has the newcomer in its table, even one whose
+// Server link reader is stalled: publishes made after it returns reach
+// the newcomer although the publisher skips the Server.
+func TestDirectNewcomerSlowPublisher(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	f := newFixture(t, localbroker.ServerOptions{})
+	stalled, released := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(released) })
+	pb, _ := newBroker(t, f.addr(), localbroker.Options{Direct: true})
+	// A publish with history comes through the Server link's reader,
+	// which then stalls.
+	if err := (connected{pb, t}).Start(func(ch string, _ []byte) {
+		if ch == "stall" {
+			close(stalled)
+			<-released
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	defer release() // before Close, which waits for the reader
+	s, sb := f.direct(t, nil)
+	expectSynced(t, 1, pb, sb)
+	ctx := context.Background()
+	if err := pb.Subscribe(ctx, "stall"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Broker.(hub.HistoryBroker).PublishHistory(ctx, "stall", []byte(`{"#":["p","stall","x"]}`), hub.HistoryOptions{Size: 1, TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	<-stalled
+
+	n := f.process(t) // a newcomer, which pb learns of only once released
+	channels := f.srv.Stats().Channels
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- n.Subscribe(ctx, "nc") }()
+	testutil.Eventually(t, waitLong, func() bool { return f.srv.Stats().Channels > channels }, "the newcomer's sub at the Server")
+	first := -1 // the first publish after Subscribe returned
+	deadline := time.Now().Add(waitLong)
+	for i := 0; first < 0 || i < first+20; i++ {
+		if first < 0 {
+			select {
+			case err := <-subscribed:
+				if err != nil {
+					t.Fatal(err)
+				}
+				first = i
+			default:
+			}
+		}
+		if i == 200 {
+			release() // long enough for a wrong early ack to show
+		}
+		if err := pb.Publish(ctx, "nc", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		if first < 0 && i > 200 {
+			if time.Now().After(deadline) {
+				t.Fatal("the newcomer's Subscribe did not return")
+			}
+			runtime.Gosched()
+		}
+	}
+	testutil.Eventually(t, waitLong, func() bool {
+		got := make(map[string]bool)
+		for _, m := range n.Messages() {
+			got[string(m.Frame)] = true
+		}
+		for i := first; i < first+20; i++ {
+			if !got[strconv.Itoa(i)] {
+				return false
+			}
+		}
+		return true
+	}, "every publish after the newcomer's Subscribe returned (from %d)", first)
 }

@@ -65,7 +65,9 @@
 //
 //	type          direction      payload
 //	'T' table     server→worker  replace (0 or 1), then entries: token
-//	                             (uint64), peer address (a name)
+//	                             (uint64), peer address (a name, "" for a
+//	                             worker without pair links)
+//	'V' confirm   worker→server  none: a 'T' without replace is applied
 //	'X' remove    server→worker  token (uint64) of a worker that left
 //	'F' relay     worker→server  count (uint16), that many tokens (uint64)
 //	                             not to forward to, then a 'P' payload
@@ -238,13 +240,20 @@
 // A Broker with Direct listens, from Start, on the host of Options.Addr
 // (loopback by default) on a free port, and its hello gives the Server
 // that address. The Server keeps the token and address of every admitted
-// direct worker: right after its welcome it sends a newcomer a 'T' with
-// the whole table of the others (replace set, even when empty) and every
-// other direct worker a 'T' that adds the newcomer; when a link drops, and
-// no newer link of its worker replaced it, the others get an 'X'. These
-// frames are queued under Server.mu, so every worker sees the table's
-// changes in one order; a worker replaces its table with each 'T' that
-// has replace set, which comes first on each of its Server links.
+// worker, "" for one without Direct: right after its welcome it sends a
+// direct newcomer a 'T' with the whole table of the others (replace set,
+// even when empty), and every direct worker but the newcomer a 'T' that
+// adds it; when a link drops, and no newer link of its worker replaced
+// it, the direct workers get an 'X'. These frames are queued under
+// Server.mu, so every worker sees the table's changes in one order; a
+// worker replaces its table with each 'T' that has replace set, which
+// comes first on each of its Server links, and answers every other 'T'
+// with a 'V' once applied. Until every direct worker has answered the 'T'
+// that adds a newcomer (or dropped its link, whose next link starts from
+// a whole table), the Server holds the acks of the newcomer's subs, so a
+// Subscribe returns only once every publisher knows the newcomer. A
+// direct worker whose Server link reader is slow (a deliver callback that
+// blocks) delays those Subscribes as long.
 //
 // Each pair of direct workers has one pair link: the one with the smaller
 // token dials the other's address, again with backoff (Options.
@@ -272,12 +281,14 @@
 // below) whose peer is interested, then an 'F' to the Server that lists
 // every synced peer, interested or not; the Server forwards it as a 'P'
 // to every other interested worker but those listed. So each worker gets
-// a publish once, directly or relayed. The 'F' is always sent: a worker
-// the Server has admitted may be missing from the publisher's table for a
-// while, and only the Server knows; once every peer is synced it costs
-// the Server a read per publish and forwards nothing. While the Server
-// link is down Publish returns ErrUnavailable and sends nothing, as
-// without Direct. ErrBacklog from a pair link's queue still lets the
+// a publish once, directly or relayed. The 'F' is left out when the
+// publisher has the whole table (its 'T' with replace came on this Server
+// link) and a synced pair link to every worker in it: then no worker
+// needs the Server for it. A worker the Server admitted later is in the
+// table before its Subscribe returns (above), so the publisher relays to
+// it from then on; one without Direct is in the table for good, so a
+// cluster with such a worker always relays. While the Server link is down
+// Publish returns ErrUnavailable and sends nothing, as without Direct. ErrBacklog from a pair link's queue still lets the
 // others have the publish: with Direct an error can come after some
 // workers got it (delivery is at most once either way).
 //

@@ -35,6 +35,7 @@ const (
 	typePairInit = 'N' // pair link dialler→acceptor: version byte, token (8), link id (8), then the secret
 	typeSync     = 'Y' // both ways on a pair link: the sender's whole interest is announced
 	typeRecall   = 'C' // both ways on a pair link: send the barrier of this link again
+	typeConfirm  = 'V' // worker→server: a typeTable addition is applied
 
 	// Changes in a typePresence payload.
 	opJoin  = '+'

@@ -43,11 +43,15 @@ type Server struct {
 
 // link is one admitted worker.
 type link struct {
-	conn     net.Conn
-	q        *sendQueue
-	token    uint64
-	addr     string              // where its worker takes direct links; "" for none
-	listed   bool                // in the other direct workers' tables; under Server.mu
+	conn  net.Conn
+	q     *sendQueue
+	token uint64
+	addr  string // where its worker takes direct links; "" for none
+	// Under Server.mu (direct.go):
+	listed   bool                // in the direct workers' tables
+	confirms []*link             // newcomers whose addition this direct link has not confirmed yet, in order
+	pending  int                 // direct links that have not confirmed this link's addition yet
+	held     [][]byte            // acks of this link's subs, held until pending is 0
 	channels map[string]struct{} // only the link's reader goroutine touches it
 	members  map[string]members  // by channel; under presence.mu
 	gone     chan struct{}       // closed once the link's interest and members are dropped
@@ -237,14 +241,15 @@ func (s *Server) handle(l *link, typ byte, f []byte) error {
 		if err := parseNames(p[4:], func(ch string) { s.subscribe(l, ch) }); err != nil {
 			return err
 		}
-		ack := appendHeader(nil, typeAck, 4)
-		l.q.push(append(ack, id...))
+		s.ack(l, append(appendHeader(nil, typeAck, 4), id...))
 	case typeUnsub:
 		return parseNames(p, func(ch string) { s.unsubscribe(l, ch) })
 	case typeRelay:
 		return s.relay(l, f)
 	case typeBarrier:
 		return s.barrier(l, p)
+	case typeConfirm:
+		return s.confirm(l, p)
 	case typePresence:
 		return s.presence.update(l, p)
 	case typeQuery:
@@ -353,12 +358,16 @@ func (s *Server) drop(l *link) {
 	}
 	if s.procs[l.token] == l {
 		delete(s.procs, l.token)
-		if l.addr != "" {
-			// Also when l was not listed yet: an older link of its
-			// worker, which l replaced, may have been.
-			stuck = s.tellOthersLocked(l, removeFrame(l.token))
-		}
+		// Also when l was not listed yet: an older link of its worker,
+		// which l replaced, may have been.
+		stuck = s.tellOthersLocked(l, removeFrame(l.token))
 	}
+	// A link that goes confirms what it had not: its worker's next link
+	// starts from a whole table.
+	for _, c := range l.confirms {
+		stuck = append(stuck, s.confirmedLocked(c)...)
+	}
+	l.confirms = nil
 	s.mu.Unlock()
 	for _, o := range stuck {
 		s.tooSlow(o)
