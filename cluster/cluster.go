@@ -70,11 +70,12 @@ type Config struct {
 	// that a plain publish goes from worker to worker instead of through
 	// the broker in the master (localbroker.Options.Direct). That saves
 	// a hop and the master's waking up per delivery: lower latency at low
-	// load and more throughput across workers. It costs a TCP connection
-	// per pair of workers and a listening port per worker, and the master
-	// still reads every publish (it relays to the workers not linked yet).
-	// History and presence go through the master either way. Unused when
-	// Broker is set.
+	// load and more throughput across workers (BENCHMARKS.md). It costs a
+	// TCP connection per pair of workers and a listening port per worker;
+	// a worker's Subscribe also waits for every linked worker's ack, and a
+	// new worker's until every worker knows it. The master relays while a
+	// link is not up, and history and presence go through it either way.
+	// Unused when Broker is set.
 	// default: false
 	DirectLinks bool
 
