@@ -62,8 +62,8 @@ func seedFrames() [][]byte {
 
 // directSeeds are the direct links' frames, after the history seeds: a
 // relay to all (and so to the fuzzed server's peer, token 1), one that
-// skips the peer, a barrier, a table, a removal, a sync and a pair
-// link's hello.
+// skips the peer, a barrier, a table, a removal, a sync, a pair link's
+// hello, a confirmation and a recall.
 func directSeeds() [][]byte {
 	body := payload(pubFrame("a", []byte(`{"#":["p","a",3]}`)))
 	other := payload(pubFrame("a", []byte(`{"#":["p","a",4]}`)))
@@ -75,6 +75,8 @@ func directSeeds() [][]byte {
 		removeFrame(1),
 		syncFrame,
 		pairInitFrame(1, 9, "secret"),
+		confirmFrame,
+		recallFrame,
 	}
 }
 
