@@ -611,6 +611,26 @@ func TestStartupSpreadAndPublish(t *testing.T) {
 	}
 }
 
+// TestDirectLinks runs the workers with DirectLinks: publishes from a
+// client and from the server on worker 1 reach every subscriber on both
+// workers exactly once, in order.
+func TestDirectLinks(t *testing.T) {
+	t.Parallel()
+	a := startApp(t, 2, []string{"-direct"})
+	a.waitStarted(2)
+	clients := dialSpread(t, a, 2, 10, false)
+	for _, c := range clients {
+		c.subscribe(t)
+	}
+	// Each side of the pair link logs it.
+	testutil.Eventually(t, wait, func() bool { return len(a.find(msgIs("linked to a peer"))) == 2 }, "the workers' pair link")
+	first := onWorker(t, clients, 1)
+	checkDelivery(t, clients, []publisher{
+		{tc: first, prefix: "client-on-1-"},
+		{tc: first, prefix: "server-1-", server: true},
+	}, 20)
+}
+
 // TestBalance connects clients one after another, each on a new
 // connection: the master hands them to the workers in turn, so each worker
 // gets its exact share.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -30,16 +31,23 @@ type Broker struct {
 
 	mu       sync.Mutex // protects the fields below
 	interest map[string]struct{}
-	presence map[string]members // this process's members by channel
-	link     *clientLink        // nil while disconnected
-	acks     map[uint32]chan error
-	calls    map[uint32]*call // presence queries and history requests waiting for their answers
-	lastID   uint32           // the last ack or request id handed out
+	presence map[string]members  // this process's members by channel
+	link     *clientLink         // nil while disconnected
+	acks     map[uint32]*ackWait // subs waiting for the Server's ack
+	calls    map[uint32]*call    // presence queries and history requests waiting for their answers
+	lastID   uint32              // the last ack or request id handed out
 	started  bool
 	closed   bool
 	deliver  func(channel string, frame []byte)
+	// With Options.Direct (direct.go):
+	ln       net.Listener         // where peers dial this Broker; nil without Direct
+	peerAddr string               // ln's address, as the hello gives it
+	peers    map[uint64]string    // the Server's table: the other direct workers' addresses by token
+	dialing  map[uint64]bool      // the peers a dialer goroutine links to
+	pairs    map[uint64]*pairLink // the pair links that are up, by the peer's token
+	complete bool                 // peers is the Server's whole table, sent on this Server link
 
-	wg sync.WaitGroup // run
+	wg sync.WaitGroup // run, and with Direct the accept loop, the dialers and the pair links
 
 	ops ops // counters and publish latency (probe.go)
 }
@@ -69,13 +77,19 @@ func New(opts Options) (*Broker, error) {
 		token:    rand.Uint64(),
 		interest: make(map[string]struct{}),
 		presence: make(map[string]members),
-		acks:     make(map[uint32]chan error),
+		acks:     make(map[uint32]*ackWait),
 		calls:    make(map[uint32]*call),
+		peers:    make(map[uint64]string),
+		dialing:  make(map[uint64]bool),
+		pairs:    make(map[uint64]*pairLink),
 	}, nil
 }
 
 // Start connects in the background, reconnecting with jittered backoff
-// until Close, and delivers publishes from other workers to deliver.
+// until Close, and delivers publishes from other workers to deliver,
+// which may be called from several goroutines at once with Direct. With
+// Direct it first listens for the other workers' links, and returns the
+// error if it cannot.
 func (b *Broker) Start(deliver func(channel string, frame []byte)) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -84,6 +98,13 @@ func (b *Broker) Start(deliver func(channel string, frame []byte)) error {
 	}
 	if b.started {
 		return errors.New("localbroker: Start called twice")
+	}
+	if b.cfg.direct {
+		if err := b.listenPeers(); err != nil {
+			return fmt.Errorf("localbroker: listening for direct links: %w", err)
+		}
+		b.wg.Add(1)
+		go b.acceptPeers()
 	}
 	b.started, b.deliver = true, deliver
 	b.wg.Add(1)
@@ -113,6 +134,9 @@ func (b *Broker) Publish(_ context.Context, channel string, frame []byte) error 
 		// The Server would drop the link for it, and what was queued
 		// behind it.
 		return ErrTooBig
+	}
+	if b.cfg.direct {
+		return b.publishDirect(channel, frame)
 	}
 	b.mu.Lock()
 	l, closed := b.link, b.closed
@@ -233,6 +257,9 @@ func (b *Broker) forgetCall(id uint32) {
 func (b *Broker) forgetAck(id uint32) {
 	b.mu.Lock()
 	delete(b.acks, id)
+	for _, l := range b.pairs {
+		delete(l.acks, id)
+	}
 	b.mu.Unlock()
 }
 
@@ -241,9 +268,17 @@ func (b *Broker) Unsubscribe(_ context.Context, channel string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.interest, channel)
-	if b.link != nil && len(channel) <= maxName {
-		f := appendHeader(nil, typeUnsub, 2+len(channel))
-		b.link.q.push(appendName(f, channel))
+	if len(channel) > maxName {
+		return nil
+	}
+	f := appendName(appendHeader(nil, typeUnsub, 2+len(channel)), channel)
+	if b.link != nil {
+		b.link.q.push(f)
+	}
+	for _, l := range b.pairs {
+		if !l.q.push(f) {
+			b.dropPairLocked(l)
+		}
 	}
 	return nil
 }
@@ -258,6 +293,12 @@ func (b *Broker) Close() error {
 		if b.link != nil {
 			_ = b.link.conn.Close()
 		}
+		if b.ln != nil {
+			_ = b.ln.Close()
+		}
+		for _, l := range b.pairs {
+			l.drop()
+		}
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
@@ -269,7 +310,7 @@ func (b *Broker) run() {
 	defer b.wg.Done()
 	failures := 0
 	for {
-		conn, br, err := b.dial()
+		conn, br, err := b.dialLink(b.cfg.addr, peerHelloFrame(b.token, b.peerAddr, b.cfg.secret))
 		if err != nil {
 			if b.ctx.Err() != nil {
 				return
@@ -295,17 +336,18 @@ func (b *Broker) run() {
 	}
 }
 
-// dial connects and runs the handshake; Close interrupts both.
-func (b *Broker) dial() (net.Conn, *bufio.Reader, error) {
+// dialLink connects to addr and runs the handshake that starts with
+// hello, to the Server or to a peer; Close interrupts both.
+func (b *Broker) dialLink(addr string, hello []byte) (net.Conn, *bufio.Reader, error) {
 	d := net.Dialer{Timeout: b.cfg.handshake}
-	conn, err := d.DialContext(b.ctx, "tcp", b.cfg.addr)
+	conn, err := d.DialContext(b.ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer context.AfterFunc(b.ctx, func() { _ = conn.Close() })()
 	_ = conn.SetDeadline(time.Now().Add(b.cfg.handshake))
 	br := bufio.NewReaderSize(conn, 64<<10)
-	if _, err := conn.Write(helloFrame(b.token, b.cfg.secret)); err != nil {
+	if _, err := conn.Write(hello); err != nil {
 		conn.Close()
 		return nil, nil, err
 	}
@@ -335,40 +377,28 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 		return
 	}
 	b.link = l
+	b.complete = false // until the Server's table comes
 	b.announceLocked(l)
+	b.linkUpLocked()
 	b.mu.Unlock()
 
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := l.q.writeLoop(conn); err != nil {
-			b.log.Debug("write failed", "err", err)
-		}
-		_ = conn.Close() // unblocks the reader
-	}()
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(b.cfg.pingInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				l.q.push(pingFrame)
-			}
-		}
-	}()
+	_ = serveLink(linkRun{
+		conn: conn, br: br, q: l.q, ping: b.cfg.pingInterval, silence: silence,
+		handle:      b.handle,
+		writeFailed: func(err error) { b.log.Debug("write failed", "err", err) },
+		ended: func(err error) {
+			b.log.Debug("link closed", "err", err)
+			b.linkDown()
+		},
+	})
+}
 
-	err := readLoop(conn, br, maxFrame, l.q, silence, b.handle)
-	b.log.Debug("link closed", "err", err)
-
+// linkDown fails what waited on the Server link that broke.
+func (b *Broker) linkDown() {
 	b.mu.Lock()
 	b.link = nil
-	for id, ch := range b.acks {
-		ch <- ErrUnavailable
+	for id, w := range b.acks {
+		w.answerLocked(ErrUnavailable)
 		delete(b.acks, id)
 	}
 	var broken []*call
@@ -381,10 +411,6 @@ func (b *Broker) serve(conn net.Conn, br *bufio.Reader) {
 	for _, c := range broken {
 		c.then(c.broken)
 	}
-	close(done)
-	l.q.close()
-	_ = conn.Close()
-	wg.Wait()
 }
 
 // announceLocked queues the whole interest set, then every member of
@@ -421,8 +447,8 @@ func (b *Broker) handle(typ byte, f []byte) error {
 		}
 		id := binary.BigEndian.Uint32(p)
 		b.mu.Lock()
-		if ch, ok := b.acks[id]; ok {
-			ch <- nil
+		if w, ok := b.acks[id]; ok {
+			w.answerLocked(nil)
 			delete(b.acks, id)
 		}
 		b.mu.Unlock()
@@ -430,6 +456,8 @@ func (b *Broker) handle(typ byte, f []byte) error {
 		return b.answered(p)
 	case typeEntries:
 		return b.answeredHistory(p)
+	case typeTable, typeRemove, typeBarrier:
+		return b.handleDirect(typ, p)
 	default:
 		return errBadFrame
 	}

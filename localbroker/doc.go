@@ -20,6 +20,10 @@
 // publications offsets and forwards them to every interested worker, the
 // publisher's included; see History below.
 //
+// With Options.Direct, plain publishes go straight from worker to worker
+// over pair links, and the Server relays only while a pair link is not
+// up; see Direct links below.
+//
 // # Link protocol
 //
 // A link is one TCP connection carrying frames both ways. A frame is a
@@ -30,7 +34,9 @@
 // bytes long (hub.ErrChannelTooLong beyond).
 //
 //	type          direction      payload
-//	'H' hello     worker→server  version (3), token (uint64), then the secret
+//	'H' hello     worker→server  version (4), token (uint64), peer address
+//	                             (a name of at most 255 bytes, "" when the
+//	                             worker takes no pair links), then the secret
 //	'W' welcome   server→worker  none: the hello was accepted
 //	'S' sub       worker→server  ack id (uint32), then names
 //	'U' unsub     worker→server  names
@@ -54,6 +60,26 @@
 //	                             channel's position (offset uint64, epoch as
 //	                             a name), then entries: length (uint32) and a
 //	                             positioned client frame
+//
+// Direct links add these (see Direct links):
+//
+//	type          direction      payload
+//	'T' table     server→worker  replace (0 or 1), then entries: token
+//	                             (uint64), peer address (a name, "" for a
+//	                             worker without pair links)
+//	'V' confirm   worker→server  none: a 'T' without replace is applied
+//	'X' remove    server→worker  token (uint64) of a worker that left
+//	'F' relay     worker→server  count (uint16), that many tokens (uint64)
+//	                             not to forward to, then a 'P' payload
+//	'B' barrier   worker→server  a peer's token (uint64), pair link id (uint64)
+//	              server→worker  the sender's token (uint64), pair link id
+//	'N' pair      worker→worker  version (4), token (uint64), pair link id
+//	    hello                    (uint64), then the secret
+//	'Y' sync      worker↔worker  none: the sender's whole interest is sent
+//	'C' recall    worker↔worker  none: send this link's barrier again
+//
+// A pair link also carries 'W' (the acceptor's welcome), 'S', 'U', 'A',
+// 'P', 'i' and 'o', both ways, with their meaning on a Server link.
 //
 // Subscribe sends a sub with a fresh ack id and returns when the ack
 // comes back, so a publish made anywhere after it returns reaches this
@@ -79,13 +105,14 @@
 //
 // Both sides of a link are the same build under cluster.Run, so the
 // protocol has no negotiation: a Server refuses a hello of another
-// version, and version 1 peers (before presence and the token) and
-// version 2 peers (before history) are refused that way.
+// version, and version 1 peers (before presence and the token), version 2
+// peers (before history) and version 3 peers (before direct links) are
+// refused that way.
 //
 // # Handshake
 //
 // The worker speaks first, with a hello. The server answers with a
-// welcome if the version is 3 and the secret is the cluster's (compared in
+// welcome if the version is 4 and the secret is the cluster's (compared in
 // constant time); otherwise it hangs up without a word and logs the
 // refusal with the peer's address, and the worker logs ErrRefused and
 // retries. The token is random, drawn once per Broker: it tells the
@@ -93,8 +120,9 @@
 // time, so when a link comes with the token of one the Server still holds
 // (the worker gave up on it first, e.g. after silence or a backlog), the
 // Server closes the old link and drops its interest and members before it
-// reads the new one's first frame. A hello longer than the right one is refused before its bytes
-// are read, so a peer that is not admitted cannot make the server allocate.
+// welcomes the new one. A hello longer than the longest right one (with a
+// peer address of 255 bytes) is refused before its bytes are read, so a
+// peer that is not admitted cannot make the server allocate.
 // Each side gives the handshake 5 seconds. The Server listens on loopback
 // by default (DefaultAddr).
 //
@@ -207,6 +235,92 @@
 // frame of 1,023 bytes that is about 1,215 bytes a publication, 100 to a
 // channel (TestHistoryMemory).
 //
+// # Direct links
+//
+// A Broker with Direct listens, from Start, on the host of Options.Addr
+// (loopback by default) on a free port, and its hello gives the Server
+// that address. The Server keeps the token and address of every admitted
+// worker, "" for one without Direct: right after its welcome it sends a
+// direct newcomer a 'T' with the whole table of the others (replace set,
+// even when empty), and every direct worker but the newcomer a 'T' that
+// adds it; when a link drops, and no newer link of its worker replaced
+// it, the direct workers get an 'X'. These frames are queued under
+// Server.mu, so every worker sees the table's changes in one order; a
+// worker replaces its table with each 'T' that has replace set, which
+// comes first on each of its Server links, and answers every other 'T'
+// with a 'V' once applied. Until every direct worker has answered the 'T'
+// that adds a newcomer (or dropped its link, whose next link starts from
+// a whole table), the Server holds the acks of the newcomer's subs, so a
+// Subscribe returns only once every publisher knows the newcomer. A
+// direct worker whose Server link reader is slow (a deliver callback that
+// blocks) delays those Subscribes as long.
+//
+// Each pair of direct workers has one pair link: the one with the smaller
+// token dials the other's address, again with backoff (Options.
+// ReconnectMin to ReconnectMax) whenever the link fails, for as long as
+// the peer is in its table. The dialler speaks first with an 'N' that
+// carries its token and a random pair link id; the acceptor answers with
+// a welcome if the version and the secret (compared in constant time) are
+// right, or hangs up and logs the refusal. Each side gives the handshake
+// 5 seconds. The acceptor takes any token with the secret, since its
+// table may lag; a second link with a token closes the first. Both sides
+// ping every Options.PingInterval and drop a link silent for three.
+//
+// On a new pair link each side sends its whole interest (subs with ack id
+// 0) then a 'Y', and keeps the peer's interest as its subs and unsubs
+// say. Subscribe and Unsubscribe go to the Server, as without Direct, and
+// to every pair link up; Subscribe waits for the Server's ack and for the
+// ack of every pair link it was sent on (one that breaks meanwhile counts
+// as answered). A peer acks a sub after applying it, and its later
+// publishes follow on the same connection, so a publish made anywhere
+// after Subscribe returns reaches this process. A pair link whose queue
+// cannot take a sub or unsub (Options.MaxPending) is dropped, since the
+// peer's view of the interest would be wrong for as long as it lived.
+//
+// Publish, under Broker.mu, queues a 'P' on every synced pair link (see
+// below) whose peer is interested, then an 'F' to the Server that lists
+// every synced peer, interested or not; the Server forwards it as a 'P'
+// to every other interested worker but those listed. So each worker gets
+// a publish once, directly or relayed. The 'F' is left out when the
+// publisher has the whole table (its 'T' with replace came on this Server
+// link) and a synced pair link to every worker in it: then no worker
+// needs the Server for it. A worker the Server admitted later is in the
+// table before its Subscribe returns (above), so the publisher relays to
+// it from then on; one without Direct is in the table for good, so a
+// cluster with such a worker always relays. While the Server link is down
+// Publish returns ErrUnavailable and sends nothing, as without Direct. ErrBacklog from a pair link's queue still lets the
+// others have the publish: with Direct an error can come after some
+// workers got it (delivery is at most once either way).
+//
+// Order across a switch. A publisher marks a pair link synced once it has
+// read the peer's 'Y' (the peer's interest is whole) and its own Server
+// link is up: then it queues a 'B' with the peer's token and the link's id
+// on the Server link, after every 'F' so far, and from then on sends to
+// that peer on the pair link. The Server passes the 'B' on to the peer
+// with the publisher's token. The peer's reader of the pair link holds the
+// publisher's publishes until the 'B' of that link came, after everything
+// relayed before it, so a peer gets one publisher's publishes in order
+// across the switch. The Server claims a worker's link before it sends
+// the welcome, so a 'B' for a worker whose link is up finds it. A 'B' can
+// be lost with a broken Server link, on either side: a publisher sends
+// its 'B's again on every new Server link, and a worker whose new Server
+// link finds pair links still held sends a 'C' on each, which makes the
+// publisher send that link's 'B' again. While held, a reader reads no
+// other frame either (a Subscribe waiting for that peer's ack waits with
+// it, at most until the Server links are back); both sides ping, so a
+// held side learns of a dead link from a failed write. When a pair link breaks, the publisher relays
+// through the Server again; publishes queued on the pair link that were
+// not written are lost, and a relayed publish may overtake direct ones
+// still in flight. That window is a failure's, like a broken Server
+// link's. Publishes with history go through the
+// Server and reach their channel's subscribers in offset order, but a
+// plain publish on one channel and a history publish on another may
+// arrive in another order than they were made.
+//
+// The Server keeps the history, the presence members and the answers to
+// queries as without Direct. Broker.Probe still proves the path through
+// the Server only.
+//
 // # Goroutines
 //
 // Server: one accept goroutine; per connection a reader goroutine, which
@@ -223,9 +337,17 @@
 // Broker: Start starts one goroutine that dials, runs the link and dials
 // again. While a link is up that goroutine reads it and runs the hub's
 // deliver callback, one frame at a time in link order, beside a writer and
-// a pinger, which stop before it dials again. Close interrupts a dial, a
-// handshake or a backoff wait, closes the link and waits for all of them;
-// no delivery happens after Close returns.
+// a pinger, which stop before it dials again. With Direct, Start also
+// starts an accept goroutine for pair links, which starts one goroutine
+// per accepted connection: it runs the handshake, then reads the link and
+// runs the deliver callback for its publishes in link order, beside a
+// writer and a pinger. Each peer the Broker dials has a dialer goroutine,
+// started when the table lists the peer, which dials, reads the link
+// likewise beside a writer and a pinger, dials again after backoff, and
+// ends once the peer is out of the table. So deliver may run on several
+// goroutines at once. Close interrupts a dial, a handshake or a backoff
+// wait, closes the listener and every link and waits for all of them; no
+// delivery happens after Close returns.
 //
 // # Concurrency
 //
@@ -236,8 +358,11 @@
 // stripes by hash) orders its appends and forwards and its reads and
 // answers (an answer is encoded under it); the Store has its own mutex;
 // Broker.mu protects the interest, the presence copy, the link and the
-// pending acks and calls (presence queries, history keeps and gets); and
-// each link's send queue has its own mutex. Lock order: a history lock,
+// pending acks and calls (presence queries, history keeps and gets), and
+// with Direct the table, the pair links and each one's view of its
+// peer's interest, pending acks and sync state (Publish holds it while it
+// queues, so a route and the barrier that promises it are in one order);
+// and each link's send queue has its own mutex. Lock order: a history lock,
 // then Server.mu, then a send queue's; Broker.mu, then a send queue's;
 // the presence table's mutex and the Store's are held with no other taken
 // after them. No lock is held during network I/O. A link's own set of

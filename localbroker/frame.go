@@ -2,6 +2,7 @@ package localbroker
 
 import (
 	"bufio"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,8 +12,8 @@ import (
 // Link frames: a 4-byte big-endian length of what follows, a type byte, and
 // the payload. The package doc describes each type.
 const (
-	typeHello    = 'H' // worker→server: version byte, the process's token (8 bytes), then the secret
-	typeWelcome  = 'W' // server→worker: the secret was accepted
+	typeHello    = 'H' // worker→server: version byte, the process's token (8 bytes), its peer address (name), then the secret
+	typeWelcome  = 'W' // server→worker, and a pair link's acceptor→dialler: the secret was accepted
 	typeSub      = 'S' // worker→server: ack id (4 bytes), then names
 	typeUnsub    = 'U' // worker→server: names
 	typeAck      = 'A' // server→worker: ack id of a processed typeSub
@@ -26,14 +27,28 @@ const (
 	typeGet      = 'G' // worker→server: request id (4 bytes), channel name, since offset (8), since epoch (name), limit (4), size (4)
 	typeEntries  = 'E' // server→worker: request id (4 bytes), status, position offset (8), epoch (name), then entries (4-byte length, frame)
 
+	// Direct links (direct.go).
+	typeRelay    = 'F' // worker→server: count (2 bytes), tokens (8 each) not to forward to, then a typePub payload
+	typeBarrier  = 'B' // worker→server: a peer's token (8), pair link id (8); server→worker: the sender's token (8), pair link id (8)
+	typeTable    = 'T' // server→worker: replace (0 or 1), then entries: token (8), peer address (name)
+	typeRemove   = 'X' // server→worker: token (8) of a worker gone from the table
+	typePairInit = 'N' // pair link dialler→acceptor: version byte, token (8), link id (8), then the secret
+	typeSync     = 'Y' // both ways on a pair link: the sender's whole interest is announced
+	typeRecall   = 'C' // both ways on a pair link: send the barrier of this link again
+	typeConfirm  = 'V' // worker→server: a typeTable addition is applied
+
 	// Changes in a typePresence payload.
 	opJoin  = '+'
 	opLeave = '-'
 
 	// version 2 added the token to the hello and the presence frames,
-	// version 3 the history frames.
-	version  = 3
+	// version 3 the history frames, version 4 the peer address to the
+	// hello and the direct links' frames.
+	version  = 4
 	tokenLen = 8
+	// maxPeerAddr bounds a hello's peer address: a host and port, which
+	// an IPv6 one with a zone fits in.
+	maxPeerAddr = 255
 
 	headerLen = 5
 	// maxFrame bounds one link frame: a 64 MiB publish and its channel.
@@ -83,12 +98,33 @@ func appendPubHead(dst []byte, channel string, n int) []byte {
 	return appendName(appendHeader(dst, typePub, 2+len(channel)+n), channel)
 }
 
-// helloFrame is the worker's first frame. token names the worker's
-// process across its links (see Server.serve).
-func helloFrame(token uint64, secret string) []byte {
-	f := appendHeader(nil, typeHello, 1+tokenLen+len(secret))
+// helloFrame is the first frame of a worker that takes no direct links.
+// token names the worker's process across its links (see Server.serve).
+func helloFrame(token uint64, secret string) []byte { return peerHelloFrame(token, "", secret) }
+
+// peerHelloFrame is a worker's first frame, with the address its peers
+// reach it at ("" for none).
+func peerHelloFrame(token uint64, addr, secret string) []byte {
+	f := appendHeader(nil, typeHello, 1+tokenLen+2+len(addr)+len(secret))
 	f = binary.BigEndian.AppendUint64(append(f, version), token)
-	return append(f, secret...)
+	return append(appendName(f, addr), secret...)
+}
+
+// helloLimit is the longest hello a Server with secret reads.
+func helloLimit(secret string) uint32 { return uint32(2 + tokenLen + 2 + maxPeerAddr + len(secret)) }
+
+// parseHello reads a hello's payload: this version, a token, a peer
+// address of at most maxPeerAddr bytes, then secret, compared in constant
+// time.
+func parseHello(p []byte, secret string) (token uint64, addr string, ok bool) {
+	if len(p) < 1+tokenLen || p[0] != version {
+		return 0, "", false
+	}
+	a, rest, err := cut(p[1+tokenLen:])
+	if err != nil || len(a) > maxPeerAddr || subtle.ConstantTimeCompare(rest, []byte(secret)) != 1 {
+		return 0, "", false
+	}
+	return binary.BigEndian.Uint64(p[1:]), string(a), true
 }
 
 // cut reads one length-prefixed name from p and returns it and the rest,

@@ -3,6 +3,7 @@ package localbroker
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/maphash"
@@ -56,7 +57,27 @@ func seedFrames() [][]byte {
 		queryFrame(8, ""),
 		more,
 		newMembersEncoder(8).done()[0],
-	}, append(append(joins.done(), answered...), historySeeds()...)...)
+	}, append(append(append(joins.done(), answered...), historySeeds()...), directSeeds()...)...)
+}
+
+// directSeeds are the direct links' frames, after the history seeds: a
+// relay to all (and so to the fuzzed server's peer, token 1), one that
+// skips the peer, a barrier, a table, a removal, a sync, a pair link's
+// hello, a confirmation and a recall.
+func directSeeds() [][]byte {
+	body := payload(pubFrame("a", []byte(`{"#":["p","a",3]}`)))
+	other := payload(pubFrame("a", []byte(`{"#":["p","a",4]}`)))
+	return [][]byte{
+		append(relayHead(nil, len(body)), body...),
+		append(relayHead([]uint64{1, 5}, len(other)), other...),
+		barrierFrame(1, 9),
+		tableFrame(true, &link{token: 1, addr: "127.0.0.1:1"}, &link{token: 3}),
+		removeFrame(1),
+		syncFrame,
+		pairInitFrame(1, 9, "secret"),
+		confirmFrame,
+		recallFrame,
+	}
 }
 
 // historySeeds are the history frames of seedFrames, from index 16 on:
@@ -237,12 +258,22 @@ func checkHistory(t *testing.T, p []byte) {
 }
 
 // isHello reports whether data starts with a hello the server admits:
-// this version, any token, the secret.
+// this version, any token, a peer address of at most maxPeerAddr bytes,
+// the secret.
 func isHello(data []byte, secret string) bool {
-	want := helloFrame(0, secret)
-	n := len(want)
-	return len(data) >= n && bytes.Equal(data[:headerLen+1], want[:headerLen+1]) &&
-		bytes.Equal(data[headerLen+1+tokenLen:n], want[headerLen+1+tokenLen:])
+	if len(data) < headerLen {
+		return false
+	}
+	n := int(binary.BigEndian.Uint32(data))
+	if n < 1 || n > int(helloLimit(secret)) || len(data) < 4+n || data[4] != typeHello {
+		return false
+	}
+	p := data[headerLen : 4+n]
+	if len(p) < 1+tokenLen+2 || p[0] != version {
+		return false
+	}
+	a := int(binary.BigEndian.Uint16(p[1+tokenLen:]))
+	return a <= maxPeerAddr && len(p) >= 1+tokenLen+2+a && string(p[1+tokenLen+2+a:]) == secret
 }
 
 // fuzzServer is a Server without a listener, and two links: peer, which
@@ -288,7 +319,7 @@ func FuzzServerStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, peer, l := fuzzServer(secret)
 		br := bufio.NewReader(bytes.NewReader(data))
-		_, ok := s.handshake(nopConn{}, br)
+		_, _, ok := s.readHello(nopConn{}, br)
 		if ok != isHello(data, secret) {
 			t.Fatalf("handshake = %v", ok)
 		}
@@ -310,8 +341,22 @@ func FuzzServerStream(f *testing.F) {
 		}
 		var requests []request
 		kept := make(map[string]uint64)
+		relayed := make(map[string]bool) // the publishes relayed to all but listed workers, the peer not listed
 		err := readLoop(l.conn, br, fuzzLimit, l.q, time.Hour, func(typ byte, f []byte) error {
 			switch typ {
+			case typeRelay:
+				if p := payload(f); len(p) >= 2 {
+					k := int(binary.BigEndian.Uint16(p))
+					if len(p) >= 2+tokenLen*k {
+						skipped := false
+						for i := range k {
+							skipped = skipped || binary.BigEndian.Uint64(p[2+tokenLen*i:]) == peer.token
+						}
+						if !skipped {
+							relayed[string(p[2+tokenLen*k:])] = true
+						}
+					}
+				}
 			case typeKeep:
 				if r, err := parseKeep(payload(f)); err == nil {
 					kept[string(r.channel)]++
@@ -388,8 +433,8 @@ func FuzzServerStream(f *testing.F) {
 			if fr[4] != typePub || err != nil || ch != "a" {
 				t.Fatalf("forwarded %q", fr)
 			}
-			if bytes.Contains(data, fr) {
-				continue // a publish, as received
+			if bytes.Contains(data, fr) || relayed[string(payload(fr))] {
+				continue // a publish, as received or relayed
 			}
 			orig, pos, ok := unposition(cf)
 			if !ok || !bytes.Contains(data, orig) || pos.Offset != lastA+1 {
@@ -488,7 +533,7 @@ func FuzzBrokerStream(f *testing.F) {
 		q.done, h.done = make(chan error, 1), make(chan error, 1) // as roundTrip makes them
 		b := &Broker{
 			log:   slog.New(slog.DiscardHandler),
-			acks:  map[uint32]chan error{7: acked},
+			acks:  map[uint32]*ackWait{7: {left: 1, done: acked}},
 			calls: map[uint32]*call{7: q, 8: h},
 			deliver: func(ch string, frame []byte) {
 				delivered = append(delivered, pubFrame(ch, frame))
@@ -598,3 +643,64 @@ func (nopConn) SetDeadline(time.Time) error     { return nil }
 func (nopConn) SetReadDeadline(time.Time) error { return nil }
 func (nopConn) Write(p []byte) (int, error)     { return len(p), nil }
 func (nopConn) RemoteAddr() net.Addr            { return &net.TCPAddr{} }
+
+// FuzzPairStream feeds any bytes to a worker as a peer's frames on a
+// pair link whose barrier came: no panics, every delivery is a publish of
+// the stream, in order, the peer's interest is what its subs and unsubs
+// say, and the pending sub counts the peer's ack once.
+func FuzzPairStream(f *testing.F) {
+	addSeeds(f, nil)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var delivered [][]byte
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		b := &Broker{
+			log: slog.New(slog.DiscardHandler), ctx: ctx,
+			pairs: make(map[uint64]*pairLink),
+			deliver: func(ch string, frame []byte) {
+				delivered = append(delivered, pubFrame(ch, frame))
+			},
+		}
+		w := &ackWait{left: 2, done: make(chan error, 1)}
+		l := &pairLink{
+			token: 1, id: 1, conn: nopConn{}, q: newSendQueue(1<<30, time.Hour),
+			interest: make(map[string]struct{}), acks: map[uint32]*ackWait{7: w},
+			released: make(chan struct{}), quit: make(chan struct{}),
+		}
+		l.release()
+		b.pairs[1] = l
+		want := make(map[string]struct{})
+		acks := 0
+		held := true
+		handle := func(typ byte, f []byte) error {
+			err := b.handlePair(l, &held, typ, f)
+			// A malformed list is applied up to the fault, as the link ends.
+			switch p := payload(f); {
+			case typ == typeSub && len(p) >= 4:
+				_ = parseNames(p[4:], func(ch string) { want[ch] = struct{}{} })
+			case typ == typeUnsub:
+				_ = parseNames(p, func(ch string) { delete(want, ch) })
+			case typ == typeAck && err == nil && binary.BigEndian.Uint32(p) == 7:
+				acks++
+			}
+			return err
+		}
+		if err := readLoop(nopConn{}, bufio.NewReader(bytes.NewReader(data)), fuzzLimit, l.q, time.Hour, handle); err == nil {
+			t.Fatal("readLoop returned no error at the end of the stream")
+		}
+		rest := data
+		for _, fr := range delivered {
+			i := bytes.Index(rest, fr)
+			if i < 0 {
+				t.Fatalf("delivered %q, not in the stream in this order", fr)
+			}
+			rest = rest[i+len(fr):]
+		}
+		if !maps.Equal(l.interest, want) {
+			t.Fatalf("the peer's interest is %v, want %v", l.interest, want)
+		}
+		if left := 2 - min(acks, 1); w.left != left {
+			t.Fatalf("the sub waits for %d acks after %d from the peer, want %d", w.left, acks, left)
+		}
+	})
+}

@@ -51,11 +51,21 @@ func Kill(b *Broker) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cancel() // no reconnect
+	conns := []net.Conn{}
 	if b.link != nil {
-		if tc, ok := b.link.conn.(*net.TCPConn); ok {
+		conns = append(conns, b.link.conn)
+	}
+	for _, l := range b.pairs {
+		conns = append(conns, l.conn)
+	}
+	for _, c := range conns {
+		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetLinger(0) // a reset, as the kernel sends for a killed process with unread input
 		}
-		_ = b.link.conn.Close()
+		_ = c.Close()
+	}
+	if b.ln != nil {
+		_ = b.ln.Close()
 	}
 }
 
@@ -196,3 +206,54 @@ func (h recordHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 }
 
 func (h recordHandler) WithGroup(string) slog.Handler { return h } // the package uses no groups
+
+// SetToken gives b, not started yet, the token that names it: of two
+// direct workers the one with the smaller token dials.
+func SetToken(b *Broker, token uint64) { b.token = token }
+
+// Advertise makes b, not started yet, tell the Server that peers reach it
+// at addr instead of its listener's address.
+func Advertise(b *Broker, addr string) { b.peerAddr = addr }
+
+// PeerAddr returns the address b listens on for pair links.
+func PeerAddr(b *Broker) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ln == nil {
+		return ""
+	}
+	return b.ln.Addr().String()
+}
+
+// Synced returns how many of b's pair links carry its publishes.
+func Synced(b *Broker) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, l := range b.pairs {
+		if l.synced {
+			n++
+		}
+	}
+	return n
+}
+
+// Peers returns how many workers b's table lists and how many pair links
+// it has up.
+func Peers(b *Broker) (table, links int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.peers), len(b.pairs)
+}
+
+// KillPairs resets every pair link of b, as a network failure would.
+func KillPairs(b *Broker) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, l := range b.pairs {
+		if tc, ok := l.conn.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		_ = l.conn.Close()
+	}
+}

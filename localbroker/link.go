@@ -150,3 +150,64 @@ func (q *sendQueue) writeLoop(c net.Conn) error {
 	}
 	return nil
 }
+
+// linkRun is what serveLink needs to run one link of either kind: a
+// worker's link to the Server, the Server's side of it, or a pair link
+// between two workers.
+type linkRun struct {
+	conn net.Conn
+	br   *bufio.Reader
+	q    *sendQueue
+	// ping, when positive, has a pinger queue a ping that often: the
+	// side that dialled pings, the other answers.
+	ping    time.Duration
+	silence time.Duration // see readLoop
+	handle  func(typ byte, frame []byte) error
+	// writeFailed, when set, reports why the writer stopped early.
+	writeFailed func(error)
+	// ended, when set, runs once the read has ended, before the queue
+	// and the connection are closed.
+	ended func(error)
+}
+
+// serveLink runs one link until it breaks: a writer goroutine drains the
+// queue, a pinger goroutine pings, and the calling goroutine reads. It
+// returns the read's error once the writer and pinger have stopped and
+// the connection is closed.
+func serveLink(r linkRun) error {
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := r.q.writeLoop(r.conn); err != nil && r.writeFailed != nil {
+			r.writeFailed(err)
+		}
+		_ = r.conn.Close() // unblocks the reader
+	}()
+	if r.ping > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(r.ping)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					r.q.push(pingFrame)
+				}
+			}
+		}()
+	}
+	err := readLoop(r.conn, r.br, maxFrame, r.q, r.silence, r.handle)
+	if r.ended != nil {
+		r.ended(err)
+	}
+	close(done)
+	r.q.close()
+	_ = r.conn.Close()
+	wg.Wait()
+	return err
+}

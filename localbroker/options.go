@@ -55,6 +55,14 @@ type Options struct {
 	// default: 50ms (or ReconnectMax if smaller) and 2s (or ReconnectMin
 	// if larger)
 	ReconnectMin, ReconnectMax time.Duration
+	// Direct sends plain publishes straight to the other workers' Brokers
+	// over links between workers; the Server only tells workers where
+	// their peers are, relays while a direct link is not up, and keeps
+	// history and presence as before. The Broker listens for its peers on
+	// the host of Addr, on a free port, and calls deliver from one
+	// goroutine per link. See the package doc's Direct links.
+	// default: false
+	Direct bool
 	// Logger receives connection changes, with the attribute
 	// component=localbroker. default: discard
 	Logger *slog.Logger
@@ -108,6 +116,7 @@ type config struct {
 	retry        backoff.Policy // between failed dials (worker) or accepts (server)
 	handshake    time.Duration  // bounds a handshake
 	sweep        time.Duration  // between sweeps of the server's history
+	direct       bool           // a worker's Options.Direct
 	log          *slog.Logger
 }
 
@@ -152,6 +161,7 @@ func (o Options) config() (config, error) {
 		hi = max(DefaultReconnectMax, lo)
 	}
 	cfg.retry = backoff.Policy{Min: lo, Max: hi}
+	cfg.direct = o.Direct
 	return cfg, cfg.err(c)
 }
 

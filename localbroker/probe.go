@@ -41,27 +41,36 @@ func (b *Broker) request(ctx context.Context, record func(), names ...string) er
 	if record != nil {
 		record()
 	}
-	if b.link == nil {
-		b.mu.Unlock()
-		return ErrUnavailable
-	}
-	id, done := b.newAckLocked()
 	n := 4
 	for _, name := range names {
 		n += 2 + len(name)
 	}
-	f := binary.BigEndian.AppendUint32(appendHeader(nil, typeSub, n), id)
-	for _, name := range names {
-		f = appendName(f, name)
+	build := func(id uint32) []byte {
+		f := binary.BigEndian.AppendUint32(appendHeader(nil, typeSub, n), id)
+		for _, name := range names {
+			f = appendName(f, name)
+		}
+		return f
 	}
-	ok := b.link.q.push(f)
-	b.mu.Unlock()
-	if !ok {
-		b.forgetAck(id)
+	if b.link == nil {
+		// Peers linked directly learn the interest now all the same:
+		// they route by it, and a new Server link does not tell them.
+		b.subscribePairsLocked(names, build(0), 0, nil)
+		b.mu.Unlock()
+		return ErrUnavailable
+	}
+	id, w := b.newAckLocked()
+	f := build(id)
+	if !b.link.q.push(f) {
+		delete(b.acks, id)
+		b.subscribePairsLocked(names, build(0), 0, nil)
+		b.mu.Unlock()
 		return ErrBacklog
 	}
+	b.subscribePairsLocked(names, f, id, w)
+	b.mu.Unlock()
 	select {
-	case err := <-done:
+	case err := <-w.done:
 		return err
 	case <-ctx.Done():
 		b.forgetAck(id)
@@ -69,12 +78,32 @@ func (b *Broker) request(ctx context.Context, record func(), names ...string) er
 	}
 }
 
+// subscribePairsLocked queues sub frame f to every pair link and, with w,
+// makes w wait for each one's ack of id too: a peer acks once its
+// publishes follow the new interest. A link whose queue is full is
+// dropped: its peer relays through the Server until another. A probe
+// (no names) goes to the Server alone.
+func (b *Broker) subscribePairsLocked(names []string, f []byte, id uint32, w *ackWait) {
+	if names == nil {
+		return
+	}
+	for _, l := range b.pairs {
+		switch {
+		case !l.q.push(f):
+			b.dropPairLocked(l)
+		case w != nil:
+			l.acks[id] = w
+			w.left++
+		}
+	}
+}
+
 // newAckLocked returns a fresh ack id, never 0 (the announce's, which no
-// one waits for), and the channel its ack is sent on.
-func (b *Broker) newAckLocked() (uint32, chan error) {
-	id, done := b.newIDLocked(), make(chan error, 1)
-	b.acks[id] = done
-	return id, done
+// one waits for), and the wait for the Server's ack of it.
+func (b *Broker) newAckLocked() (uint32, *ackWait) {
+	id, w := b.newIDLocked(), &ackWait{left: 1, done: make(chan error, 1)}
+	b.acks[id] = w
+	return id, w
 }
 
 // BrokerStats reports the Broker's counters for hub.Metrics, with Kind

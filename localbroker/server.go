@@ -2,13 +2,12 @@ package localbroker
 
 import (
 	"bufio"
-	"crypto/subtle"
-	"encoding/binary"
 	"errors"
 	"hash/maphash"
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,9 +43,15 @@ type Server struct {
 
 // link is one admitted worker.
 type link struct {
-	conn     net.Conn
-	q        *sendQueue
-	token    uint64
+	conn  net.Conn
+	q     *sendQueue
+	token uint64
+	addr  string // where its worker takes direct links; "" for none
+	// Under Server.mu (direct.go):
+	listed   bool                // in the direct workers' tables
+	confirms []*link             // newcomers whose addition this direct link has not confirmed yet, in order
+	pending  int                 // direct links that have not confirmed this link's addition yet
+	held     [][]byte            // acks of this link's subs, held until pending is 0
 	channels map[string]struct{} // only the link's reader goroutine touches it
 	members  map[string]members  // by channel; under presence.mu
 	gone     chan struct{}       // closed once the link's interest and members are dropped
@@ -151,11 +156,13 @@ func (s *Server) serve(c net.Conn) {
 		s.mu.Unlock()
 	}()
 	br := bufio.NewReaderSize(c, 64<<10)
-	token, ok := s.handshake(c, br)
+	token, addr, ok := s.readHello(c, br)
 	if !ok {
 		return
 	}
-	l := &link{conn: c, q: newSendQueue(s.cfg.maxPending, 3*s.cfg.pingInterval), token: token, channels: make(map[string]struct{}), gone: make(chan struct{})}
+	l := &link{conn: c, q: newSendQueue(s.cfg.maxPending, 3*s.cfg.pingInterval), token: token, addr: addr, channels: make(map[string]struct{}), gone: make(chan struct{})}
+	// The link is claimed before the welcome: once its worker hears it,
+	// what other workers send it through the Server (a barrier) finds it.
 	if old := s.claim(l); old != nil {
 		// A worker has one link at a time, so its new link means the old
 		// one is dead, whether or not its connection has said so. The old
@@ -165,24 +172,27 @@ func (s *Server) serve(c net.Conn) {
 		_ = old.conn.Close()
 		<-old.gone
 	}
-	defer s.ops.admitted()()
-
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		if err := l.q.writeLoop(c); err != nil {
-			s.log.Warn("write to worker failed", "remote", c.RemoteAddr().String(), "err", err)
-		}
-		_ = c.Close() // unblocks the reader
-	}()
-	err := readLoop(c, br, maxFrame, l.q, 3*s.cfg.pingInterval, func(typ byte, f []byte) error { return s.handle(l, typ, f) })
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-		s.log.Warn("worker link closed", "remote", c.RemoteAddr().String(), "err", err)
+	if _, err := c.Write(appendHeader(nil, typeWelcome, 0)); err != nil {
+		s.drop(l)
+		return
 	}
-	s.drop(l)
-	l.q.close()
-	_ = c.Close()
-	<-writerDone
+	_ = c.SetDeadline(time.Time{})
+	defer s.ops.admitted()()
+	s.list(l)
+
+	_ = serveLink(linkRun{
+		conn: c, br: br, q: l.q, silence: 3 * s.cfg.pingInterval,
+		handle: func(typ byte, f []byte) error { return s.handle(l, typ, f) },
+		writeFailed: func(err error) {
+			s.log.Warn("write to worker failed", "remote", c.RemoteAddr().String(), "err", err)
+		},
+		ended: func(err error) {
+			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.log.Warn("worker link closed", "remote", c.RemoteAddr().String(), "err", err)
+			}
+			s.drop(l)
+		},
+	})
 }
 
 // claim records l as its worker's link and returns the one it replaces.
@@ -194,28 +204,22 @@ func (s *Server) claim(l *link) *link {
 	return old
 }
 
-// handshake admits the peer only if its first frame carries the secret,
-// and returns the token of the peer's process.
-func (s *Server) handshake(c net.Conn, br *bufio.Reader) (token uint64, ok bool) {
+// readHello admits the peer only if its first frame is a hello of this
+// version with the secret, and returns the token of the peer's process
+// and the address its peers reach it at ("" when it takes no direct
+// links).
+func (s *Server) readHello(c net.Conn, br *bufio.Reader) (token uint64, addr string, ok bool) {
 	_ = c.SetDeadline(time.Now().Add(s.cfg.handshake))
-	// A hello is at most as long as a right one: a peer cannot make the
-	// server allocate more before it is admitted.
-	typ, f, err := readFrame(br, uint32(2+tokenLen+len(s.cfg.secret)))
-	var p []byte
-	if err == nil {
-		p = payload(f)
+	// A hello is at most as long as the longest right one: a peer cannot
+	// make the server allocate more before it is admitted.
+	typ, f, err := readFrame(br, helloLimit(s.cfg.secret))
+	if err == nil && typ == typeHello {
+		token, addr, ok = parseHello(payload(f), s.cfg.secret)
 	}
-	ok = typ == typeHello && len(p) >= 1+tokenLen && p[0] == version &&
-		subtle.ConstantTimeCompare(p[1+tokenLen:], []byte(s.cfg.secret)) == 1
 	if !ok {
 		s.log.Warn("refused a peer without the cluster secret", "remote", c.RemoteAddr().String())
-		return 0, false
 	}
-	if _, err := c.Write(appendHeader(nil, typeWelcome, 0)); err != nil {
-		return 0, false
-	}
-	_ = c.SetDeadline(time.Time{})
-	return binary.BigEndian.Uint64(p[1:]), true
+	return token, addr, ok
 }
 
 // handle acts on one frame from l other than a ping or pong.
@@ -237,10 +241,15 @@ func (s *Server) handle(l *link, typ byte, f []byte) error {
 		if err := parseNames(p[4:], func(ch string) { s.subscribe(l, ch) }); err != nil {
 			return err
 		}
-		ack := appendHeader(nil, typeAck, 4)
-		l.q.push(append(ack, id...))
+		s.ack(l, append(appendHeader(nil, typeAck, 4), id...))
 	case typeUnsub:
 		return parseNames(p, func(ch string) { s.unsubscribe(l, ch) })
+	case typeRelay:
+		return s.relay(l, f)
+	case typeBarrier:
+		return s.barrier(l, p)
+	case typeConfirm:
+		return s.confirm(l, p)
 	case typePresence:
 		return s.presence.update(l, p)
 	case typeQuery:
@@ -274,12 +283,20 @@ func (s *Server) handle(l *link, typ byte, f []byte) error {
 // link interested in channel but from (nil: to every one). A link whose
 // queue overflows is disconnected.
 func (s *Server) forward(from *link, channel string, frame ...[]byte) {
+	s.forwardSkipping(from, nil, channel, frame...)
+}
+
+// forwardSkipping is forward, also skipping the links of the workers
+// whose tokens are in skip.
+func (s *Server) forwardSkipping(from *link, skip []uint64, channel string, frame ...[]byte) {
 	var stuck []*link
 	s.mu.Lock()
 	for l := range s.channels[channel] {
-		if l != from && !l.q.push(frame...) {
+		switch {
+		case l == from || slices.Contains(skip, l.token):
+		case !l.q.push(frame...):
 			stuck = append(stuck, l)
-		} else if l != from {
+		default:
 			s.ops.forwarded.Add(1)
 		}
 	}
@@ -330,16 +347,31 @@ func (s *Server) removeLocked(l *link, channel string) {
 	}
 }
 
-// drop forgets a link's interest and members.
+// drop forgets a link's interest and members, and takes its worker out
+// of the other direct workers' tables unless a newer link of the worker
+// replaced it.
 func (s *Server) drop(l *link) {
+	var stuck []*link
 	s.mu.Lock()
 	for ch := range l.channels {
 		s.removeLocked(l, ch)
 	}
 	if s.procs[l.token] == l {
 		delete(s.procs, l.token)
+		// Also when l was not listed yet: an older link of its worker,
+		// which l replaced, may have been.
+		stuck = s.tellOthersLocked(l, removeFrame(l.token))
 	}
+	// A link that goes confirms what it had not: its worker's next link
+	// starts from a whole table.
+	for _, c := range l.confirms {
+		stuck = append(stuck, s.confirmedLocked(c)...)
+	}
+	l.confirms = nil
 	s.mu.Unlock()
+	for _, o := range stuck {
+		s.tooSlow(o)
+	}
 	s.presence.drop(l)
 	close(l.gone)
 }

@@ -45,7 +45,7 @@ func benchDirect(d time.Duration, size int, window int64, latRate float64) ([]lo
 // Link frames, as localbroker's package doc describes them: a big-endian
 // uint32 length of what follows, a type byte and the payload.
 const (
-	linkVersion = 3
+	linkVersion = 4
 	tokenLen    = 8
 	headerLen   = 5
 	maxFrame    = 64<<20 + 1<<16
@@ -137,12 +137,13 @@ func (p *directPeer) acceptLoop() {
 // per-frame allocation are localbroker's.
 func (p *directPeer) serve(c net.Conn) error {
 	br := bufio.NewReaderSize(c, 64<<10)
-	typ, f, err := readFrame(br, uint32(2+tokenLen+len(p.secret)))
+	// A hello: version, token, peer address (a name, empty here), secret.
+	typ, f, err := readFrame(br, uint32(2+tokenLen+2+len(p.secret)))
 	if err != nil {
 		return err
 	}
 	pl := f[headerLen:]
-	if typ != 'H' || len(pl) < 1+tokenLen || pl[0] != linkVersion || string(pl[1+tokenLen:]) != p.secret {
+	if typ != 'H' || len(pl) < 1+tokenLen+2 || pl[0] != linkVersion || string(pl[1+tokenLen:]) != "\x00\x00"+p.secret {
 		return errors.New("refused a hello")
 	}
 	if _, err := c.Write(welcomeFrame); err != nil {

@@ -10,7 +10,9 @@
 // benchDirect), the worker-to-worker link of a direct mode. tcp-proc and
 // direct-proc are tcp and direct with the master and B in child processes
 // ("brokerbench master", "brokerbench recv"), as under cluster.Run, where
-// each hop also wakes another process (procs.go).
+// each hop also wakes another process (procs.go). linked-proc is tcp-proc
+// with localbroker's Options.Direct: A and B link to each other and the
+// master only relays until they have.
 //
 // For each broker it measures the highest sustained rate (A publishes as
 // fast as the broker accepts, keeping at most -window messages in flight)
@@ -65,7 +67,7 @@ func main() {
 	n := flag.Int("n", 1000000, "redis-benchmark requests")
 	redisBin := flag.String("redis-server", "redis-server", "redis-server binary")
 	benchBin := flag.String("redis-benchmark", "redis-benchmark", "redis-benchmark binary")
-	which := flag.String("brokers", "tcp,redis", "brokers to measure: tcp, direct (A dials B, no master), tcp-proc and direct-proc (the master and B in processes of their own), redis")
+	which := flag.String("brokers", "tcp,redis", "brokers to measure: tcp, direct (A dials B, no master), tcp-proc and direct-proc (the master and B in processes of their own), linked-proc (tcp-proc with localbroker's Direct), redis")
 	flag.Parse()
 
 	var results []load.Result
@@ -81,6 +83,8 @@ func main() {
 			rs, err = benchDirect(*dur, *size, *window, *latRate)
 		case "direct-proc":
 			rs, err = benchDirectProc(*dur, *size, *window, *latRate)
+		case "linked-proc":
+			rs, err = benchLinkedProc(*dur, *size, *window, *latRate)
 		case "redis":
 			rs, err = benchRedis(*dur, *size, *window, *latRate, *n, *redisBin, *benchBin)
 		default:

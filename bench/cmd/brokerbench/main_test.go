@@ -26,6 +26,7 @@ func TestCases(t *testing.T) {
 		"direct":      benchDirect,
 		"tcp-proc":    benchTCPProc,
 		"direct-proc": benchDirectProc,
+		"linked-proc": benchLinkedProc,
 	} {
 		t.Run(name, func(t *testing.T) {
 			rs, err := bench(200*time.Millisecond, 100, 1000, 1000)

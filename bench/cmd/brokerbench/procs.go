@@ -35,6 +35,17 @@ func benchDirectProc(d time.Duration, size int, window int64, latRate float64) (
 	return benchRemote("direct-proc", nil, "direct", d, size, window, latRate)
 }
 
+// benchLinkedProc is tcp-proc with localbroker's Options.Direct: A and B
+// link to each other, and the master relays only until they have.
+func benchLinkedProc(d time.Duration, size int, window int64, latRate float64) ([]load.Result, error) {
+	m, err := startChild("master")
+	if err != nil {
+		return nil, err
+	}
+	defer m.close()
+	return benchRemote("linked-proc", m, "linked", d, size, window, latRate)
+}
+
 // benchRemote runs A here against B in a child of the given mode: a
 // localbroker.Broker of master m (tcp), or a directPeer (direct).
 func benchRemote(name string, m *child, mode string, d time.Duration, size int, window int64, latRate float64) ([]load.Result, error) {
@@ -56,7 +67,7 @@ func benchRemote(name string, m *child, mode string, d time.Duration, size int, 
 	if m != nil {
 		addr = m.addr
 	}
-	if p.a, err = localbroker.New(localbroker.Options{Addr: addr, Secret: "w7"}); err != nil {
+	if p.a, err = localbroker.New(localbroker.Options{Addr: addr, Secret: "w7", Direct: mode == "linked"}); err != nil {
 		b.close()
 		return nil, err
 	}
@@ -203,8 +214,8 @@ func runRecv(mode string, args []string) int {
 	p := &pair{}
 	addr := "-"
 	switch {
-	case mode == "tcp" && len(args) == 1:
-		b, err := localbroker.New(localbroker.Options{Addr: args[0], Secret: "w7"})
+	case (mode == "tcp" || mode == "linked") && len(args) == 1:
+		b, err := localbroker.New(localbroker.Options{Addr: args[0], Secret: "w7", Direct: mode == "linked"})
 		if err != nil {
 			return fail(err)
 		}
@@ -216,7 +227,7 @@ func runRecv(mode string, args []string) int {
 		}
 		p.b, addr = b, b.ln.Addr().String()
 	default:
-		return fail(fmt.Errorf("usage: recv tcp MASTER | recv direct"))
+		return fail(fmt.Errorf("usage: recv tcp MASTER | recv linked MASTER | recv direct"))
 	}
 	defer p.b.Close()
 	changed := make(chan struct{}, 1)

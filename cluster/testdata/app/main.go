@@ -36,6 +36,7 @@ func main() {
 	history := flag.String("history", "", "keep the history of this channel (100 publications)")
 	reusePort := flag.Bool("reuseport", false, "ReusePort")
 	ping := flag.Duration("ping", 5*time.Second, "clusterws.WithPingInterval")
+	direct := flag.Bool("direct", false, "DirectLinks")
 	redisAddr := flag.String("redis", "", "link the workers through the Redis at this address (redisbroker) instead of the TCP broker")
 	flag.Parse()
 
@@ -63,6 +64,7 @@ func main() {
 		BrokerPort:      *brokerPort,
 		RestartOnFail:   *restart,
 		ReusePort:       *reusePort,
+		DirectLinks:     *direct,
 		ShutdownTimeout: *shutdownTimeout,
 		AdminAddr:       *adminAddr,
 		APIKey:          *apiKey,
