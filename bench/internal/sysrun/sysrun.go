@@ -40,6 +40,8 @@ var Variants = map[string][]string{
 	"ours-reuseport": {"-reuseport"},
 	// Idle sockets parked without a goroutine (WithIdlePoll), Linux only.
 	"ours-idlepoll": {"-idlepoll"},
+	// Workers linked to each other (cluster.Config.DirectLinks).
+	"ours-direct": {"-direct"},
 }
 
 // Describe says what each system is, for the report.
@@ -53,6 +55,7 @@ var Describe = map[string]string{
 	"ours-history":     "ours with history on every channel, 100 publications for 10 min (ourserver -history 100)",
 	"ours-reuseport":   "ours with each worker accepting on its own SO_REUSEPORT listener (ourserver -reuseport)",
 	"ours-idlepoll":    "ours with idle sockets parked in an epoll set without a goroutine (ourserver -idlepoll, WithIdlePoll)",
+	"ours-direct":      "ours with the workers publishing to each other over direct links (ourserver -direct, cluster.Config.DirectLinks)",
 }
 
 // IsOurs reports whether name is ours or one of its Variants: a build of
