@@ -66,18 +66,19 @@ type Config struct {
 	// default: 9346, as in ClusterWS
 	BrokerPort int
 
-	// DirectLinks links the workers to each other over loopback TCP, so
-	// that a plain publish goes from worker to worker instead of through
-	// the broker in the master (localbroker.Options.Direct). That saves
-	// a hop and the master's waking up per delivery: lower latency at low
-	// load and more throughput across workers (BENCHMARKS.md). It costs a
-	// TCP connection per pair of workers and a listening port per worker;
-	// a worker's Subscribe also waits for every linked worker's ack, and a
-	// new worker's until every worker knows it. The master relays while a
-	// link is not up, and history and presence go through it either way.
-	// Unused when Broker is set.
-	// default: false
-	DirectLinks bool
+	// DisableDirectLinks routes every publish through the broker in the
+	// master. By default the workers also link to each other over
+	// loopback TCP, and a plain publish goes from worker to worker
+	// (localbroker.Options.Direct): a hop and the master's waking up less
+	// per delivery, so lower latency at low load and more throughput
+	// across workers (BENCHMARKS.md). The links cost a TCP connection per
+	// pair of workers and a loopback port per worker; a worker's Subscribe
+	// also waits for every linked worker's ack, and a new worker's until
+	// every worker knows it. The master relays while a link is not up, and
+	// history and presence go through it either way. Unused when Broker is
+	// set.
+	// default: false, the workers link to each other
+	DisableDirectLinks bool
 
 	// RestartOnFail restarts a worker that exits without being asked to,
 	// with backoff, until it crash-loops (see the package documentation).

@@ -611,12 +611,12 @@ func TestStartupSpreadAndPublish(t *testing.T) {
 	}
 }
 
-// TestDirectLinks runs the workers with DirectLinks: publishes from a
-// client and from the server on worker 1 reach every subscriber on both
-// workers exactly once, in order.
+// TestDirectLinks: the workers link to each other by default, and
+// publishes from a client and from the server on worker 1 reach every
+// subscriber on both workers exactly once, in order.
 func TestDirectLinks(t *testing.T) {
 	t.Parallel()
-	a := startApp(t, 2, []string{"-direct"})
+	a := startApp(t, 2, nil)
 	a.waitStarted(2)
 	clients := dialSpread(t, a, 2, 10, false)
 	for _, c := range clients {
@@ -629,6 +629,26 @@ func TestDirectLinks(t *testing.T) {
 		{tc: first, prefix: "client-on-1-"},
 		{tc: first, prefix: "server-1-", server: true},
 	}, 20)
+}
+
+// TestHopLinks: with DisableDirectLinks every publish goes through the
+// master, no worker links to another, and delivery is the same.
+func TestHopLinks(t *testing.T) {
+	t.Parallel()
+	a := startApp(t, 2, []string{"-no-direct"})
+	a.waitStarted(2)
+	clients := dialSpread(t, a, 2, 10, false)
+	for _, c := range clients {
+		c.subscribe(t)
+	}
+	first := onWorker(t, clients, 1)
+	checkDelivery(t, clients, []publisher{
+		{tc: first, prefix: "client-on-1-"},
+		{tc: first, prefix: "server-1-", server: true},
+	}, 20)
+	if n := len(a.find(msgIs("linked to a peer"))); n != 0 {
+		t.Fatalf("%d pair links with DisableDirectLinks", n)
+	}
 }
 
 // TestBalance connects clients one after another, each on a new

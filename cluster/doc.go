@@ -29,8 +29,8 @@
 // never in the environment) and whose end of file means the master is
 // gone. The broker's address is in CLUSTERWS_BROKER_ADDR and the
 // cluster's in CLUSTERWS_LISTEN_ADDR. In the worker, Run builds the broker
-// (Config.Broker, or a localbroker link to the master's broker, with
-// Config.DirectLinks also linked to the other workers), a
+// (Config.Broker, or a localbroker link to the master's broker, also
+// linked to the other workers unless Config.DisableDirectLinks), a
 // clusterws.Server from Config.Options wired to it, calls Config.Worker
 // with both, and serves the handler it returns with an http.Server on the
 // connections from its connection socket. The worker reports ready once

@@ -209,7 +209,7 @@ func newBroker(cfg Config, addr, secret string, log *slog.Logger) (hub.Broker, e
 	if addr == "" {
 		return nil, fmt.Errorf("no %s in the environment", envBrokerAddr)
 	}
-	return localbroker.New(localbroker.Options{Addr: addr, Secret: secret, Direct: cfg.DirectLinks, Logger: log})
+	return localbroker.New(localbroker.Options{Addr: addr, Secret: secret, Direct: !cfg.DisableDirectLinks, Logger: log})
 }
 
 // newServer builds the worker's Server around its broker.

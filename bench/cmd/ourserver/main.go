@@ -43,7 +43,7 @@ func main() {
 	historyTTL := flag.Duration("history-ttl", 10*time.Minute, "how long -history keeps each publication")
 	idlePoll := flag.Bool("idlepoll", false, "idle sockets wait in the hub's epoll set, with no goroutine (clusterws.WithIdlePoll, Linux)")
 	reusePort := flag.Bool("reuseport", false, "each worker accepts on its own SO_REUSEPORT listener (cluster.Config.ReusePort)")
-	direct := flag.Bool("direct", false, "workers publish to each other over direct links (cluster.Config.DirectLinks)")
+	hop := flag.Bool("no-direct", false, "every publish goes through the master: no links between workers (cluster.Config.DisableDirectLinks)")
 	flag.Parse()
 
 	opts := []clusterws.Option{clusterws.WithIdlePoll(*idlePoll)}
@@ -63,14 +63,14 @@ func main() {
 		}
 	}
 	err := cluster.Run(cluster.Config{
-		Workers:     *workers,
-		Port:        *port,
-		Host:        "127.0.0.1",
-		BrokerPort:  *brokerPort,
-		ReusePort:   *reusePort,
-		DirectLinks: *direct,
-		Logger:      log,
-		Options:     opts,
+		Workers:            *workers,
+		Port:               *port,
+		Host:               "127.0.0.1",
+		BrokerPort:         *brokerPort,
+		ReusePort:          *reusePort,
+		DisableDirectLinks: *hop,
+		Logger:             log,
+		Options:            opts,
 		Worker: func(w *cluster.Worker) http.Handler {
 			if *debugPort > 0 {
 				if err := debugsrv.Start(fmt.Sprintf("127.0.0.1:%d", *debugPort+w.ID)); err != nil {

@@ -40,13 +40,14 @@ var Variants = map[string][]string{
 	"ours-reuseport": {"-reuseport"},
 	// Idle sockets parked without a goroutine (WithIdlePoll), Linux only.
 	"ours-idlepoll": {"-idlepoll"},
-	// Workers linked to each other (cluster.Config.DirectLinks).
-	"ours-direct": {"-direct"},
+	// Every publish through the master, as before direct links
+	// (cluster.Config.DisableDirectLinks).
+	"ours-hop": {"-no-direct"},
 }
 
 // Describe says what each system is, for the report.
 var Describe = map[string]string{
-	"ours":             "clusterws-go: cluster.Run, 2 workers on one port (W8: -w8-workers), built-in TCP broker (bench/cmd/ourserver)",
+	"ours":             "clusterws-go: cluster.Run, 2 workers on one port (W8: -w8-workers), built-in TCP broker, workers linked to each other (bench/cmd/ourserver)",
 	"centrifuge":       "Centrifuge v0.40.1, 1 node, memory broker (bench/cmd/centrifugeserver)",
 	"centrifuge-redis": "Centrifuge v0.40.1, 2 nodes on 2 ports (W8: -w8-workers), Redis broker, own redis-server (bench/cmd/centrifugeserver -redis)",
 	"clusterws-node":   "ClusterWS 3.3.1 on Node 10.24.1 (uWS 10.148.1), 2 workers (W8: -w8-workers) + 1 broker (bench/peers/clusterws-node)",
@@ -55,7 +56,7 @@ var Describe = map[string]string{
 	"ours-history":     "ours with history on every channel, 100 publications for 10 min (ourserver -history 100)",
 	"ours-reuseport":   "ours with each worker accepting on its own SO_REUSEPORT listener (ourserver -reuseport)",
 	"ours-idlepoll":    "ours with idle sockets parked in an epoll set without a goroutine (ourserver -idlepoll, WithIdlePoll)",
-	"ours-direct":      "ours with the workers publishing to each other over direct links (ourserver -direct, cluster.Config.DirectLinks)",
+	"ours-hop":         "ours with every publish through the master, no links between workers (ourserver -no-direct, cluster.Config.DisableDirectLinks)",
 }
 
 // IsOurs reports whether name is ours or one of its Variants: a build of

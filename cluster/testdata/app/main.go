@@ -36,7 +36,7 @@ func main() {
 	history := flag.String("history", "", "keep the history of this channel (100 publications)")
 	reusePort := flag.Bool("reuseport", false, "ReusePort")
 	ping := flag.Duration("ping", 5*time.Second, "clusterws.WithPingInterval")
-	direct := flag.Bool("direct", false, "DirectLinks")
+	hop := flag.Bool("no-direct", false, "DisableDirectLinks")
 	redisAddr := flag.String("redis", "", "link the workers through the Redis at this address (redisbroker) instead of the TCP broker")
 	flag.Parse()
 
@@ -58,20 +58,20 @@ func main() {
 		}))
 	}
 	err := cluster.Run(cluster.Config{
-		Workers:         *workers,
-		Port:            *port,
-		Host:            "127.0.0.1",
-		BrokerPort:      *brokerPort,
-		RestartOnFail:   *restart,
-		ReusePort:       *reusePort,
-		DirectLinks:     *direct,
-		ShutdownTimeout: *shutdownTimeout,
-		AdminAddr:       *adminAddr,
-		APIKey:          *apiKey,
-		DrainWindow:     *drainWindow,
-		Broker:          broker,
-		Options:         opts,
-		Logger:          log,
+		Workers:            *workers,
+		Port:               *port,
+		Host:               "127.0.0.1",
+		BrokerPort:         *brokerPort,
+		RestartOnFail:      *restart,
+		ReusePort:          *reusePort,
+		DisableDirectLinks: *hop,
+		ShutdownTimeout:    *shutdownTimeout,
+		AdminAddr:          *adminAddr,
+		APIKey:             *apiKey,
+		DrainWindow:        *drainWindow,
+		Broker:             broker,
+		Options:            opts,
+		Logger:             log,
 		Worker: func(w *cluster.Worker) http.Handler {
 			if os.Getenv("APP_CRASH_WORKER") == strconv.Itoa(w.ID) {
 				os.Exit(3)
