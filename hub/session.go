@@ -137,9 +137,7 @@ func (ss *sessions) flush() {
 	ss.mu.Unlock()
 	hp, ok := ss.h.opts.Broker.(HistoryPipeliner)
 	if !ok {
-		for s := range batch {
-			ss.write(s)
-		}
+		ss.writeAll(batch)
 		return
 	}
 	var wg sync.WaitGroup
@@ -153,6 +151,33 @@ func (ss *sessions) flush() {
 			ss.failed(s, err)
 			wg.Done()
 		})
+	}
+	wg.Wait()
+}
+
+// sessionWriters bounds the session writes in flight to a HistoryBroker
+// that cannot pipeline (Redis).
+const sessionWriters = 32
+
+// writeAll writes batch, through a HistoryBroker up to sessionWriters at
+// a time: each write waits a broker round trip.
+func (ss *sessions) writeAll(batch map[*Socket]struct{}) {
+	if _, remote := ss.h.opts.Broker.(HistoryBroker); !remote {
+		for s := range batch {
+			ss.write(s)
+		}
+		return
+	}
+	slots := make(chan struct{}, sessionWriters)
+	var wg sync.WaitGroup
+	for s := range batch {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ss.write(s)
+			<-slots
+		}()
 	}
 	wg.Wait()
 }
