@@ -430,36 +430,46 @@ func (b *Broker) announceLocked(l *clientLink) {
 	l.q.push(append(subs.done(), joins.done()...)...)
 }
 
+// deliverPub hands a pub's payload p to the hub.
+func (b *Broker) deliverPub(p []byte) error {
+	channel, frame, err := cutName(p)
+	if err != nil {
+		return err
+	}
+	b.ops.received.Add(1)
+	b.deliver(channel, frame)
+	return nil
+}
+
+// acked answers the wait in acks of the ack whose payload is p.
+func (b *Broker) acked(acks map[uint32]*ackWait, p []byte) error {
+	if len(p) != 4 {
+		return errBadFrame
+	}
+	id := binary.BigEndian.Uint32(p)
+	b.mu.Lock()
+	if w, ok := acks[id]; ok {
+		delete(acks, id)
+		w.answerLocked(nil)
+	}
+	b.mu.Unlock()
+	return nil
+}
+
 // handle acts on one frame from the server other than a ping or pong.
 func (b *Broker) handle(typ byte, f []byte) error {
 	p := payload(f)
 	switch typ {
 	case typePub:
-		channel, frame, err := cutName(p)
-		if err != nil {
-			return err
-		}
-		b.ops.received.Add(1)
-		b.deliver(channel, frame)
+		return b.deliverPub(p)
 	case typeAck:
-		if len(p) != 4 {
-			return errBadFrame
-		}
-		id := binary.BigEndian.Uint32(p)
-		b.mu.Lock()
-		if w, ok := b.acks[id]; ok {
-			w.answerLocked(nil)
-			delete(b.acks, id)
-		}
-		b.mu.Unlock()
+		return b.acked(b.acks, p)
 	case typeMembers:
 		return b.answered(p)
 	case typeEntries:
 		return b.answeredHistory(p)
 	case typeTable, typeRemove, typeBarrier:
 		return b.handleDirect(typ, p)
-	default:
-		return errBadFrame
 	}
-	return nil
+	return errBadFrame
 }

@@ -306,32 +306,16 @@ func (b *Broker) listenPeers() error {
 // acceptPeers accepts pair links until Close.
 func (b *Broker) acceptPeers() {
 	defer b.wg.Done()
-	failures := 0
-	for {
-		c, err := b.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || b.ctx.Err() != nil {
-				return
-			}
-			failures++
-			d := acceptRetry.Delay(failures)
-			b.log.Warn("accept failed; retrying", "err", err, "in", d)
-			if !backoff.Sleep(b.ctx.Done(), d) {
-				return
-			}
-			continue
-		}
-		failures = 0
+	acceptEach(b.ln, b.ctx.Done(), acceptRetry, b.log, func(c net.Conn) bool {
 		b.mu.Lock()
+		defer b.mu.Unlock()
 		if b.closed {
-			b.mu.Unlock()
-			_ = c.Close()
-			return
+			return false
 		}
 		b.wg.Add(1)
-		b.mu.Unlock()
 		go b.acceptPair(c)
-	}
+		return true
+	})
 }
 
 // acceptPair runs the handshake of a pair link a peer dialled, then the
@@ -505,12 +489,7 @@ func (b *Broker) handlePair(l *pairLink, held *bool, typ byte, f []byte) error {
 				return ErrClosed
 			}
 		}
-		channel, frame, err := cutName(p)
-		if err != nil {
-			return err
-		}
-		b.ops.received.Add(1)
-		b.deliver(channel, frame)
+		return b.deliverPub(p)
 	case typeSub:
 		if len(p) < 4 {
 			return errBadFrame
@@ -532,16 +511,7 @@ func (b *Broker) handlePair(l *pairLink, held *bool, typ byte, f []byte) error {
 		b.mu.Unlock()
 		return err
 	case typeAck:
-		if len(p) != 4 {
-			return errBadFrame
-		}
-		id := binary.BigEndian.Uint32(p)
-		b.mu.Lock()
-		if w, ok := l.acks[id]; ok {
-			delete(l.acks, id)
-			w.answerLocked(nil)
-		}
-		b.mu.Unlock()
+		return b.acked(l.acks, p)
 	case typeSync, typeRecall:
 		if len(p) != 0 {
 			return errBadFrame

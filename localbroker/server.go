@@ -116,32 +116,43 @@ func (s *Server) Close() error {
 
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
+	acceptEach(s.ln, s.stop, s.cfg.retry, s.log, func(c net.Conn) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return false
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		go s.serve(c)
+		return true
+	})
+}
+
+// acceptEach accepts on ln until it closes or stop, waiting out failed
+// accepts (out of file descriptors and the like) with retry. take owns
+// each connection; false closes it and ends the loop.
+func acceptEach(ln net.Listener, stop <-chan struct{}, retry backoff.Policy, log *slog.Logger, take func(net.Conn) bool) {
 	failures := 0
 	for {
-		c, err := s.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			failures++
-			d := s.cfg.retry.Delay(failures)
-			s.log.Warn("accept failed; retrying", "err", err, "in", d)
-			if !backoff.Sleep(s.stop, d) {
+			d := retry.Delay(failures)
+			log.Warn("accept failed; retrying", "err", err, "in", d)
+			if !backoff.Sleep(stop, d) {
 				return
 			}
 			continue
 		}
 		failures = 0
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+		if !take(c) {
 			_ = c.Close()
 			return
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serve(c)
 	}
 }
 
