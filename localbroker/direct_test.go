@@ -208,6 +208,23 @@ func (g *gate) close() {
 	g.wg.Wait()
 }
 
+// gatedPair starts a receiver r subscribed to "seq" and a publisher pub;
+// the smaller token dials, so pub reaches r through the gate g, shut for
+// now.
+func gatedPair(t *testing.T, f *fixture) (g *gate, r *brokertest.Process, rb *localbroker.Broker, pub *brokertest.Process, pb *localbroker.Broker) {
+	t.Helper()
+	g = newGate(t)
+	r, rb = f.direct(t, func(b *localbroker.Broker) {
+		localbroker.SetToken(b, 3)
+		localbroker.Advertise(b, g.addr())
+	})
+	pub, pb = f.direct(t, func(b *localbroker.Broker) { localbroker.SetToken(b, 1) })
+	if err := r.Subscribe(context.Background(), "seq"); err != nil {
+		t.Fatal(err)
+	}
+	return g, r, rb, pub, pb
+}
+
 // TestDirectRelayUntilLinked has a worker that its peer cannot reach at
 // first: it gets the peer's publishes through the Server, then, once the
 // link is up, directly, with neither a duplicate nor a reorder across the
@@ -215,18 +232,8 @@ func (g *gate) close() {
 func TestDirectRelayUntilLinked(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	f := newFixture(t, localbroker.ServerOptions{})
-	g := newGate(t)
-	// The smaller token dials: the publisher reaches the receiver
-	// through the gate, shut for now.
-	r, rb := f.direct(t, func(b *localbroker.Broker) {
-		localbroker.SetToken(b, 3)
-		localbroker.Advertise(b, g.addr())
-	})
-	pub, pb := f.direct(t, func(b *localbroker.Broker) { localbroker.SetToken(b, 1) })
+	g, r, rb, pub, pb := gatedPair(t, f)
 	ctx := context.Background()
-	if err := r.Subscribe(ctx, "seq"); err != nil {
-		t.Fatal(err)
-	}
 
 	var sent atomic.Int64
 	stop := make(chan struct{})
@@ -384,16 +391,8 @@ func TestDirectSubscribeWhileServerDown(t *testing.T) {
 func TestDirectLinkWhileServerDown(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	f := newFixture(t, localbroker.ServerOptions{})
-	g := newGate(t)
-	r, rb := f.direct(t, func(b *localbroker.Broker) {
-		localbroker.SetToken(b, 3)
-		localbroker.Advertise(b, g.addr())
-	})
-	pub, pb := f.direct(t, func(b *localbroker.Broker) { localbroker.SetToken(b, 1) })
+	g, r, rb, pub, pb := gatedPair(t, f)
 	ctx := context.Background()
-	if err := r.Subscribe(ctx, "seq"); err != nil {
-		t.Fatal(err)
-	}
 	testutil.Eventually(t, waitLong, func() bool { table, _ := localbroker.Peers(pb); return table == 1 }, "the receiver in the publisher's table")
 	if err := f.srv.Close(); err != nil {
 		t.Fatal(err)

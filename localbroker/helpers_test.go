@@ -257,3 +257,22 @@ func KillPairs(b *Broker) {
 		_ = l.conn.Close()
 	}
 }
+
+// recorder records the frames a Broker delivers, for its deliver callback.
+type recorder struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (f *recorder) deliver(_ string, frame []byte) {
+	f.mu.Lock()
+	f.got = append(f.got, string(frame))
+	f.mu.Unlock()
+}
+
+// list returns the frames delivered so far.
+func (f *recorder) list() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.got)
+}

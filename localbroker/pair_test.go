@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,13 +17,8 @@ func TestPairRefuses(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	const secret = "right"
 	s := startServer(t, testConfig(t, ServerOptions{Secret: secret}))
-	var mu sync.Mutex
-	var got []string
-	b, log := startBroker(t, Options{Addr: s.Addr().String(), Secret: secret, Direct: true}, func(_ string, frame []byte) {
-		mu.Lock()
-		got = append(got, string(frame))
-		mu.Unlock()
-	})
+	var got recorder
+	b, log := startBroker(t, Options{Addr: s.Addr().String(), Secret: secret, Direct: true}, got.deliver)
 	testutil.Eventually(t, WaitLong, b.Connected, "the link to the server")
 	if err := b.Subscribe(context.Background(), "ch"); err != nil {
 		t.Fatal(err)
@@ -92,19 +86,15 @@ func TestPairRefuses(t *testing.T) {
 	if typ, _, err := readFrame(bufio.NewReader(w), 64); err != nil || typ != typeAck {
 		t.Fatalf("no ack: %q, %v", typ, err)
 	}
-	mu.Lock()
-	early := len(got)
-	mu.Unlock()
-	if early != 0 {
+	if early := len(got.list()); early != 0 {
 		t.Fatalf("delivered %d publishes before their link's barrier", early)
 	}
 	if _, err := w.Write(barrierFrame(b.token, 7)); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, WaitLong, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) == 1 && got[0] == "held"
+		l := got.list()
+		return len(l) == 1 && l[0] == "held"
 	}, "the pair link's publish once its barrier came")
 }
 
@@ -136,19 +126,10 @@ func TestPairRecall(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	const secret = "right"
 	s := startServer(t, testConfig(t, ServerOptions{Secret: secret}))
-	var mu sync.Mutex
-	var got []string
-	b, log := startBroker(t, Options{Addr: s.Addr().String(), Secret: secret, Direct: true, ReconnectMax: 20 * time.Millisecond}, func(_ string, frame []byte) {
-		mu.Lock()
-		got = append(got, string(frame))
-		mu.Unlock()
-	})
+	var got recorder
+	b, log := startBroker(t, Options{Addr: s.Addr().String(), Secret: secret, Direct: true, ReconnectMax: 20 * time.Millisecond}, got.deliver)
 	testutil.Eventually(t, WaitLong, b.Connected, "the link to the server")
-	delivered := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got)
-	}
+	delivered := func() int { return len(got.list()) }
 
 	// A peer by hand: a pair link to b (id 7), and a link to the Server.
 	peer := b.token + 1

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -116,13 +115,8 @@ func TestServerRefuses(t *testing.T) {
 	var log *LogRecorder
 	opts.Logger, log = NewLogRecorder(t)
 	s := startServer(t, testConfig(t, opts))
-	var mu sync.Mutex
-	var got []string
-	good, _ := startBroker(t, Options{Addr: s.Addr().String(), Secret: secret}, func(_ string, frame []byte) {
-		mu.Lock()
-		got = append(got, string(frame))
-		mu.Unlock()
-	})
+	var got recorder
+	good, _ := startBroker(t, Options{Addr: s.Addr().String(), Secret: secret}, got.deliver)
 	testutil.Eventually(t, WaitLong, good.Connected, "the link to the server")
 	if err := good.Subscribe(context.Background(), "ch"); err != nil {
 		t.Fatal(err)
@@ -169,15 +163,9 @@ func TestServerRefuses(t *testing.T) {
 	if err := other.Publish(context.Background(), "ch", []byte("legit")); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, WaitLong, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) > 0
-	}, "the legit publish")
-	mu.Lock()
-	defer mu.Unlock()
-	if len(got) != 1 || got[0] != "legit" {
-		t.Fatalf("delivered %q, want only the legit publish", got)
+	testutil.Eventually(t, WaitLong, func() bool { return len(got.list()) > 0 }, "the legit publish")
+	if l := got.list(); len(l) != 1 || l[0] != "legit" {
+		t.Fatalf("delivered %q, want only the legit publish", l)
 	}
 }
 
