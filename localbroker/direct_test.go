@@ -51,26 +51,6 @@ func expectSynced(t *testing.T, n int, bs ...*localbroker.Broker) {
 	}
 }
 
-func TestDirectConformance(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	brokertest.Run(t, newFixture(t, localbroker.ServerOptions{}).directHarness())
-}
-
-func TestDirectPresenceConformance(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	h := newFixture(t, localbroker.ServerOptions{}).directHarness()
-	h.Restart = nil
-	h.Kill = func(t *testing.T, b hub.Broker) { localbroker.Kill(b.(connected).Broker) }
-	brokertest.RunPresence(t, h)
-}
-
-func TestDirectHistoryConformance(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	h := newFixture(t, localbroker.ServerOptions{}).directHarness()
-	h.Restart = nil
-	brokertest.RunHistory(t, h)
-}
-
 // TestDirectDelivery links three Direct workers: once their pair links
 // are up, publishes reach exactly the interested workers, once each,
 // never the publisher, and the Server forwards none of them.

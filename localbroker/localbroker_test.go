@@ -114,9 +114,24 @@ func (c connected) Start(deliver func(string, []byte)) error {
 	return nil
 }
 
-func TestConformance(t *testing.T) {
+// harnesses runs fn once with workers linked through the Server only
+// ("hop") and once with Direct workers ("direct").
+func harnesses(t *testing.T, fn func(t *testing.T, h brokertest.Harness)) {
 	testutil.CheckGoroutines(t)
-	brokertest.Run(t, newFixture(t, localbroker.ServerOptions{}).harness())
+	for _, mode := range []string{"hop", "direct"} {
+		t.Run(mode, func(t *testing.T) {
+			f := newFixture(t, localbroker.ServerOptions{})
+			h := f.harness()
+			if mode == "direct" {
+				h = f.directHarness()
+			}
+			fn(t, h)
+		})
+	}
+}
+
+func TestConformance(t *testing.T) {
+	harnesses(t, func(t *testing.T, h brokertest.Harness) { brokertest.Run(t, h) })
 }
 
 // TestPresenceConformance runs the presence suite with a Kill that drops a
@@ -124,21 +139,21 @@ func TestConformance(t *testing.T) {
 // There is no Restart: the Server holds the state and lives in the
 // cluster master, which does not restart without its workers.
 func TestPresenceConformance(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	h := newFixture(t, localbroker.ServerOptions{}).harness()
-	h.Restart = nil
-	h.Kill = func(t *testing.T, b hub.Broker) { localbroker.Kill(b.(connected).Broker) }
-	brokertest.RunPresence(t, h)
+	harnesses(t, func(t *testing.T, h brokertest.Harness) {
+		h.Restart = nil
+		h.Kill = func(t *testing.T, b hub.Broker) { localbroker.Kill(b.(connected).Broker) }
+		brokertest.RunPresence(t, h)
+	})
 }
 
 // TestHistoryConformance runs the history suite. There is no Restart:
 // the Server holds the history and lives in the cluster master, which
 // does not restart without its workers.
 func TestHistoryConformance(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	h := newFixture(t, localbroker.ServerOptions{}).harness()
-	h.Restart = nil
-	brokertest.RunHistory(t, h)
+	harnesses(t, func(t *testing.T, h brokertest.Harness) {
+		h.Restart = nil
+		brokertest.RunHistory(t, h)
+	})
 }
 
 // TestPresenceKilledProcess runs a worker in a child process and kills it
