@@ -563,14 +563,7 @@ func FuzzBrokerStream(f *testing.F) {
 		if err := readLoop(nopConn{}, bufio.NewReader(bytes.NewReader(data)), fuzzLimit, newSendQueue(1<<30, time.Hour), time.Hour, handle); err == nil {
 			t.Fatal("readLoop returned no error at the end of the stream")
 		}
-		rest := data
-		for _, fr := range delivered {
-			i := bytes.Index(rest, fr)
-			if i < 0 {
-				t.Fatalf("delivered %q, not in the stream in this order", fr)
-			}
-			rest = rest[i+len(fr):]
-		}
+		inStreamOrder(t, data, delivered)
 		select {
 		case <-acked:
 			if !bytes.Contains(data, seedFrames()[4]) {
@@ -688,14 +681,7 @@ func FuzzPairStream(f *testing.F) {
 		if err := readLoop(nopConn{}, bufio.NewReader(bytes.NewReader(data)), fuzzLimit, l.q, time.Hour, handle); err == nil {
 			t.Fatal("readLoop returned no error at the end of the stream")
 		}
-		rest := data
-		for _, fr := range delivered {
-			i := bytes.Index(rest, fr)
-			if i < 0 {
-				t.Fatalf("delivered %q, not in the stream in this order", fr)
-			}
-			rest = rest[i+len(fr):]
-		}
+		inStreamOrder(t, data, delivered)
 		if !maps.Equal(l.interest, want) {
 			t.Fatalf("the peer's interest is %v, want %v", l.interest, want)
 		}
@@ -703,4 +689,17 @@ func FuzzPairStream(f *testing.F) {
 			t.Fatalf("the sub waits for %d acks after %d from the peer, want %d", w.left, acks, left)
 		}
 	})
+}
+
+// inStreamOrder fails unless each of delivered is in data, in this order.
+func inStreamOrder(t *testing.T, data []byte, delivered [][]byte) {
+	t.Helper()
+	rest := data
+	for _, fr := range delivered {
+		i := bytes.Index(rest, fr)
+		if i < 0 {
+			t.Fatalf("delivered %q, not in the stream in this order", fr)
+		}
+		rest = rest[i+len(fr):]
+	}
 }
