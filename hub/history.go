@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterws/clusterws-go/internal/history"
@@ -192,12 +193,22 @@ func appendPosition(dst []byte, pos Position, asked, recovered bool) []byte {
 	return dst
 }
 
-// recovery buffers a socket's live frames of one channel while its
-// history is read, so that it gets the history first and then live frames
-// without a gap or a duplicate.
+// recovery is a socket's part in a channel while it recovers there (see
+// Socket.subscribeAt). While the history is read, fan-outs hold the live
+// frames back for it (frames). After the replay, until the live stream
+// has passed the last frame replayed (through), fan-outs skip the frames it
+// has: a history read can see publications that this process has not yet
+// been delivered (Redis, another connection; direct links), and they
+// arrive after the replay.
 type recovery struct {
 	mu     sync.Mutex // protects frames
 	frames [][]byte
+	// through is set under Hub.mu (write) when the replay is queued; nil
+	// while the history is read. Fan-outs read it under Hub.mu (read).
+	through *Position
+	// caughtUp: a fan-out passed through and offered s a live frame; from
+	// then on s takes every frame and joins the sockets (settleLocked).
+	caughtUp atomic.Bool
 }
 
 func (r *recovery) add(frame []byte) {
@@ -206,13 +217,27 @@ func (r *recovery) add(frame []byte) {
 	r.mu.Unlock()
 }
 
+// wants reports whether a socket that replayed through r.through takes
+// frame, of a fan-out under Hub.mu (read); the first frame it takes marks
+// it caught up: a channel's frames come in offset order.
+func (r *recovery) wants(frame []byte) bool {
+	if r.caughtUp.Load() {
+		return true
+	}
+	if pos, ok := protocol.FramePosition(frame); ok && pos.Epoch == r.through.Epoch && pos.Offset <= r.through.Offset {
+		return false // replayed
+	}
+	r.caughtUp.Store(true)
+	return true
+}
+
 // subscribeAt adds s to channel, which has history: live frames are held
 // back while the history after since is read; then s gets the frames it
-// missed, if it can get them all, and the live ones after them. A zero
-// since only learns the position. It returns where s starts (since when it
-// recovers, else the channel's position: s has, or does not want, what came
-// before), the position of the last frame queued to it, and whether it
-// recovered.
+// missed, if it can get them all, and the live ones after them, each once.
+// A zero since only learns the position. It returns where s starts (since
+// when it recovers, else the channel's position: s has, or does not want,
+// what came before), the position of the last frame queued to it, and
+// whether it recovered.
 func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions) (start, end Position, recovered bool) {
 	h := s.hub
 	rec := &recovery{}
@@ -245,17 +270,20 @@ func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions
 
 	// Switch to live under the registry lock, queueing the replay and the
 	// held-back frames: a fan-out either held its frame back for us or
-	// sees s among the subscribers, never both.
+	// offers it to s afterwards, never both.
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	subs := h.channels[channel]
-	delete(subs.recovering, s)
-	h.joinLocked(channel, subs, s)
 	rec.mu.Lock()
 	held := rec.frames
 	rec.frames = nil
 	rec.mu.Unlock()
-	for _, f := range append(frames, held...) {
+	live := false // a held frame reached the end of the replay
+	for i, f := range append(frames, held...) {
 		pos, ok := protocol.FramePosition(f)
+		if i >= len(frames) && ok && pos.Epoch == top.Epoch && pos.Offset >= after {
+			live = true
+		}
 		if filter && (!ok || pos.Epoch != top.Epoch || pos.Offset <= after) {
 			continue
 		}
@@ -265,9 +293,14 @@ func (s *Socket) subscribeAt(channel string, since Position, opts HistoryOptions
 		}
 	}
 	end = Position{Offset: after, Epoch: top.Epoch}
-	if last := subs.last.Load(); last == nil || last.Epoch != end.Epoch || last.Offset < end.Offset {
-		subs.last.Store(&end) // queued to s; what the others have, or need not get
+	if live || !filter || after == 0 {
+		delete(subs.recovering, s)
+		h.joinLocked(channel, subs, s)
+		return start, end, recovered
 	}
-	h.mu.Unlock()
+	// The live stream may still bring frames replayed: s stays among the
+	// recovering, skipping them, until it has caught up.
+	rec.through = &end
+	h.countSubscription(channel, 1)
 	return start, end, recovered
 }

@@ -74,8 +74,9 @@ type subscribers struct {
 	index    map[*Socket]int
 	watchers []*watcher
 	pinned   bool // interest of the hub itself (its node channel)
-	// recovering are sockets reading the channel's history; fan-outs hold
-	// their frames back (see Socket.subscribeAt).
+	// recovering are sockets reading the channel's history, whose frames
+	// fan-outs hold back, or that have replayed it and get the live frames
+	// after it (see recovery).
 	recovering map[*Socket]*recovery
 	last       atomic.Pointer[Position] // of the newest frame fanned out to every subscriber (history)
 }
@@ -359,8 +360,13 @@ func (h *Hub) offer(channel string, frame []byte, inline bool) []*watcher {
 	if len(subs.watchers) > 0 {
 		watchers = append(watchers, subs.watchers...)
 	}
-	for _, r := range subs.recovering {
-		r.add(frame) // sent after the socket's missed publications
+	for s, r := range subs.recovering {
+		switch {
+		case r.through == nil:
+			r.add(frame) // sent after the socket's missed publications
+		case r.wants(frame):
+			sockets = append(sockets, s)
+		}
 	}
 	h.mu.RUnlock()
 
@@ -457,6 +463,7 @@ func (h *Hub) changeInterest(channel string, change func(*subscribers)) {
 	if subs == nil {
 		subs = &subscribers{index: make(map[*Socket]int)}
 	}
+	h.settleLocked(channel, subs)
 	change(subs)
 	after := !subs.empty()
 	switch {
@@ -505,13 +512,36 @@ func (h *Hub) joinLocked(channel string, subs *subscribers, s *Socket) {
 	}
 	subs.index[s] = len(subs.sockets)
 	subs.sockets = append(subs.sockets, s)
+	h.countSubscription(channel, 1)
+}
+
+// countSubscription counts n subscriptions of channel in
+// Metrics.Subscriptions, which only application channels count in.
+func (h *Hub) countSubscription(channel string, n int64) {
 	if !isInternal(channel) {
-		h.ops.obs.subscriptions.Add(1)
+		h.ops.obs.subscriptions.Add(n)
+	}
+}
+
+// settleLocked moves the sockets that recovered on channel and have caught
+// up with its live stream (see recovery) to its sockets; h.mu is held.
+func (h *Hub) settleLocked(channel string, subs *subscribers) {
+	for s, r := range subs.recovering {
+		if r.through != nil && r.caughtUp.Load() {
+			delete(subs.recovering, s)
+			subs.index[s] = len(subs.sockets)
+			subs.sockets = append(subs.sockets, s)
+		}
 	}
 }
 
 func (h *Hub) removeSubscriber(channel string, s *Socket) {
 	h.changeInterest(channel, func(subs *subscribers) {
+		if r := subs.recovering[s]; r != nil && r.through != nil {
+			delete(subs.recovering, s) // still skipping what it replayed
+			h.countSubscription(channel, -1)
+			return
+		}
 		i, ok := subs.index[s]
 		if !ok {
 			return
@@ -523,9 +553,7 @@ func (h *Hub) removeSubscriber(channel string, s *Socket) {
 		subs.sockets[last] = nil
 		subs.sockets = subs.sockets[:last]
 		delete(subs.index, s)
-		if !isInternal(channel) {
-			h.ops.obs.subscriptions.Add(-1)
-		}
+		h.countSubscription(channel, -1)
 	})
 }
 

@@ -42,6 +42,10 @@ func sessionChannel(id string) string { return internalPrefix + "s:" + id }
 // sessionState is a socket's part in its session.
 type sessionState struct {
 	id string
+	// writing serialises the session's writes, from encode to the answer:
+	// a socket's last write (flushNow) must not be overtaken by an older
+	// one of the periodic flush still in flight.
+	writing sync.Mutex
 
 	mu         sync.Mutex          // protects the fields below
 	stored     map[string]Position // what the session held when the socket came, read once
@@ -142,12 +146,15 @@ func (ss *sessions) flush() {
 	}
 	var wg sync.WaitGroup
 	for s := range batch {
+		s.session.writing.Lock()
 		channel, frame, ok := ss.encode(s)
 		if !ok {
+			s.session.writing.Unlock()
 			continue
 		}
 		wg.Add(1)
 		hp.PublishHistoryAsync(channel, frame, ss.options(), func(_ Position, err error) {
+			s.session.writing.Unlock()
 			ss.failed(s, err)
 			wg.Done()
 		})
@@ -184,6 +191,8 @@ func (ss *sessions) writeAll(batch map[*Socket]struct{}) {
 
 // write writes s's session and waits for the answer.
 func (ss *sessions) write(s *Socket) {
+	s.session.writing.Lock()
+	defer s.session.writing.Unlock()
 	channel, frame, ok := ss.encode(s)
 	if !ok {
 		return
@@ -323,8 +332,14 @@ func (s *Socket) mark() map[string]Position {
 		if subs == nil {
 			continue
 		}
-		if _, recovering := subs.recovering[s]; recovering {
-			continue
+		if r := subs.recovering[s]; r != nil {
+			switch {
+			case r.through == nil: // reading the history
+				continue
+			case !r.caughtUp.Load(): // has the replay, and skips what it replayed
+				m[ch] = *r.through
+				continue
+			}
 		}
 		if p := subs.last.Load(); p != nil {
 			m[ch] = *p

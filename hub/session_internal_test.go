@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -136,5 +137,78 @@ func TestSessionFlushConcurrent(t *testing.T) {
 	case <-b.full:
 	case <-time.After(time.Minute):
 		t.Fatal("the session writes waited for each other")
+	}
+}
+
+// orderBroker is a HistoryBroker that keeps the session frames in the
+// order their writes finish; the first write waits until release closes.
+type orderBroker struct {
+	nopHistory
+	release chan struct{}
+	first   chan struct{} // closed when the first write waits
+
+	mu      sync.Mutex
+	calls   int
+	started chan struct{} // closed when the second write begins
+	stored  []string
+}
+
+func (b *orderBroker) PublishHistory(_ context.Context, _ string, frame []byte, _ HistoryOptions) (Position, error) {
+	b.mu.Lock()
+	b.calls++
+	call := b.calls
+	b.mu.Unlock()
+	switch call {
+	case 1:
+		close(b.first)
+		<-b.release
+	case 2:
+		close(b.started)
+	}
+	b.mu.Lock()
+	b.stored = append(b.stored, string(frame))
+	b.mu.Unlock()
+	return Position{Offset: uint64(call)}, nil
+}
+
+// TestSessionWritesInOrder: a socket's last session write (flushNow, as
+// it ends) is not overtaken by the periodic flush's older write of the
+// same session still in flight, which would make its next connection
+// replay what it had.
+func TestSessionWritesInOrder(t *testing.T) {
+	b := &orderBroker{release: make(chan struct{}), first: make(chan struct{}), started: make(chan struct{})}
+	h, err := New(Options{Broker: b, BrokerTimeout: time.Minute,
+		History: func(string) (int, time.Duration) { return 10, time.Minute }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Shutdown(context.Background()) })
+	s := &Socket{hub: h, id: "s", session: &sessionState{
+		id: fmt.Sprintf("%032x", 1), dirty: true, confirmed: map[string]Position{"room": {Offset: 1, Epoch: "e"}},
+	}}
+	h.sessions.markDirty(s)
+	select {
+	case <-b.first: // the periodic flush writes offset 1
+	case <-time.After(time.Minute):
+		t.Fatal("the flush did not write the session")
+	}
+	s.sessionStarted("room", Position{Offset: 2, Epoch: "e"})
+	done := make(chan struct{})
+	go func() {
+		h.sessions.flushNow(s) // the socket ends: offset 2
+		close(done)
+	}()
+	// Without the order, the second write finishes at once; with it, it
+	// has not begun. Either way the first write then finishes.
+	select {
+	case <-b.started:
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(b.release)
+	<-done
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.stored) != 2 || !strings.Contains(b.stored[1], `"offset":2`) {
+		t.Fatalf("stored, in order: %q; want offset 1, then 2", b.stored)
 	}
 }
