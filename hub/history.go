@@ -231,6 +231,21 @@ func (r *recovery) wants(frame []byte) bool {
 	return true
 }
 
+// offerRecovering offers frame, of a fan-out under Hub.mu (read), to the
+// sockets recovering on the channel: it holds it back for those reading
+// the history, and appends to sockets those that replayed and want it.
+func (subs *subscribers) offerRecovering(frame []byte, sockets []*Socket) []*Socket {
+	for s, r := range subs.recovering {
+		switch {
+		case r.through == nil:
+			r.add(frame) // sent after the socket's missed publications
+		case r.wants(frame):
+			sockets = append(sockets, s)
+		}
+	}
+	return sockets
+}
+
 // subscribeAt adds s to channel, which has history: live frames are held
 // back while the history after since is read; then s gets the frames it
 // missed, if it can get them all, and the live ones after them, each once.

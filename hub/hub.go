@@ -360,13 +360,8 @@ func (h *Hub) offer(channel string, frame []byte, inline bool) []*watcher {
 	if len(subs.watchers) > 0 {
 		watchers = append(watchers, subs.watchers...)
 	}
-	for s, r := range subs.recovering {
-		switch {
-		case r.through == nil:
-			r.add(frame) // sent after the socket's missed publications
-		case r.wants(frame):
-			sockets = append(sockets, s)
-		}
+	if len(subs.recovering) > 0 {
+		sockets = subs.offerRecovering(frame, sockets)
 	}
 	h.mu.RUnlock()
 
