@@ -218,16 +218,22 @@ func (r *recovery) add(frame []byte) {
 }
 
 // wants reports whether a socket that replayed through r.through takes
-// frame, of a fan-out under Hub.mu (read); the first frame it takes marks
-// it caught up: a channel's frames come in offset order.
+// frame, of a fan-out under Hub.mu (read); the first publication after the
+// replay marks it caught up: a channel's positions come in offset order. A
+// frame without a position (published straight into the broker) is not
+// in the history: it is taken, and the skipping goes on.
 func (r *recovery) wants(frame []byte) bool {
 	if r.caughtUp.Load() {
 		return true
 	}
-	if pos, ok := protocol.FramePosition(frame); ok && pos.Epoch == r.through.Epoch && pos.Offset <= r.through.Offset {
+	pos, ok := protocol.FramePosition(frame)
+	switch {
+	case !ok:
+	case pos.Epoch == r.through.Epoch && pos.Offset <= r.through.Offset:
 		return false // replayed
+	default:
+		r.caughtUp.Store(true)
 	}
-	r.caughtUp.Store(true)
 	return true
 }
 
