@@ -44,7 +44,7 @@ type sessionState struct {
 	id string
 	// writing serialises the session's writes, from encode to the answer:
 	// a socket's last write (flushNow) must not be overtaken by an older
-	// one of the periodic flush still in flight.
+	// one of the periodic flush still in flight. Taken before mu.
 	writing sync.Mutex
 
 	mu         sync.Mutex          // protects the fields below
