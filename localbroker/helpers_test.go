@@ -44,6 +44,35 @@ func ExpectHangUp(t testing.TB, c net.Conn) {
 	}
 }
 
+// intruder is a first frame that a listener must refuse.
+type intruder struct {
+	name  string
+	hello []byte
+}
+
+// refusedPeer is the log message of a refused first frame.
+const refusedPeer = "refused a peer without the cluster secret"
+
+// expectRefused sends each intruder's hello and then a publish on a
+// connection of its own to addr, expects a hang-up without a byte, and a
+// refusal in log for each.
+func expectRefused(t *testing.T, addr string, intruders []intruder, log *LogRecorder) {
+	t.Helper()
+	for _, tc := range intruders {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_, _ = c.Write(tc.hello)
+			_, _ = c.Write(pubFrame("ch", []byte("intruder")))
+			ExpectHangUp(t, c)
+		})
+	}
+	testutil.Eventually(t, WaitLong, func() bool { return log.Count(refusedPeer) == len(intruders) }, "a logged refusal for each intruder")
+}
+
 // Kill ends b's link the way a killed worker's ends: with a reset, not
 // Close's orderly shutdown, and without a reconnect. b still needs a Close
 // to release its goroutines.

@@ -23,10 +23,7 @@ func TestPairRefuses(t *testing.T) {
 	if err := b.Subscribe(context.Background(), "ch"); err != nil {
 		t.Fatal(err)
 	}
-	intruders := []struct {
-		name  string
-		hello []byte
-	}{
+	intruders := []intruder{
 		{"wrong secret", pairInitFrame(1, 1, "wrong")},
 		{"secret prefix", pairInitFrame(1, 1, "righ")},
 		{"secret too long", pairInitFrame(1, 1, "right!")},
@@ -37,20 +34,7 @@ func TestPairRefuses(t *testing.T) {
 		{"empty frame", []byte{0, 0, 0, 0}},
 		{"oversize hello, header only", appendHeader(nil, typePairInit, 64<<20)},
 	}
-	for _, tc := range intruders {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", PeerAddr(b))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_, _ = c.Write(tc.hello)
-			_, _ = c.Write(pubFrame("ch", []byte("intruder")))
-			ExpectHangUp(t, c)
-		})
-	}
-	const refused = "refused a peer without the cluster secret"
-	testutil.Eventually(t, WaitLong, func() bool { return log.Count(refused) == len(intruders) }, "a logged refusal for each intruder")
+	expectRefused(t, PeerAddr(b), intruders, log)
 
 	// A right one is welcomed, and its publishes are delivered once its
 	// barrier comes through the Server.

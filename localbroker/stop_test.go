@@ -122,10 +122,7 @@ func TestServerRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	intruders := []struct {
-		name  string
-		hello []byte
-	}{
+	intruders := []intruder{
 		{"wrong secret", helloFrame(1, "wrong")},
 		{"secret prefix", helloFrame(1, "righ")},
 		{"secret too long", helloFrame(1, "right!")},
@@ -137,22 +134,9 @@ func TestServerRefuses(t *testing.T) {
 		{"empty frame", []byte{0, 0, 0, 0}},
 		{"oversize hello, header only", appendHeader(nil, typeHello, 64<<20)},
 	}
-	for _, tc := range intruders {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", s.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_, _ = c.Write(tc.hello)
-			_, _ = c.Write(pubFrame("ch", []byte("intruder")))
-			ExpectHangUp(t, c)
-		})
-	}
-	const refused = "refused a peer without the cluster secret"
-	testutil.Eventually(t, WaitLong, func() bool { return log.Count(refused) == len(intruders) }, "a logged refusal for each intruder")
+	expectRefused(t, s.Addr().String(), intruders, log)
 	for _, rec := range log.Records() {
-		if rec.Msg == refused && rec.Attr("remote") == "" {
+		if rec.Msg == refusedPeer && rec.Attr("remote") == "" {
 			t.Errorf("refusal logged without the remote address: %v", rec.Attrs)
 		}
 	}
