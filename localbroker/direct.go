@@ -671,7 +671,7 @@ func (b *Broker) publishDirect(channel string, frame []byte) error {
 			err = ErrBacklog
 		}
 	}
-	if b.relayNeededLocked() && (len(skip) > 1<<16-1 || !b.link.q.push(relayHead(skip, len(head)-headerLen+len(frame)), head[headerLen:], frame)) {
+	if b.relayNeededLocked() && (len(skip) > maxSkip || !b.link.q.push(relayHead(skip, len(head)-headerLen+len(frame)), head[headerLen:], frame)) {
 		return ErrBacklog
 	}
 	if err == nil {

@@ -53,6 +53,11 @@ const (
 	headerLen = 5
 	// maxFrame bounds one link frame: a 64 MiB publish and its channel.
 	maxFrame = 64<<20 + 1<<16
+	// maxSkip bounds the workers a relay names (served directly).
+	maxSkip = 1<<16 - 1
+	// maxLinkFrame is what a link reads: a frame of maxFrame, or a relay
+	// of one, whose head names up to maxSkip workers.
+	maxLinkFrame = maxFrame + 2 + tokenLen*maxSkip
 	// maxName is the longest channel name a link frame can carry.
 	maxName = 1<<16 - 1
 	// chunkSize is where frames built from many entries (announces,

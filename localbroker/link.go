@@ -201,7 +201,7 @@ func serveLink(r linkRun) error {
 			}
 		}()
 	}
-	err := readLoop(r.conn, r.br, maxFrame, r.q, r.silence, r.handle)
+	err := readLoop(r.conn, r.br, maxLinkFrame, r.q, r.silence, r.handle)
 	if r.ended != nil {
 		r.ended(err)
 	}

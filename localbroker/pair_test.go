@@ -161,3 +161,32 @@ func TestPairRecall(t *testing.T) {
 	}
 	testutil.Eventually(t, WaitLong, func() bool { return delivered() == 1 }, "the held publish once its barrier came")
 }
+
+// TestDirectRelayOfTheLargestPublish: a publish as large as Publish takes
+// goes through the Server as a relay, whose head names the workers served
+// directly, and reaches a worker without Direct; the publisher's Server
+// link stays up.
+func TestDirectRelayOfTheLargestPublish(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	s := startServer(t, testConfig(t, ServerOptions{Secret: "s"}))
+	var got recorder
+	plain, _ := startBroker(t, Options{Addr: s.Addr().String(), Secret: "s"}, got.deliver)
+	testutil.Eventually(t, WaitLong, plain.Connected, "the plain worker's link")
+	if err := plain.Subscribe(context.Background(), "h"); err != nil {
+		t.Fatal(err)
+	}
+	direct, _ := connectedBroker(t, s, Options{Direct: true})
+	peer, _ := connectedBroker(t, s, Options{Direct: true})
+	testutil.Eventually(t, WaitLong, func() bool { return Synced(direct) == 1 && Synced(peer) == 1 }, "the pair link")
+	big := make([]byte, maxFrame-1-2-len("h")) // the largest Publish takes
+	if err := direct.Publish(context.Background(), "h", big); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, WaitLong, func() bool {
+		l := got.list()
+		return len(l) == 1 && len(l[0]) == len(big)
+	}, "the publish at the plain worker")
+	if !direct.Connected() {
+		t.Fatal("the publisher lost its Server link")
+	}
+}
