@@ -275,11 +275,7 @@ func (b *Broker) Unsubscribe(_ context.Context, channel string) error {
 	if b.link != nil {
 		b.link.q.push(f)
 	}
-	for _, l := range b.pairs {
-		if !l.q.push(f) {
-			b.dropPairLocked(l)
-		}
-	}
+	b.tellPairsLocked(f, 0, nil)
 	return nil
 }
 

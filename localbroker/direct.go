@@ -97,7 +97,10 @@ func (s *Server) list(l *link) {
 					others = append(others, o)
 				}
 			}
-			l.q.push(tableFrame(true, others...)) // the queue is new: taken whatever its size
+			// The queue is new: only barriers can be ahead of the table.
+			if !l.q.push(tableFrame(true, others...)) {
+				stuck = append(stuck, l)
+			}
 		}
 		l.listed = true
 		add := tableFrame(false, l)
@@ -229,14 +232,13 @@ func (s *Server) barrier(from *link, p []byte) error {
 // and those of the pair links that were up when it was sent. Its fields
 // are under Broker.mu.
 type ackWait struct {
-	left int        // acks still to come
+	left int        // acks still to come; 0 once the outcome is in done
 	done chan error // capacity 1: the outcome
-	sent bool       // the outcome is in done
 }
 
 // answerLocked counts one ack, or with an error ends the wait at once.
 func (w *ackWait) answerLocked(err error) {
-	if w.sent {
+	if w.left <= 0 {
 		return
 	}
 	if err == nil {
@@ -244,7 +246,7 @@ func (w *ackWait) answerLocked(err error) {
 			return
 		}
 	}
-	w.sent = true
+	w.left = 0
 	w.done <- err
 }
 
@@ -352,7 +354,7 @@ func (b *Broker) pairHello(c net.Conn, br *bufio.Reader) (token, id uint64, ok b
 		b.log.Warn("refused a peer without the cluster secret", "remote", c.RemoteAddr().String())
 		return 0, 0, false
 	}
-	if _, err := c.Write(appendHeader(nil, typeWelcome, 0)); err != nil {
+	if _, err := c.Write(welcomeFrame); err != nil {
 		return 0, 0, false
 	}
 	_ = c.SetDeadline(time.Time{})

@@ -247,13 +247,14 @@
 // it, the direct workers get an 'X'. These frames are queued under
 // Server.mu, so every worker sees the table's changes in one order; a
 // worker replaces its table with each 'T' that has replace set, which
-// comes first on each of its Server links, and answers every other 'T'
-// with a 'V' once applied. Until every direct worker has answered the 'T'
-// that adds a newcomer (or dropped its link, whose next link starts from
-// a whole table), the Server holds the acks of the newcomer's subs, so a
-// Subscribe returns only once every publisher knows the newcomer. A
-// direct worker whose Server link reader is slow (a deliver callback that
-// blocks) delays those Subscribes as long.
+// comes first on each of its Server links (but for barriers, 'B', which do
+// not depend on it), and answers every other 'T' with a 'V' once applied.
+// Until every direct worker has answered the 'T' that adds a newcomer
+// (or dropped its link, whose next link starts from a whole table), the
+// Server holds the acks of the newcomer's subs, so a Subscribe returns
+// only once every publisher knows the newcomer. A direct worker whose
+// Server link reader is slow (a deliver callback that blocks) delays those
+// Subscribes as long.
 //
 // Each pair of direct workers has one pair link: the one with the smaller
 // token dials the other's address, again with backoff (Options.

@@ -76,7 +76,9 @@ var (
 // only read.
 var (
 	pingFrame = appendHeader(nil, typePing, 0)
-	pongFrame = appendHeader(nil, typePong, 0)
+	// welcomeFrame admits a worker's or a peer's link.
+	welcomeFrame = appendHeader(nil, typeWelcome, 0)
+	pongFrame    = appendHeader(nil, typePong, 0)
 )
 
 // appendHeader starts a frame of type typ whose payload is n bytes long.
@@ -102,10 +104,6 @@ func pubFrame(channel string, frame []byte) []byte {
 func appendPubHead(dst []byte, channel string, n int) []byte {
 	return appendName(appendHeader(dst, typePub, 2+len(channel)+n), channel)
 }
-
-// helloFrame is the first frame of a worker that takes no direct links.
-// token names the worker's process across its links (see Server.serve).
-func helloFrame(token uint64, secret string) []byte { return peerHelloFrame(token, "", secret) }
 
 // peerHelloFrame is a worker's first frame, with the address its peers
 // reach it at ("" for none).

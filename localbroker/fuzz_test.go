@@ -45,7 +45,7 @@ func seedFrames() [][]byte {
 	more[headerLen+4] = 0
 	return append([][]byte{
 		helloFrame(1, "secret"),
-		appendHeader(nil, typeWelcome, 0),
+		welcomeFrame,
 		sub,
 		unsub,
 		ack,

@@ -44,6 +44,9 @@ func ExpectHangUp(t testing.TB, c net.Conn) {
 	}
 }
 
+// helloFrame is the first frame of a worker that takes no direct links.
+func helloFrame(token uint64, secret string) []byte { return peerHelloFrame(token, "", secret) }
+
 // intruder is a first frame that a listener must refuse.
 type intruder struct {
 	name  string

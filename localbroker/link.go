@@ -158,8 +158,9 @@ type linkRun struct {
 	conn net.Conn
 	br   *bufio.Reader
 	q    *sendQueue
-	// ping, when positive, has a pinger queue a ping that often: the
-	// side that dialled pings, the other answers.
+	// ping, when positive, has a pinger queue a ping that often: a
+	// worker on its Server link (the Server only answers), and both ends
+	// of a pair link.
 	ping    time.Duration
 	silence time.Duration // see readLoop
 	handle  func(typ byte, frame []byte) error

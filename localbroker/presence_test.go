@@ -274,7 +274,7 @@ func fakeServer(t *testing.T) (addr string, conns <-chan net.Conn) {
 				_ = c.Close()
 				continue
 			}
-			_, _ = c.Write(appendHeader(nil, typeWelcome, 0))
+			_, _ = c.Write(welcomeFrame)
 			ch <- c
 		}
 	}()

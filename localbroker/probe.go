@@ -78,15 +78,19 @@ func (b *Broker) request(ctx context.Context, record func(), names ...string) er
 	}
 }
 
-// subscribePairsLocked queues sub frame f to every pair link and, with w,
-// makes w wait for each one's ack of id too: a peer acks once its
-// publishes follow the new interest. A link whose queue is full is
-// dropped: its peer relays through the Server until another. A probe
-// (no names) goes to the Server alone.
+// subscribePairsLocked is tellPairsLocked for a sub frame of names; a
+// probe (no names) goes to the Server alone.
 func (b *Broker) subscribePairsLocked(names []string, f []byte, id uint32, w *ackWait) {
-	if names == nil {
-		return
+	if names != nil {
+		b.tellPairsLocked(f, id, w)
 	}
+}
+
+// tellPairsLocked queues an interest frame f to every pair link and, with
+// w, makes w wait for each one's ack of id too: a peer acks once its
+// publishes follow the new interest. A link whose queue is full is
+// dropped: its peer relays through the Server until another.
+func (b *Broker) tellPairsLocked(f []byte, id uint32, w *ackWait) {
 	for _, l := range b.pairs {
 		switch {
 		case !l.q.push(f):

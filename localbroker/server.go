@@ -183,7 +183,7 @@ func (s *Server) serve(c net.Conn) {
 		_ = old.conn.Close()
 		<-old.gone
 	}
-	if _, err := c.Write(appendHeader(nil, typeWelcome, 0)); err != nil {
+	if _, err := c.Write(welcomeFrame); err != nil {
 		s.drop(l)
 		return
 	}
@@ -252,7 +252,7 @@ func (s *Server) handle(l *link, typ byte, f []byte) error {
 		if err := parseNames(p[4:], func(ch string) { s.subscribe(l, ch) }); err != nil {
 			return err
 		}
-		s.ack(l, append(appendHeader(nil, typeAck, 4), id...))
+		s.ack(l, ackFrame(id))
 	case typeUnsub:
 		return parseNames(p, func(ch string) { s.unsubscribe(l, ch) })
 	case typeRelay:
